@@ -1,0 +1,13 @@
+//! eventtally-core: turns raw JSON event batches into time-bucketed aggregates.
+//!
+//! Pure Rust, no Python. One module per concept: `batch` scans batches and extracts only the
+//! paths some filter reads; `jpath` compiles conditions; `time` parses timestamps and truncates
+//! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
+//! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
+//! `query` answers Metrics API requests; `snapshot` persists and merges state.
+
+pub mod error;
+pub mod path;
+pub mod value;
+
+pub use error::{Error, Result};

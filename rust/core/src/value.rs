@@ -1,0 +1,260 @@
+//! Values extracted from an event by the batch scanner, and the typing rules applied to them.
+//!
+//! Guarantees: numbers keep their raw JSON text (nothing is lost before a rule needs it);
+//! `numeric()` implements decision 6 (finite JSON numbers and strings that are exactly a finite JSON
+//! number); `write_group_string()` implements decision 9 (grouping values as strings).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// A JSON value found at a path. Containers keep their raw text so they cost nothing unless used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    /// Raw JSON number text, already validated by the scanner.
+    Number(&'a str),
+    /// A decoded string (borrowed when it had no escapes).
+    Str(Cow<'a, str>),
+    /// Raw JSON text of an array (brackets included) and its element count.
+    Array { raw: &'a str, len: usize },
+    /// Raw JSON text of an object (braces included).
+    Object { raw: &'a str },
+}
+
+impl Value<'_> {
+    /// The numeric value under decision 6, or `None` when the value does not count as a number.
+    #[must_use]
+    pub fn numeric(&self) -> Option<f64> {
+        match self {
+            Value::Number(raw) => parse_finite(raw),
+            Value::Str(s) => {
+                if is_json_number(s.as_bytes()) {
+                    parse_finite(s)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Appends the grouping string form (decision 9) to `out`.
+    pub fn write_group_string(&self, out: &mut String) {
+        match self {
+            Value::Null => {}
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Number(raw) => write_number_string(raw, out),
+            Value::Str(s) => out.push_str(s),
+            Value::Array { raw, .. } | Value::Object { raw } => write_compact_json(raw, out),
+        }
+    }
+
+    /// The grouping string form as a new `String`.
+    #[must_use]
+    pub fn group_string(&self) -> String {
+        let mut s = String::new();
+        self.write_group_string(&mut s);
+        s
+    }
+
+    /// A one-byte type tag; distinct-count identity is (tag, string form).
+    #[must_use]
+    pub fn type_tag(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 2,
+            Value::Str(_) => 3,
+            Value::Array { .. } => 4,
+            Value::Object { .. } => 5,
+        }
+    }
+}
+
+fn parse_finite(raw: &str) -> Option<f64> {
+    raw.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// True when `s` is exactly a JSON number (RFC 8259 grammar, no surrounding whitespace).
+#[must_use]
+pub fn is_json_number(s: &[u8]) -> bool {
+    let mut i = 0;
+    if s.first() == Some(&b'-') {
+        i += 1;
+    }
+    match s.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            while matches!(s.get(i), Some(b'0'..=b'9')) {
+                i += 1;
+            }
+        }
+        _ => return false,
+    }
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while matches!(s.get(i), Some(b'0'..=b'9')) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let start = i;
+        while matches!(s.get(i), Some(b'0'..=b'9')) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    i == s.len()
+}
+
+/// Grouping form of a JSON number: integer text stays as written (minus a `-0` sign), everything
+/// else becomes JavaScript's shortest round-trip form; non-finite values keep their raw text.
+pub fn write_number_string(raw: &str, out: &mut String) {
+    let bytes = raw.as_bytes();
+    let is_plain_integer = bytes.iter().all(|b| b.is_ascii_digit() || *b == b'-');
+    if is_plain_integer {
+        if raw.trim_start_matches('-').bytes().all(|b| b == b'0') {
+            out.push('0');
+        } else {
+            out.push_str(raw);
+        }
+        return;
+    }
+    match raw.parse::<f64>() {
+        Ok(v) if v.is_finite() => write_js_number(v, out),
+        _ => out.push_str(raw),
+    }
+}
+
+/// Formats a finite `f64` as JavaScript's `Number.prototype.toString` does.
+pub fn write_js_number(v: f64, out: &mut String) {
+    if v == 0.0 {
+        out.push('0');
+        return;
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits; only the layout differs from JS.
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let k = digits.len() as i32;
+    let n = exp + 1; // position of the decimal point relative to the digit string
+    if v < 0.0 {
+        out.push('-');
+    }
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        for _ in 0..(n - k) {
+            out.push('0');
+        }
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        for _ in 0..(-n) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = n - 1;
+        let _ = write!(out, "e{}{}", if e >= 0 { '+' } else { '-' }, e.abs());
+    }
+}
+
+/// Appends `raw` (valid JSON text) with insignificant whitespace removed.
+pub fn write_compact_json(raw: &str, out: &mut String) {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut run_start = 0;
+    for (i, b) in raw.bytes().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            out.push_str(&raw[run_start..i]);
+            run_start = i + 1;
+        }
+    }
+    out.push_str(&raw[run_start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn js(v: f64) -> String {
+        let mut s = String::new();
+        write_js_number(v, &mut s);
+        s
+    }
+
+    #[test]
+    fn js_number_forms() {
+        for (v, want) in [
+            (1.5, "1.5"),
+            (100.0, "100"),
+            (1e-7, "1e-7"),
+            (1.5e21, "1.5e+21"),
+            (1e21, "1e+21"),
+            (123_456_789_012_345_680_000.0, "123456789012345680000"),
+            (0.000_001, "0.000001"),
+            (-42.25, "-42.25"),
+            (299.99, "299.99"),
+        ] {
+            assert_eq!(js(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn numeric_rules() {
+        assert_eq!(Value::Number("2").numeric(), Some(2.0));
+        assert_eq!(Value::Number("1e999").numeric(), None);
+        assert_eq!(Value::Str("19.99".into()).numeric(), Some(19.99));
+        assert_eq!(Value::Str("1e3".into()).numeric(), Some(1000.0));
+        assert_eq!(Value::Str(" 1".into()).numeric(), None);
+        assert_eq!(Value::Str("000123".into()).numeric(), None);
+        assert_eq!(Value::Str("true".into()).numeric(), None);
+        assert_eq!(Value::Bool(true).numeric(), None);
+        assert_eq!(Value::Null.numeric(), None);
+    }
+
+    #[test]
+    fn group_strings() {
+        assert_eq!(Value::Number("42").group_string(), "42");
+        assert_eq!(Value::Number("-0").group_string(), "0");
+        assert_eq!(Value::Number("1.50").group_string(), "1.5");
+        assert_eq!(Value::Number("100.0").group_string(), "100");
+        assert_eq!(Value::Number("1e999").group_string(), "1e999");
+        assert_eq!(Value::Null.group_string(), "");
+        assert_eq!(Value::Bool(false).group_string(), "false");
+        assert_eq!(
+            Value::Object { raw: "{ \"a b\" : [1, 2] }" }.group_string(),
+            "{\"a b\":[1,2]}"
+        );
+    }
+}
