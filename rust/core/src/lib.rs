@@ -6,8 +6,18 @@
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
 //! `query` answers Metrics API requests; `snapshot` persists and merges state.
 
+pub mod batch;
+pub mod config;
+pub mod engine;
 pub mod error;
+pub mod file;
+pub mod jpath;
 pub mod path;
+pub mod query;
+pub mod sketch;
+pub mod snapshot;
+pub mod state;
+pub mod time;
 pub mod value;
 
 pub use error::{Error, Result};

@@ -1,1 +1,731 @@
-//! placeholder
+//! pyo3 bindings for eventtally-core. This crate only converts: Python inputs are taken while
+//! attached to the interpreter, all work runs detached (`Python::detach`), and every core error
+//! goes through the single conversion point [`to_py_err`].
+//!
+//! Thread safety: `Engine` is a frozen pyclass. Its compiled plan sits behind an `RwLock` (swapped
+//! when filters change) and its state behind a `Mutex`; batches are parsed and evaluated without
+//! holding either lock and only the merge takes the state lock. Lock order: state, then plan.
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use eventtally_core::config::{FilterDef, IngestDef};
+use eventtally_core::engine::{Delta, IngestStats, Plan, Store};
+use eventtally_core::error::Error;
+use eventtally_core::query::{self, Query, ResultSet};
+use eventtally_core::snapshot;
+use eventtally_core::time::write_rfc3339;
+use numpy::{PyArray1, PyArrayMethods};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString};
+use serde_json::{json, Map, Value as Json};
+
+/// The single conversion point from core errors to the Python exception tree defined in
+/// `eventtally.exceptions` (structured attributes, not only text).
+fn to_py_err(err: Error) -> PyErr {
+    Python::attach(|py| {
+        let message = err.to_string();
+        let build = || -> PyResult<PyErr> {
+            let module = py.import("eventtally.exceptions")?;
+            let kwargs = PyDict::new(py);
+            let class = match &err {
+                Error::Json { offset, reason } => {
+                    kwargs.set_item("offset", offset)?;
+                    kwargs.set_item("reason", reason)?;
+                    "JsonError"
+                }
+                Error::Format { offset, reason } => {
+                    kwargs.set_item("offset", offset)?;
+                    kwargs.set_item("reason", reason)?;
+                    "FormatError"
+                }
+                Error::PathSyntax {
+                    field,
+                    expression,
+                    position,
+                    reason,
+                } => {
+                    kwargs.set_item("field", field)?;
+                    kwargs.set_item("expression", expression)?;
+                    kwargs.set_item("position", position)?;
+                    kwargs.set_item("reason", reason)?;
+                    "PathSyntaxError"
+                }
+                Error::Config { field, reason } => {
+                    kwargs.set_item("field", field)?;
+                    kwargs.set_item("reason", reason)?;
+                    "ConfigError"
+                }
+                Error::Query { field, reason } => {
+                    kwargs.set_item("field", field)?;
+                    kwargs.set_item("reason", reason)?;
+                    "QueryError"
+                }
+                Error::NotFound { kind, id } => {
+                    kwargs.set_item("kind", kind)?;
+                    kwargs.set_item("id", id)?;
+                    "NotFoundError"
+                }
+                Error::Snapshot { reason } => {
+                    kwargs.set_item("reason", reason)?;
+                    "SnapshotError"
+                }
+                Error::Limit { reason } => {
+                    kwargs.set_item("reason", reason)?;
+                    "LimitError"
+                }
+                Error::Io { path, reason } => {
+                    kwargs.set_item("path", path)?;
+                    kwargs.set_item("reason", reason)?;
+                    "EventtallyIOError"
+                }
+            };
+            let instance = module.getattr(class)?.call((message.clone(),), Some(&kwargs))?;
+            Ok(PyErr::from_value(instance))
+        };
+        build().unwrap_or_else(|e| e)
+    })
+}
+
+/// Bytes of one input batch, borrowed from `bytes`/`str` and copied from mutable buffers.
+enum Input {
+    Bytes(PyBackedBytes),
+    Str(PyBackedStr),
+    Owned(Vec<u8>),
+}
+
+impl Input {
+    fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Input> {
+        if obj.is_instance_of::<PyBytes>() {
+            return Ok(Input::Bytes(obj.extract()?));
+        }
+        if obj.is_instance_of::<PyString>() {
+            return Ok(Input::Str(obj.extract()?));
+        }
+        if let Ok(ba) = obj.cast::<PyByteArray>() {
+            return Ok(Input::Owned(ba.to_vec()));
+        }
+        if let Ok(buf) = PyBuffer::<u8>::get(obj) {
+            return Ok(Input::Owned(buf.to_vec(obj.py())?));
+        }
+        Err(PyTypeError::new_err(format!(
+            "expected bytes, bytearray, memoryview or str, got {}",
+            obj.get_type().name()?
+        )))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Input::Bytes(b) => b,
+            Input::Str(s) => s.as_bytes(),
+            Input::Owned(v) => v,
+        }
+    }
+}
+
+fn parse_json(text: &str, what: &str) -> PyResult<Json> {
+    eventtally_core::config::parse_json_text(text, what).map_err(to_py_err)
+}
+
+fn defs_from_json(ingests: &Json, filters: &Json) -> Result<(Vec<IngestDef>, Vec<FilterDef>), Error> {
+    let ingest_list: Vec<Json> = match ingests {
+        Json::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    let ingests = ingest_list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            IngestDef::from_json(v).map_err(|e| prefix_field(e, &format!("ingests[{i}]")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let filter_list = filters.as_array().ok_or_else(|| Error::Config {
+        field: "filters".into(),
+        reason: "must be a list of filter definitions".into(),
+    })?;
+    let filters = filter_list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| FilterDef::from_json(v).map_err(|e| prefix_field(e, &format!("filters[{i}]"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ingests, filters))
+}
+
+fn prefix_field(e: Error, prefix: &str) -> Error {
+    match e {
+        Error::Config { field, reason } => Error::Config {
+            field: format!("{prefix}.{field}"),
+            reason,
+        },
+        Error::PathSyntax {
+            field,
+            expression,
+            position,
+            reason,
+        } => Error::PathSyntax {
+            field: format!("{prefix}.{field}"),
+            expression,
+            position,
+            reason,
+        },
+        other => other,
+    }
+}
+
+fn stats_to_py<'py>(py: Python<'py>, s: &IngestStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("events", s.events)?;
+    d.set_item("accepted", s.accepted)?;
+    let dropped = PyDict::new(py);
+    if s.not_object > 0 {
+        dropped.set_item("not_object", s.not_object)?;
+    }
+    if s.timestamp_invalid > 0 {
+        dropped.set_item("timestamp_invalid", s.timestamp_invalid)?;
+    }
+    d.set_item("dropped", dropped)?;
+    d.set_item("timestamp_fallback", s.timestamp_fallback)?;
+    let per = PyDict::new(py);
+    for f in &s.per_filter {
+        let fd = PyDict::new(py);
+        fd.set_item("matched", f.matched)?;
+        fd.set_item("flattened_elements", f.flattened_elements)?;
+        let fdrop = PyDict::new(py);
+        if f.flatten_not_array > 0 {
+            fdrop.set_item("flatten_not_array", f.flatten_not_array)?;
+        }
+        if f.flatten_element_not_object > 0 {
+            fdrop.set_item("flatten_element_not_object", f.flatten_element_not_object)?;
+        }
+        fd.set_item("dropped", fdrop)?;
+        per.set_item(&f.filter_id, fd)?;
+    }
+    d.set_item("per_filter", per)?;
+    Ok(d)
+}
+
+/// A batch parsed and evaluated against a plan, not yet applied.
+#[pyclass(frozen, module = "eventtally._core")]
+struct PreparedBatch {
+    plan: Arc<Plan>,
+    delta: Delta,
+    data: Arc<Input>,
+    ingest: Option<String>,
+    now_ms: i64,
+}
+
+#[pymethods]
+impl PreparedBatch {
+    /// Stats the batch will report when applied.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_to_py(py, &self.delta.stats)
+    }
+}
+
+#[pyclass(frozen, module = "eventtally._core")]
+struct Engine {
+    plan: RwLock<Arc<Plan>>,
+    store: Mutex<Store>,
+}
+
+impl Engine {
+    fn current_plan(&self) -> Arc<Plan> {
+        self.plan.read().expect("plan lock poisoned").clone()
+    }
+
+    fn lock_store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().expect("state lock poisoned")
+    }
+
+    fn with_plan(plan: Plan, store: Store) -> Engine {
+        Engine {
+            plan: RwLock::new(Arc::new(plan)),
+            store: Mutex::new(store),
+        }
+    }
+
+    /// Rebuilds the plan from edited definitions, keeping the state of unchanged filters.
+    fn replace_definitions(
+        &self,
+        edit: impl FnOnce(&mut Vec<IngestDef>, &mut Vec<FilterDef>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut store = self.lock_store();
+        let mut plan_guard = self.plan.write().expect("plan lock poisoned");
+        let mut ingests: Vec<IngestDef> = plan_guard.ingests().cloned().collect();
+        let mut filters: Vec<FilterDef> = plan_guard.filters().cloned().collect();
+        edit(&mut ingests, &mut filters)?;
+        let plan = Plan::new(ingests, filters)?;
+        store.sync(&plan);
+        *plan_guard = Arc::new(plan);
+        Ok(())
+    }
+
+    fn run_query(&self, query: &Json, now_ms: i64) -> Result<(Query, ResultSet, FilterDef), Error> {
+        let plan = self.current_plan();
+        let lookup = |id: &str| plan.filter(id).cloned();
+        let q = Query::from_json(query, &lookup)?;
+        let def = plan.filter(&q.filter_id).expect("validated filter").clone();
+        let store = self.lock_store();
+        let state = store.states.get(&q.filter_id).expect("synced state");
+        let rs = query::run(&def, state, &q, now_ms);
+        Ok((q, rs, def))
+    }
+}
+
+fn rows_json(rs: &ResultSet) -> Json {
+    let mut out = Vec::with_capacity(rs.dt.len());
+    let mut dt = String::new();
+    for i in 0..rs.dt.len() {
+        dt.clear();
+        write_rfc3339(rs.dt[i], &mut dt);
+        let groupings = if rs.keys.is_empty() && !rs.grouped {
+            Json::Null
+        } else {
+            let tuple = &rs.tuples[rs.group[i] as usize];
+            let mut m = Map::new();
+            for (k, v) in rs.keys.iter().zip(tuple) {
+                m.insert(k.clone(), Json::String(v.clone()));
+            }
+            Json::Object(m)
+        };
+        out.push(json!({"dt": dt, "groupings": groupings, "value": rs.value[i]}));
+    }
+    Json::Array(out)
+}
+
+/// The compact `?multi=true` encoding (spec 7.3): per query, per series, one separator row
+/// (`isSeperator`, base `dt`, non-null `groupings`) followed by value rows carrying seconds after
+/// the base, the value and the query id.
+fn multi_rows(rs: &ResultSet, query_id: &str, out: &mut Vec<Json>) {
+    let mut series: Vec<Vec<usize>> = vec![Vec::new(); rs.tuples.len()];
+    for i in 0..rs.dt.len() {
+        series[rs.group[i] as usize].push(i);
+    }
+    let mut order: Vec<usize> = (0..series.len()).filter(|g| !series[*g].is_empty()).collect();
+    order.sort_by(|a, b| rs.tuples[*a].cmp(&rs.tuples[*b]));
+    let mut dt = String::new();
+    for g in order {
+        let rows = &series[g];
+        let base = rows.iter().map(|&i| rs.dt[i]).min().expect("non-empty series");
+        dt.clear();
+        write_rfc3339(base, &mut dt);
+        let mut m = Map::new();
+        for (k, v) in rs.keys.iter().zip(&rs.tuples[g]) {
+            m.insert(k.clone(), Json::String(v.clone()));
+        }
+        out.push(json!({"isSeperator": true, "dt": dt, "groupings": Json::Object(m)}));
+        for &i in rows {
+            out.push(json!({
+                "dtSecLater": (rs.dt[i] - base).div_euclid(1000),
+                "val": rs.value[i],
+                "queryId": query_id,
+            }));
+        }
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    fn new(py: Python<'_>, ingests_json: &str, filters_json: &str) -> PyResult<Engine> {
+        let ingests = parse_json(ingests_json, "ingest")?;
+        let filters = parse_json(filters_json, "filters")?;
+        py.detach(|| {
+            let (i, f) = defs_from_json(&ingests, &filters)?;
+            let plan = Plan::new(i, f)?;
+            let mut store = Store::default();
+            store.sync(&plan);
+            Ok(Engine::with_plan(plan, store))
+        })
+        .map_err(to_py_err)
+    }
+
+    #[pyo3(signature = (data, ingest_id, now_ms))]
+    fn prepare(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        ingest_id: Option<String>,
+        now_ms: i64,
+    ) -> PyResult<PreparedBatch> {
+        let input = Arc::new(Input::extract(data)?);
+        let plan = self.current_plan();
+        let delta = py
+            .detach(|| {
+                let idx = plan.ingest_index(ingest_id.as_deref())?;
+                plan.prepare(input.as_bytes(), idx, now_ms)
+            })
+            .map_err(to_py_err)?;
+        Ok(PreparedBatch {
+            plan,
+            delta,
+            data: input,
+            ingest: ingest_id,
+            now_ms,
+        })
+    }
+
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        prepared: &Bound<'py, PreparedBatch>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let p = prepared.get();
+        let stats = py
+            .detach(|| -> Result<IngestStats, Error> {
+                let mut store = self.lock_store();
+                let plan = self.current_plan();
+                if Arc::ptr_eq(&plan, &p.plan) {
+                    store.apply(&plan, &p.delta);
+                    Ok(p.delta.stats.clone())
+                } else {
+                    // Filters changed since the batch was prepared: evaluate it again.
+                    let idx = plan.ingest_index(p.ingest.as_deref())?;
+                    let delta = plan.prepare(p.data.as_bytes(), idx, p.now_ms)?;
+                    store.apply(&plan, &delta);
+                    Ok(delta.stats)
+                }
+            })
+            .map_err(to_py_err)?;
+        stats_to_py(py, &stats)
+    }
+
+    #[pyo3(signature = (data, ingest_id, now_ms))]
+    fn ingest<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        ingest_id: Option<String>,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let input = Input::extract(data)?;
+        let stats = py
+            .detach(|| -> Result<IngestStats, Error> {
+                let plan = self.current_plan();
+                let idx = plan.ingest_index(ingest_id.as_deref())?;
+                let delta = plan.prepare(input.as_bytes(), idx, now_ms)?;
+                let mut store = self.lock_store();
+                let current = self.current_plan();
+                if Arc::ptr_eq(&plan, &current) {
+                    store.apply(&plan, &delta);
+                    Ok(delta.stats)
+                } else {
+                    let delta = current.prepare(input.as_bytes(), idx, now_ms)?;
+                    store.apply(&current, &delta);
+                    Ok(delta.stats)
+                }
+            })
+            .map_err(to_py_err)?;
+        stats_to_py(py, &stats)
+    }
+
+    #[pyo3(signature = (path, ingest_id, now_ms, progress=None))]
+    fn ingest_file<'py>(
+        &self,
+        py: Python<'py>,
+        path: String,
+        ingest_id: Option<String>,
+        now_ms: i64,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let result = py.detach(|| -> Result<Result<IngestStats, Error>, PyErr> {
+            let plan = self.current_plan();
+            let idx = match plan.ingest_index(ingest_id.as_deref()) {
+                Ok(i) => i,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut callback_error: Option<PyErr> = None;
+            let mut report = |done: u64, total: u64| {
+                if let (Some(cb), None) = (&progress, &callback_error) {
+                    if let Err(e) = Python::attach(|py| cb.call1(py, (done, total)).map(|_| ())) {
+                        callback_error = Some(e);
+                    }
+                }
+            };
+            let delta = eventtally_core::file::prepare_file(&plan, &path, idx, now_ms, &mut report);
+            if let Some(e) = callback_error {
+                return Err(e);
+            }
+            let delta = match delta {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut store = self.lock_store();
+            if !Arc::ptr_eq(&plan, &self.current_plan()) {
+                return Ok(Err(Error::Limit {
+                    reason: "filters changed while the file was being read; ingest it again".into(),
+                }));
+            }
+            store.apply(&plan, &delta);
+            Ok(Ok(delta.stats))
+        })?;
+        let stats = result.map_err(to_py_err)?;
+        stats_to_py(py, &stats)
+    }
+
+    /// Rows of a plain query as a JSON array text.
+    fn results_json(&self, py: Python<'_>, query_json: &str, now_ms: i64) -> PyResult<String> {
+        let q = parse_json(query_json, "query")?;
+        py.detach(|| {
+            let (_, rs, _) = self.run_query(&q, now_ms)?;
+            Ok(rows_json(&rs).to_string())
+        })
+        .map_err(to_py_err)
+    }
+
+    /// The query answer as arrays: (dt ms int64, group codes uint32, values float64, keys,
+    /// tuples, grouped). The arrays are moved out of Rust without a copy.
+    #[allow(clippy::type_complexity)]
+    fn results_arrays<'py>(
+        &self,
+        py: Python<'py>,
+        query_json: &str,
+        now_ms: i64,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray1<f64>>,
+        Vec<String>,
+        Vec<Vec<String>>,
+        bool,
+    )> {
+        let q = parse_json(query_json, "query")?;
+        let rs = py
+            .detach(|| self.run_query(&q, now_ms).map(|(_, rs, _)| rs))
+            .map_err(to_py_err)?;
+        Ok((
+            PyArray1::from_vec(py, rs.dt),
+            PyArray1::from_vec(py, rs.group),
+            PyArray1::from_vec(py, rs.value),
+            rs.keys,
+            rs.tuples,
+            rs.grouped,
+        ))
+    }
+
+    /// The compact multi-query rows of spec 7.3 as JSON text.
+    fn results_multi_json(&self, py: Python<'_>, queries_json: &str, now_ms: i64) -> PyResult<String> {
+        let qs = parse_json(queries_json, "queries")?;
+        py.detach(|| {
+            let list = match &qs {
+                Json::Array(a) => a.clone(),
+                other => vec![other.clone()],
+            };
+            let mut out = Vec::new();
+            for (i, q) in list.iter().enumerate() {
+                let (parsed, rs, _) = self.run_query(q, now_ms).map_err(|e| match e {
+                    Error::Query { field, reason } => Error::Query {
+                        field: format!("[{i}].{field}"),
+                        reason,
+                    },
+                    other => other,
+                })?;
+                let qid = parsed.query_id.unwrap_or_else(|| {
+                    if list.len() == 1 { "A".to_owned() } else { format!("Q{i}") }
+                });
+                multi_rows(&rs, &qid, &mut out);
+            }
+            Ok(Json::Array(out).to_string())
+        })
+        .map_err(to_py_err)
+    }
+
+    /// Distinct values of the query's `groupingName` as JSON `[{"value": ...}]`.
+    fn groupings_json(&self, py: Python<'_>, query_json: &str) -> PyResult<String> {
+        let q = parse_json(query_json, "query")?;
+        py.detach(|| {
+            let plan = self.current_plan();
+            let lookup = |id: &str| plan.filter(id).cloned();
+            let parsed = Query::from_json(&q, &lookup)?;
+            let def = plan.filter(&parsed.filter_id).expect("validated filter");
+            let store = self.lock_store();
+            let state = store.states.get(&parsed.filter_id).expect("synced state");
+            let values = query::grouping_values(def, state, &parsed)?;
+            Ok(Json::Array(values.into_iter().map(|v| json!({"value": v})).collect()).to_string())
+        })
+        .map_err(to_py_err)
+    }
+
+    fn filter_definitions_json(&self) -> String {
+        let plan = self.current_plan();
+        Json::Array(plan.filters().map(FilterDef::to_json).collect()).to_string()
+    }
+
+    fn ingest_definitions_json(&self) -> String {
+        let plan = self.current_plan();
+        Json::Array(plan.ingests().map(IngestDef::to_json).collect()).to_string()
+    }
+
+    fn add_filter(&self, py: Python<'_>, filter_json: &str) -> PyResult<()> {
+        let v = parse_json(filter_json, "filter")?;
+        py.detach(|| {
+            let def = FilterDef::from_json(&v)?;
+            self.replace_definitions(|_, filters| {
+                if filters.iter().any(|f| f.id == def.id) {
+                    return Err(Error::Config {
+                        field: "id".into(),
+                        reason: format!("a filter with id {:?} already exists", def.id),
+                    });
+                }
+                filters.push(def);
+                Ok(())
+            })
+        })
+        .map_err(to_py_err)
+    }
+
+    fn remove_filter(&self, py: Python<'_>, filter_id: String) -> PyResult<()> {
+        py.detach(|| {
+            self.replace_definitions(|_, filters| {
+                let before = filters.len();
+                filters.retain(|f| f.id != filter_id);
+                if filters.len() == before {
+                    return Err(Error::NotFound {
+                        kind: "filter",
+                        id: filter_id.clone(),
+                    });
+                }
+                Ok(())
+            })
+        })
+        .map_err(to_py_err)
+    }
+
+    fn add_ingest(&self, py: Python<'_>, ingest_json: &str) -> PyResult<()> {
+        let v = parse_json(ingest_json, "ingest")?;
+        py.detach(|| {
+            let def = IngestDef::from_json(&v)?;
+            self.replace_definitions(|ingests, _| {
+                if ingests.iter().any(|i| i.id == def.id) {
+                    return Err(Error::Config {
+                        field: "id".into(),
+                        reason: format!("an ingest with id {:?} already exists", def.id),
+                    });
+                }
+                ingests.push(def);
+                Ok(())
+            })
+        })
+        .map_err(to_py_err)
+    }
+
+    fn remove_ingest(&self, py: Python<'_>, ingest_id: String) -> PyResult<()> {
+        py.detach(|| {
+            self.replace_definitions(|ingests, _| {
+                let before = ingests.len();
+                ingests.retain(|i| i.id != ingest_id);
+                if ingests.len() == before {
+                    return Err(Error::NotFound {
+                        kind: "ingest",
+                        id: ingest_id.clone(),
+                    });
+                }
+                Ok(())
+            })
+        })
+        .map_err(to_py_err)
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let bytes = py.detach(|| {
+            let store = self.lock_store();
+            let plan = self.current_plan();
+            snapshot::encode(&plan, &store)
+        });
+        PyBytes::new(py, &bytes)
+    }
+
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Engine> {
+        let input = Input::extract(data)?;
+        py.detach(|| {
+            let engine = snapshot::decode(input.as_bytes())?;
+            let plan = Arc::try_unwrap(engine.plan).unwrap_or_else(|arc| (*arc).clone());
+            Ok(Engine::with_plan(plan, engine.store))
+        })
+        .map_err(to_py_err)
+    }
+
+    /// Adds `other`'s state into this engine; their definitions must be equal.
+    fn merge(&self, py: Python<'_>, other: &Bound<'_, Engine>) -> PyResult<()> {
+        let other = other.get();
+        if std::ptr::eq(self, other) {
+            return Err(to_py_err(Error::Config {
+                field: "other".into(),
+                reason: "an engine cannot be merged into itself".into(),
+            }));
+        }
+        py.detach(|| {
+            // Snapshot the other engine first so the two state locks are never held together.
+            let (other_plan, other_store) = {
+                let s = other.lock_store();
+                (other.current_plan(), s.clone())
+            };
+            let mut store = self.lock_store();
+            let plan = self.current_plan();
+            if snapshot::definitions_json(&plan)["filters"] != snapshot::definitions_json(&other_plan)["filters"] {
+                return Err(Error::Config {
+                    field: "other".into(),
+                    reason: "engines with different filter definitions cannot be merged".into(),
+                });
+            }
+            for (id, state) in &other_store.states {
+                if let Some(mine) = store.states.get_mut(id) {
+                    mine.merge_from(state);
+                }
+            }
+            Ok(())
+        })
+        .map_err(to_py_err)
+    }
+
+    #[pyo3(signature = (horizon_ms, filter_id=None))]
+    fn drop_before(&self, py: Python<'_>, horizon_ms: i64, filter_id: Option<String>) -> PyResult<usize> {
+        py.detach(|| {
+            let mut store = self.lock_store();
+            if let Some(id) = &filter_id {
+                let state = store.states.get_mut(id).ok_or_else(|| Error::NotFound {
+                    kind: "filter",
+                    id: id.clone(),
+                })?;
+                return Ok(state.drop_before(horizon_ms));
+            }
+            Ok(store.states.values_mut().map(|s| s.drop_before(horizon_ms)).sum())
+        })
+        .map_err(to_py_err)
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.lock_store().heap_bytes()
+    }
+}
+
+/// Builds a list of row dicts directly (faster than JSON text for large answers).
+#[pyfunction]
+fn _rows_from_arrays<'py>(
+    py: Python<'py>,
+    dt: &Bound<'py, PyArray1<i64>>,
+    values: &Bound<'py, PyArray1<f64>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let dt = dt.readonly();
+    let values = values.readonly();
+    let list = PyList::empty(py);
+    let mut s = String::new();
+    for (d, v) in dt.as_slice()?.iter().zip(values.as_slice()?) {
+        s.clear();
+        write_rfc3339(*d, &mut s);
+        list.append((s.as_str(), *v))?;
+    }
+    Ok(list)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_class::<PreparedBatch>()?;
+    m.add_function(wrap_pyfunction!(_rows_from_arrays, m)?)?;
+    m.add("SNAPSHOT_FORMAT_VERSION", snapshot::FORMAT_VERSION)?;
+    Ok(())
+}

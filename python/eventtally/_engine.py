@@ -1,0 +1,310 @@
+"""The typed public face of the compiled engine.
+
+Guarantees: inputs are validated and converted here or in Rust before any state changes; a batch
+is applied whole or not at all; the GIL is released while batches are parsed, evaluated and
+merged, so threads ingesting into one engine run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from eventtally import _core
+
+__all__ = ["Engine", "IngestStats", "PreparedBatch", "ResultArrays"]
+
+Clock = Callable[[], float]
+BatchData = bytes | bytearray | memoryview | str
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """What one batch (or file) did: events seen, accepted, and dropped by reason."""
+
+    events: int
+    accepted: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    timestamp_fallback: int = 0
+    per_filter: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def _from_core(cls, raw: Mapping[str, Any]) -> IngestStats:
+        return cls(
+            events=raw["events"],
+            accepted=raw["accepted"],
+            dropped=dict(raw["dropped"]),
+            timestamp_fallback=raw["timestamp_fallback"],
+            per_filter={k: dict(v) for k, v in raw["per_filter"].items()},
+        )
+
+    def to_dict(self) -> JsonDict:
+        """The stats as plain JSON-ready data."""
+        return {
+            "events": self.events,
+            "accepted": self.accepted,
+            "dropped": dict(self.dropped),
+            "timestamp_fallback": self.timestamp_fallback,
+            "per_filter": {k: dict(v) for k, v in self.per_filter.items()},
+        }
+
+
+@dataclass(frozen=True)
+class ResultArrays:
+    """A query answer as columns.
+
+    ``dt`` (``datetime64[ms]``) and ``values`` (``float64``) are moved out of Rust without a copy;
+    ``dt`` is a zero-copy view of the int64 milliseconds. Each ``groupings[key]`` is a numpy
+    unicode array built by indexing the (small) array of distinct values with per-row codes, so
+    no Python object is created per row; that indexing is the one copy made.
+    """
+
+    dt: npt.NDArray[np.datetime64]
+    values: npt.NDArray[np.float64]
+    groupings: dict[str, npt.NDArray[np.str_]]
+    codes: npt.NDArray[np.uint32]
+    tuples: list[list[str]]
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with ``dt``, one column per grouping and ``value``."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
+        columns: dict[str, Any] = {"dt": self.dt}
+        columns.update(self.groupings)
+        columns["value"] = self.values
+        return pd.DataFrame(columns)
+
+    def to_arrow(self) -> Any:
+        """A ``pyarrow.Table`` with ``dt``, one column per grouping and ``value``."""
+        try:
+            import pyarrow as pa
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("to_arrow() needs pyarrow: pip install pyarrow") from exc
+        columns: dict[str, Any] = {"dt": self.dt}
+        columns.update(self.groupings)
+        columns["value"] = self.values
+        return pa.table(columns)
+
+
+class PreparedBatch:
+    """A batch parsed and evaluated but not applied (see ``Engine.prepare``)."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: _core.PreparedBatch) -> None:
+        self._inner = inner
+
+    @property
+    def stats(self) -> IngestStats:
+        """The stats the batch reports when applied (if the filters do not change meanwhile)."""
+        return IngestStats._from_core(self._inner.stats())
+
+
+def _now_ms(clock: Clock, received_at: float | None) -> int:
+    seconds = clock() if received_at is None else received_at
+    return round(seconds * 1000)
+
+
+def _dumps(value: object, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serializable: {exc}") from exc
+
+
+class Engine:
+    """Aggregates event batches into time-bucketed, per-grouping metrics.
+
+    ``ingest``: one ingest definition or a list of them (the first is the default).
+    ``filters``: filter definitions (spec 5.7). ``clock``: returns the current Unix time in
+    seconds; it dates events that use the ingest time and decides which intervals are incomplete.
+    Engines are thread-safe.
+    """
+
+    __slots__ = ("_clock", "_inner")
+
+    def __init__(
+        self,
+        ingest: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        filters: Iterable[Mapping[str, Any]] = (),
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(ingest, Mapping | list | tuple):
+            raise TypeError("ingest must be a dict or a list of dicts")
+        filters = list(filters)
+        self._clock: Clock = clock or time.time
+        self._inner = _core.Engine(_dumps(ingest, "ingest"), _dumps(filters, "filters"))
+
+    @classmethod
+    def _wrap(cls, inner: _core.Engine, clock: Clock | None) -> Engine:
+        engine = cls.__new__(cls)
+        engine._clock = clock or time.time
+        engine._inner = inner
+        return engine
+
+    # -- ingest --------------------------------------------------------------------------
+
+    def ingest(
+        self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
+    ) -> IngestStats:
+        """Ingests one batch in the ingest's format; atomic. Raises ``JsonError``/``FormatError``."""
+        raw = self._inner.ingest(data, ingest_id, _now_ms(self._clock, received_at))
+        return IngestStats._from_core(raw)
+
+    def prepare(
+        self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
+    ) -> PreparedBatch:
+        """Parses and evaluates a batch without touching the state (raises on a bad batch)."""
+        return PreparedBatch(
+            self._inner.prepare(data, ingest_id, _now_ms(self._clock, received_at))
+        )
+
+    def apply(self, prepared: PreparedBatch) -> IngestStats:
+        """Applies a prepared batch; ``ingest(x)`` is ``apply(prepare(x))``."""
+        if not isinstance(prepared, PreparedBatch):
+            raise TypeError("apply() takes a PreparedBatch from prepare()")
+        return IngestStats._from_core(self._inner.apply(prepared._inner))
+
+    def ingest_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        ingest_id: str | None = None,
+        received_at: float | None = None,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> IngestStats:
+        """Ingests a ``.json``, ``.ndjson`` or ``.jsonl`` file, optionally ``.gz``, in bounded
+        memory. ``progress(bytes_read, file_size)`` is called after each chunk. Atomic."""
+        raw = self._inner.ingest_file(
+            os.fspath(path), ingest_id, _now_ms(self._clock, received_at), progress
+        )
+        return IngestStats._from_core(raw)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def results(self, query: Mapping[str, Any]) -> list[JsonDict]:
+        """Answers a Metrics API request (spec 7.2) as ``{"dt", "groupings", "value"}`` rows."""
+        text = self._inner.results_json(_dumps(query, "query"), _now_ms(self._clock, None))
+        rows: list[JsonDict] = json.loads(text)
+        return rows
+
+    def results_arrays(self, query: Mapping[str, Any]) -> ResultArrays:
+        """Answers a Metrics API request as numpy columns (see ``ResultArrays``)."""
+        dt, codes, values, keys, tuples, _grouped = self._inner.results_arrays(
+            _dumps(query, "query"), _now_ms(self._clock, None)
+        )
+        groupings: dict[str, npt.NDArray[np.str_]] = {}
+        for i, key in enumerate(keys):
+            distinct = np.asarray([t[i] for t in tuples] or [""], dtype=np.str_)
+            groupings[key] = distinct[codes] if len(tuples) else distinct[:0]
+        return ResultArrays(
+            dt=dt.view("datetime64[ms]"),
+            values=values,
+            groupings=groupings,
+            codes=codes,
+            tuples=tuples,
+        )
+
+    def results_multi(self, queries: Sequence[Mapping[str, Any]]) -> list[JsonDict]:
+        """The compact rows of ``POST /metrics/results?multi=true`` (spec 7.3)."""
+        text = self._inner.results_multi_json(
+            _dumps(list(queries), "queries"), _now_ms(self._clock, None)
+        )
+        rows: list[JsonDict] = json.loads(text)
+        return rows
+
+    def groupings(self, query: Mapping[str, Any]) -> list[JsonDict]:
+        """Distinct values of ``query["groupingName"]`` in the window (spec 7.4)."""
+        rows: list[JsonDict] = json.loads(self._inner.groupings_json(_dumps(query, "query")))
+        return rows
+
+    # -- definitions ---------------------------------------------------------------------
+
+    def filter_definitions(self) -> list[JsonDict]:
+        """Every filter as spec 5.7 JSON."""
+        defs: list[JsonDict] = json.loads(self._inner.filter_definitions_json())
+        return defs
+
+    def ingest_definitions(self) -> list[JsonDict]:
+        """Every ingest definition."""
+        defs: list[JsonDict] = json.loads(self._inner.ingest_definitions_json())
+        return defs
+
+    def add_filter(self, definition: Mapping[str, Any]) -> None:
+        """Adds a filter (validated like the constructor); it sees events from now on."""
+        self._inner.add_filter(_dumps(definition, "filter"))
+
+    def remove_filter(self, filter_id: str) -> None:
+        """Removes a filter and its state."""
+        self._inner.remove_filter(filter_id)
+
+    def add_ingest(self, definition: Mapping[str, Any]) -> None:
+        """Adds an ingest definition."""
+        self._inner.add_ingest(_dumps(definition, "ingest"))
+
+    def remove_ingest(self, ingest_id: str) -> None:
+        """Removes an ingest definition."""
+        self._inner.remove_ingest(ingest_id)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """A versioned, checksummed snapshot of definitions and state."""
+        return self._inner.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *, clock: Clock | None = None) -> Engine:
+        """Rebuilds an engine from ``to_bytes()``; raises ``SnapshotError`` when corrupt."""
+        return cls._wrap(_core.Engine.from_bytes(data), clock)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes a snapshot atomically (temporary file, fsync, rename)."""
+        target = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(target))
+        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.to_bytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Engine:
+        """Loads a snapshot written by ``save``."""
+        with open(path, "rb") as fh:
+            return cls.from_bytes(fh.read(), clock=clock)
+
+    def merge(self, other: Engine) -> None:
+        """Adds ``other``'s state into this engine; the filter definitions must be equal."""
+        if not isinstance(other, Engine):
+            raise TypeError("merge() takes another Engine")
+        self._inner.merge(other._inner)
+
+    def drop_before(self, horizon: float, *, filter_id: str | None = None) -> int:
+        """Retention: drops buckets starting before ``horizon`` (Unix seconds); returns the
+        number of cells dropped."""
+        return self._inner.drop_before(round(horizon * 1000), filter_id)
+
+    def state_bytes(self) -> int:
+        """Approximate memory held by the aggregates, in bytes."""
+        return self._inner.state_bytes()

@@ -1,0 +1,129 @@
+"""eventtally's HTTP server: an Aggregations.io-compatible ingest and Metrics API.
+
+Guarantees:
+- :func:`make_app` returns a plain WSGI callable; :func:`start_server` runs it on the stdlib
+  threaded HTTP/1.1 server and returns ``(server, thread)`` for embedding and tests (bind
+  127.0.0.1 by default; port 0 picks a free port, see ``server.port``).
+- ``server.close()`` is a graceful stop: it stops accepting, finishes in-flight requests, saves
+  every organization's aggregates and closes the metadata store.
+- Standard library only (no web framework).  See ``docs/server.md``.
+
+Example::
+
+    from eventtally.server import ServerConfig, start_server
+    server, thread = start_server(ServerConfig(port=0, data_dir=tmp))
+    ...  # talk to server.url
+    server.close()
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .app import EventtallyApp, HTTPError
+from .config import ConfigFileError, LoadedConfig, ServerConfig, load_config
+from .httpd import EventtallyHTTPServer, serve_in_thread
+from .manage import Manager
+from .metadata import MetadataError, MetadataStore
+from .provisioning import ProvisioningError, apply_provisioning, ensure_demo
+from .ratelimit import RateLimiter
+from .runtime import Durability, LogRecord, NullDurability, Runtime
+
+__all__ = [
+    "ConfigFileError",
+    "Durability",
+    "EventtallyApp",
+    "EventtallyHTTPServer",
+    "HTTPError",
+    "LoadedConfig",
+    "LogRecord",
+    "Manager",
+    "MetadataError",
+    "MetadataStore",
+    "NullDurability",
+    "ProvisioningError",
+    "RateLimiter",
+    "Runtime",
+    "ServerConfig",
+    "apply_provisioning",
+    "ensure_demo",
+    "load_config",
+    "make_app",
+    "make_server",
+    "start_server",
+]
+
+
+def make_app(
+    config: ServerConfig | None = None,
+    *,
+    provisioning: LoadedConfig | None = None,
+    clock: Callable[[], float] | None = None,
+    durability: Durability | None = None,
+    start_maintenance: bool = True,
+) -> EventtallyApp:
+    """Open the data directory, apply ``provisioning`` (if any), build the engines.
+
+    The caller owns the result: call ``app.runtime.close()`` then ``app.store.close()`` when
+    done (``EventtallyHTTPServer.close`` does this for servers built by :func:`make_server`).
+    """
+    config = (config or ServerConfig()).validate()
+    store = MetadataStore(Path(config.data_dir))
+    try:
+        if provisioning is not None:
+            apply_provisioning(
+                store, provisioning, max_filters_per_org=config.max_filters_per_org
+            )
+        runtime = Runtime(
+            store, clock=clock, durability=durability, save_interval=config.save_interval
+        )
+    except BaseException:
+        store.close()
+        raise
+    if start_maintenance:
+        runtime.start()
+    return EventtallyApp(runtime, config)
+
+
+def make_server(
+    config: ServerConfig | None = None,
+    *,
+    provisioning: LoadedConfig | None = None,
+    clock: Callable[[], float] | None = None,
+    durability: Durability | None = None,
+) -> EventtallyHTTPServer:
+    """Bind (not yet serving) a server for :func:`make_app`'s app."""
+    config = (config or ServerConfig()).validate()
+    app = make_app(config, provisioning=provisioning, clock=clock, durability=durability)
+
+    def close_app() -> None:
+        try:
+            app.runtime.close()
+        finally:
+            app.store.close()
+
+    try:
+        return EventtallyHTTPServer(
+            (config.host, config.port),
+            app,
+            keepalive_timeout=config.keepalive_timeout,
+            shutdown_grace=config.shutdown_grace,
+            on_close=close_app,
+        )
+    except BaseException:
+        close_app()
+        raise
+
+
+def start_server(
+    config: ServerConfig | None = None,
+    *,
+    provisioning: LoadedConfig | None = None,
+    clock: Callable[[], float] | None = None,
+    durability: Durability | None = None,
+) -> tuple[EventtallyHTTPServer, threading.Thread]:
+    """Bind and serve in a daemon thread; returns ``(server, thread)``."""
+    server = make_server(config, provisioning=provisioning, clock=clock, durability=durability)
+    return server, serve_in_thread(server)

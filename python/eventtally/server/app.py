@@ -1,0 +1,466 @@
+"""The WSGI application: ingest ``POST /{ingest_id}``, the Metrics API under ``/api/v1`` and the
+admin API under ``/admin/v1``.
+
+Guarantees:
+- Ingest checks run in the order of DECISIONS.md #4, all before the body is read:
+  401 (no ``x-api-token``: exactly ``No Authorization Header``; unknown or disabled key),
+  403 (no Write), 404 (no such ingest *in the key's organization*: another organization's
+  ingest answers exactly like an unknown one), 429 (``Retry-After``), 400 (declared length over
+  the limit).  Then the body: size while reading (chunked too), gunzip (bounded), JSON and
+  format (400, the message names the problem and its byte offset).  A batch is applied whole or
+  not at all; success is ``200`` with an empty body.
+- Every error is ``{"message": "..."}`` with ``Content-Type: application/json``; wrong methods
+  get 405 with ``Allow``; nothing ever redirects; every response has a ``Content-Length``.
+- Reads need Read; ``ping`` needs any valid key; ``ping-w`` needs Write and an ingest of the
+  key's organization with the given schema.  A key never sees another organization's data.
+- The admin API is off (404) unless an admin token is configured; it needs
+  ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+import eventtally
+
+from .config import ServerConfig
+from .manage import Manager
+from .metadata import ApiKeyRecord, Conflict, MetadataError, NotFound
+from .ratelimit import RateLimiter, retry_after_header
+from .runtime import Runtime
+
+__all__ = ["EventtallyApp", "HTTPError"]
+
+log = logging.getLogger("eventtally.server")
+
+Headers = list[tuple[str, str]]
+Response = tuple[int, Headers, bytes]
+StartResponse = Callable[..., Any]
+
+JSON_TYPE = "application/json"
+
+
+class HTTPError(Exception):
+    """An error response: ``status`` and a message for the ``{"message"}`` body."""
+
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _json_response(status: int, obj: Any, headers: Headers | None = None) -> Response:
+    return status, [("Content-Type", JSON_TYPE), *(headers or [])], _json_bytes(obj)
+
+
+def _empty(status: int = 200) -> Response:
+    return status, [], b""
+
+
+def _engine_error(exc: Exception) -> HTTPError:
+    """One mapping from engine exceptions to HTTP (documented in docs/server.md)."""
+    if isinstance(exc, eventtally.NotFoundError):
+        return HTTPError(404, str(exc))
+    if isinstance(exc, eventtally.JsonError):
+        return HTTPError(400, f"Malformed payload: {exc}")
+    if isinstance(exc, eventtally.FormatError):
+        return HTTPError(400, f"Incorrect event format: {exc}")
+    if isinstance(exc, eventtally.EventtallyError | TypeError):
+        # QueryError, ConfigError, PathSyntaxError, LimitError, ...: the request is at fault.
+        return HTTPError(400, str(exc))
+    raise exc
+
+
+def _admin_error(exc: MetadataError) -> HTTPError:
+    if isinstance(exc, NotFound):
+        return HTTPError(404, str(exc))
+    if isinstance(exc, Conflict):
+        return HTTPError(409, str(exc))
+    return HTTPError(400, str(exc))
+
+
+_API_ROUTES: dict[str, str] = {
+    "filter-definitions": "GET",
+    "metrics/results": "POST",
+    "metrics/groupings": "POST",
+    "organization/ping": "GET",
+    "organization/ping-w": "GET",
+}
+
+
+class EventtallyApp:
+    """The WSGI callable.  Build it with :func:`eventtally.server.make_app`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: ServerConfig,
+        *,
+        limiter: RateLimiter | None = None,
+        manager: Manager | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.config = config
+        self.limiter = limiter or RateLimiter(config.rate_limit, config.rate_burst)
+        self.manager = manager or Manager(
+            self.store, max_filters_per_org=config.max_filters_per_org
+        )
+        self.admin_token = config.resolved_admin_token()
+
+    # ------------------------------------------------------------------ WSGI entry
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        started = time.perf_counter()
+        try:
+            status, headers, body = self.dispatch(environ)
+        except HTTPError as exc:
+            status, headers, body = _json_response(
+                exc.status, {"message": exc.message}, exc.headers
+            )
+        except Exception:
+            log.exception("unhandled error for %s %s", environ.get("REQUEST_METHOD"),
+                          environ.get("PATH_INFO"))
+            status, headers, body = _json_response(500, {"message": "Internal server error"})
+        headers.append(("Content-Length", str(len(body))))
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        if self.config.access_log and log.isEnabledFor(logging.INFO):
+            log.info(
+                '%s "%s %s" %d %d %.1fms',
+                environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"), status, len(body),
+                (time.perf_counter() - started) * 1000.0,
+            )
+        return [body]
+
+    def dispatch(self, environ: dict[str, Any]) -> Response:
+        path: str = environ.get("PATH_INFO") or "/"
+        method: str = environ.get("REQUEST_METHOD", "GET").upper()
+        if path.startswith("/api/v1/"):
+            return self.api(environ, method, path[len("/api/v1/") :].rstrip("/"))
+        if path == "/admin" or path.startswith("/admin/"):
+            return self.admin(environ, method, path)
+        if path.rstrip("/") == "/healthz":
+            if method != "GET":
+                raise HTTPError(405, "Method not allowed", [("Allow", "GET")])
+            return _json_response(200, {"status": "ok"})
+        ingest_id = path[1:]
+        if ingest_id.endswith("/"):
+            ingest_id = ingest_id[:-1]
+        if not ingest_id or "/" in ingest_id:
+            raise HTTPError(404, "Not found")
+        return self.ingest(environ, method, ingest_id)
+
+    # ------------------------------------------------------------------ helpers
+
+    def authenticate(self, environ: dict[str, Any]) -> ApiKeyRecord:
+        """The caller's key, or 401.  Header names are case-insensitive (WSGI upper-cases)."""
+        raw = environ.get("HTTP_X_API_TOKEN")
+        if raw is None:
+            raise HTTPError(401, "No Authorization Header")
+        key = self.store.authenticate(raw)
+        if key is None:
+            # The key may have been created a moment ago by the CLI in another process.
+            self.runtime.poll(min_interval=0.05)
+            key = self.store.authenticate(raw)
+        if key is None:
+            raise HTTPError(401, "Invalid API Key")
+        if not key.enabled:
+            raise HTTPError(401, "Disabled API Key")
+        org = self.store.snapshot.orgs.get(key.org_id)
+        if org is None or not org.enabled:
+            raise HTTPError(401, "Organization is disabled")
+        return key
+
+    def _content_length(self, environ: dict[str, Any]) -> int | None:
+        raw = environ.get("CONTENT_LENGTH") or ""
+        if not raw.strip():
+            return None
+        if not raw.strip().isdigit():
+            raise HTTPError(400, "Invalid Content-Length header")
+        return int(raw)
+
+    def _too_large(self) -> HTTPError:
+        limit = self.config.max_body_bytes
+        return HTTPError(
+            400, f"Body larger than the maximum payload ({limit} bytes); send smaller batches"
+        )
+
+    def read_body(self, environ: dict[str, Any]) -> bytes:
+        """The request body, at most ``max_body_bytes`` (400 beyond), without reading further."""
+        limit = self.config.max_body_bytes
+        length = self._content_length(environ)
+        stream = environ["wsgi.input"]
+        if length is not None:
+            if length > limit:
+                raise self._too_large()
+            data = stream.read(length) if length else b""
+            if len(data) != length:
+                raise HTTPError(400, "Body shorter than its Content-Length")
+            return bytes(data)
+        if not environ.get("wsgi.input_terminated"):
+            return b""  # no Content-Length and no chunking: an HTTP request without a body
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            chunk = stream.read(min(65536, limit + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise self._too_large()
+        return b"".join(parts)
+
+    def decode_body(self, environ: dict[str, Any], body: bytes) -> bytes:
+        """Undo ``Content-Encoding: gzip`` (or ``deflate``), bounded by max_decompressed_bytes."""
+        encoding = (environ.get("HTTP_CONTENT_ENCODING") or "").strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding in ("gzip", "x-gzip"):
+            wbits = 16 + zlib.MAX_WBITS
+        elif encoding == "deflate":
+            wbits = zlib.MAX_WBITS
+        else:
+            raise HTTPError(415, f"Unsupported Content-Encoding: {encoding}")
+        limit = self.config.max_decompressed_bytes
+        out: list[bytes] = []
+        total = 0
+        data = body
+        try:
+            while data:
+                d = zlib.decompressobj(wbits=wbits)
+                chunk = d.decompress(data, limit + 1 - total)
+                total += len(chunk)
+                out.append(chunk)
+                if total > limit or d.unconsumed_tail:
+                    raise HTTPError(
+                        400, f"Decompressed body larger than the maximum ({limit} bytes)"
+                    )
+                if not d.eof:
+                    raise HTTPError(400, f"Truncated {encoding} body")
+                data = d.unused_data  # gzip allows several members back to back
+                if wbits != 16 + zlib.MAX_WBITS:
+                    break
+        except zlib.error as exc:
+            raise HTTPError(400, f"Invalid {encoding} body: {exc}") from exc
+        return b"".join(out)
+
+    def read_json(self, environ: dict[str, Any]) -> Any:
+        body = self.decode_body(environ, self.read_body(environ))
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HTTPError(400, f"Malformed JSON request body: {exc}") from exc
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(self, environ: dict[str, Any], method: str, ingest_id: str) -> Response:
+        if method != "POST":
+            raise HTTPError(405, "Method not allowed; ingest with POST", [("Allow", "POST")])
+        key = self.authenticate(environ)
+        if not key.can_write:
+            raise HTTPError(403, "This API key does not have the Write permission")
+        ingest = self.store.snapshot.ingests.get(ingest_id)
+        if ingest is None:
+            self.runtime.poll(min_interval=0.05)  # created a moment ago by the CLI?
+            ingest = self.store.snapshot.ingests.get(ingest_id)
+        # Another organization's ingest is answered exactly like a missing one.
+        if ingest is None or ingest.org_id != key.org_id or not ingest.enabled:
+            raise HTTPError(404, "Ingest not found")
+        org = self.store.snapshot.orgs[key.org_id]
+        wait = self.limiter.acquire(org.id, org.rate_limit)
+        if wait > 0:
+            raise HTTPError(
+                429, "Too many requests: over the rate limit",
+                [("Retry-After", retry_after_header(wait))],
+            )
+        declared = self._content_length(environ)
+        if declared is not None and declared > self.config.max_body_bytes:
+            raise self._too_large()  # the body is never read (DECISIONS.md #4)
+        body = self.decode_body(environ, self.read_body(environ))
+        try:
+            self.runtime.ingest(org.id, ingest_id, body)
+        except eventtally.EventtallyError as exc:
+            raise _engine_error(exc) from exc
+        except OSError as exc:  # the durability hook could not persist: retryable
+            log.error("durability hook failed: %s", exc)
+            raise HTTPError(503, "Could not persist the batch; retry later") from exc
+        return _empty(200)
+
+    # ------------------------------------------------------------------ Metrics API
+
+    def api(self, environ: dict[str, Any], method: str, route: str) -> Response:
+        allowed = _API_ROUTES.get(route)
+        if allowed is None:
+            raise HTTPError(404, "Not found")
+        if method != allowed:
+            raise HTTPError(405, "Method not allowed", [("Allow", allowed)])
+        key = self.authenticate(environ)
+        if route == "organization/ping":
+            return _empty(200)
+        if route == "organization/ping-w":
+            return self.ping_w(environ, key)
+        if not key.can_read:
+            raise HTTPError(403, "This API key does not have the Read permission")
+        try:
+            engine = self.runtime.engine(key.org_id)
+        except KeyError as exc:  # pragma: no cover - the key's org always exists
+            raise HTTPError(404, "Organization not found") from exc
+        try:
+            if route == "filter-definitions":
+                defs = engine.filter_definitions()
+                for d in defs:
+                    d.setdefault("organizationId", key.org_id)
+                return _json_response(200, defs)
+            query = self.read_json(environ)
+            if route == "metrics/groupings":
+                if not isinstance(query, dict):
+                    raise HTTPError(400, "Expected a JSON object")
+                return _json_response(200, engine.groupings(query))
+            multi = parse_qs(environ.get("QUERY_STRING", "")).get("multi", [""])[-1]
+            if multi.lower() in ("true", "1", "yes"):
+                if isinstance(query, dict):
+                    query = [query]
+                if not isinstance(query, list) or not all(isinstance(q, dict) for q in query):
+                    raise HTTPError(400, "Expected a JSON array of query objects")
+                return _json_response(200, engine.results_multi(query))
+            if not isinstance(query, dict):
+                raise HTTPError(400, "Expected a JSON object (send arrays with ?multi=true)")
+            return _json_response(200, engine.results(query))
+        except (eventtally.EventtallyError, TypeError) as exc:
+            raise _engine_error(exc) from exc
+
+    def ping_w(self, environ: dict[str, Any], key: ApiKeyRecord) -> Response:
+        """Segment's credential test: Write, and the ingest exists with that schema."""
+        if not key.can_write:
+            raise HTTPError(403, "This API key does not have the Write permission")
+        params = parse_qs(environ.get("QUERY_STRING", ""))
+        ingest_id = params.get("ingest_id", [""])[-1].strip()
+        if not ingest_id:
+            raise HTTPError(400, "Missing the ingest_id parameter")
+        ingest = self.store.snapshot.ingests.get(ingest_id)
+        if ingest is None:
+            self.runtime.poll(min_interval=0.05)
+            ingest = self.store.snapshot.ingests.get(ingest_id)
+        if ingest is None or ingest.org_id != key.org_id or not ingest.enabled:
+            raise HTTPError(404, f"Ingest {ingest_id} not found")
+        schema = params.get("schema", [""])[-1].strip()
+        if schema and schema != ingest.schema:
+            raise HTTPError(
+                400, f"Ingest {ingest_id} expects {ingest.schema}, not {schema}"
+            )
+        return _empty(200)
+
+    # ------------------------------------------------------------------ admin API
+
+    def admin(self, environ: dict[str, Any], method: str, path: str) -> Response:
+        if not self.admin_token:
+            raise HTTPError(404, "Not found")
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.admin_token.encode()
+        ):
+            raise HTTPError(401, "Invalid admin token", [("WWW-Authenticate", "Bearer")])
+        parts = [p for p in path.split("/") if p][2:]  # drop "admin", "v1"
+        if path.split("/")[2:3] != ["v1"] or not parts or parts[0] != "organizations":
+            raise HTTPError(404, "Not found")
+        try:
+            response = self._admin_route(environ, method, parts[1:])
+        except MetadataError as exc:
+            raise _admin_error(exc) from exc
+        self.runtime.sync()
+        return response
+
+    def _admin_body(self, environ: dict[str, Any]) -> dict[str, Any]:
+        body = self.read_json(environ) if self._content_length(environ) or environ.get(
+            "wsgi.input_terminated"
+        ) else {}
+        if not isinstance(body, dict):
+            raise HTTPError(400, "Expected a JSON object")
+        return body
+
+    def _admin_route(self, environ: dict[str, Any], method: str, rest: list[str]) -> Response:
+        m = self.manager
+
+        def expect(allowed: str) -> None:
+            if method != allowed:
+                raise HTTPError(405, "Method not allowed", [("Allow", allowed)])
+
+        def collection(allowed: str = "GET, POST") -> None:
+            if method not in ("GET", "POST"):
+                raise HTTPError(405, "Method not allowed", [("Allow", allowed)])
+
+        if not rest:  # /organizations
+            collection()
+            if method == "GET":
+                return _json_response(200, [o.to_dict() for o in m.list_orgs()])
+            body = self._admin_body(environ)
+            rate = body.get("rateLimit")
+            if rate is not None and not isinstance(rate, int | float):
+                raise HTTPError(400, "rateLimit: expected a number")
+            org = m.create_org(body.get("id"), body.get("name"), rate_limit=rate, source="admin")
+            return _json_response(201, org.to_dict())
+        org_id = rest[0]
+        if org_id not in self.store.snapshot.orgs:
+            raise HTTPError(404, f"organization {org_id!r} not found")
+        if len(rest) == 1:
+            expect("GET")
+            return _json_response(200, self.store.snapshot.orgs[org_id].to_dict())
+        if len(rest) == 2 and rest[1] in ("enable", "disable"):
+            expect("POST")
+            return _json_response(200, m.set_org_enabled(org_id, rest[1] == "enable").to_dict())
+        kind = rest[1]
+        if kind not in ("ingests", "filters", "api-keys"):
+            raise HTTPError(404, "Not found")
+        if len(rest) == 2:
+            collection()
+            if method == "GET":
+                items: list[Any]
+                if kind == "ingests":
+                    items = m.list_ingests(org_id)
+                elif kind == "filters":
+                    items = m.list_filters(org_id)
+                else:
+                    items = m.list_keys(org_id)
+                return _json_response(200, [i.to_dict() for i in items])
+            body = self._admin_body(environ)
+            if kind == "ingests":
+                return _json_response(
+                    201, m.create_ingest(org_id, body, source="admin").to_dict()
+                )
+            if kind == "filters":
+                return _json_response(
+                    201, m.create_filter(org_id, body, source="admin").to_dict()
+                )
+            record, raw = m.create_key(
+                org_id, str(body.get("name") or ""), body.get("permissions", ["READ", "WRITE"]),
+                org_wide=bool(body.get("orgWide", True)), source="admin",
+            )
+            return _json_response(201, {**record.to_dict(), "key": raw})
+        if len(rest) == 4 and rest[3] in ("enable", "disable"):
+            expect("POST")
+            enabled = rest[3] == "enable"
+            obj_id = rest[2]
+            if kind == "ingests":
+                return _json_response(
+                    200, m.set_ingest_enabled(obj_id, enabled, org_id=org_id).to_dict()
+                )
+            if kind == "filters":
+                return _json_response(200, m.set_filter_enabled(org_id, obj_id, enabled).to_dict())
+            return _json_response(200, m.set_key_enabled(obj_id, enabled, org_id=org_id).to_dict())
+        raise HTTPError(404, "Not found")

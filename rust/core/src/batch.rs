@@ -1,0 +1,697 @@
+//! Batch scanning: validates a whole batch and extracts only the paths some filter reads.
+//!
+//! Guarantees:
+//! - Every byte of the batch is validated as JSON (RFC 8259) and UTF-8, including the parts that no
+//!   path reads; the first problem is reported with its byte offset. Nothing is returned for a
+//!   batch that fails, so a caller can treat batches atomically.
+//! - Values are extracted in one pass with a path trie: members no path reads are skipped by a
+//!   validating scanner without building anything.
+//! - Nesting is limited to [`MAX_DEPTH`] levels and skipping is iterative, so hostile input cannot
+//!   overflow the stack. Duplicate keys: the last occurrence wins.
+
+use std::borrow::Cow;
+
+use crate::error::{Error, Result};
+use crate::path::{Path, Segment};
+use crate::value::Value;
+
+/// Deepest container nesting accepted anywhere in a batch.
+pub const MAX_DEPTH: usize = 512;
+
+/// A trie of paths relative to one object (the event or a flattened element).
+#[derive(Debug, Clone)]
+pub struct PathTrie {
+    nodes: Vec<TrieNode>,
+}
+
+impl Default for PathTrie {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct TrieNode {
+    slot: Option<u32>,
+    keys: Vec<(Box<[u8]>, u32)>,
+    indices: Vec<(usize, u32)>,
+}
+
+impl TrieNode {
+    fn is_leaf(&self) -> bool {
+        self.keys.is_empty() && self.indices.is_empty()
+    }
+}
+
+impl PathTrie {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            nodes: vec![TrieNode::default()],
+        }
+    }
+
+    /// Registers `path` (its root is ignored: the trie is relative) as `slot`.
+    pub fn insert(&mut self, path: &Path, slot: u32) {
+        let mut node = 0usize;
+        for seg in &path.segments {
+            let next = match seg {
+                Segment::Key(k) => self.nodes[node]
+                    .keys
+                    .iter()
+                    .find(|(name, _)| name.as_ref() == k.as_bytes())
+                    .map(|(_, n)| *n),
+                Segment::Index(i) => self.nodes[node]
+                    .indices
+                    .iter()
+                    .find(|(idx, _)| idx == i)
+                    .map(|(_, n)| *n),
+            };
+            node = if let Some(n) = next {
+                n as usize
+            } else {
+                let n = self.nodes.len() as u32;
+                self.nodes.push(TrieNode::default());
+                match seg {
+                    Segment::Key(k) => self.nodes[node]
+                        .keys
+                        .push((k.as_bytes().to_vec().into_boxed_slice(), n)),
+                    Segment::Index(i) => self.nodes[node].indices.push((*i, n)),
+                }
+                n as usize
+            };
+        }
+        self.nodes[node].slot = Some(slot);
+    }
+
+    /// True when no path was registered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() == 1 && self.nodes[0].slot.is_none()
+    }
+}
+
+/// Byte classes for the string fast path: 1 marks bytes that end a plain run.
+static STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// A validating JSON scanner over one UTF-8 buffer; offsets are reported relative to `base`.
+pub struct Scanner<'a> {
+    src: &'a str,
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+    stack: Vec<u8>,
+}
+
+impl<'a> Scanner<'a> {
+    #[must_use]
+    pub fn new(src: &'a str, base: usize) -> Self {
+        Self {
+            src,
+            buf: src.as_bytes(),
+            pos: 0,
+            base,
+            stack: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn set_position(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
+    /// A JSON error at the current position.
+    #[must_use]
+    pub fn error_here(&self, reason: &str) -> Error {
+        self.err(self.pos, reason)
+    }
+
+    fn err(&self, at: usize, reason: impl Into<String>) -> Error {
+        Error::Json {
+            offset: self.base + at,
+            reason: reason.into(),
+        }
+    }
+
+    #[inline]
+    pub fn skip_ws(&mut self) {
+        while let Some(&b) = self.buf.get(self.pos) {
+            if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    #[must_use]
+    pub fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    #[must_use]
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn unexpected(&self, what: &str) -> Error {
+        match self.peek() {
+            None => self.err(self.pos, format!("unexpected end of input, expected {what}")),
+            Some(_) => {
+                let ch = self.src[self.pos..].chars().next().unwrap_or('?');
+                self.err(self.pos, format!("unexpected character {ch:?}, expected {what}"))
+            }
+        }
+    }
+
+    fn expect(&mut self, byte: u8, what: &str) -> Result<()> {
+        self.skip_ws();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.unexpected(what))
+        }
+    }
+
+    /// Skips a string whose opening quote is at `pos`; returns (content start, end, has escapes).
+    #[inline]
+    fn scan_string(&mut self) -> Result<(usize, usize, bool)> {
+        let start = self.pos + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            while i < self.buf.len() && !STRING_STOP[self.buf[i] as usize] {
+                i += 1;
+            }
+            match self.buf.get(i) {
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok((start, i, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match self.buf.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                        Some(b'u') => {
+                            let hex = self.buf.get(i + 2..i + 6);
+                            if hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                i += 6;
+                            } else {
+                                return Err(self.err(i, "invalid \\u escape in string"));
+                            }
+                        }
+                        Some(_) => return Err(self.err(i, "invalid escape in string")),
+                        None => return Err(self.err(start - 1, "unterminated string")),
+                    }
+                }
+                Some(_) => return Err(self.err(i, "control character in string")),
+                None => return Err(self.err(start - 1, "unterminated string")),
+            }
+        }
+    }
+
+    fn decode_escapes(&self, start: usize, end: usize) -> Result<String> {
+        let raw = &self.src[start..end];
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let (_, e) = chars.next().expect("validated escape");
+            let decoded = match e {
+                '"' => '"',
+                '\\' => '\\',
+                '/' => '/',
+                'b' => '\u{8}',
+                'f' => '\u{c}',
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                _ => {
+                    let hi = u32::from_str_radix(&raw[i + 2..i + 6], 16).expect("validated hex");
+                    for _ in 0..4 {
+                        chars.next();
+                    }
+                    let cp = if (0xD800..0xDC00).contains(&hi) {
+                        // A high surrogate must be followed by a \u low surrogate.
+                        let rest = &raw[i + 6..];
+                        let lo = rest
+                            .strip_prefix("\\u")
+                            .and_then(|r| r.get(..4))
+                            .and_then(|h| u32::from_str_radix(h, 16).ok())
+                            .filter(|lo| (0xDC00..0xE000).contains(lo));
+                        if let Some(lo) = lo {
+                            for _ in 0..6 {
+                                chars.next();
+                            }
+                            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                        } else {
+                            0xFFFD
+                        }
+                    } else {
+                        hi
+                    };
+                    char::from_u32(cp).unwrap_or('\u{FFFD}')
+                }
+            };
+            out.push(decoded);
+        }
+        Ok(out)
+    }
+
+    fn scan_number(&mut self) -> Result<&'a str> {
+        let start = self.pos;
+        let b = self.buf;
+        let mut i = start;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while matches!(b.get(i), Some(b'0'..=b'9')) {
+                    i += 1;
+                }
+            }
+            _ => return Err(self.err(i, "invalid number")),
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let s = i;
+            while matches!(b.get(i), Some(b'0'..=b'9')) {
+                i += 1;
+            }
+            if i == s {
+                return Err(self.err(i, "invalid number: digit expected after '.'"));
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let s = i;
+            while matches!(b.get(i), Some(b'0'..=b'9')) {
+                i += 1;
+            }
+            if i == s {
+                return Err(self.err(i, "invalid number: digit expected in exponent"));
+            }
+        }
+        self.pos = i;
+        Ok(&self.src[start..i])
+    }
+
+    fn scan_literal(&mut self, word: &'static [u8]) -> Result<()> {
+        if self.buf[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.unexpected("a JSON value"))
+        }
+    }
+
+    /// Skips one value (validating it) and returns, for arrays, their element count.
+    pub fn skip_value(&mut self) -> Result<usize> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{' | b'[') => self.skip_container(),
+            Some(b'"') => self.scan_string().map(|_| 0),
+            Some(b't') => self.scan_literal(b"true").map(|_| 0),
+            Some(b'f') => self.scan_literal(b"false").map(|_| 0),
+            Some(b'n') => self.scan_literal(b"null").map(|_| 0),
+            Some(b'-' | b'0'..=b'9') => self.scan_number().map(|_| 0),
+            _ => Err(self.unexpected("a JSON value")),
+        }
+    }
+
+    /// Iteratively skips an object or array at `pos`; returns the top-level element count.
+    fn skip_container(&mut self) -> Result<usize> {
+        self.stack.clear();
+        let mut top_count = 0usize;
+        self.stack.push(self.buf[self.pos]);
+        self.pos += 1;
+        // States: right after an opening bracket (a value or the close may follow), after a
+        // comma (a value must follow), or after a value (a comma or the close must follow).
+        let mut after_value = false;
+        let mut may_close = true;
+        loop {
+            if self.stack.len() > MAX_DEPTH {
+                return Err(self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
+            }
+            let in_object = *self.stack.last().expect("non-empty stack") == b'{';
+            let close = if in_object { b'}' } else { b']' };
+            self.skip_ws();
+            if after_value {
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        after_value = false;
+                        may_close = false;
+                    }
+                    Some(c) if c == close => {
+                        self.pos += 1;
+                        self.stack.pop();
+                        if self.stack.is_empty() {
+                            return Ok(top_count);
+                        }
+                    }
+                    _ => {
+                        return Err(self.unexpected(if in_object {
+                            "',' or '}'"
+                        } else {
+                            "',' or ']'"
+                        }))
+                    }
+                }
+                continue;
+            }
+            if may_close && self.peek() == Some(close) {
+                self.pos += 1;
+                self.stack.pop();
+                if self.stack.is_empty() {
+                    return Ok(top_count);
+                }
+                after_value = true;
+                continue;
+            }
+            if self.stack.len() == 1 {
+                top_count += 1;
+            }
+            if in_object {
+                if self.peek() != Some(b'"') {
+                    return Err(self.unexpected("a member name string"));
+                }
+                self.scan_string()?;
+                self.expect(b':', "':' after member name")?;
+                self.skip_ws();
+            }
+            match self.peek() {
+                Some(b'{' | b'[') => {
+                    self.stack.push(self.buf[self.pos]);
+                    self.pos += 1;
+                    may_close = true;
+                    continue;
+                }
+                Some(b'"') => {
+                    self.scan_string()?;
+                }
+                Some(b't') => self.scan_literal(b"true")?,
+                Some(b'f') => self.scan_literal(b"false")?,
+                Some(b'n') => self.scan_literal(b"null")?,
+                Some(b'-' | b'0'..=b'9') => {
+                    self.scan_number()?;
+                }
+                _ => return Err(self.unexpected("a JSON value")),
+            }
+            after_value = true;
+        }
+    }
+
+    /// Reads one value at `pos` as a [`Value`] (containers are skipped and kept raw).
+    pub fn read_value(&mut self) -> Result<Value<'a>> {
+        self.skip_ws();
+        let start = self.pos;
+        Ok(match self.peek() {
+            Some(b'"') => {
+                let (s, e, escaped) = self.scan_string()?;
+                if escaped {
+                    Value::Str(Cow::Owned(self.decode_escapes(s, e)?))
+                } else {
+                    Value::Str(Cow::Borrowed(&self.src[s..e]))
+                }
+            }
+            Some(b'[') => {
+                let len = self.skip_container()?;
+                Value::Array {
+                    raw: &self.src[start..self.pos],
+                    len,
+                }
+            }
+            Some(b'{') => {
+                self.skip_container()?;
+                Value::Object {
+                    raw: &self.src[start..self.pos],
+                }
+            }
+            Some(b't') => {
+                self.scan_literal(b"true")?;
+                Value::Bool(true)
+            }
+            Some(b'f') => {
+                self.scan_literal(b"false")?;
+                Value::Bool(false)
+            }
+            Some(b'n') => {
+                self.scan_literal(b"null")?;
+                Value::Null
+            }
+            Some(b'-' | b'0'..=b'9') => Value::Number(self.scan_number()?),
+            _ => return Err(self.unexpected("a JSON value")),
+        })
+    }
+
+    /// Extracts the trie's paths from the object at `pos` into `slots` (which the caller has
+    /// reset to `None`). Returns an error for invalid JSON anywhere in the object.
+    pub fn extract_object(
+        &mut self,
+        trie: &PathTrie,
+        slots: &mut [Option<Value<'a>>],
+    ) -> Result<()> {
+        self.extract_at(trie, 0, slots, 1)
+    }
+
+    fn extract_at(
+        &mut self,
+        trie: &PathTrie,
+        node_idx: usize,
+        slots: &mut [Option<Value<'a>>],
+        depth: usize,
+    ) -> Result<()> {
+        let node = &trie.nodes[node_idx];
+        self.skip_ws();
+        let start = self.pos;
+        if node.is_leaf() || depth > MAX_DEPTH {
+            let v = self.read_value()?;
+            if let Some(slot) = node.slot {
+                slots[slot as usize] = Some(v);
+            }
+            return Ok(());
+        }
+        match self.peek() {
+            Some(b'{') if !node.keys.is_empty() => {
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.skip_ws();
+                        if self.peek() != Some(b'"') {
+                            return Err(self.unexpected("a member name string"));
+                        }
+                        let (ks, ke, escaped) = self.scan_string()?;
+                        self.expect(b':', "':' after member name")?;
+                        let child = if escaped {
+                            let name = self.decode_escapes(ks, ke)?;
+                            node.keys
+                                .iter()
+                                .find(|(n, _)| n.as_ref() == name.as_bytes())
+                                .map(|(_, c)| *c)
+                        } else {
+                            let name = &self.buf[ks..ke];
+                            node.keys
+                                .iter()
+                                .find(|(n, _)| n.as_ref() == name)
+                                .map(|(_, c)| *c)
+                        };
+                        match child {
+                            Some(c) => self.extract_at(trie, c as usize, slots, depth + 1)?,
+                            None => {
+                                self.skip_value()?;
+                            }
+                        }
+                        self.skip_ws();
+                        match self.peek() {
+                            Some(b',') => self.pos += 1,
+                            Some(b'}') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(self.unexpected("',' or '}'")),
+                        }
+                    }
+                }
+                if let Some(slot) = node.slot {
+                    slots[slot as usize] = Some(Value::Object {
+                        raw: &self.src[start..self.pos],
+                    });
+                }
+            }
+            Some(b'[') if !node.indices.is_empty() => {
+                self.pos += 1;
+                self.skip_ws();
+                let mut index = 0usize;
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        let child = node
+                            .indices
+                            .iter()
+                            .find(|(i, _)| *i == index)
+                            .map(|(_, c)| *c);
+                        match child {
+                            Some(c) => self.extract_at(trie, c as usize, slots, depth + 1)?,
+                            None => {
+                                self.skip_value()?;
+                            }
+                        }
+                        index += 1;
+                        self.skip_ws();
+                        match self.peek() {
+                            Some(b',') => self.pos += 1,
+                            Some(b']') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(self.unexpected("',' or ']'")),
+                        }
+                    }
+                }
+                if let Some(slot) = node.slot {
+                    slots[slot as usize] = Some(Value::Array {
+                        raw: &self.src[start..self.pos],
+                        len: index,
+                    });
+                }
+            }
+            _ => {
+                let v = self.read_value()?;
+                if let Some(slot) = node.slot {
+                    slots[slot as usize] = Some(v);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks UTF-8 and strips a leading BOM; returns the text and the number of bytes skipped.
+pub fn decode_utf8(data: &[u8]) -> Result<(&str, usize)> {
+    let (body, skipped) = match data.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => (rest, 3),
+        None => (data, 0),
+    };
+    match std::str::from_utf8(body) {
+        Ok(s) => Ok((s, skipped)),
+        Err(e) => Err(Error::Json {
+            offset: skipped + e.valid_up_to(),
+            reason: "invalid UTF-8".to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::Root;
+
+    fn path(keys: &[&str]) -> Path {
+        Path::new(
+            Root::Current,
+            keys.iter()
+                .map(|k| {
+                    k.parse::<usize>()
+                        .map_or_else(|_| Segment::Key((*k).to_owned()), Segment::Index)
+                })
+                .collect(),
+        )
+    }
+
+    fn extract<'a>(src: &'a str, paths: &[&[&str]]) -> Result<Vec<Option<Value<'a>>>> {
+        let mut trie = PathTrie::new();
+        for (i, p) in paths.iter().enumerate() {
+            trie.insert(&path(p), i as u32);
+        }
+        let mut slots = vec![None; paths.len()];
+        let mut sc = Scanner::new(src, 0);
+        sc.skip_ws();
+        sc.extract_object(&trie, &mut slots)?;
+        Ok(slots)
+    }
+
+    #[test]
+    fn extracts_nested_and_indexed_paths() {
+        let src = r#"{"a": {"b": "x\u00e9", "c": [1, {"d": true}]}, "e": -1.5e3, "skip": {"q": [[],{}]}}"#;
+        let got = extract(src, &[&["a", "b"], &["a", "c", "1", "d"], &["e"], &["a", "c"], &["zz"]]).unwrap();
+        assert_eq!(got[0], Some(Value::Str(Cow::Owned("xé".into()))));
+        assert_eq!(got[1], Some(Value::Bool(true)));
+        assert_eq!(got[2], Some(Value::Number("-1.5e3")));
+        assert_eq!(got[3], Some(Value::Array { raw: "[1, {\"d\": true}]", len: 2 }));
+        assert_eq!(got[4], None);
+    }
+
+    #[test]
+    fn last_duplicate_wins() {
+        let got = extract(r#"{"a": 1, "a": 2}"#, &[&["a"]]).unwrap();
+        assert_eq!(got[0], Some(Value::Number("2")));
+    }
+
+    #[test]
+    fn surrogate_pairs_and_escaped_keys() {
+        let got = extract(r#"{"k\u0065y": "\ud83d\ude80"}"#, &[&["key"]]).unwrap();
+        assert_eq!(got[0], Some(Value::Str(Cow::Owned("🚀".into()))));
+    }
+
+    #[test]
+    fn rejects_malformed_with_offsets() {
+        for (src, offset) in [
+            (r#"{"a": tru}"#, 6),
+            (r#"{"a": 1,}"#, 8),
+            (r#"{"a" 1}"#, 5),
+            (r#"{"skip": [1 2]}"#, 12),
+            (r#"{"skip": "x\q"}"#, 11),
+            (r#"{"skip": 01}"#, 10),
+            ("{\"skip\": \"a\nb\"}", 11),
+            (r#"{"a": 1"#, 7),
+        ] {
+            match extract(src, &[&["a"]]) {
+                Err(Error::Json { offset: o, .. }) => assert_eq!(o, offset, "{src}"),
+                other => panic!("{src}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!("{{\"x\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(extract(&src, &[&["a"]]), Err(Error::Json { .. })));
+        let ok = format!("{{\"x\": {}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(extract(&ok, &[&["a"]]).is_ok());
+    }
+
+    #[test]
+    fn utf8_and_bom() {
+        assert_eq!(decode_utf8(b"\xEF\xBB\xBF[]").unwrap(), ("[]", 3));
+        assert!(matches!(decode_utf8(b"[\"\xff\"]"), Err(Error::Json { offset: 2, .. })));
+    }
+}

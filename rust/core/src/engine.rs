@@ -1,0 +1,746 @@
+//! The engine: compiles definitions into an extraction plan, turns batches into deltas, and
+//! merges deltas into the stored state.
+//!
+//! Guarantees:
+//! - A batch is atomic: [`Plan::prepare`] reads the whole batch into a [`Delta`] without touching
+//!   the state, and fails without side effects on malformed input. [`Store::apply`] cannot fail.
+//! - Each event is scanned once; only the paths some filter, grouping, aggregation or timestamp
+//!   reads are extracted (one path trie for the root event, one per flattened array).
+//! - Everything dropped is counted by reason in [`IngestStats`].
+
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use crate::batch::{decode_utf8, PathTrie, Scanner};
+use crate::config::{Calc, FilterDef, IngestDef, OnInvalid, Schema, TimestampRule};
+use crate::error::{Error, Result};
+use crate::jpath::{Condition, Slot, SlotResolver};
+use crate::path::{Path, Root};
+use crate::state::{FilterState, GroupTable};
+use crate::time::{parse_iso8601, unix_str_to_millis, unix_to_millis, TimestampFormat};
+use crate::value::Value;
+
+/// Paths of one scope (root event or a flattened element), deduplicated, with their trie.
+#[derive(Debug, Clone, Default)]
+struct Registry {
+    index: HashMap<Path, u32>,
+    trie: PathTrie,
+}
+
+impl Registry {
+    fn slot(&mut self, path: &Path) -> u32 {
+        // `@` and `$` address the same object within one scope.
+        let key = Path::new(Root::Current, path.segments.clone());
+        if let Some(&s) = self.index.get(&key) {
+            return s;
+        }
+        let s = self.index.len() as u32;
+        self.trie.insert(&key, s);
+        self.index.insert(key, s);
+        s
+    }
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+struct FilterResolver<'r> {
+    root: &'r mut Registry,
+    element: Option<&'r mut Registry>,
+}
+
+impl SlotResolver for FilterResolver<'_> {
+    fn resolve(&mut self, path: &Path) -> Slot {
+        match (&mut self.element, path.root) {
+            (Some(elem), Root::Current) => Slot::Element(elem.slot(path)),
+            _ => Slot::Root(self.root.slot(path)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CompiledAgg {
+    sub_filter: Option<Condition>,
+    field: Option<Slot>,
+    wants_numeric: bool,
+    wants_distinct: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Flatten {
+    array_slot: u32,
+    registry: Registry,
+}
+
+/// A filter definition compiled against the plan's slots.
+#[derive(Debug, Clone)]
+pub struct CompiledFilter {
+    pub def: FilterDef,
+    condition: Condition,
+    grouping_slots: Vec<Slot>,
+    aggs: Vec<CompiledAgg>,
+    flatten: Option<Flatten>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledIngest {
+    def: IngestDef,
+    timestamp_slot: Option<u32>,
+    array_trie: Option<PathTrie>,
+}
+
+/// Immutable compiled definitions: cheap to share between threads preparing batches.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    ingests: Vec<CompiledIngest>,
+    filters: Vec<CompiledFilter>,
+    root: Registry,
+}
+
+/// Per-filter ingest counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterStats {
+    pub filter_id: String,
+    pub matched: u64,
+    pub flattened_elements: u64,
+    pub flatten_not_array: u64,
+    pub flatten_element_not_object: u64,
+}
+
+/// What one batch did, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Elements seen in the batch (events, nulls and non-objects).
+    pub events: u64,
+    /// Events evaluated against the filters.
+    pub accepted: u64,
+    pub not_object: u64,
+    pub timestamp_invalid: u64,
+    pub timestamp_fallback: u64,
+    pub per_filter: Vec<FilterStats>,
+}
+
+impl IngestStats {
+    pub fn add(&mut self, other: &IngestStats) {
+        self.events += other.events;
+        self.accepted += other.accepted;
+        self.not_object += other.not_object;
+        self.timestamp_invalid += other.timestamp_invalid;
+        self.timestamp_fallback += other.timestamp_fallback;
+        for f in &other.per_filter {
+            if let Some(mine) = self.per_filter.iter_mut().find(|m| m.filter_id == f.filter_id) {
+                mine.matched += f.matched;
+                mine.flattened_elements += f.flattened_elements;
+                mine.flatten_not_array += f.flatten_not_array;
+                mine.flatten_element_not_object += f.flatten_element_not_object;
+            } else {
+                self.per_filter.push(f.clone());
+            }
+        }
+    }
+}
+
+/// The effect of one batch: per-filter states to merge, plus its stats.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    pub states: Vec<FilterState>,
+    pub stats: IngestStats,
+}
+
+impl Delta {
+    /// Folds `other` (prepared by the same plan) into this delta.
+    pub fn absorb(&mut self, other: &Delta) {
+        for (s, o) in self.states.iter_mut().zip(&other.states) {
+            s.merge_from(o);
+        }
+        self.stats.add(&other.stats);
+    }
+}
+
+impl Plan {
+    pub fn new(ingests: Vec<IngestDef>, filters: Vec<FilterDef>) -> Result<Plan> {
+        if ingests.is_empty() {
+            return Err(Error::Config {
+                field: "ingest".into(),
+                reason: "at least one ingest definition is required".into(),
+            });
+        }
+        for (i, a) in ingests.iter().enumerate() {
+            if ingests[..i].iter().any(|b| b.id == a.id) {
+                return Err(Error::Config {
+                    field: "ingest.id".into(),
+                    reason: format!("duplicate ingest id {:?}", a.id),
+                });
+            }
+        }
+        for (i, a) in filters.iter().enumerate() {
+            if filters[..i].iter().any(|b| b.id == a.id) {
+                return Err(Error::Config {
+                    field: "id".into(),
+                    reason: format!("duplicate filter id {:?}", a.id),
+                });
+            }
+        }
+        let mut root = Registry::default();
+        let ingests = ingests
+            .into_iter()
+            .map(|def| {
+                let timestamp_slot = match &def.timestamp {
+                    TimestampRule::Ingest => None,
+                    TimestampRule::Property { path, .. } => Some(root.slot(path)),
+                };
+                let array_trie = def.array_path.as_ref().map(|(_, p)| {
+                    let mut t = PathTrie::new();
+                    t.insert(p, 0);
+                    t
+                });
+                CompiledIngest {
+                    def,
+                    timestamp_slot,
+                    array_trie,
+                }
+            })
+            .collect();
+        let mut compiled = Vec::with_capacity(filters.len());
+        for def in filters {
+            let mut flatten = def.flatten.as_ref().map(|(_, p)| Flatten {
+                array_slot: root.slot(p),
+                registry: Registry::default(),
+            });
+            let mut resolver = FilterResolver {
+                root: &mut root,
+                element: flatten.as_mut().map(|f| &mut f.registry),
+            };
+            let condition = Condition::compile(&def.filter, &mut resolver)
+                .map_err(|e| e.in_field("filter"))?;
+            let grouping_slots = def
+                .groupings
+                .iter()
+                .map(|g| resolver.resolve(&g.path))
+                .collect();
+            let mut aggs = Vec::new();
+            for (i, a) in def.aggregations.iter().enumerate() {
+                let sub_filter = match &a.sub_filter {
+                    Some(src) => Some(
+                        Condition::compile(src, &mut resolver)
+                            .map_err(|e| e.in_field(&format!("aggregations[{i}].subFilter")))?,
+                    ),
+                    None => None,
+                };
+                let needs_field = a.calc_list.iter().any(|c| *c != Calc::Count);
+                let field = match (&a.field, needs_field) {
+                    (Some((_, p)), true) => Some(resolver.resolve(p)),
+                    _ => None,
+                };
+                aggs.push(CompiledAgg {
+                    sub_filter,
+                    field,
+                    wants_numeric: [Calc::Sum, Calc::Avg, Calc::Min, Calc::Max, Calc::Percentiles]
+                        .iter()
+                        .any(|c| a.calcs.contains(*c)),
+                    wants_distinct: a.calcs.contains(Calc::ApproxCountDistinct),
+                });
+            }
+            compiled.push(CompiledFilter {
+                def,
+                condition,
+                grouping_slots,
+                aggs,
+                flatten,
+            });
+        }
+        Ok(Plan {
+            ingests,
+            filters: compiled,
+            root,
+        })
+    }
+
+    #[must_use]
+    pub fn filters(&self) -> impl Iterator<Item = &FilterDef> {
+        self.filters.iter().map(|f| &f.def)
+    }
+
+    #[must_use]
+    pub fn filter(&self, id: &str) -> Option<&FilterDef> {
+        self.filters.iter().map(|f| &f.def).find(|d| d.id == id)
+    }
+
+    #[must_use]
+    pub fn ingests(&self) -> impl Iterator<Item = &IngestDef> {
+        self.ingests.iter().map(|i| &i.def)
+    }
+
+    pub fn ingest_index(&self, id: Option<&str>) -> Result<usize> {
+        match id {
+            None => Ok(0),
+            Some(id) => self
+                .ingests
+                .iter()
+                .position(|i| i.def.id == id)
+                .ok_or_else(|| Error::NotFound {
+                    kind: "ingest",
+                    id: id.to_owned(),
+                }),
+        }
+    }
+
+    /// An empty delta shaped for this plan.
+    #[must_use]
+    pub fn empty_delta(&self) -> Delta {
+        Delta {
+            states: self.filters.iter().map(|f| FilterState::new(&f.def)).collect(),
+            stats: IngestStats {
+                per_filter: self
+                    .filters
+                    .iter()
+                    .map(|f| FilterStats {
+                        filter_id: f.def.id.clone(),
+                        ..FilterStats::default()
+                    })
+                    .collect(),
+                ..IngestStats::default()
+            },
+        }
+    }
+
+    /// Parses and evaluates one batch in the ingest's format. `now_ms` is the ingest time.
+    pub fn prepare(&self, data: &[u8], ingest: usize, now_ms: i64) -> Result<Delta> {
+        let mut delta = self.empty_delta();
+        self.prepare_into(data, ingest, now_ms, &mut delta)?;
+        Ok(delta)
+    }
+
+    /// Like [`Plan::prepare`], accumulating into `delta`. On error `delta` may hold part of the
+    /// batch: callers that need atomicity use a fresh delta per batch.
+    pub fn prepare_into(
+        &self,
+        data: &[u8],
+        ingest: usize,
+        now_ms: i64,
+        delta: &mut Delta,
+    ) -> Result<()> {
+        let schema = self.ingests[ingest].def.schema;
+        self.prepare_chunk(data, ingest, schema, 0, now_ms, delta)
+    }
+
+    /// Prepares `data` laid out as `schema` (files override the ingest's format) whose first
+    /// byte is at `base` in the caller's input, for error offsets.
+    pub fn prepare_chunk(
+        &self,
+        data: &[u8],
+        ingest: usize,
+        schema: Schema,
+        base: usize,
+        now_ms: i64,
+        delta: &mut Delta,
+    ) -> Result<()> {
+        let ing = &self.ingests[ingest];
+        let (src, bom) = decode_utf8(data).map_err(|e| match e {
+            Error::Json { offset, reason } => Error::Json {
+                offset: offset + base,
+                reason,
+            },
+            other => other,
+        })?;
+        let bom = bom + base;
+        let mut work = Work::new(self, now_ms);
+        match schema {
+            Schema::ArrayOfEvents => {
+                let mut sc = Scanner::new(src, bom);
+                sc.skip_ws();
+                if sc.peek() != Some(b'[') {
+                    return Err(format_error(&sc, "expected a JSON array of events"));
+                }
+                self.scan_array(&mut sc, ing, &mut work, delta)?;
+                expect_end(&mut sc)?;
+            }
+            Schema::SingleObject => {
+                let mut sc = Scanner::new(src, bom);
+                sc.skip_ws();
+                if sc.peek() != Some(b'{') {
+                    return Err(format_error(&sc, "expected a single JSON object"));
+                }
+                delta.stats.events += 1;
+                self.scan_event(&mut sc, ing, &mut work, delta)?;
+                expect_end(&mut sc)?;
+            }
+            Schema::ObjectWithArrayProperty => {
+                let mut sc = Scanner::new(src, bom);
+                sc.skip_ws();
+                if sc.peek() != Some(b'{') {
+                    return Err(format_error(
+                        &sc,
+                        "expected a JSON object holding the event array",
+                    ));
+                }
+                let trie = ing.array_trie.as_ref().expect("validated arrayPath");
+                let mut slot = [None];
+                sc.extract_object(trie, &mut slot)?;
+                expect_end(&mut sc)?;
+                let array_src = ing.def.array_path.as_ref().map_or("", |(s, _)| s.as_str());
+                match slot[0].take() {
+                    Some(Value::Array { raw, .. }) => {
+                        let base = raw.as_ptr() as usize - src.as_ptr() as usize;
+                        let mut inner = Scanner::new(raw, bom + base);
+                        self.scan_array(&mut inner, ing, &mut work, delta)?;
+                    }
+                    Some(_) => {
+                        return Err(Error::Format {
+                            offset: bom,
+                            reason: format!("{array_src} is not an array"),
+                        })
+                    }
+                    None => {
+                        return Err(Error::Format {
+                            offset: bom,
+                            reason: format!("{array_src} is missing"),
+                        })
+                    }
+                }
+            }
+            Schema::NewlineDelimited => {
+                let mut line_start = 0usize;
+                for line in src.split_inclusive('\n') {
+                    let offset = line_start;
+                    line_start += line.len();
+                    let trimmed = line.trim_end_matches(['\n', '\r', ' ', '\t']);
+                    let lead = trimmed.len() - trimmed.trim_start().len();
+                    let body = trimmed.trim_start();
+                    // The upstream docs' example ends lines with a comma and wraps them in [ ].
+                    let body = body.strip_suffix(',').map_or(body, str::trim_end);
+                    if body.is_empty() || body == "[" || body == "]" {
+                        continue;
+                    }
+                    let mut sc = Scanner::new(body, bom + offset + lead);
+                    delta.stats.events += 1;
+                    if body.starts_with('{') {
+                        self.scan_event(&mut sc, ing, &mut work, delta)?;
+                    } else {
+                        sc.skip_value()?;
+                        delta.stats.not_object += 1;
+                    }
+                    expect_end(&mut sc)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_array<'a>(
+        &self,
+        sc: &mut Scanner<'a>,
+        ing: &CompiledIngest,
+        work: &mut Work<'a>,
+        delta: &mut Delta,
+    ) -> Result<()> {
+        sc.skip_ws();
+        sc.set_position(sc.position() + 1); // '['
+        sc.skip_ws();
+        if sc.peek() == Some(b']') {
+            sc.set_position(sc.position() + 1);
+            return Ok(());
+        }
+        loop {
+            sc.skip_ws();
+            delta.stats.events += 1;
+            if sc.peek() == Some(b'{') {
+                self.scan_event(sc, ing, work, delta)?;
+            } else {
+                sc.skip_value()?;
+                delta.stats.not_object += 1;
+            }
+            sc.skip_ws();
+            match sc.peek() {
+                Some(b',') => sc.set_position(sc.position() + 1),
+                Some(b']') => {
+                    sc.set_position(sc.position() + 1);
+                    return Ok(());
+                }
+                _ => return Err(sc.error_here("expected ',' or ']' after an array element")),
+            }
+        }
+    }
+
+    fn scan_event<'a>(
+        &self,
+        sc: &mut Scanner<'a>,
+        ing: &CompiledIngest,
+        work: &mut Work<'a>,
+        delta: &mut Delta,
+    ) -> Result<()> {
+        work.root.clear();
+        work.root.resize(self.root.len(), None);
+        sc.extract_object(&self.root.trie, &mut work.root)?;
+        let ts = match (&ing.def.timestamp, ing.timestamp_slot) {
+            (
+                TimestampRule::Property {
+                    format, on_invalid, ..
+                },
+                Some(slot),
+            ) => match work.root[slot as usize].as_ref().and_then(|v| timestamp_of(v, *format)) {
+                Some(t) => t,
+                None => match on_invalid {
+                    OnInvalid::IngestTime => {
+                        delta.stats.timestamp_fallback += 1;
+                        work.now_ms
+                    }
+                    OnInvalid::Drop => {
+                        delta.stats.timestamp_invalid += 1;
+                        return Ok(());
+                    }
+                },
+            },
+            _ => work.now_ms,
+        };
+        delta.stats.accepted += 1;
+        for (fi, f) in self.filters.iter().enumerate() {
+            let state = &mut delta.states[fi];
+            let fstats = &mut delta.stats.per_filter[fi];
+            match &f.flatten {
+                None => {
+                    if f.condition.eval(&work.root, &[]) {
+                        fstats.matched += 1;
+                        update(f, state, &work.root, &[], ts, &mut work.scratch);
+                    }
+                }
+                Some(flat) => {
+                    let Some(Value::Array { raw, .. }) = work.root[flat.array_slot as usize]
+                    else {
+                        fstats.flatten_not_array += 1;
+                        continue;
+                    };
+                    let raw: &'a str = raw;
+                    let mut es = Scanner::new(raw, 0);
+                    es.set_position(1);
+                    loop {
+                        es.skip_ws();
+                        match es.peek() {
+                            Some(b']') | None => break,
+                            Some(b',') => {
+                                es.set_position(es.position() + 1);
+                                continue;
+                            }
+                            Some(b'{') => {
+                                work.element.clear();
+                                work.element.resize(flat.registry.len(), None);
+                                es.extract_object(&flat.registry.trie, &mut work.element)?;
+                                fstats.flattened_elements += 1;
+                                if f.condition.eval(&work.root, &work.element) {
+                                    fstats.matched += 1;
+                                    update(
+                                        f,
+                                        state,
+                                        &work.root,
+                                        &work.element,
+                                        ts,
+                                        &mut work.scratch,
+                                    );
+                                }
+                            }
+                            Some(_) => {
+                                es.skip_value()?;
+                                fstats.flatten_element_not_object += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn format_error(sc: &Scanner<'_>, reason: &str) -> Error {
+    if sc.at_end() {
+        return sc.error_here("empty body");
+    }
+    match sc.error_here(reason) {
+        Error::Json { offset, reason } => Error::Format { offset, reason },
+        other => other,
+    }
+}
+
+fn expect_end(sc: &mut Scanner<'_>) -> Result<()> {
+    sc.skip_ws();
+    if sc.at_end() {
+        Ok(())
+    } else {
+        Err(sc.error_here("unexpected data after the end of the JSON value"))
+    }
+}
+
+/// Reusable per-batch buffers.
+struct Work<'a> {
+    root: Vec<Option<Value<'a>>>,
+    element: Vec<Option<Value<'a>>>,
+    scratch: Scratch,
+    now_ms: i64,
+}
+
+#[derive(Default)]
+struct Scratch {
+    key: Vec<u8>,
+    text: String,
+}
+
+impl Work<'_> {
+    fn new(plan: &Plan, now_ms: i64) -> Self {
+        Self {
+            root: Vec::with_capacity(plan.root.len()),
+            element: Vec::new(),
+            scratch: Scratch::default(),
+            now_ms,
+        }
+    }
+}
+
+fn timestamp_of(v: &Value<'_>, format: TimestampFormat) -> Option<i64> {
+    match (format, v) {
+        (TimestampFormat::Iso8601, Value::Str(s)) => parse_iso8601(s),
+        (TimestampFormat::Iso8601, _) => None,
+        (TimestampFormat::Auto, Value::Str(s)) => {
+            parse_iso8601(s).or_else(|| unix_str_to_millis(s, format))
+        }
+        (_, Value::Number(raw)) => unix_str_to_millis(raw, format)
+            .or_else(|| raw.parse::<f64>().ok().and_then(|f| unix_to_millis(f, format))),
+        (_, Value::Str(s)) => unix_str_to_millis(s, format),
+        _ => None,
+    }
+}
+
+#[inline]
+fn slot_value<'v, 'a>(
+    slot: Slot,
+    root: &'v [Option<Value<'a>>],
+    element: &'v [Option<Value<'a>>],
+) -> Option<&'v Value<'a>> {
+    match slot {
+        Slot::Root(i) => root.get(i as usize).and_then(Option::as_ref),
+        Slot::Element(i) => element.get(i as usize).and_then(Option::as_ref),
+    }
+}
+
+#[inline]
+fn update(
+    f: &CompiledFilter,
+    state: &mut FilterState,
+    root: &[Option<Value<'_>>],
+    element: &[Option<Value<'_>>],
+    ts: i64,
+    scratch: &mut Scratch,
+) {
+    let bucket = f.def.interval.bucket_start(ts);
+    scratch.key.clear();
+    for &slot in &f.grouping_slots {
+        match slot_value(slot, root, element) {
+            Some(Value::Str(s)) => GroupTable::push_component(&mut scratch.key, s),
+            Some(v) => {
+                scratch.text.clear();
+                v.write_group_string(&mut scratch.text);
+                GroupTable::push_component(&mut scratch.key, &scratch.text);
+            }
+            None => GroupTable::push_component(&mut scratch.key, ""),
+        }
+    }
+    let group = state.groups.intern(&scratch.key);
+    let row = state.row(bucket, group);
+    for (agg, cols) in f.aggs.iter().zip(state.aggs.iter_mut()) {
+        if let Some(sub) = &agg.sub_filter {
+            if !sub.eval(root, element) {
+                continue;
+            }
+        }
+        cols.matched[row] += 1;
+        let Some(field) = agg.field else { continue };
+        let Some(v) = slot_value(field, root, element) else {
+            continue;
+        };
+        if agg.wants_numeric {
+            if let Some(x) = v.numeric() {
+                cols.add_numeric(row, x);
+            }
+        }
+        if agg.wants_distinct && !matches!(v, Value::Null) {
+            let h = match v {
+                Value::Str(s) => distinct_hash(3, s.as_bytes()),
+                other => {
+                    scratch.text.clear();
+                    other.write_group_string(&mut scratch.text);
+                    distinct_hash(other.type_tag(), scratch.text.as_bytes())
+                }
+            };
+            cols.distinct[row].insert_hash(h);
+        }
+    }
+}
+
+/// Distinct-count identity: the value's type and string form. Seeded xxh3 is a stable, specified
+/// hash, so sketches built on different machines merge.
+#[inline]
+#[must_use]
+pub fn distinct_hash(type_tag: u8, bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, u64::from(type_tag))
+}
+
+/// The aggregate state of every filter, keyed by filter id.
+#[derive(Debug, Clone, Default)]
+pub struct Store {
+    pub states: HashMap<String, FilterState>,
+}
+
+impl Store {
+    /// Makes sure every filter of `plan` has a state and drops states of removed filters.
+    pub fn sync(&mut self, plan: &Plan) {
+        self.states
+            .retain(|id, _| plan.filters.iter().any(|f| &f.def.id == id));
+        for f in &plan.filters {
+            self.states
+                .entry(f.def.id.clone())
+                .or_insert_with(|| FilterState::new(&f.def));
+        }
+    }
+
+    /// Merges a delta prepared by `plan` (the plan this store is synced to).
+    pub fn apply(&mut self, plan: &Plan, delta: &Delta) {
+        for (f, s) in plan.filters.iter().zip(&delta.states) {
+            if s.rows() == 0 {
+                continue;
+            }
+            self.states
+                .entry(f.def.id.clone())
+                .or_insert_with(|| FilterState::new(&f.def))
+                .merge_from(s);
+        }
+    }
+
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.states.values().map(FilterState::heap_bytes).sum()
+    }
+}
+
+/// A single-threaded engine: a plan and its store. The Python binding splits the two so batches
+/// can be prepared concurrently; this type serves Rust users and tests.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub plan: Arc<Plan>,
+    pub store: Store,
+}
+
+impl Engine {
+    pub fn new(ingests: Vec<IngestDef>, filters: Vec<FilterDef>) -> Result<Engine> {
+        let plan = Arc::new(Plan::new(ingests, filters)?);
+        let mut store = Store::default();
+        store.sync(&plan);
+        Ok(Engine { plan, store })
+    }
+
+    pub fn ingest(&mut self, data: &[u8], ingest_id: Option<&str>, now_ms: i64) -> Result<IngestStats> {
+        let idx = self.plan.ingest_index(ingest_id)?;
+        let delta = self.plan.prepare(data, idx, now_ms)?;
+        self.store.apply(&self.plan, &delta);
+        Ok(delta.stats)
+    }
+}

@@ -1,0 +1,205 @@
+//! File ingestion: `.json`, `.ndjson`/`.jsonl` and their `.gz` forms (Segment's S3/GCS archives
+//! are gzipped NDJSON), read in bounded memory.
+//!
+//! Guarantees: the file is read in chunks of at most [`CHUNK_BYTES`] plus one record, so memory is
+//! bounded by the chunk size and the state, not the file size; a file is atomic like a batch (all
+//! chunks go into one delta that the caller applies only when the whole file parsed); error
+//! offsets are byte offsets into the decompressed file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+
+use crate::config::Schema;
+use crate::engine::{Delta, Plan};
+use crate::error::{Error, Result};
+
+/// Target size of one parsed chunk.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+/// How the file's records are laid out, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Ndjson,
+    Json,
+}
+
+impl FileKind {
+    pub fn from_path(path: &str) -> Result<(FileKind, bool)> {
+        let lower = path.to_ascii_lowercase();
+        let (stem, gz) = match lower.strip_suffix(".gz") {
+            Some(s) => (s.to_owned(), true),
+            None => (lower.clone(), false),
+        };
+        let kind = if stem.ends_with(".ndjson") || stem.ends_with(".jsonl") {
+            FileKind::Ndjson
+        } else if stem.ends_with(".json") {
+            FileKind::Json
+        } else {
+            return Err(Error::Config {
+                field: "path".into(),
+                reason: format!(
+                    "{path:?}: unsupported file type; expected .json, .ndjson or .jsonl, optionally .gz"
+                ),
+            });
+        };
+        Ok((kind, gz))
+    }
+}
+
+fn io_err(path: &str, e: &std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Reads `path` into a delta prepared by `plan`. `progress(done, total)` reports compressed
+/// bytes read out of the file size after each chunk.
+pub fn prepare_file(
+    plan: &Plan,
+    path: &str,
+    ingest: usize,
+    now_ms: i64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Delta> {
+    let (kind, gz) = FileKind::from_path(path)?;
+    let file = File::open(path).map_err(|e| io_err(path, &e))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let counter = CountingReader {
+        inner: file,
+        count: std::rc::Rc::new(std::cell::Cell::new(0)),
+    };
+    let read_so_far = counter.count.clone();
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(counter))
+    } else {
+        Box::new(counter)
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut delta = plan.empty_delta();
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + (1 << 16));
+    let mut chunk_offset = 0usize;
+    match kind {
+        FileKind::Ndjson => loop {
+            chunk.clear();
+            while chunk.len() < CHUNK_BYTES {
+                let n = reader
+                    .read_until(b'\n', &mut chunk)
+                    .map_err(|e| io_err(path, &e))?;
+                if n == 0 {
+                    break;
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            plan.prepare_chunk(&chunk, ingest, Schema::NewlineDelimited, chunk_offset, now_ms, &mut delta)?;
+            chunk_offset += chunk.len();
+            progress(read_so_far.get(), total);
+        },
+        FileKind::Json => {
+            let mut splitter = ArraySplitter::default();
+            let mut first = true;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut is_array = None;
+            let mut whole = Vec::new();
+            loop {
+                let n = reader.read(&mut buf).map_err(|e| io_err(path, &e))?;
+                let data = &buf[..n];
+                if first && n > 0 {
+                    let lead = data.iter().position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
+                    if let Some(p) = lead {
+                        is_array = Some(data[p] == b'[');
+                        first = false;
+                    }
+                }
+                match is_array {
+                    Some(true) => {
+                        // Feed bytes; whenever the chunk has enough whole elements, parse them.
+                        for &b in data {
+                            splitter.push(b);
+                            whole.push(b);
+                            if splitter.at_element_boundary() && whole.len() >= CHUNK_BYTES {
+                                // `whole` holds "[" + elements + ","; close it into a batch.
+                                let cut = whole.len() - 1; // drop the trailing comma
+                                let mut batch = Vec::with_capacity(cut + 1);
+                                batch.extend_from_slice(&whole[..cut]);
+                                batch.push(b']');
+                                plan.prepare_chunk(&batch, ingest, Schema::ArrayOfEvents, chunk_offset, now_ms, &mut delta)?;
+                                chunk_offset += cut;
+                                whole.clear();
+                                whole.push(b'[');
+                                progress(read_so_far.get(), total);
+                            }
+                        }
+                    }
+                    Some(false) | None => whole.extend_from_slice(data),
+                }
+                if n == 0 {
+                    break;
+                }
+                if is_array == Some(false) && whole.len() > 64 * CHUNK_BYTES {
+                    return Err(Error::Limit {
+                        reason: format!("{path}: a single JSON object larger than {} bytes", 64 * CHUNK_BYTES),
+                    });
+                }
+            }
+            if !whole.is_empty() {
+                let schema = if is_array == Some(true) { Schema::ArrayOfEvents } else { Schema::SingleObject };
+                plan.prepare_chunk(&whole, ingest, schema, chunk_offset, now_ms, &mut delta)?;
+            }
+            progress(read_so_far.get(), total);
+        }
+    }
+    Ok(delta)
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Tracks JSON structure byte by byte to find commas between top-level array elements.
+#[derive(Debug, Default)]
+struct ArraySplitter {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    boundary: bool,
+}
+
+impl ArraySplitter {
+    /// Consumes one byte, noting whether it was a top-level element separator.
+    fn push(&mut self, b: u8) {
+        self.boundary = false;
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return;
+        }
+        match b {
+            b'"' => self.in_string = true,
+            b'[' | b'{' => self.depth += 1,
+            b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+            b',' if self.depth == 1 => self.boundary = true,
+            _ => {}
+        }
+    }
+
+    fn at_element_boundary(&self) -> bool {
+        self.boundary
+    }
+}

@@ -1,0 +1,599 @@
+//! Metrics API queries (spec 7.2–7.4) over a filter's state.
+//!
+//! Guarantees:
+//! - The window is half-open over base-bucket starts: `startTime <= start < endTime` (decision 3);
+//!   a rollup then groups the selected base buckets into epoch-truncated coarser buckets.
+//! - Collapsing a grouping (`$__agg`, `returnGroupingValues: false`) and rolling up merge cells
+//!   exactly as one cell that saw all their events would (COUNT/SUM add, MIN/MAX combine, AVG from
+//!   sum and count, sketches merge).
+//! - Work is proportional to the filter's rows plus its distinct grouping tuples; grouping-value
+//!   filters are decided once per tuple, not once per row.
+//! - Unknown request fields are ignored; an invalid field raises `Error::Query` naming it.
+
+use hashbrown::HashMap;
+use serde_json::{Map, Value as Json};
+
+use crate::config::{Calc, FilterDef};
+use crate::error::{Error, Result};
+use crate::sketch::{DistinctSketch, QuantileSketch};
+use crate::state::{AggColumns, FilterState, GroupTable};
+use crate::time::{parse_iso8601, Interval, IntervalUnit};
+
+/// The grouping value that means "aggregate across this grouping".
+pub const AGGREGATE_ALL: &str = "$__agg";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitType {
+    Top,
+    Bottom,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupingFilter {
+    pub grouping: String,
+    pub values: Option<Vec<String>>,
+    pub collapse: bool,
+}
+
+/// A validated Metrics API request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub filter_id: String,
+    pub aggregation_id: i64,
+    pub calculation: Calc,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub percentile: Option<f64>,
+    pub grouping_filters: Vec<GroupingFilter>,
+    pub limit: Option<usize>,
+    pub limit_type: LimitType,
+    pub exclude_empty_groupings: bool,
+    pub include_incomplete_intervals: bool,
+    pub rollup: Option<Interval>,
+    pub query_id: Option<String>,
+    pub grouping_name: Option<String>,
+}
+
+fn qerr(field: &str, reason: impl Into<String>) -> Error {
+    Error::Query {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn opt_bool(o: &Map<String, Json>, key: &str, default: bool) -> Result<bool> {
+    match o.get(key) {
+        None | Some(Json::Null) => Ok(default),
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(_) => Err(qerr(key, "must be true or false")),
+    }
+}
+
+fn opt_time(o: &Map<String, Json>, key: &str) -> Result<Option<i64>> {
+    match o.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) if s.is_empty() => Ok(None),
+        Some(Json::String(s)) => parse_iso8601(s)
+            .map(Some)
+            .ok_or_else(|| qerr(key, format!("{s:?} is not an RFC 3339 timestamp"))),
+        Some(_) => Err(qerr(key, "must be an RFC 3339 timestamp string")),
+    }
+}
+
+fn int_of(v: &Json) -> Option<i64> {
+    match v {
+        Json::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn string_list(v: &Json, field: &str) -> Result<Vec<String>> {
+    match v {
+        Json::Array(a) => a
+            .iter()
+            .map(|x| match x {
+                Json::String(s) => Ok(s.clone()),
+                Json::Number(n) => Ok(n.to_string()),
+                Json::Bool(b) => Ok(b.to_string()),
+                Json::Null => Ok(String::new()),
+                _ => Err(qerr(field, "values must be strings")),
+            })
+            .collect(),
+        Json::String(s) => Ok(vec![s.clone()]),
+        Json::Null => Ok(Vec::new()),
+        _ => Err(qerr(field, "must be a list of values")),
+    }
+}
+
+impl Query {
+    /// Parses and validates a request against the filter definitions it names.
+    pub fn from_json(v: &Json, lookup: &dyn Fn(&str) -> Option<FilterDef>) -> Result<Query> {
+        let o = v
+            .as_object()
+            .ok_or_else(|| qerr("query", "must be a JSON object"))?;
+        let filter_id = match o.get("filterId") {
+            Some(Json::String(s)) if !s.is_empty() => s.clone(),
+            Some(Json::Number(n)) => n.to_string(),
+            None | Some(Json::Null) => return Err(qerr("filterId", "is required")),
+            Some(_) => return Err(qerr("filterId", "must be a string")),
+        };
+        let def = lookup(&filter_id).ok_or_else(|| Error::NotFound {
+            kind: "filter",
+            id: filter_id.clone(),
+        })?;
+        let aggregation_id = match o.get("aggregationId") {
+            None | Some(Json::Null) => return Err(qerr("aggregationId", "is required")),
+            Some(v) => int_of(v).ok_or_else(|| qerr("aggregationId", "must be an integer"))?,
+        };
+        let (_, agg) = def.aggregation(aggregation_id).ok_or_else(|| Error::NotFound {
+            kind: "aggregation",
+            id: format!("{filter_id}/{aggregation_id}"),
+        })?;
+        let calc_name = match o.get("calculation") {
+            Some(Json::String(s)) => s.as_str(),
+            None | Some(Json::Null) => return Err(qerr("calculation", "is required")),
+            Some(_) => return Err(qerr("calculation", "must be a string")),
+        };
+        let calculation = Calc::from_name(calc_name)
+            .ok_or_else(|| qerr("calculation", format!("unknown calculation {calc_name:?}")))?;
+        if !agg.calcs.contains(calculation) {
+            return Err(qerr(
+                "calculation",
+                format!(
+                    "{calc_name} is not a calculation of aggregation {aggregation_id} (it has {})",
+                    agg.calc_list.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let start_ms = opt_time(o, "startTime")?;
+        let end_ms = opt_time(o, "endTime")?;
+        if let (Some(s), Some(e)) = (start_ms, end_ms) {
+            if e < s {
+                return Err(qerr("endTime", "must not be before startTime"));
+            }
+        }
+        let percentile = match o.get("percentile") {
+            None | Some(Json::Null) => None,
+            Some(Json::Number(n)) => n.as_f64(),
+            Some(Json::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(_) => return Err(qerr("percentile", "must be a number")),
+        };
+        if calculation == Calc::Percentiles {
+            match percentile {
+                Some(p) if p > 0.0 && p <= 1.0 => {}
+                Some(_) => return Err(qerr("percentile", "must satisfy 0 < p <= 1")),
+                None => return Err(qerr("percentile", "is required for PERCENTILES")),
+            }
+        }
+        let mut grouping_filters = Vec::new();
+        match o.get("groupingFilters") {
+            None | Some(Json::Null) => {}
+            Some(Json::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let field = format!("groupingFilters[{i}]");
+                    let io = item
+                        .as_object()
+                        .ok_or_else(|| qerr(&field, "must be an object"))?;
+                    let grouping = match io.get("grouping") {
+                        Some(Json::String(s)) => s.clone(),
+                        _ => return Err(qerr(&format!("{field}.grouping"), "is required")),
+                    };
+                    let values = match io.get("filters") {
+                        None | Some(Json::Null) => Vec::new(),
+                        Some(v) => string_list(v, &format!("{field}.filters"))?,
+                    };
+                    let ret = opt_bool(io, "returnGroupingValues", true)
+                        .map_err(|_| qerr(&format!("{field}.returnGroupingValues"), "must be true or false"))?;
+                    grouping_filters.push(build_grouping_filter(&def, &field, grouping, values, ret)?);
+                }
+            }
+            // The v1.0 plugin sent {"<grouping>": ["v1", "v2"]}.
+            Some(Json::Object(map)) => {
+                for (g, v) in map {
+                    let field = format!("groupingFilters.{g}");
+                    let values = string_list(v, &field)?;
+                    grouping_filters.push(build_grouping_filter(&def, &field, g.clone(), values, true)?);
+                }
+            }
+            Some(_) => return Err(qerr("groupingFilters", "must be a list or an object")),
+        }
+        let limit = match o.get("limit") {
+            None | Some(Json::Null) => None,
+            Some(v) => match int_of(v) {
+                Some(n) if n >= 1 => Some(n as usize),
+                Some(0) => None,
+                _ => return Err(qerr("limit", "must be a positive integer")),
+            },
+        };
+        let limit_type = match o.get("limitType") {
+            None | Some(Json::Null) => LimitType::Top,
+            Some(Json::String(s)) if s.eq_ignore_ascii_case("top") => LimitType::Top,
+            Some(Json::String(s)) if s.eq_ignore_ascii_case("bottom") => LimitType::Bottom,
+            Some(_) => return Err(qerr("limitType", "must be \"Top\" or \"Bottom\"")),
+        };
+        let rollup = match o.get("recalculatedInterval") {
+            None | Some(Json::Null) => None,
+            Some(Json::Object(r)) => {
+                let unit_name = r
+                    .get("type")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| qerr("recalculatedInterval.type", "is required"))?;
+                let unit = IntervalUnit::from_name(unit_name).ok_or_else(|| {
+                    qerr("recalculatedInterval.type", format!("unknown interval {unit_name:?}"))
+                })?;
+                let freq = r
+                    .get("frequency")
+                    .and_then(int_of)
+                    .filter(|f| *f >= 1)
+                    .ok_or_else(|| qerr("recalculatedInterval.frequency", "must be a positive integer"))?;
+                rollup_interval(&def.interval, unit, freq)
+            }
+            Some(_) => return Err(qerr("recalculatedInterval", "must be an object")),
+        };
+        let query_id = match o.get("queryId") {
+            Some(Json::String(s)) => Some(s.clone()),
+            Some(Json::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let grouping_name = match o.get("groupingName") {
+            Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        Ok(Query {
+            filter_id,
+            aggregation_id,
+            calculation,
+            start_ms,
+            end_ms,
+            percentile,
+            grouping_filters,
+            limit,
+            limit_type,
+            exclude_empty_groupings: opt_bool(o, "excludeEmptyGroupings", false)?,
+            include_incomplete_intervals: opt_bool(o, "includeIncompleteIntervals", true)?,
+            rollup,
+            query_id,
+            grouping_name,
+        })
+    }
+}
+
+fn grouping_index(def: &FilterDef, name: &str) -> Option<usize> {
+    def.groupings
+        .iter()
+        .position(|g| g.source == name)
+        .or_else(|| def.groupings.iter().position(|g| g.key() == name))
+}
+
+fn build_grouping_filter(
+    def: &FilterDef,
+    field: &str,
+    grouping: String,
+    values: Vec<String>,
+    return_values: bool,
+) -> Result<GroupingFilter> {
+    if grouping_index(def, &grouping).is_none() {
+        return Err(qerr(
+            &format!("{field}.grouping"),
+            format!("{grouping:?} is not a grouping of filter {:?}", def.id),
+        ));
+    }
+    let collapse_all = values.iter().any(|v| v == AGGREGATE_ALL);
+    let values: Vec<String> = values.into_iter().filter(|v| v != AGGREGATE_ALL).collect();
+    Ok(GroupingFilter {
+        grouping,
+        values: if values.is_empty() { None } else { Some(values) },
+        collapse: collapse_all || !return_values,
+    })
+}
+
+/// A rollup coarser than the base interval; `None` when it would not coarsen anything.
+fn rollup_interval(base: &Interval, unit: IntervalUnit, freq: i64) -> Option<Interval> {
+    let unit_ms: i64 = match unit {
+        IntervalUnit::Second => 1_000,
+        IntervalUnit::Minute => 60_000,
+        IntervalUnit::Hour => 3_600_000,
+        IntervalUnit::Day => 86_400_000,
+        IntervalUnit::Week => 604_800_000,
+        IntervalUnit::Month | IntervalUnit::Year => {
+            return Interval::new(unit, freq).ok().filter(|r| match (base.unit, r.unit) {
+                (IntervalUnit::Month, IntervalUnit::Month) => r.count > base.count,
+                (IntervalUnit::Year, IntervalUnit::Month) => false,
+                (IntervalUnit::Year, IntervalUnit::Year) => r.count > base.count,
+                _ => true,
+            });
+        }
+    };
+    let len = unit_ms.saturating_mul(freq);
+    match base.fixed_millis() {
+        Some(b) if len > b => Interval::new(IntervalUnit::Second, len / 1000)
+            .ok()
+            .filter(|_| len % 1000 == 0),
+        _ => None,
+    }
+}
+
+/// Query output: rows plus the grouping tuples they refer to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResultSet {
+    /// Keys of the returned groupings (alias or JPath), in filter order.
+    pub keys: Vec<String>,
+    /// Distinct output grouping tuples; rows refer to them by index.
+    pub tuples: Vec<Vec<String>>,
+    pub dt: Vec<i64>,
+    pub group: Vec<u32>,
+    pub value: Vec<f64>,
+    /// False when the filter has no groupings at all (rows carry `groupings: null`).
+    pub grouped: bool,
+}
+
+enum Acc {
+    Count(u64),
+    Sum(f64, u64),
+    Min(f64, u64),
+    Max(f64, u64),
+    Distinct(DistinctSketch, u64),
+    Quantile(QuantileSketch),
+}
+
+impl Acc {
+    fn new(calc: Calc) -> Acc {
+        match calc {
+            Calc::Count => Acc::Count(0),
+            Calc::Sum | Calc::Avg => Acc::Sum(0.0, 0),
+            Calc::Min => Acc::Min(f64::INFINITY, 0),
+            Calc::Max => Acc::Max(f64::NEG_INFINITY, 0),
+            Calc::ApproxCountDistinct => Acc::Distinct(DistinctSketch::new(), 0),
+            Calc::Percentiles => Acc::Quantile(QuantileSketch::new()),
+        }
+    }
+
+    fn add(&mut self, c: &AggColumns, row: usize) {
+        match self {
+            Acc::Count(n) => *n += c.matched[row],
+            Acc::Sum(s, n) => {
+                *s += c.sum[row];
+                *n += c.numeric[row];
+            }
+            Acc::Min(m, n) => {
+                *m = m.min(c.min[row]);
+                *n += c.numeric[row];
+            }
+            Acc::Max(m, n) => {
+                *m = m.max(c.max[row]);
+                *n += c.numeric[row];
+            }
+            Acc::Distinct(d, n) => {
+                d.merge(&c.distinct[row]);
+                *n += c.matched[row];
+            }
+            Acc::Quantile(q) => q.merge(&c.quantile[row]),
+        }
+    }
+
+    fn value(&self, calc: Calc, p: f64) -> Option<f64> {
+        match self {
+            Acc::Count(n) => (*n > 0).then_some(*n as f64),
+            Acc::Sum(s, n) if calc == Calc::Avg => (*n > 0).then(|| s / *n as f64),
+            Acc::Sum(s, n) => (*n > 0).then_some(*s),
+            Acc::Min(m, n) | Acc::Max(m, n) => (*n > 0).then_some(*m),
+            Acc::Distinct(d, n) => (*n > 0).then(|| d.estimate().round()),
+            Acc::Quantile(q) => q.quantile(p),
+        }
+    }
+}
+
+/// Value of one stored row, without merging (the fast path: no rollup, no collapse).
+fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
+    match calc {
+        Calc::Count => (c.matched[row] > 0).then_some(c.matched[row] as f64),
+        Calc::Sum => (c.numeric[row] > 0).then_some(c.sum[row]),
+        Calc::Avg => (c.numeric[row] > 0).then(|| c.sum[row] / c.numeric[row] as f64),
+        Calc::Min => (c.numeric[row] > 0).then_some(c.min[row]),
+        Calc::Max => (c.numeric[row] > 0).then_some(c.max[row]),
+        Calc::ApproxCountDistinct => {
+            (c.matched[row] > 0).then(|| c.distinct[row].estimate().round())
+        }
+        Calc::Percentiles => c.quantile[row].quantile(p),
+    }
+}
+
+struct GroupPlan {
+    /// Per stored tuple: the output tuple index, or None when filtered out.
+    map: Vec<Option<u32>>,
+    tuples: Vec<Vec<String>>,
+    keys: Vec<String>,
+    /// True when two stored tuples can land in one output tuple.
+    collapsing: bool,
+}
+
+fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usize>) -> GroupPlan {
+    let n = def.groupings.len();
+    let mut allowed: Vec<Option<hashbrown::HashSet<&str>>> = vec![None; n];
+    let mut split = vec![true; n];
+    for gf in &q.grouping_filters {
+        let i = grouping_index(def, &gf.grouping).expect("validated grouping");
+        if let Some(v) = &gf.values {
+            allowed[i] = Some(v.iter().map(String::as_str).collect());
+        }
+        if gf.collapse {
+            split[i] = false;
+        }
+    }
+    if let Some(i) = only {
+        split = vec![false; n];
+        split[i] = true;
+    }
+    let keys = (0..n)
+        .filter(|&i| split[i])
+        .map(|i| def.groupings[i].key().to_owned())
+        .collect();
+    let collapsing = split.iter().any(|s| !s);
+    let mut out_index: HashMap<Vec<String>, u32> = HashMap::new();
+    let mut tuples = Vec::new();
+    let mut map = Vec::with_capacity(state.groups.len());
+    for g in 0..state.groups.len() {
+        let vals = GroupTable::decode(state.groups.key(g as u32));
+        let keep = vals.iter().enumerate().all(|(i, v)| {
+            allowed[i].as_ref().is_none_or(|set| set.contains(v))
+                && !(q.exclude_empty_groupings && split[i] && v.is_empty())
+        });
+        if !keep {
+            map.push(None);
+            continue;
+        }
+        let out: Vec<String> = vals
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| split[*i])
+            .map(|(_, v)| (*v).to_owned())
+            .collect();
+        let next = tuples.len() as u32;
+        let id = *out_index.entry(out.clone()).or_insert_with(|| {
+            tuples.push(out);
+            next
+        });
+        map.push(Some(id));
+    }
+    GroupPlan {
+        map,
+        tuples,
+        keys,
+        collapsing,
+    }
+}
+
+/// Answers a validated query. `now_ms` is the engine clock (for incomplete intervals).
+#[must_use]
+pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> ResultSet {
+    let (agg_index, _) = def.aggregation(q.aggregation_id).expect("validated aggregation");
+    let cols = &state.aggs[agg_index];
+    let gp = plan_groups(def, state, q, None);
+    let p = q.percentile.unwrap_or(0.5);
+    let start = q.start_ms.unwrap_or(i64::MIN);
+    let end = q.end_ms.unwrap_or(i64::MAX);
+    let out_bucket = |b: i64| q.rollup.as_ref().map_or(b, |r| r.bucket_start(b));
+    let bucket_end = |b: i64| match &q.rollup {
+        Some(r) => r.next_start(b),
+        None => def.interval.next_start(b),
+    };
+
+    let mut cells: Vec<(i64, u32, f64)> = Vec::new();
+    if q.rollup.is_none() && !gp.collapsing {
+        for row in 0..state.rows() {
+            let b = state.row_bucket[row];
+            if b < start || b >= end {
+                continue;
+            }
+            let Some(g) = gp.map[state.row_group[row] as usize] else {
+                continue;
+            };
+            if let Some(v) = row_value(cols, row, q.calculation, p) {
+                cells.push((b, g, v));
+            }
+        }
+    } else {
+        let mut acc: HashMap<(i64, u32), Acc> = HashMap::new();
+        for row in 0..state.rows() {
+            let b = state.row_bucket[row];
+            if b < start || b >= end {
+                continue;
+            }
+            let Some(g) = gp.map[state.row_group[row] as usize] else {
+                continue;
+            };
+            acc.entry((out_bucket(b), g))
+                .or_insert_with(|| Acc::new(q.calculation))
+                .add(cols, row);
+        }
+        cells.extend(
+            acc.into_iter()
+                .filter_map(|((b, g), a)| a.value(q.calculation, p).map(|v| (b, g, v))),
+        );
+    }
+    if !q.include_incomplete_intervals {
+        cells.retain(|(b, _, _)| bucket_end(*b) <= now_ms);
+    }
+    // Deterministic order: by time, then by grouping tuple.
+    let mut order: Vec<u32> = (0..gp.tuples.len() as u32).collect();
+    order.sort_by(|a, b| gp.tuples[*a as usize].cmp(&gp.tuples[*b as usize]));
+    let mut rank = vec![0u32; gp.tuples.len()];
+    for (r, g) in order.iter().enumerate() {
+        rank[*g as usize] = r as u32;
+    }
+    cells.sort_by(|a, b| a.0.cmp(&b.0).then(rank[a.1 as usize].cmp(&rank[b.1 as usize])));
+    if let Some(limit) = q.limit {
+        let mut kept = Vec::with_capacity(cells.len());
+        let mut i = 0;
+        while i < cells.len() {
+            let mut j = i;
+            while j < cells.len() && cells[j].0 == cells[i].0 {
+                j += 1;
+            }
+            let mut slice: Vec<(i64, u32, f64)> = cells[i..j].to_vec();
+            slice.sort_by(|a, b| {
+                let ord = a.2.total_cmp(&b.2);
+                let ord = if q.limit_type == LimitType::Top { ord.reverse() } else { ord };
+                ord.then(rank[a.1 as usize].cmp(&rank[b.1 as usize]))
+            });
+            slice.truncate(limit);
+            slice.sort_by(|a, b| rank[a.1 as usize].cmp(&rank[b.1 as usize]));
+            kept.extend(slice);
+            i = j;
+        }
+        cells = kept;
+    }
+    let mut rs = ResultSet {
+        keys: gp.keys,
+        tuples: gp.tuples,
+        grouped: !def.groupings.is_empty(),
+        ..ResultSet::default()
+    };
+    rs.dt.reserve(cells.len());
+    for (b, g, v) in cells {
+        rs.dt.push(b);
+        rs.group.push(g);
+        rs.value.push(v);
+    }
+    rs
+}
+
+/// Distinct values of `q.grouping_name` in the window (spec 7.4), narrowed by the other
+/// grouping filters, sorted.
+pub fn grouping_values(def: &FilterDef, state: &FilterState, q: &Query) -> Result<Vec<String>> {
+    let name = q
+        .grouping_name
+        .as_deref()
+        .ok_or_else(|| qerr("groupingName", "is required"))?;
+    let idx = grouping_index(def, name).ok_or_else(|| {
+        qerr(
+            "groupingName",
+            format!("{name:?} is not a grouping of filter {:?}", def.id),
+        )
+    })?;
+    let gp = plan_groups(def, state, q, Some(idx));
+    let start = q.start_ms.unwrap_or(i64::MIN);
+    let end = q.end_ms.unwrap_or(i64::MAX);
+    let mut seen = vec![false; gp.tuples.len()];
+    for row in 0..state.rows() {
+        let b = state.row_bucket[row];
+        if b < start || b >= end {
+            continue;
+        }
+        if let Some(g) = gp.map[state.row_group[row] as usize] {
+            seen[g as usize] = true;
+        }
+    }
+    let mut out: Vec<String> = gp
+        .tuples
+        .into_iter()
+        .zip(seen)
+        .filter(|(_, s)| *s)
+        .map(|(mut t, _)| t.pop().unwrap_or_default())
+        .collect();
+    out.sort();
+    Ok(out)
+}

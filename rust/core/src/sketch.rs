@@ -1,0 +1,1564 @@
+//! Mergeable sketches behind `APPROX_COUNT_DISTINCT` and PERCENTILES (docs/semantics.md §6).
+//!
+//! Guarantees:
+//!
+//! - **Merge == replay.** The state of either sketch is a pure function of the multiset of
+//!   inputs it has seen, so `a.merge(&b)` equals (by `PartialEq`, and by `encode` bytes) the
+//!   sketch built by feeding all of `a`'s and `b`'s inputs into one sketch, in any order and
+//!   under any split. The single exception is [`QuantileSketch::sum`], a plain `f64` sum whose
+//!   last bits depend on addition order because float addition is not associative.
+//! - **[`DistinctSketch`]** is exact (a set of 64-bit hashes) up to [`EXACT_LIMIT`] distinct
+//!   hashes; the first hash beyond that converts it to a dense `HyperLogLog` with 2^14 registers,
+//!   read with Ertl's improved estimator (standard error about 0.81 %, no bias tables, no
+//!   small-range switch-over). Hash collisions of the caller's 64-bit hash are not detected.
+//! - **[`QuantileSketch`]** is a `DDSketch` with relative accuracy [`QUANTILE_ALPHA`] = 0.5 %:
+//!   the value it returns for rank `r` is within 0.5 % (relative) of the value at rank `r`,
+//!   unless that value lies in a collapsed bin (see below). Exact `count`, `min`, `max` are
+//!   kept beside it and every answer is clamped to `[min, max]`.
+//! - **Bounded memory.** An empty sketch owns no heap memory. A distinct sketch owns at most
+//!   32 KiB (exact table) or 16 KiB (registers); a quantile sketch at most two stores of
+//!   [`QUANTILE_MAX_BINS`] `u64` counters. When a store would need more bins it folds its
+//!   lowest keys (the magnitudes closest to zero) into the lowest kept bin, the
+//!   "collapsing lowest" convention of `DDSketch`, applied to the positive and the negative
+//!   store alike since both are keyed by `|x|`. 4096 bins span a magnitude ratio of about
+//!   6e17, so only values that many times smaller than the largest value of the same sign lose
+//!   accuracy (they read as that bin's value, too large in magnitude).
+//! - **Safe codecs.** `encode` is little-endian, compact and versionless (the snapshot file
+//!   carries the version). `decode` returns `Err` on truncated, non-canonical or inconsistent
+//!   input and never panics; every length field is checked against the bytes remaining
+//!   before anything is allocated.
+
+use std::fmt;
+
+// ---------------------------------------------------------------------------------------
+// Distinct count
+// ---------------------------------------------------------------------------------------
+
+/// Distinct hashes kept exactly before the sketch turns into a `HyperLogLog`.
+pub const EXACT_LIMIT: usize = 2048;
+/// `HyperLogLog` precision: 2^14 registers.
+pub const HLL_PRECISION: u32 = 14;
+const HLL_REGISTERS: usize = 1 << HLL_PRECISION;
+/// Hash bits left after the register index; register values range over `0..=HLL_Q + 1`.
+const HLL_Q: u32 = 64 - HLL_PRECISION;
+const HLL_MAX_RANK: u8 = HLL_Q as u8 + 1;
+/// Six bits hold any rank up to 51, so four registers pack into three bytes.
+const HLL_PACKED_BYTES: usize = HLL_REGISTERS / 4 * 3;
+
+const TAG_EXACT: u8 = 0;
+const TAG_HLL_DENSE: u8 = 1;
+const TAG_HLL_SPARSE: u8 = 2;
+
+/// Approximate distinct counter over caller-supplied 64-bit hashes (xxh3-64 of the value).
+#[derive(Clone)]
+pub struct DistinctSketch {
+    repr: DistinctRepr,
+}
+
+#[derive(Clone)]
+enum DistinctRepr {
+    Exact(ExactSet),
+    // A fixed-size array lets the compiler prove `hash >> 50` in bounds on the hot path.
+    Hll(Box<[u8; HLL_REGISTERS]>),
+}
+
+/// Open-addressing hash set of non-zero hashes with linear probing.
+///
+/// The hashes are already uniformly mixed, so the low bits index the table directly and no
+/// rehashing is needed. Zero doubles as the empty-slot marker, which is why the zero hash is
+/// a separate flag. The table starts with no allocation and grows by doubling at 3/4 load, so
+/// it peaks at 4096 slots (32 KiB) just before the switch to the 16 KiB `HyperLogLog`.
+/// The slot layout depends on insertion order; equality and encoding therefore go through
+/// set membership and a sorted dump, never the raw slots.
+#[derive(Clone, Default)]
+struct ExactSet {
+    slots: Box<[u64]>,
+    /// Occupied slots; excludes the zero hash.
+    stored: u32,
+    has_zero: bool,
+}
+
+impl ExactSet {
+    fn len(&self) -> usize {
+        self.stored as usize + usize::from(self.has_zero)
+    }
+
+    /// Returns whether `h` was new.
+    #[inline]
+    fn insert(&mut self, h: u64) -> bool {
+        if h == 0 {
+            let new = !self.has_zero;
+            self.has_zero = true;
+            return new;
+        }
+        if !self.slots.is_empty() {
+            let mask = self.slots.len() - 1;
+            let mut i = h as usize & mask;
+            loop {
+                let s = self.slots[i];
+                if s == h {
+                    return false;
+                }
+                if s == 0 {
+                    if (self.stored as usize + 1) * 4 <= self.slots.len() * 3 {
+                        self.slots[i] = h;
+                        self.stored += 1;
+                        return true;
+                    }
+                    break;
+                }
+                i = (i + 1) & mask;
+            }
+        }
+        self.grow();
+        self.place(h);
+        self.stored += 1;
+        true
+    }
+
+    fn contains(&self, h: u64) -> bool {
+        if h == 0 {
+            return self.has_zero;
+        }
+        if self.slots.is_empty() {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                s if s == h => return true,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Puts a non-zero hash known to be absent into a table known to have a free slot.
+    fn place(&mut self, h: u64) {
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        while self.slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = h;
+    }
+
+    #[cold]
+    fn grow(&mut self) {
+        let new_len = (self.slots.len() * 2).max(4);
+        let old = std::mem::replace(&mut self.slots, vec![0; new_len].into_boxed_slice());
+        for &h in old.iter().filter(|&&h| h != 0) {
+            self.place(h);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.has_zero
+            .then_some(0)
+            .into_iter()
+            .chain(self.slots.iter().copied().filter(|&h| h != 0))
+    }
+
+    fn sorted(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.iter().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[inline]
+fn hll_insert(regs: &mut [u8; HLL_REGISTERS], h: u64) {
+    let idx = (h >> HLL_Q) as usize;
+    // The sentinel bit just below the 50 remaining bits caps the rank at Q + 1 without a branch.
+    let rank = ((h << HLL_PRECISION) | (1 << (HLL_PRECISION - 1))).leading_zeros() as u8 + 1;
+    let r = &mut regs[idx];
+    if rank > *r {
+        *r = rank;
+    }
+}
+
+/// Ertl (2017), "New cardinality estimation algorithms for `HyperLogLog` sketches", algorithm 6.
+fn hll_estimate(regs: &[u8; HLL_REGISTERS]) -> f64 {
+    let mut hist = [0u32; HLL_MAX_RANK as usize + 1];
+    for &r in regs {
+        hist[usize::from(r)] += 1;
+    }
+    let m = HLL_REGISTERS as f64;
+    let q = HLL_Q as usize;
+    let mut z = m * ertl_tau((m - f64::from(hist[q + 1])) / m);
+    for &c in hist[1..=q].iter().rev() {
+        z = 0.5 * (z + f64::from(c));
+    }
+    z += m * ertl_sigma(f64::from(hist[0]) / m);
+    let alpha_inf = 0.5 / std::f64::consts::LN_2;
+    alpha_inf * m * m / z
+}
+
+// Both series are iterated until the partial sum stops changing in floating point, which is
+// exact convergence, so bit-equality is the intended test.
+#[allow(clippy::float_cmp)]
+fn ertl_sigma(mut x: f64) -> f64 {
+    if x >= 1.0 {
+        return f64::INFINITY;
+    }
+    let mut y = 1.0;
+    let mut z = x;
+    loop {
+        x *= x;
+        let prev = z;
+        z += x * y;
+        y += y;
+        if prev == z {
+            return z;
+        }
+    }
+}
+
+#[allow(clippy::float_cmp)]
+fn ertl_tau(mut x: f64) -> f64 {
+    if x <= 0.0 || x >= 1.0 {
+        return 0.0;
+    }
+    let mut y = 1.0;
+    let mut z = 1.0 - x;
+    loop {
+        x = x.sqrt();
+        let prev = z;
+        y *= 0.5;
+        z -= (1.0 - x) * (1.0 - x) * y;
+        if prev == z {
+            return z / 3.0;
+        }
+    }
+}
+
+impl DistinctSketch {
+    /// An empty exact sketch; allocates nothing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            repr: DistinctRepr::Exact(ExactSet::default()),
+        }
+    }
+
+    /// Adds one value, given as its well-mixed 64-bit hash.
+    #[inline]
+    pub fn insert_hash(&mut self, h: u64) {
+        match &mut self.repr {
+            DistinctRepr::Exact(set) => {
+                if set.insert(h) && set.len() > EXACT_LIMIT {
+                    self.convert_to_hll();
+                }
+            }
+            DistinctRepr::Hll(regs) => hll_insert(regs, h),
+        }
+    }
+
+    #[cold]
+    fn convert_to_hll(&mut self) {
+        if let DistinctRepr::Exact(set) = &self.repr {
+            let mut regs = Box::new([0u8; HLL_REGISTERS]);
+            for h in set.iter() {
+                hll_insert(&mut regs, h);
+            }
+            self.repr = DistinctRepr::Hll(regs);
+        }
+    }
+
+    /// Whether the sketch still holds its hashes exactly (estimate is then the exact count).
+    #[must_use]
+    pub fn is_exact(&self) -> bool {
+        matches!(self.repr, DistinctRepr::Exact(_))
+    }
+
+    /// Folds `other` in; the result equals the sketch of the union of both inputs.
+    pub fn merge(&mut self, other: &Self) {
+        match (&mut self.repr, &other.repr) {
+            (_, DistinctRepr::Exact(theirs)) => {
+                for h in theirs.iter() {
+                    self.insert_hash(h);
+                }
+            }
+            (DistinctRepr::Exact(mine), DistinctRepr::Hll(theirs)) => {
+                let mut regs = theirs.clone();
+                for h in mine.iter() {
+                    hll_insert(&mut regs, h);
+                }
+                self.repr = DistinctRepr::Hll(regs);
+            }
+            (DistinctRepr::Hll(mine), DistinctRepr::Hll(theirs)) => {
+                for (a, &b) in mine.iter_mut().zip(theirs.iter()) {
+                    *a = (*a).max(b);
+                }
+            }
+        }
+    }
+
+    /// Number of distinct hashes: exact in exact mode, Ertl's estimate afterwards.
+    #[must_use]
+    pub fn estimate(&self) -> f64 {
+        match &self.repr {
+            DistinctRepr::Exact(set) => set.len() as f64,
+            DistinctRepr::Hll(regs) => hll_estimate(regs),
+        }
+    }
+
+    /// Approximate heap memory owned by the sketch, in bytes.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        match &self.repr {
+            DistinctRepr::Exact(set) => set.slots.len() * std::mem::size_of::<u64>(),
+            DistinctRepr::Hll(_) => HLL_REGISTERS,
+        }
+    }
+
+    /// Appends the binary form described at [`DistinctSketch::decode`].
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match &self.repr {
+            DistinctRepr::Exact(set) => {
+                out.push(TAG_EXACT);
+                put_varint(out, set.len() as u64);
+                for h in set.sorted() {
+                    out.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+            DistinctRepr::Hll(regs) => {
+                // Right after conversion most registers are still zero; a sparse list is then
+                // several times smaller than the packed array.
+                let mut nonzero = 0u64;
+                let mut sparse_len = 0usize;
+                let mut prev: Option<usize> = None;
+                for (i, &r) in regs.iter().enumerate() {
+                    if r != 0 {
+                        nonzero += 1;
+                        sparse_len += varint_len(sparse_gap(prev, i)) + 1;
+                        prev = Some(i);
+                    }
+                }
+                sparse_len += varint_len(nonzero);
+                if sparse_len < HLL_PACKED_BYTES {
+                    out.reserve(1 + sparse_len);
+                    out.push(TAG_HLL_SPARSE);
+                    put_varint(out, nonzero);
+                    let mut prev: Option<usize> = None;
+                    for (i, &r) in regs.iter().enumerate() {
+                        if r != 0 {
+                            put_varint(out, sparse_gap(prev, i));
+                            out.push(r);
+                            prev = Some(i);
+                        }
+                    }
+                } else {
+                    out.reserve(1 + HLL_PACKED_BYTES);
+                    out.push(TAG_HLL_DENSE);
+                    for quad in regs.chunks_exact(4) {
+                        let w = u32::from(quad[0])
+                            | u32::from(quad[1]) << 6
+                            | u32::from(quad[2]) << 12
+                            | u32::from(quad[3]) << 18;
+                        out.extend_from_slice(&w.to_le_bytes()[..3]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one sketch from the front of `input`; returns it and the bytes consumed.
+    ///
+    /// Format: one tag byte, then
+    /// - `0` exact: varint `n` (≤ 2048), then `n` hashes as `u64` LE, strictly ascending;
+    /// - `1` dense HLL: 16384 registers packed 6 bits each, four per 3 bytes (12288 bytes),
+    ///   register `4i + j` in bits `6j..6j+6` of the 24-bit LE word at byte `3i`;
+    /// - `2` sparse HLL: varint `n`, then `n` pairs (varint gap, `u8` value 1..=51) in
+    ///   ascending register order, gap = registers skipped since the previous non-zero one.
+    pub fn decode(input: &[u8]) -> Result<(Self, usize), String> {
+        let mut r = Reader::new(input);
+        let sketch = match r.u8()? {
+            TAG_EXACT => {
+                let n = r.varint()?;
+                if n > EXACT_LIMIT as u64 {
+                    return Err(format!(
+                        "distinct sketch: {n} exact hashes exceed the limit"
+                    ));
+                }
+                r.need(n as usize * 8)?;
+                let mut set = ExactSet::default();
+                let mut prev: Option<u64> = None;
+                for _ in 0..n {
+                    let h = r.u64()?;
+                    if prev.is_some_and(|p| p >= h) {
+                        return Err("distinct sketch: exact hashes not strictly ascending".into());
+                    }
+                    prev = Some(h);
+                    set.insert(h);
+                }
+                DistinctRepr::Exact(set)
+            }
+            TAG_HLL_DENSE => {
+                let bytes = r.bytes(HLL_PACKED_BYTES)?;
+                let mut regs = Box::new([0u8; HLL_REGISTERS]);
+                for (quad, b) in regs.chunks_exact_mut(4).zip(bytes.chunks_exact(3)) {
+                    let w = u32::from_le_bytes([b[0], b[1], b[2], 0]);
+                    for (j, reg) in quad.iter_mut().enumerate() {
+                        *reg = ((w >> (6 * j)) & 0x3f) as u8;
+                        if *reg > HLL_MAX_RANK {
+                            return Err("distinct sketch: register out of range".into());
+                        }
+                    }
+                }
+                DistinctRepr::Hll(regs)
+            }
+            TAG_HLL_SPARSE => {
+                let n = r.varint()?;
+                if n > HLL_REGISTERS as u64 {
+                    return Err("distinct sketch: too many sparse registers".into());
+                }
+                r.need(n as usize * 2)?;
+                let mut regs = Box::new([0u8; HLL_REGISTERS]);
+                let mut next = 0u64;
+                for _ in 0..n {
+                    let idx = next
+                        .checked_add(r.varint()?)
+                        .filter(|&i| i < HLL_REGISTERS as u64)
+                        .ok_or("distinct sketch: sparse register index out of range")?;
+                    let v = r.u8()?;
+                    if v == 0 || v > HLL_MAX_RANK {
+                        return Err("distinct sketch: sparse register value out of range".into());
+                    }
+                    regs[idx as usize] = v;
+                    next = idx + 1;
+                }
+                DistinctRepr::Hll(regs)
+            }
+            t => return Err(format!("distinct sketch: unknown tag {t}")),
+        };
+        Ok((Self { repr: sketch }, r.pos))
+    }
+}
+
+fn sparse_gap(prev: Option<usize>, i: usize) -> u64 {
+    (i - prev.map_or(0, |p| p + 1)) as u64
+}
+
+impl Default for DistinctSketch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for DistinctSketch {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.repr, &other.repr) {
+            (DistinctRepr::Exact(a), DistinctRepr::Exact(b)) => {
+                a.len() == b.len() && a.iter().all(|h| b.contains(h))
+            }
+            (DistinctRepr::Hll(a), DistinctRepr::Hll(b)) => a[..] == b[..],
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for DistinctSketch {
+    // 16384 raw registers would drown any assertion message; a summary identifies the state.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            DistinctRepr::Exact(set) => f
+                .debug_struct("DistinctSketch::Exact")
+                .field("len", &set.len())
+                .field("hashes", &set.sorted())
+                .finish(),
+            DistinctRepr::Hll(regs) => f
+                .debug_struct("DistinctSketch::Hll")
+                .field(
+                    "nonzero_registers",
+                    &regs.iter().filter(|&&r| r != 0).count(),
+                )
+                .field(
+                    "register_sum",
+                    &regs.iter().map(|&r| u64::from(r)).sum::<u64>(),
+                )
+                .field("estimate", &hll_estimate(regs))
+                .finish(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Quantiles
+// ---------------------------------------------------------------------------------------
+
+/// Relative accuracy of [`QuantileSketch`] answers.
+pub const QUANTILE_ALPHA: f64 = 0.005;
+/// Most bins a [`QuantileSketch`] store keeps before collapsing its lowest keys.
+pub const QUANTILE_MAX_BINS: usize = 4096;
+// `ln` is not const, so the constants derived from gamma = (1 + alpha) / (1 - alpha) are
+// literals; the unit test `constants_match_alpha` pins them to alpha.
+const LN_GAMMA: f64 = 0.010_000_083_334_583_356;
+const INV_LN_GAMMA: f64 = 99.999_166_661_111_03;
+/// Bin `k` covers `(γ^(k-1), γ^k]`; `2γ^k/(γ+1) = γ^k (1-α)` is within α of all of it.
+const REPRESENTATIVE_FACTOR: f64 = 1.0 - QUANTILE_ALPHA;
+/// Magnitudes below this count as zero; keeps keys well inside `i32` and `exp` finite.
+const MIN_INDEXABLE: f64 = 1e-300;
+/// Every valid key lies strictly inside `±KEY_LIMIT` (`f64::MAX` maps to 70978, 1e-300 to
+/// -69076); decode uses it to reject corrupt offsets before doing key arithmetic.
+const KEY_LIMIT: i32 = 80_000;
+
+#[inline]
+fn key_of(magnitude: f64) -> i32 {
+    (magnitude.ln() * INV_LN_GAMMA).ceil() as i32
+}
+
+fn representative(key: i32) -> f64 {
+    (f64::from(key) * LN_GAMMA).exp() * REPRESENTATIVE_FACTOR
+}
+
+/// Contiguous counters for keys `offset .. offset + counts.len()`.
+///
+/// Invariant (relied on by equality and checked by decode): when non-empty, the first and last
+/// counters are non-zero, so the representation is canonical; an empty store has offset 0.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct DenseStore {
+    offset: i32,
+    counts: Vec<u64>,
+}
+
+impl DenseStore {
+    fn max_key(&self) -> i32 {
+        self.offset + self.counts.len() as i32 - 1
+    }
+
+    #[inline]
+    fn add(&mut self, key: i32) {
+        if let Ok(i) = usize::try_from(key.wrapping_sub(self.offset)) {
+            if let Some(c) = self.counts.get_mut(i) {
+                *c += 1;
+                return;
+            }
+        }
+        self.add_outside(key);
+    }
+
+    #[cold]
+    fn add_outside(&mut self, key: i32) {
+        if self.counts.is_empty() {
+            self.offset = key;
+            self.counts.push(1);
+            return;
+        }
+        self.reshape(self.offset.min(key), self.max_key().max(key));
+        let k = key.max(self.offset);
+        self.counts[(k - self.offset) as usize] += 1;
+    }
+
+    /// Re-lays the store out over `[lo, hi]` (a superset of the current range), folding keys
+    /// below `hi - MAX_BINS + 1` into that bin. Every key ends up at `max(key, global_max -
+    /// MAX_BINS + 1)` no matter when it arrived, which is what makes collapsing
+    /// order-independent.
+    fn reshape(&mut self, lo: i32, hi: i32) {
+        let lo = lo.max(hi - (QUANTILE_MAX_BINS as i32 - 1));
+        // Reshaping happens only when a new extreme key arrives, but a store fed a slowly
+        // growing series collapses on almost every new key, so this works in place rather
+        // than reallocating.
+        if lo < self.offset {
+            let grow = (self.offset - lo) as usize;
+            self.counts.splice(0..0, std::iter::repeat(0).take(grow));
+        } else if lo > self.offset {
+            let fold = ((lo - self.offset) as usize).min(self.counts.len());
+            let folded: u64 = self.counts.drain(..fold).sum();
+            if self.counts.is_empty() {
+                self.counts.push(0);
+            }
+            self.counts[0] += folded;
+        }
+        self.offset = lo;
+        self.counts.resize((hi - lo + 1) as usize, 0);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        if other.counts.is_empty() {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.clone_from(other);
+            return;
+        }
+        self.reshape(
+            self.offset.min(other.offset),
+            self.max_key().max(other.max_key()),
+        );
+        for (i, &c) in other.counts.iter().enumerate() {
+            let k = (other.offset + i as i32).max(self.offset);
+            self.counts[(k - self.offset) as usize] += c;
+        }
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.counts.iter().try_fold(0u64, |a, &c| a.checked_add(c))
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.counts.len() as u64);
+        if self.counts.is_empty() {
+            return;
+        }
+        put_varint(out, u64::from(zigzag(self.offset)));
+        for &c in &self.counts {
+            put_varint(out, c);
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, String> {
+        let n = r.varint()?;
+        if n == 0 {
+            return Ok(Self::default());
+        }
+        if n > QUANTILE_MAX_BINS as u64 {
+            return Err(format!("quantile sketch: {n} bins exceed the limit"));
+        }
+        // Each counter takes at least one byte, so this bounds the allocation by the input.
+        r.need(n as usize)?;
+        let offset = i64::from(unzigzag(r.varint()?)?);
+        if offset <= -i64::from(KEY_LIMIT) || offset + n as i64 > i64::from(KEY_LIMIT) {
+            return Err("quantile sketch: bin keys out of range".into());
+        }
+        let counts = (0..n).map(|_| r.varint()).collect::<Result<Vec<_>, _>>()?;
+        if counts[0] == 0 || counts[counts.len() - 1] == 0 {
+            return Err("quantile sketch: store not trimmed".into());
+        }
+        Ok(Self {
+            offset: offset as i32,
+            counts,
+        })
+    }
+}
+
+/// `DDSketch` quantile estimator with exact count, sum, min and max.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantileSketch {
+    /// Keyed by `x` for `x > 0`.
+    positive: DenseStore,
+    /// Keyed by `-x` for `x < 0`, so its highest key is the most negative value.
+    negative: DenseStore,
+    zero_count: u64,
+    count: u64,
+    sum: f64,
+    /// `+inf` / `-inf` while empty, so the first value needs no special case.
+    min: f64,
+    max: f64,
+}
+
+impl Default for QuantileSketch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QuantileSketch {
+    /// An empty sketch; allocates nothing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            positive: DenseStore::default(),
+            negative: DenseStore::default(),
+            zero_count: 0,
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+
+    /// Adds one value; NaN and infinities are ignored.
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        // Turns -0.0 into +0.0: otherwise min/max of {0.0, -0.0} would depend on arrival
+        // order and the encoded bytes of merged and replayed sketches could differ.
+        let x = x + 0.0;
+        self.count += 1;
+        self.sum += x;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        let magnitude = x.abs();
+        if magnitude < MIN_INDEXABLE {
+            self.zero_count += 1;
+        } else if x > 0.0 {
+            self.positive.add(key_of(magnitude));
+        } else {
+            self.negative.add(key_of(magnitude));
+        }
+    }
+
+    /// Folds `other` in; equals replaying both inputs (up to the rounding of `sum`).
+    pub fn merge(&mut self, other: &Self) {
+        if other.count == 0 {
+            return;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.zero_count += other.zero_count;
+        self.positive.merge(&other.positive);
+        self.negative.merge(&other.negative);
+    }
+
+    /// Value at quantile `p` in `(0, 1]` (`None` when empty or `p` is outside that range).
+    ///
+    /// Uses the 0-based rank `floor(p * (count - 1))`; `p = 1` returns the exact max. The
+    /// answer is the representative of the bin holding that rank, clamped to `[min, max]`.
+    #[must_use]
+    pub fn quantile(&self, p: f64) -> Option<f64> {
+        if self.count == 0 || p <= 0.0 || p.is_nan() || p > 1.0 {
+            return None;
+        }
+        if p >= 1.0 {
+            return Some(self.max);
+        }
+        let rank = (p * (self.count - 1) as f64).floor() as u64;
+        let mut seen = 0u64;
+        let value = 'found: {
+            for (i, &c) in self.negative.counts.iter().enumerate().rev() {
+                seen += c;
+                if seen > rank {
+                    break 'found -representative(self.negative.offset + i as i32);
+                }
+            }
+            seen += self.zero_count;
+            if seen > rank {
+                break 'found 0.0;
+            }
+            for (i, &c) in self.positive.counts.iter().enumerate() {
+                seen += c;
+                if seen > rank {
+                    break 'found representative(self.positive.offset + i as i32);
+                }
+            }
+            self.max
+        };
+        Some(value.clamp(self.min, self.max))
+    }
+
+    /// Number of finite values added.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Plain `f64` sum of the values (may overflow to ±inf for huge inputs).
+    #[must_use]
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    #[must_use]
+    pub fn min(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.min)
+    }
+
+    #[must_use]
+    pub fn max(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.max)
+    }
+
+    /// Approximate heap memory owned by the sketch, in bytes.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        (self.positive.counts.capacity() + self.negative.counts.capacity())
+            * std::mem::size_of::<u64>()
+    }
+
+    /// Appends the binary form described at [`QuantileSketch::decode`].
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.count);
+        if self.count == 0 {
+            return;
+        }
+        out.extend_from_slice(&self.sum.to_le_bytes());
+        out.extend_from_slice(&self.min.to_le_bytes());
+        out.extend_from_slice(&self.max.to_le_bytes());
+        put_varint(out, self.zero_count);
+        self.positive.encode(out);
+        self.negative.encode(out);
+    }
+
+    /// Reads one sketch from the front of `input`; returns it and the bytes consumed.
+    ///
+    /// Format: varint `count`; if non-zero, `sum`, `min`, `max` as `f64` LE, varint
+    /// `zero_count`, then the positive and the negative store, each as varint `bins` (≤ 4096)
+    /// followed, when non-zero, by the zigzag varint key of the first bin and `bins` varint
+    /// counters. Counters must add up to `count`; the first and last counter of a store are
+    /// non-zero.
+    pub fn decode(input: &[u8]) -> Result<(Self, usize), String> {
+        let mut r = Reader::new(input);
+        let count = r.varint()?;
+        if count == 0 {
+            return Ok((Self::new(), r.pos));
+        }
+        let sum = r.f64()?;
+        let min = r.f64()?;
+        let max = r.f64()?;
+        // `sum` may legitimately be ±inf or NaN (merging +inf and -inf overflowed sums).
+        if !(min.is_finite() && max.is_finite() && min <= max) {
+            return Err("quantile sketch: invalid min or max".into());
+        }
+        let zero_count = r.varint()?;
+        let positive = DenseStore::decode(&mut r)?;
+        let negative = DenseStore::decode(&mut r)?;
+        let total = positive
+            .total()
+            .zip(negative.total())
+            .and_then(|(p, n)| p.checked_add(n))
+            .and_then(|t| t.checked_add(zero_count));
+        if total != Some(count) {
+            return Err("quantile sketch: bin counts do not add up to count".into());
+        }
+        let sketch = Self {
+            positive,
+            negative,
+            zero_count,
+            count,
+            sum,
+            min,
+            max,
+        };
+        Ok((sketch, r.pos))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Byte helpers
+// ---------------------------------------------------------------------------------------
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn zigzag(v: i32) -> u32 {
+    ((v << 1) ^ (v >> 31)) as u32
+}
+
+fn unzigzag(v: u64) -> Result<i32, String> {
+    let v = u32::try_from(v).map_err(|_| "sketch: zigzag value out of range".to_string())?;
+    Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
+}
+
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Self { input, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.input.len() - self.pos
+    }
+
+    fn need(&self, n: usize) -> Result<(), String> {
+        if n > self.remaining() {
+            return Err("sketch: truncated input".into());
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        self.need(n)?;
+        let b = &self.input[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.bytes(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn f64(&mut self) -> Result<f64, String> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+
+    /// LEB128; rejects overlong encodings so every value has exactly one byte form.
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let b = self.u8()?;
+            if (shift == 63 && b > 1) || (shift > 0 && b == 0) {
+                return Err("sketch: malformed varint".into());
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAMMA: f64 = (1.0 + QUANTILE_ALPHA) / (1.0 - QUANTILE_ALPHA);
+
+    /// splitmix64: a bijection of its counter, so consecutive outputs are distinct hashes.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        /// Uniform in (0, 1): never 0, so `ln` is safe.
+        fn unit(&mut self) -> f64 {
+            ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.unit(), self.unit());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        }
+        fn shuffle<T>(&mut self, v: &mut [T]) {
+            for i in (1..v.len()).rev() {
+                v.swap(i, self.below(i + 1));
+            }
+        }
+    }
+
+    fn roundtrip_distinct(s: &DistinctSketch) -> Vec<u8> {
+        let mut buf = vec![0xAA];
+        s.encode(&mut buf);
+        buf.push(0x55);
+        let (back, used) = DistinctSketch::decode(&buf[1..]).unwrap();
+        assert_eq!(used, buf.len() - 2);
+        assert_eq!(&back, s);
+        for cut in 0..buf.len() - 2 {
+            assert!(
+                DistinctSketch::decode(&buf[1..=cut]).is_err(),
+                "prefix {cut}"
+            );
+        }
+        buf[1..buf.len() - 1].to_vec()
+    }
+
+    fn roundtrip_quantile(s: &QuantileSketch) -> Vec<u8> {
+        let mut buf = vec![0xAA];
+        s.encode(&mut buf);
+        buf.push(0x55);
+        let (back, used) = QuantileSketch::decode(&buf[1..]).unwrap();
+        assert_eq!(used, buf.len() - 2);
+        assert_eq!(&back, s);
+        for cut in 0..buf.len() - 2 {
+            assert!(
+                QuantileSketch::decode(&buf[1..=cut]).is_err(),
+                "prefix {cut}"
+            );
+        }
+        buf[1..buf.len() - 1].to_vec()
+    }
+
+    // ---- distinct ----
+
+    #[test]
+    fn distinct_empty_and_small() {
+        let mut s = DistinctSketch::new();
+        assert_eq!(s.heap_bytes(), 0);
+        assert!(s.estimate().abs() < f64::EPSILON);
+        assert_eq!(roundtrip_distinct(&s), vec![TAG_EXACT, 0]);
+        for h in [5u64, 0, 5, u64::MAX, 0, 7, 7] {
+            s.insert_hash(h);
+        }
+        assert!(s.is_exact());
+        assert!((s.estimate() - 4.0).abs() < f64::EPSILON);
+        assert!(s.heap_bytes() <= 64);
+        roundtrip_distinct(&s);
+        assert_eq!(s, s.clone());
+        let mut other = DistinctSketch::new();
+        for h in [7u64, u64::MAX, 0, 5] {
+            other.insert_hash(h);
+        }
+        assert_eq!(s, other);
+        other.insert_hash(1);
+        assert_ne!(s, other);
+    }
+
+    #[test]
+    fn distinct_switches_to_hll_after_limit() {
+        let mut rng = Rng(1);
+        let hashes: Vec<u64> = (0..=EXACT_LIMIT).map(|_| rng.next()).collect();
+        let mut s = DistinctSketch::new();
+        for &h in &hashes[..EXACT_LIMIT] {
+            s.insert_hash(h);
+            s.insert_hash(h);
+        }
+        assert!(s.is_exact());
+        assert!((s.estimate() - EXACT_LIMIT as f64).abs() < f64::EPSILON);
+        assert!(s.heap_bytes() <= 32 * 1024);
+        roundtrip_distinct(&s);
+        s.insert_hash(hashes[EXACT_LIMIT]);
+        assert!(!s.is_exact());
+        assert_eq!(s.heap_bytes(), HLL_REGISTERS);
+        let est = s.estimate();
+        assert!(
+            (est / (EXACT_LIMIT as f64 + 1.0) - 1.0).abs() < 0.02,
+            "{est}"
+        );
+        // Just after conversion the sparse form is the compact one.
+        let bytes = roundtrip_distinct(&s);
+        assert_eq!(bytes[0], TAG_HLL_SPARSE);
+        assert!(bytes.len() < 6000, "{}", bytes.len());
+    }
+
+    #[test]
+    fn hll_rank_extremes() {
+        let mut regs = Box::new([0u8; HLL_REGISTERS]);
+        hll_insert(&mut regs, 0);
+        assert_eq!(regs[0], HLL_MAX_RANK);
+        hll_insert(&mut regs, u64::MAX);
+        assert_eq!(regs[HLL_REGISTERS - 1], 1);
+        hll_insert(&mut regs, (1u64 << 50) | 1);
+        assert_eq!(regs[1], 50);
+    }
+
+    #[test]
+    fn distinct_accuracy() {
+        let seeds = [11u64, 22, 33];
+        println!("cardinality  max|rel err| over {} seeds", seeds.len());
+        for &n in &[1usize, 10, 100, 1_000, 10_000, 100_000, 1_000_000] {
+            let mut worst = 0.0f64;
+            for &seed in &seeds {
+                let mut rng = Rng(seed);
+                let mut s = DistinctSketch::new();
+                for _ in 0..n {
+                    s.insert_hash(rng.next());
+                }
+                let err = (s.estimate() - n as f64).abs() / n as f64;
+                if n <= EXACT_LIMIT {
+                    assert!(err.abs() < f64::EPSILON, "exact mode must be exact");
+                }
+                worst = worst.max(err);
+            }
+            println!("{n:>11}  {:.4}%", worst * 100.0);
+            assert!(worst <= 0.02, "n = {n}: relative error {worst}");
+        }
+    }
+
+    #[test]
+    fn distinct_encoding_dense_roundtrip() {
+        let mut rng = Rng(3);
+        let mut s = DistinctSketch::new();
+        for _ in 0..200_000 {
+            s.insert_hash(rng.next());
+        }
+        let bytes = roundtrip_distinct(&s);
+        assert_eq!(bytes[0], TAG_HLL_DENSE);
+        assert_eq!(bytes.len(), 1 + HLL_PACKED_BYTES);
+    }
+
+    #[test]
+    fn distinct_merge_equals_replay() {
+        let mut rng = Rng(42);
+        for case in 0..120 {
+            // Sizes straddle the exact limit so every exact/HLL combination gets merged.
+            let distinct = match case % 4 {
+                0 => rng.below(40),
+                1 => rng.below(2 * EXACT_LIMIT),
+                2 => EXACT_LIMIT - 50 + rng.below(100),
+                _ => rng.below(20_000),
+            };
+            let pool: Vec<u64> = (0..distinct.max(1)).map(|_| rng.next()).collect();
+            let events = distinct + rng.below(distinct + 1);
+            let mut stream: Vec<u64> = (0..events).map(|_| pool[rng.below(pool.len())]).collect();
+            let mut full = DistinctSketch::new();
+            for &h in &stream {
+                full.insert_hash(h);
+            }
+            let parts = 1 + rng.below(5);
+            let mut sketches = vec![DistinctSketch::new(); parts];
+            rng.shuffle(&mut stream);
+            for &h in &stream {
+                sketches[rng.below(parts)].insert_hash(h);
+            }
+            rng.shuffle(&mut sketches);
+            let mut merged = sketches.pop().unwrap();
+            while let Some(s) = sketches.pop() {
+                if rng.below(2) == 0 {
+                    merged.merge(&s);
+                } else {
+                    let mut s = s;
+                    s.merge(&merged);
+                    merged = s;
+                }
+            }
+            assert_eq!(merged, full, "case {case}");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            merged.encode(&mut a);
+            full.encode(&mut b);
+            assert_eq!(a, b, "case {case}: encodings differ");
+        }
+    }
+
+    #[test]
+    fn distinct_decode_rejects_garbage() {
+        // Huge exact length: must fail on the length check, not try to allocate.
+        let mut buf = vec![TAG_EXACT];
+        put_varint(&mut buf, 1 << 60);
+        assert!(DistinctSketch::decode(&buf).is_err());
+        // Length within the limit but more than the input holds.
+        let mut buf = vec![TAG_EXACT];
+        put_varint(&mut buf, 2000);
+        buf.extend_from_slice(&[1; 64]);
+        assert!(DistinctSketch::decode(&buf).is_err());
+        // Unsorted and duplicate exact hashes.
+        for pair in [[2u64, 1], [1, 1]] {
+            let mut buf = vec![TAG_EXACT, 2];
+            for h in pair {
+                buf.extend_from_slice(&h.to_le_bytes());
+            }
+            assert!(DistinctSketch::decode(&buf).is_err());
+        }
+        // Dense register above 51.
+        let mut buf = vec![TAG_HLL_DENSE];
+        buf.extend_from_slice(&[0xFF; HLL_PACKED_BYTES]);
+        assert!(DistinctSketch::decode(&buf).is_err());
+        // Sparse index past the end (first and second entry) and a zero value.
+        for body in [
+            vec![1u8, 0x80, 0x80, 0x01, 3],
+            vec![1, 5, 0],
+            vec![2, 5, 1, 0xFF, 0xFF, 0x03, 1],
+        ] {
+            let mut buf = vec![TAG_HLL_SPARSE];
+            buf.extend(body);
+            assert!(DistinctSketch::decode(&buf).is_err());
+        }
+        assert!(DistinctSketch::decode(&[9]).is_err());
+        assert!(DistinctSketch::decode(&[]).is_err());
+        let mut rng = Rng(5);
+        for len in 0..2000 {
+            let mut buf: Vec<u8> = (0..len % 300).map(|_| rng.next() as u8).collect();
+            if let Some(b) = buf.first_mut() {
+                *b %= 3;
+            }
+            let _ = DistinctSketch::decode(&buf);
+        }
+    }
+
+    // ---- quantiles ----
+
+    #[test]
+    fn constants_match_alpha() {
+        // The literal is the correctly rounded ln of the exact ratio 1.005/0.995; GAMMA is that
+        // ratio rounded to f64, whose ln can be off by about one ulp of GAMMA.
+        assert!((LN_GAMMA - GAMMA.ln()).abs() <= 2.0 * f64::EPSILON);
+        assert!((INV_LN_GAMMA * LN_GAMMA - 1.0).abs() <= 2.0 * f64::EPSILON);
+        assert!((REPRESENTATIVE_FACTOR - 2.0 / (GAMMA + 1.0)).abs() <= f64::EPSILON);
+        assert_eq!(key_of(f64::MAX), 70978);
+        assert_eq!(key_of(MIN_INDEXABLE), -69076);
+        assert!(key_of(f64::MAX) < KEY_LIMIT && key_of(MIN_INDEXABLE) > -KEY_LIMIT);
+        assert_eq!(key_of(1.0), 0);
+        // Representatives are within alpha of both ends of their bin.
+        for k in [-69076, -1000, -1, 0, 1, 500, 70000] {
+            let rep = representative(k);
+            let upper = (f64::from(k) * LN_GAMMA).exp();
+            let lower = upper / GAMMA;
+            assert!(rep / upper >= 1.0 - QUANTILE_ALPHA - 1e-12);
+            assert!(rep / lower <= 1.0 + QUANTILE_ALPHA + 1e-12);
+        }
+    }
+
+    #[test]
+    fn quantile_empty_and_edge_cases() {
+        let mut s = QuantileSketch::new();
+        assert_eq!(s.heap_bytes(), 0);
+        assert_eq!(s.quantile(0.5), None);
+        assert_eq!(s.min(), None);
+        assert_eq!(roundtrip_quantile(&s), vec![0]);
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            s.add(x);
+        }
+        assert!(s.is_empty());
+        s.add(42.0);
+        assert_eq!(s.quantile(0.5), Some(42.0));
+        assert_eq!(s.quantile(1e-9), Some(42.0));
+        assert_eq!(s.quantile(1.0), Some(42.0));
+        for p in [0.0, -0.1, 1.5, f64::NAN] {
+            assert_eq!(s.quantile(p), None);
+        }
+        s.add(-0.0);
+        s.add(1e-310);
+        s.add(-3.0);
+        assert_eq!(s.count(), 4);
+        assert_eq!(s.min(), Some(-3.0));
+        assert_eq!(s.max(), Some(42.0));
+        assert!((s.sum() - 39.0).abs() < 1e-12);
+        assert_eq!(s.zero_count, 2);
+        assert!(s.quantile(0.5).unwrap().abs() < f64::EPSILON);
+        let q = s.quantile(0.01).unwrap();
+        assert!((q + 3.0).abs() <= 3.0 * QUANTILE_ALPHA, "{q}");
+        roundtrip_quantile(&s);
+        // -0.0 and +0.0 produce identical states and bytes.
+        let (mut a, mut b) = (QuantileSketch::new(), QuantileSketch::new());
+        a.add(-0.0);
+        a.add(0.0);
+        b.add(0.0);
+        b.add(-0.0);
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        a.encode(&mut ea);
+        b.encode(&mut eb);
+        assert_eq!(ea, eb);
+    }
+
+    /// Returns (max relative value error, max rank error) over a grid of quantiles.
+    fn quantile_errors(name: &str, mut data: Vec<f64>) -> (f64, f64) {
+        let mut s = QuantileSketch::new();
+        for &x in &data {
+            s.add(x);
+        }
+        data.sort_by(f64::total_cmp);
+        let n = data.len();
+        let (mut worst_value, mut worst_rank) = (0.0f64, 0.0f64);
+        for &p in &[
+            1e-4, 0.001, 0.01, 0.05, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 0.95, 0.99, 0.999,
+            0.9999, 1.0,
+        ] {
+            let got = s.quantile(p).unwrap();
+            let target = (p * (n - 1) as f64).floor() as usize;
+            let exact = data[target];
+            let value_err = if exact == 0.0 {
+                got.abs()
+            } else {
+                ((got - exact) / exact).abs()
+            };
+            let lo = data.partition_point(|&x| x < got);
+            let hi = data.partition_point(|&x| x <= got);
+            let rank_err = if target < lo {
+                (lo - target) as f64 / n as f64
+            } else if target >= hi {
+                (target + 1 - hi) as f64 / n as f64
+            } else {
+                0.0
+            };
+            worst_value = worst_value.max(value_err);
+            worst_rank = worst_rank.max(rank_err);
+        }
+        println!(
+            "{name:<28} value err {:.4}%  rank err {:.4}%",
+            worst_value * 100.0,
+            worst_rank * 100.0
+        );
+        (worst_value, worst_rank)
+    }
+
+    #[test]
+    fn quantile_accuracy() {
+        const N: usize = 100_000;
+        let mut rng = Rng(7);
+        let mut datasets: Vec<(&str, Vec<f64>)> = Vec::new();
+        datasets.push((
+            "uniform [-100, 1000)",
+            (0..N).map(|_| rng.unit() * 1100.0 - 100.0).collect(),
+        ));
+        datasets.push((
+            "normal(50, 100)",
+            (0..N).map(|_| 50.0 + 100.0 * rng.normal()).collect(),
+        ));
+        datasets.push((
+            "exponential(mean 1000)",
+            (0..N).map(|_| -1000.0 * rng.unit().ln()).collect(),
+        ));
+        datasets.push((
+            "lognormal(0, 2)",
+            (0..N).map(|_| (2.0 * rng.normal()).exp()).collect(),
+        ));
+        datasets.push((
+            "pareto(1.1) skewed",
+            (0..N).map(|_| rng.unit().powf(-1.0 / 1.1)).collect(),
+        ));
+        datasets.push((
+            "mixed: 10% 0, 30% -lognorm",
+            (0..N)
+                .map(|_| match rng.below(10) {
+                    0 => 0.0,
+                    1..=3 => -(1.5 * rng.normal()).exp(),
+                    _ => -50.0 * rng.unit().ln(),
+                })
+                .collect(),
+        ));
+        datasets.push((
+            "latency ms, integers",
+            (0..N)
+                .map(|_| (20.0 * (0.8 * rng.normal()).exp()).round())
+                .collect(),
+        ));
+        for (name, data) in datasets {
+            let (v, r) = quantile_errors(name, data);
+            assert!(v <= 0.01, "{name}: value error {v}");
+            // On discrete data a value 0.5 % off can sit just below a tie of many equal
+            // values, so rank error is only meaningful for continuous distributions.
+            if !name.contains("integers") {
+                assert!(r <= 0.01, "{name}: rank error {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn quantile_collapses_lowest_keys() {
+        let mut rng = Rng(9);
+        let mut s = QuantileSketch::new();
+        let mut data = Vec::new();
+        for _ in 0..50_000 {
+            // Magnitudes from 1e-100 to 1e100: about 46000 keys, far beyond 4096 bins.
+            let x = 10f64.powf(rng.unit() * 200.0 - 100.0);
+            let x = if rng.below(3) == 0 { -x } else { x };
+            data.push(x);
+            s.add(x);
+        }
+        assert_eq!(s.positive.counts.len(), QUANTILE_MAX_BINS);
+        assert_eq!(s.negative.counts.len(), QUANTILE_MAX_BINS);
+        assert!(s.heap_bytes() <= 2 * 2 * QUANTILE_MAX_BINS * 8);
+        assert_eq!(
+            s.positive.total().unwrap() + s.negative.total().unwrap(),
+            50_000
+        );
+        data.sort_by(f64::total_cmp);
+        // Only magnitudes above ~1e100 / 6e17 keep full accuracy: the most negative 3 % and
+        // the top 6 % of ranks. Below that the answers are the collapsed bins' values.
+        for p in [1e-4, 0.01, 0.02, 0.95, 0.99, 0.9999] {
+            let exact = data[(p * (data.len() - 1) as f64).floor() as usize];
+            let got = s.quantile(p).unwrap();
+            assert!(
+                ((got - exact) / exact).abs() <= QUANTILE_ALPHA + 1e-9,
+                "{p}"
+            );
+        }
+        roundtrip_quantile(&s);
+    }
+
+    /// The store every insertion order must produce: each key folded to
+    /// `max(key, max_key - MAX_BINS + 1)`.
+    fn reference_store(keys: &[i32]) -> DenseStore {
+        let Some(&hi) = keys.iter().max() else {
+            return DenseStore::default();
+        };
+        let floor = hi - (QUANTILE_MAX_BINS as i32 - 1);
+        let lo = keys.iter().map(|&k| k.max(floor)).min().unwrap();
+        let mut counts = vec![0u64; (hi - lo + 1) as usize];
+        for &k in keys {
+            counts[(k.max(floor) - lo) as usize] += 1;
+        }
+        DenseStore { offset: lo, counts }
+    }
+
+    #[test]
+    fn store_matches_reference_in_any_order() {
+        let mut rng = Rng(31);
+        for case in 0..40 {
+            let spread = [10, 3000, 4096, 5000, 20_000][case % 5];
+            let mut keys: Vec<i32> = (0..3000)
+                .map(|_| rng.below(spread) as i32 - (spread / 2) as i32)
+                .collect();
+            let expected = reference_store(&keys);
+            // Ascending and descending orders hit the grow-up, grow-down and
+            // collapse-on-every-key paths; shuffled orders mix them.
+            let mut orders = vec![keys.clone()];
+            keys.sort_unstable();
+            orders.push(keys.clone());
+            keys.reverse();
+            orders.push(keys.clone());
+            for mut order in orders {
+                if case % 2 == 1 {
+                    rng.shuffle(&mut order);
+                }
+                let mut store = DenseStore::default();
+                for &k in &order {
+                    store.add(k);
+                }
+                assert_eq!(store, expected, "case {case}");
+            }
+        }
+    }
+
+    /// Equality of everything but `sum`, which only agrees up to rounding.
+    fn assert_same_state(a: &QuantileSketch, b: &QuantileSketch, what: &str) {
+        let tol = 1e-9 * (a.sum.abs() + b.sum.abs() + 1.0);
+        assert!(
+            (a.sum - b.sum).abs() <= tol,
+            "{what}: sums {} {}",
+            a.sum,
+            b.sum
+        );
+        let mut b = b.clone();
+        b.sum = a.sum;
+        assert!(a == &b, "{what}: states differ");
+    }
+
+    #[test]
+    fn quantile_merge_equals_replay() {
+        let mut rng = Rng(1234);
+        for case in 0..150 {
+            let n = match case % 3 {
+                0 => rng.below(50),
+                1 => rng.below(2_000),
+                _ => rng.below(20_000),
+            };
+            // Scale of spread: narrow, wide, and wide enough to force collapsing.
+            let decades = [1.0, 10.0, 60.0][rng.below(3)];
+            let integers = case % 5 == 0;
+            let mut data: Vec<f64> = (0..n)
+                .map(|_| {
+                    let mut x = 10f64.powf((rng.unit() - 0.5) * decades);
+                    if integers {
+                        x = (x * 100.0).round();
+                    }
+                    match rng.below(10) {
+                        0 => 0.0,
+                        1..=3 => -x,
+                        _ => x,
+                    }
+                })
+                .collect();
+            let mut full = QuantileSketch::new();
+            for &x in &data {
+                full.add(x);
+            }
+            rng.shuffle(&mut data);
+            let parts = 1 + rng.below(6);
+            let mut sketches = vec![QuantileSketch::new(); parts];
+            for &x in &data {
+                sketches[rng.below(parts)].add(x);
+            }
+            rng.shuffle(&mut sketches);
+            let mut merged = sketches.pop().unwrap();
+            while let Some(s) = sketches.pop() {
+                if rng.below(2) == 0 {
+                    merged.merge(&s);
+                } else {
+                    let mut s = s;
+                    s.merge(&merged);
+                    merged = s;
+                }
+            }
+            assert_same_state(&merged, &full, &format!("case {case}"));
+            if integers && decades < 10.0 {
+                // Small integers sum exactly in any order, so the states are fully equal.
+                assert_eq!(merged, full, "case {case}");
+            }
+            let (back, _) = QuantileSketch::decode(&{
+                let mut v = Vec::new();
+                merged.encode(&mut v);
+                v
+            })
+            .unwrap();
+            assert_eq!(back, merged);
+        }
+    }
+
+    #[test]
+    fn quantile_decode_rejects_garbage() {
+        let mut s = QuantileSketch::new();
+        for x in [1.0, 2.0, -5.0, 0.0, 1000.0] {
+            s.add(x);
+        }
+        let good = roundtrip_quantile(&s);
+        // Count that disagrees with the bins.
+        let mut bad = good.clone();
+        bad[0] = 6;
+        assert!(QuantileSketch::decode(&bad).is_err());
+        // min > max, NaN min.
+        for (off, v) in [(9usize, 2000.0f64), (9, f64::NAN), (17, -10.0)] {
+            let mut bad = good.clone();
+            bad[off..off + 8].copy_from_slice(&v.to_le_bytes());
+            assert!(QuantileSketch::decode(&bad).is_err(), "{off} {v}");
+        }
+        // Huge bin count: rejected before allocating.
+        let mut buf = vec![1];
+        buf.extend_from_slice(&[0; 24]);
+        buf.push(0);
+        put_varint(&mut buf, u64::MAX);
+        assert!(QuantileSketch::decode(&buf).is_err());
+        // Bin count under the cap but beyond the input.
+        let mut buf = vec![1];
+        buf.extend_from_slice(&[0; 24]);
+        buf.push(0);
+        put_varint(&mut buf, 4000);
+        buf.extend_from_slice(&[2, 1, 0]);
+        assert!(QuantileSketch::decode(&buf).is_err());
+        // Offset far outside the key range, untrimmed store, overlong varint.
+        for store in [
+            vec![1u8, 0xFE, 0xFF, 0xFF, 0xFF, 0x0F, 1],
+            vec![2, 0, 1, 0],
+            vec![1, 0x80, 0x00, 1],
+        ] {
+            let mut buf = vec![1];
+            buf.extend_from_slice(&0.0f64.to_le_bytes());
+            buf.extend_from_slice(&1.0f64.to_le_bytes());
+            buf.extend_from_slice(&1.0f64.to_le_bytes());
+            buf.push(0);
+            buf.extend(store);
+            buf.push(0);
+            assert!(QuantileSketch::decode(&buf).is_err());
+        }
+        let mut rng = Rng(77);
+        for len in 0..3000 {
+            let buf: Vec<u8> = (0..len % 200).map(|_| rng.next() as u8).collect();
+            let _ = QuantileSketch::decode(&buf);
+            let mut mutated = good.clone();
+            let i = rng.below(mutated.len());
+            mutated[i] ^= 1 << rng.below(8);
+            if let Ok((m, _)) = QuantileSketch::decode(&mutated) {
+                // Whatever decodes must be safe to query.
+                let _ = m.quantile(0.5);
+            }
+        }
+    }
+
+    #[test]
+    fn varint_and_zigzag() {
+        for v in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            assert_eq!(buf.len(), varint_len(v));
+            let mut r = Reader::new(&buf);
+            assert_eq!(r.varint().unwrap(), v);
+            assert_eq!(r.pos, buf.len());
+        }
+        assert!(Reader::new(&[0xFF; 11]).varint().is_err());
+        assert!(Reader::new(&[0x80, 0x00]).varint().is_err());
+        for v in [0, 1, -1, KEY_LIMIT, -KEY_LIMIT, i32::MAX, i32::MIN] {
+            assert_eq!(unzigzag(u64::from(zigzag(v))).unwrap(), v);
+        }
+    }
+}

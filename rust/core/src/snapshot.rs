@@ -1,0 +1,333 @@
+//! Snapshots: the whole engine (definitions and every filter's state) as versioned, checksummed
+//! bytes.
+//!
+//! Layout (little-endian), documented in `docs/snapshot-format.md`:
+//! ```text
+//! magic   8 bytes  "ETALLY\x00\x01"
+//! version u32      FORMAT_VERSION
+//! length  u64      payload length
+//! crc32   u32      CRC-32 (IEEE) of the payload
+//! payload          definitions JSON, then one state block per filter
+//! ```
+//! Guarantees: a truncated, corrupt (checksum), foreign (magic) or newer (version) snapshot is
+//! refused with `Error::Snapshot` naming the problem, before any state is built; decoding never
+//! trusts a length field beyond the bytes present.
+
+use serde_json::{json, Value as Json};
+
+use crate::config::{Calc, CalcSet, FilterDef, IngestDef};
+use crate::engine::{Engine, Plan, Store};
+use crate::error::{Error, Result};
+use crate::sketch::{DistinctSketch, QuantileSketch};
+use crate::state::{AggColumns, FilterState};
+
+pub const MAGIC: &[u8; 8] = b"ETALLY\x00\x01";
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+
+fn bad(reason: impl Into<String>) -> Error {
+    Error::Snapshot {
+        reason: reason.into(),
+    }
+}
+
+/// The definitions JSON stored in a snapshot (also used to compare engines before a merge).
+#[must_use]
+pub fn definitions_json(plan: &Plan) -> Json {
+    json!({
+        "ingests": plan.ingests().map(IngestDef::to_json).collect::<Vec<_>>(),
+        "filters": plan.filters().map(FilterDef::to_json).collect::<Vec<_>>(),
+    })
+}
+
+struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.out.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.out.extend_from_slice(b);
+    }
+    fn u64s(&mut self, v: &[u64]) {
+        for x in v {
+            self.out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    fn i64s(&mut self, v: &[i64]) {
+        for x in v {
+            self.out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    fn u32s(&mut self, v: &[u32]) {
+        for x in v {
+            self.out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    fn f64s(&mut self, v: &[f64]) {
+        for x in v {
+            self.out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| bad(format!("truncated at payload byte {}", self.pos)))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn count(&mut self, elem_size: usize) -> Result<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(elem_size) > self.buf.len() - self.pos {
+            return Err(bad(format!("length {n} at payload byte {} exceeds the data", self.pos)));
+        }
+        Ok(n)
+    }
+    fn u64s(&mut self, n: usize) -> Result<Vec<u64>> {
+        Ok(self
+            .take(n * 8)?
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+    fn i64s(&mut self, n: usize) -> Result<Vec<i64>> {
+        Ok(self
+            .take(n * 8)?
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+    fn u32s(&mut self, n: usize) -> Result<Vec<u32>> {
+        Ok(self
+            .take(n * 4)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
+    }
+    fn f64s(&mut self, n: usize) -> Result<Vec<f64>> {
+        Ok(self
+            .take(n * 8)?
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+}
+
+fn write_state(w: &mut Writer, id: &str, s: &FilterState) {
+    w.bytes(id.as_bytes());
+    w.u32(s.groups.len() as u32);
+    for g in 0..s.groups.len() {
+        w.bytes(s.groups.key(g as u32));
+    }
+    w.u32(s.rows() as u32);
+    w.i64s(&s.row_bucket);
+    w.u32s(&s.row_group);
+    w.u32(s.aggs.len() as u32);
+    for a in &s.aggs {
+        w.u8(a.calcs.bits());
+        w.u64s(&a.matched);
+        w.u8(u8::from(!a.numeric.is_empty()));
+        if !a.numeric.is_empty() {
+            w.u64s(&a.numeric);
+            w.f64s(&a.sum);
+            w.f64s(&a.min);
+            w.f64s(&a.max);
+        }
+        w.u8(u8::from(!a.distinct.is_empty()));
+        for d in &a.distinct {
+            d.encode(&mut w.out);
+        }
+        w.u8(u8::from(!a.quantile.is_empty()));
+        for q in &a.quantile {
+            q.encode(&mut w.out);
+        }
+    }
+}
+
+fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
+    let mut s = FilterState::new(def);
+    let groups = r.count(4)?;
+    for g in 0..groups {
+        let key = r.bytes()?;
+        if s.groups.intern(key) as usize != g {
+            return Err(bad(format!("duplicate grouping tuple in filter {:?}", def.id)));
+        }
+    }
+    let rows = r.count(12)?;
+    s.row_bucket = r.i64s(rows)?;
+    s.row_group = r.u32s(rows)?;
+    if s.row_group.iter().any(|g| *g as usize >= groups) {
+        return Err(bad(format!("row refers to a missing grouping tuple in filter {:?}", def.id)));
+    }
+    let n_aggs = r.u32()? as usize;
+    if n_aggs != def.aggregations.len() {
+        return Err(bad(format!(
+            "filter {:?} has {} aggregations but the snapshot holds {n_aggs}",
+            def.id,
+            def.aggregations.len()
+        )));
+    }
+    for (i, adef) in def.aggregations.iter().enumerate() {
+        let calcs = CalcSet::from_bits(r.u8()?);
+        if calcs != adef.calcs {
+            return Err(bad(format!("aggregation {} of filter {:?} changed calculations", adef.id, def.id)));
+        }
+        let mut a = AggColumns { calcs, ..AggColumns::default() };
+        a.matched = r.u64s(rows)?;
+        if r.u8()? == 1 {
+            a.numeric = r.u64s(rows)?;
+            a.sum = r.f64s(rows)?;
+            a.min = r.f64s(rows)?;
+            a.max = r.f64s(rows)?;
+        }
+        if r.u8()? == 1 {
+            a.distinct.reserve(rows);
+            for _ in 0..rows {
+                let (d, used) = DistinctSketch::decode(&r.buf[r.pos..]).map_err(bad)?;
+                r.pos += used;
+                a.distinct.push(d);
+            }
+        }
+        if r.u8()? == 1 {
+            a.quantile.reserve(rows);
+            for _ in 0..rows {
+                let (q, used) = QuantileSketch::decode(&r.buf[r.pos..]).map_err(bad)?;
+                r.pos += used;
+                a.quantile.push(q);
+            }
+        }
+        let complete = (a.numeric.is_empty() != a.needs_numeric() || rows == 0)
+            && (a.distinct.is_empty() != calcs.contains(Calc::ApproxCountDistinct) || rows == 0)
+            && (a.quantile.is_empty() != calcs.contains(Calc::Percentiles) || rows == 0);
+        if !complete {
+            return Err(bad(format!(
+                "aggregation {} of filter {:?} lacks columns its calculations need",
+                adef.id, def.id
+            )));
+        }
+        s.aggs[i] = a;
+    }
+    s.reindex();
+    Ok(s)
+}
+
+/// Serializes an engine's definitions and state.
+#[must_use]
+pub fn encode(plan: &Plan, store: &Store) -> Vec<u8> {
+    let mut w = Writer { out: Vec::new() };
+    let defs = serde_json::to_vec(&definitions_json(plan)).expect("definitions serialize");
+    w.bytes(&defs);
+    let filters: Vec<&FilterDef> = plan.filters().collect();
+    w.u32(filters.len() as u32);
+    for f in filters {
+        let empty;
+        let state = if let Some(s) = store.states.get(&f.id) {
+            s
+        } else {
+            empty = FilterState::new(f);
+            &empty
+        };
+        write_state(&mut w, &f.id, state);
+    }
+    let payload = w.out;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Rebuilds an engine from [`encode`]'s bytes.
+pub fn decode(data: &[u8]) -> Result<Engine> {
+    if data.len() < HEADER_LEN {
+        return Err(bad(format!("{} bytes is too short for a snapshot header", data.len())));
+    }
+    if &data[..8] != MAGIC {
+        return Err(bad("not an eventtally snapshot (bad magic bytes)"));
+    }
+    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(bad(format!(
+            "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+        )));
+    }
+    let len = u64::from_le_bytes(data[12..20].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(data[20..24].try_into().expect("4 bytes"));
+    let payload = &data[HEADER_LEN..];
+    if (payload.len() as u64) < len {
+        return Err(bad(format!(
+            "truncated: header announces {len} payload bytes, {} present",
+            payload.len()
+        )));
+    }
+    if (payload.len() as u64) > len {
+        return Err(bad("trailing bytes after the payload"));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(bad("checksum mismatch: the snapshot is corrupt"));
+    }
+    let mut r = Reader { buf: payload, pos: 0 };
+    let defs: Json = serde_json::from_slice(r.bytes()?)
+        .map_err(|e| bad(format!("definitions are not valid JSON: {e}")))?;
+    let ingests = defs["ingests"]
+        .as_array()
+        .ok_or_else(|| bad("definitions lack ingests"))?
+        .iter()
+        .map(IngestDef::from_json)
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| bad(format!("stored ingest definition is invalid: {e}")))?;
+    let filters = defs["filters"]
+        .as_array()
+        .ok_or_else(|| bad("definitions lack filters"))?
+        .iter()
+        .map(FilterDef::from_json)
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| bad(format!("stored filter definition is invalid: {e}")))?;
+    let mut engine = Engine::new(ingests, filters)?;
+    let n = r.u32()? as usize;
+    let defs: Vec<FilterDef> = engine.plan.filters().cloned().collect();
+    if n != defs.len() {
+        return Err(bad(format!("{n} state blocks for {} filters", defs.len())));
+    }
+    for def in &defs {
+        let id = std::str::from_utf8(r.bytes()?).map_err(|_| bad("filter id is not UTF-8"))?;
+        if id != def.id {
+            return Err(bad(format!("state block for {id:?} where {:?} was expected", def.id)));
+        }
+        let state = read_state(&mut r, def)?;
+        engine.store.states.insert(def.id.clone(), state);
+    }
+    if r.pos != payload.len() {
+        return Err(bad("unread bytes at the end of the payload"));
+    }
+    Ok(engine)
+}
