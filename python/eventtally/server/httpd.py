@@ -41,6 +41,7 @@ __all__ = ["EventtallyHTTPServer", "serve_in_thread"]
 log = logging.getLogger("eventtally.server")
 
 DRAIN_LIMIT = 65536
+LINGER_SECONDS = 2.0
 _MAX_LINE = 65536
 
 
@@ -247,11 +248,36 @@ class _RequestHandler(WSGIRequestHandler):
         super().setup()
         self.server.track(self.connection, busy=False)
 
+    _linger = False
+
     def finish(self) -> None:
         try:
             super().finish()
+            if self._linger:
+                self._lingering_close()
         finally:
             self.server.untrack(self.connection)
+
+    def _lingering_close(self) -> None:
+        """Close after refusing a request whose body is still arriving.
+
+        Closing a socket with unread input makes the kernel send RST, which can destroy the
+        response before the client reads it.  So: send FIN, discard input for a moment
+        (bounded by LINGER_SECONDS), then close.
+        """
+        sock = self.connection
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while (left := deadline - time.monotonic()) > 0 and not self.server.draining:
+                sock.settimeout(min(left, 0.25))
+                try:
+                    if not sock.recv(65536):
+                        break
+                except TimeoutError:
+                    continue
+        except OSError:
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("http: " + format, *args)
@@ -270,6 +296,7 @@ class _RequestHandler(WSGIRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level errors as JSON ``{"message"}``; always closes the connection."""
         self.close_connection = True
+        self._linger = True
         try:
             phrase = HTTPStatus(code).phrase
         except ValueError:
@@ -354,6 +381,8 @@ class _RequestHandler(WSGIRequestHandler):
         handler.flush_all()
         if not self.close_connection and not reader.finished and not reader.drain():
             self.close_connection = True
+        if self.close_connection and not reader.finished:
+            self._linger = True
 
 
 class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):

@@ -9,6 +9,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import eventtally
@@ -36,7 +37,7 @@ def validate_ingest(definition: object) -> dict[str, Any]:
     defn = dict(definition)
     defn.setdefault("schema", "ARRAY_OF_EVENTS")
     try:
-        eventtally.Engine([defn], [])
+        eventtally.Engine([copy.deepcopy(defn)], [])
     except (eventtally.EventtallyError, TypeError) as exc:
         raise MetadataError(f"invalid ingest definition: {exc}") from exc
     return defn
@@ -48,7 +49,7 @@ def validate_filter(definition: object) -> dict[str, Any]:
         raise MetadataError("filter definition: expected a JSON object")
     defn = dict(definition)
     try:
-        eventtally.Engine([PLACEHOLDER_INGEST], [defn])
+        eventtally.Engine([dict(PLACEHOLDER_INGEST)], [copy.deepcopy(defn)])
     except (eventtally.EventtallyError, TypeError) as exc:
         raise MetadataError(f"invalid filter definition: {exc}") from exc
     return defn

@@ -196,6 +196,25 @@ impl<'a> Scanner<'a> {
         let mut i = start;
         let mut escaped = false;
         loop {
+            // Eight bytes at a time: find the first '"', '\\' or control byte. In each test the
+            // lowest flagged byte is exact (borrows only propagate upwards), which is all we use.
+            while let Some(chunk) = self.buf.get(i..i + 8) {
+                let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                let quote = x ^ 0x2222_2222_2222_2222;
+                let backslash = x ^ 0x5C5C_5C5C_5C5C_5C5C;
+                let lo = 0x0101_0101_0101_0101u64;
+                let hi = 0x8080_8080_8080_8080u64;
+                let found = (quote.wrapping_sub(lo) & !quote)
+                    | (backslash.wrapping_sub(lo) & !backslash)
+                    | (x.wrapping_sub(0x2020_2020_2020_2020) & !x);
+                let found = found & hi;
+                if found == 0 {
+                    i += 8;
+                } else {
+                    i += (found.trailing_zeros() / 8) as usize;
+                    break;
+                }
+            }
             while i < self.buf.len() && !STRING_STOP[self.buf[i] as usize] {
                 i += 1;
             }

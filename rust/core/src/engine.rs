@@ -702,17 +702,22 @@ impl Store {
         }
     }
 
-    /// Merges a delta prepared by `plan` (the plan this store is synced to).
-    pub fn apply(&mut self, plan: &Plan, delta: &Delta) {
-        for (f, s) in plan.filters.iter().zip(&delta.states) {
+    /// Merges a delta prepared by `plan` (the plan this store is synced to). A state that is
+    /// still empty takes the delta's state as it is, without copying.
+    pub fn apply(&mut self, plan: &Plan, delta: Delta) -> IngestStats {
+        for (f, s) in plan.filters.iter().zip(delta.states) {
             if s.rows() == 0 {
                 continue;
             }
-            self.states
-                .entry(f.def.id.clone())
-                .or_insert_with(|| FilterState::new(&f.def))
-                .merge_from(s);
+            match self.states.get_mut(&f.def.id) {
+                Some(mine) if mine.rows() > 0 => mine.merge_from(&s),
+                Some(mine) => *mine = s,
+                None => {
+                    self.states.insert(f.def.id.clone(), s);
+                }
+            }
         }
+        delta.stats
     }
 
     #[must_use]
@@ -740,7 +745,6 @@ impl Engine {
     pub fn ingest(&mut self, data: &[u8], ingest_id: Option<&str>, now_ms: i64) -> Result<IngestStats> {
         let idx = self.plan.ingest_index(ingest_id)?;
         let delta = self.plan.prepare(data, idx, now_ms)?;
-        self.store.apply(&self.plan, &delta);
-        Ok(delta.stats)
+        Ok(self.store.apply(&self.plan, delta))
     }
 }

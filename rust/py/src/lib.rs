@@ -210,7 +210,9 @@ fn stats_to_py<'py>(py: Python<'py>, s: &IngestStats) -> PyResult<Bound<'py, PyD
 #[pyclass(frozen, module = "eventtally._core")]
 struct PreparedBatch {
     plan: Arc<Plan>,
-    delta: Delta,
+    /// Taken by the one `apply` that consumes it.
+    delta: Mutex<Option<Delta>>,
+    stats: IngestStats,
     data: Arc<Input>,
     ingest: Option<String>,
     now_ms: i64,
@@ -220,7 +222,7 @@ struct PreparedBatch {
 impl PreparedBatch {
     /// Stats the batch will report when applied.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        stats_to_py(py, &self.delta.stats)
+        stats_to_py(py, &self.stats)
     }
 }
 
@@ -360,7 +362,8 @@ impl Engine {
             .map_err(to_py_err)?;
         Ok(PreparedBatch {
             plan,
-            delta,
+            stats: delta.stats.clone(),
+            delta: Mutex::new(Some(delta)),
             data: input,
             ingest: ingest_id,
             now_ms,
@@ -373,19 +376,28 @@ impl Engine {
         prepared: &Bound<'py, PreparedBatch>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let p = prepared.get();
+        let delta = p
+            .delta
+            .lock()
+            .expect("prepared batch lock poisoned")
+            .take()
+            .ok_or_else(|| {
+                to_py_err(Error::Config {
+                    field: "prepared".into(),
+                    reason: "this batch was already applied".into(),
+                })
+            })?;
         let stats = py
             .detach(|| -> Result<IngestStats, Error> {
                 let mut store = self.lock_store();
                 let plan = self.current_plan();
                 if Arc::ptr_eq(&plan, &p.plan) {
-                    store.apply(&plan, &p.delta);
-                    Ok(p.delta.stats.clone())
+                    Ok(store.apply(&plan, delta))
                 } else {
                     // Filters changed since the batch was prepared: evaluate it again.
                     let idx = plan.ingest_index(p.ingest.as_deref())?;
                     let delta = plan.prepare(p.data.as_bytes(), idx, p.now_ms)?;
-                    store.apply(&plan, &delta);
-                    Ok(delta.stats)
+                    Ok(store.apply(&plan, delta))
                 }
             })
             .map_err(to_py_err)?;
@@ -409,12 +421,10 @@ impl Engine {
                 let mut store = self.lock_store();
                 let current = self.current_plan();
                 if Arc::ptr_eq(&plan, &current) {
-                    store.apply(&plan, &delta);
-                    Ok(delta.stats)
+                    Ok(store.apply(&plan, delta))
                 } else {
                     let delta = current.prepare(input.as_bytes(), idx, now_ms)?;
-                    store.apply(&current, &delta);
-                    Ok(delta.stats)
+                    Ok(store.apply(&current, delta))
                 }
             })
             .map_err(to_py_err)?;
@@ -458,8 +468,7 @@ impl Engine {
                     reason: "filters changed while the file was being read; ingest it again".into(),
                 }));
             }
-            store.apply(&plan, &delta);
-            Ok(Ok(delta.stats))
+            Ok(Ok(store.apply(&plan, delta)))
         })?;
         let stats = result.map_err(to_py_err)?;
         stats_to_py(py, &stats)

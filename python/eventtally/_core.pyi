@@ -1,0 +1,87 @@
+"""Private compiled core of eventtally (Rust, pyo3). Use ``eventtally.Engine`` instead.
+
+Every method that processes data releases the GIL. Errors are raised as the classes of
+``eventtally.exceptions``.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+SNAPSHOT_FORMAT_VERSION: int
+
+class PreparedBatch:
+    """A batch parsed and evaluated against a plan, not yet applied (applies once)."""
+
+    def stats(self) -> dict[str, object]:
+        """Stats the batch reports when applied."""
+
+class Engine:
+    """Compiled plan plus columnar state; thread-safe (frozen, inner locks)."""
+
+    def __new__(cls, ingests_json: str, filters_json: str) -> Engine:
+        """Builds and validates an engine from JSON definitions."""
+    def prepare(
+        self, data: bytes | bytearray | memoryview | str, ingest_id: str | None, now_ms: int
+    ) -> PreparedBatch:
+        """Parses and evaluates a batch without touching the state."""
+    def apply(self, prepared: PreparedBatch) -> dict[str, object]:
+        """Merges a prepared batch into the state; returns its stats."""
+    def ingest(
+        self, data: bytes | bytearray | memoryview | str, ingest_id: str | None, now_ms: int
+    ) -> dict[str, object]:
+        """``apply(prepare(...))`` in one call."""
+    def ingest_file(
+        self,
+        path: str,
+        ingest_id: str | None,
+        now_ms: int,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> dict[str, object]:
+        """Ingests a .json/.ndjson/.jsonl file, optionally gzipped, in bounded memory."""
+    def results_json(self, query_json: str, now_ms: int) -> str:
+        """Rows of a Metrics API query as JSON text."""
+    def results_arrays(
+        self, query_json: str, now_ms: int
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.uint32],
+        npt.NDArray[np.float64],
+        list[str],
+        list[list[str]],
+        bool,
+    ]:
+        """(dt ms, group codes, values, keys, tuples, grouped); arrays leave Rust uncopied."""
+    def results_multi_json(self, queries_json: str, now_ms: int) -> str:
+        """The compact ``?multi=true`` rows as JSON text."""
+    def groupings_json(self, query_json: str) -> str:
+        """Distinct values of ``groupingName`` as JSON ``[{"value": ...}]``."""
+    def filter_definitions_json(self) -> str:
+        """Every filter definition as JSON text."""
+    def ingest_definitions_json(self) -> str:
+        """Every ingest definition as JSON text."""
+    def add_filter(self, filter_json: str) -> None:
+        """Adds a filter."""
+    def remove_filter(self, filter_id: str) -> None:
+        """Removes a filter and its state."""
+    def add_ingest(self, ingest_json: str) -> None:
+        """Adds an ingest definition."""
+    def remove_ingest(self, ingest_id: str) -> None:
+        """Removes an ingest definition."""
+    def to_bytes(self) -> bytes:
+        """Versioned, checksummed snapshot."""
+    @staticmethod
+    def from_bytes(data: bytes | bytearray | memoryview | str) -> Engine:
+        """Rebuilds an engine from a snapshot."""
+    def merge(self, other: Engine) -> None:
+        """Adds another engine's state; definitions must match."""
+    def drop_before(self, horizon_ms: int, filter_id: str | None = None) -> int:
+        """Drops buckets starting before the horizon; returns cells dropped."""
+    def state_bytes(self) -> int:
+        """Approximate bytes held by aggregates."""
+
+def _rows_from_arrays(
+    dt: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+) -> list[tuple[str, float]]:
+    """(RFC 3339 dt, value) pairs from result arrays."""
