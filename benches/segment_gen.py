@@ -11,7 +11,8 @@ What this module guarantees:
   milliseconds and ``Z``. ``receivedAt``, ``sentAt`` and ``timestamp`` lie within
   ``[start, start + span_seconds)`` and keep Segment's relation
   ``timestamp = receivedAt - (sentAt - originalTimestamp)``.
-- Skew: users (default 50,000) and track event names (40) are Zipf-distributed;
+- Skew: users (default 50,000; Zipf-Mandelbrot ``1/(k+10)``, the busiest about 1 % of events)
+  and track event names (40; Zipf ``1/k``) are skewed;
   ``context.device.type`` is ``ios``, ``android`` or ``web``; ``properties.revenue`` is sometimes
   a number, sometimes a numeric string and sometimes missing; ``properties.value`` is
   heavy-tailed (Pareto). Events average about 1 KB of compact JSON.
@@ -267,8 +268,9 @@ PLANS = ("free", "starter", "pro", "enterprise")
 CURRENCIES = ("USD", "USD", "USD", "EUR", "GBP", "JPY")
 
 
-def _zipf_cum_weights(n: int, s: float) -> list[float]:
-    return list(accumulate(1.0 / (k**s) for k in range(1, n + 1)))
+def _zipf_cum_weights(n: int, s: float, q: float = 0.0) -> list[float]:
+    """Cumulative Zipf-Mandelbrot weights ``1 / (k + q)^s`` for ranks ``k = 1..n``."""
+    return list(accumulate(1.0 / ((k + q) ** s) for k in range(1, n + 1)))
 
 
 _TYPES = tuple(t for t, _ in TYPE_WEIGHTS)
@@ -565,7 +567,7 @@ def generate_events(
     start_ms = _parse_start(start)
     span_ms = span_seconds * 1000
     end_ms = start_ms + span_ms
-    user_cum = _zipf_cum_weights(users, 1.07)
+    user_cum = _zipf_cum_weights(users, 1.0, 10.0)  # top user ~1 % of events
     user_total = user_cum[-1]
     cache: dict[int, _User] = {}
     events: list[dict[str, Any]] = []

@@ -42,10 +42,20 @@ TYPES_FILTER: dict[str, Any] = {
     "intervalType": "MINUTE",
     "intervalCount": 1,
     "aggregations": [
-        {"id": 1, "name": "Count", "calculations": ["COUNT"], "calculationField": None,
-         "subFilter": None},
-        {"id": 2, "name": "Revenue", "calculations": ["SUM"],
-         "calculationField": "@.properties.revenue", "subFilter": None},
+        {
+            "id": 1,
+            "name": "Count",
+            "calculations": ["COUNT"],
+            "calculationField": None,
+            "subFilter": None,
+        },
+        {
+            "id": 2,
+            "name": "Revenue",
+            "calculations": ["SUM"],
+            "calculationField": "@.properties.revenue",
+            "subFilter": None,
+        },
     ],
 }
 ALL_FILTER: dict[str, Any] = {
@@ -54,8 +64,13 @@ ALL_FILTER: dict[str, Any] = {
     "intervalType": "HOUR",
     "intervalCount": 1,
     "aggregations": [
-        {"id": 1, "name": "Count", "calculations": ["COUNT"], "calculationField": None,
-         "subFilter": None},
+        {
+            "id": 1,
+            "name": "Count",
+            "calculations": ["COUNT"],
+            "calculationField": None,
+            "subFilter": None,
+        },
     ],
 }
 
@@ -147,13 +162,17 @@ file = "filters/all.json"
 
 
 def write_config(
-    directory: Path, server: dict[str, Any] | None = None, extra: str = "",
+    directory: Path,
+    server: dict[str, Any] | None = None,
+    extra: str = "",
     orgs: str = BASE_TOML,
+    filters: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``eventtally.toml`` (and the filter files it names) into ``directory``."""
     (directory / "filters").mkdir(parents=True, exist_ok=True)
-    (directory / "filters" / "by-type.json").write_text(json.dumps(TYPES_FILTER))
-    (directory / "filters" / "all.json").write_text(json.dumps(ALL_FILTER))
+    files = {"by-type.json": TYPES_FILTER, "all.json": ALL_FILTER, **(filters or {})}
+    for name, defn in files.items():
+        (directory / "filters" / name).write_text(json.dumps(defn))
     settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "data_dir": "data"}
     settings.update(server or {})
     lines = ["[server]"]
@@ -167,12 +186,19 @@ def write_config(
 
 @contextmanager
 def running_server(
-    directory: Path, server: dict[str, Any] | None = None, *, extra: str = "",
-    orgs: str = BASE_TOML, clock: Any = None,
+    directory: Path,
+    server: dict[str, Any] | None = None,
+    *,
+    extra: str = "",
+    orgs: str = BASE_TOML,
+    clock: Any = None,
+    filters: dict[str, Any] | None = None,
 ) -> Iterator[EventtallyHTTPServer]:
     """Provision ``directory`` with the base config and serve it on a free port."""
-    loaded = load_config(write_config(directory, server, extra, orgs))
-    srv, thread = start_server(loaded.server, provisioning=loaded, clock=clock or (lambda: FIXED_NOW))
+    loaded = load_config(write_config(directory, server, extra, orgs, filters))
+    srv, thread = start_server(
+        loaded.server, provisioning=loaded, clock=clock or (lambda: FIXED_NOW)
+    )
     try:
         yield srv
     finally:
@@ -220,8 +246,13 @@ class Client:
         self.conn.close()
 
     def request(
-        self, method: str, path: str, body: bytes | str | Any | None = None,
-        headers: dict[str, str] | None = None, *, key: str | None | bool = True,
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | Any | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        key: str | bool | None = True,
     ) -> Reply:
         h: dict[str, str] = {}
         token = self.key if key is True else key
@@ -264,8 +295,9 @@ def raw_exchange(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
         return out
 
 
-def query(filter_id: str = "by-type", aggregation_id: int = 1, calculation: str = "COUNT",
-          **extra: Any) -> dict[str, Any]:
+def query(
+    filter_id: str = "by-type", aggregation_id: int = 1, calculation: str = "COUNT", **extra: Any
+) -> dict[str, Any]:
     q: dict[str, Any] = {
         "filterId": filter_id,
         "aggregationId": aggregation_id,
@@ -281,8 +313,9 @@ def parse_dt(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def decode_multi(rows: list[dict[str, Any]], query_ids: list[str]) -> list[tuple[str, datetime,
-                                                                            float, dict[str, str]]]:
+def decode_multi(
+    rows: list[dict[str, Any]], query_ids: list[str]
+) -> list[tuple[str, datetime, float, dict[str, str]]]:
     """Decode the compact ``?multi=true`` rows as the Grafana plugin's ``queryMulti`` does.
 
     Returns ``(queryId, time, value, groupings)`` points.  Asserts the invariants the plugin
@@ -308,8 +341,9 @@ def decode_multi(rows: list[dict[str, Any]], query_ids: list[str]) -> list[tuple
     return points
 
 
-def simple_points(rows: list[dict[str, Any]]) -> dict[tuple[datetime, tuple[tuple[str, str], ...]],
-                                                       float]:
+def simple_points(
+    rows: list[dict[str, Any]],
+) -> dict[tuple[datetime, tuple[tuple[str, str], ...]], float]:
     """Index a simple ``/metrics/results`` answer by (time, sorted groupings)."""
     out = {}
     for row in rows:
@@ -318,8 +352,9 @@ def simple_points(rows: list[dict[str, Any]]) -> dict[tuple[datetime, tuple[tupl
     return out
 
 
-def expected_by_type(events: list[Any], revenue: bool = False) -> dict[tuple[datetime, tuple[
-        tuple[str, str], ...]], float]:
+def expected_by_type(
+    events: list[Any], revenue: bool = False
+) -> dict[tuple[datetime, tuple[tuple[str, str], ...]], float]:
     """Reference answer for TYPES_FILTER: count (or revenue sum) per minute of receivedAt."""
     out: dict[tuple[datetime, tuple[tuple[str, str], ...]], float] = {}
     for ev in events:

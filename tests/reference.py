@@ -18,6 +18,26 @@ What this module guarantees:
   or array (semantics 7: whitespace removed, content unchanged) is the batch re-parsed with the
   pure-Python scanner, which records each container's raw text.
 
+Where ``docs/semantics.md`` is silent, the reference makes the same choices as the Rust core's
+documented decisions (``rust/core/src/jpath.rs``, ``time.rs``, ``engine.rs``), so that it can
+serve as the oracle:
+
+- JPath: dotted names are Unicode letters/digits, ``_`` and ``$``; quoted names and string
+  literals know only the escapes ``\\'``, ``\\"`` and ``\\\\``; number literals follow
+  JSON's grammar and must be finite; a literal may stand on the left (``500 < @.x``); ordering
+  operators with ``true``/``false``/``null`` are syntax errors; ``LIKE`` has no escape character;
+  ``ILIKE`` compares lowercased text; ``=~`` uses Python's ``re`` (close enough to RE2 for
+  tests), ``\\/`` writes a slash.
+- ``.length`` applies only to a path used in a comparison; a bare ``@.x.length`` tests the member.
+- Flattening: array elements that are not objects are skipped and counted per filter under
+  ``flatten_element_not_object``; ``flattened_elements`` counts the object elements.
+- Unix timestamps are scaled with exact decimal arithmetic on the number's text, then floored;
+  ``AUTO`` also accepts numeric strings; every timestamp must lie in years 0000-9999.
+- Stats list only reasons with a non-zero count.
+
+Not implemented (``NotImplementedError``): the query fields ``groupingFilters``, ``limit`` and
+``recalculatedInterval``.
+
 Public API: :class:`ReferenceEngine` (``ingest``, ``results``) and the building blocks the tests
 use directly: :func:`parse_json`, :func:`compile_condition`, :func:`matches`, :func:`parse_path`,
 :func:`resolve`, :func:`group_string`, :func:`numeric`, :func:`js_number_str`,
@@ -395,7 +415,6 @@ class _Token:
 _WS = " \t\r\n"
 _NAME_RE = re.compile(r"[\w$]+")  # Unicode letters and digits, _ and $
 _INDEX_RE = re.compile(r"[0-9]+")
-_NUMBER_LITERAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORDS = {
     "like": "LIKE",
@@ -525,7 +544,7 @@ class _Tokenizer:
             elif c == '"':
                 self.fail("string literals must be single-quoted")
             elif c in _DIGITS or (c == "-" and text[pos + 1 : pos + 2] in tuple(_DIGITS)):
-                m = _NUMBER_LITERAL_RE.match(text, pos)
+                m = _JSON_NUMBER_RE.match(text, pos)
                 if m is None:
                     self.fail("malformed number")
                 end = m.end()
@@ -666,10 +685,7 @@ class _Parser:
             return _Compare(path, nxt.value, lit)
         if nxt.kind in ("LIKE", "ILIKE"):
             self.take()
-            pat_tok = self.take("STRING")
-            pat = pat_tok.value
-            if (len(pat) - len(pat.rstrip("\\"))) % 2 == 1:
-                self.fail("a LIKE pattern cannot end with the escape character '\\'", pat_tok.pos)
+            pat = self.take("STRING").value
             return _Compare(path, nxt.kind, (pat, "i" if nxt.kind == "ILIKE" else ""))
         if nxt.kind == "IN":
             self.take()
@@ -800,15 +816,9 @@ def _equals_literal(lit: LiteralValue) -> Callable[[Any], bool]:
 
 
 def _like_regex(pattern: str) -> re.Pattern[str]:
-    """LIKE pattern → regex: ``%`` any run, ``_`` exactly one character, ``\\`` makes the next
-    character literal; the whole string must match."""
-    parts: list[str] = []
-    chars = iter(pattern)
-    for c in chars:
-        if c == "\\":
-            parts.append(re.escape(next(chars)))
-        else:
-            parts.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+    """LIKE pattern → regex: ``%`` any run, ``_`` exactly one character, everything else literal
+    (there is no escape character); the whole string must match."""
+    parts = [".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern]
     return re.compile("".join(parts), re.DOTALL)
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest_server import (  # noqa: E402
+from conftest_server import (
     BETA_INGEST,
     BETA_KEY,
     DISABLED_KEY,
@@ -29,8 +27,7 @@ from conftest_server import (  # noqa: E402
     segment_headers,
     simple_points,
 )
-
-from eventtally.server import EventtallyHTTPServer  # noqa: E402
+from eventtally.server import EventtallyHTTPServer
 
 TRACK = fixture_bytes("request-body-single-track.json")
 BATCH = fixture_bytes("request-body-batch.json")
@@ -85,9 +82,12 @@ def test_batch_is_accepted_and_counted_per_type(client: Client) -> None:
 
 def test_null_elements_and_minimal_bodies_are_accepted(client: Client) -> None:
     """``[null]``, ``[null,null,null]`` and the minimal event (requests.md §5) are 200."""
-    for body in (b"[null]", b"[null,null,null]",
-                 b'[{"anonymousId":"anon-1","event":"Ping","messageId":"m-1","type":"track"}]',
-                 b"[{}]"):
+    for body in (
+        b"[null]",
+        b"[null,null,null]",
+        b'[{"anonymousId":"anon-1","event":"Ping","messageId":"m-1","type":"track"}]',
+        b"[{}]",
+    ):
         assert client.ingest(body).status == 200, body
     assert _count(client) == 2  # the minimal event and the empty object; nulls are skipped
 
@@ -197,9 +197,7 @@ def test_gzip_bomb_is_400(client: Client) -> None:
     """A small gzip body that inflates past max_decompressed_bytes is refused."""
     bomb = gzip.compress(b"[" + b" " * 20_000_000 + b"]")
     assert len(bomb) < 1_048_576
-    message = _assert_json_error(
-        client.ingest(bomb, headers={"Content-Encoding": "gzip"}), 400
-    )
+    message = _assert_json_error(client.ingest(bomb, headers={"Content-Encoding": "gzip"}), 400)
     assert "Decompressed" in message
 
 
@@ -253,8 +251,10 @@ def test_other_organizations_ingest_is_404_like_unknown(client: Client) -> None:
     """Another organization's ingest answers exactly like an unknown one."""
     theirs = client.ingest(TRACK, ingest=BETA_INGEST)
     unknown = client.ingest(TRACK, ingest="nosuch")
-    assert (theirs.status, theirs.body) == (unknown.status, unknown.body) == (
-        404, b'{"message":"Ingest not found"}'
+    assert (
+        (theirs.status, theirs.body)
+        == (unknown.status, unknown.body)
+        == (404, b'{"message":"Ingest not found"}')
     )
     assert client.ingest(TRACK, ingest=BETA_INGEST, key=BETA_KEY).status == 200
 
@@ -271,7 +271,7 @@ def test_wrong_method_is_405_with_allow(client: Client) -> None:
 
 
 def test_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
-    """Over the per-organization rate: 429 with an integer ``Retry-After``; other orgs unaffected."""
+    """Over an organization's rate: 429 with an integer ``Retry-After``; other orgs unaffected."""
     with running_server(tmp_path, {"rate_limit": 2}) as srv:
         c = Client(srv)
         statuses = [c.ingest(b"[{}]").status for _ in range(4)]

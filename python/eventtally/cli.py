@@ -87,11 +87,16 @@ def _demo_lines(base: str, raw_key: str, ingest_id: str, filter_id: str) -> list
     start = (now - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     end = (now + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     event = {
-        "type": "track", "event": "Signed Up", "userId": "user-1",
-        "messageId": "demo-1", "receivedAt": received,
+        "type": "track",
+        "event": "Signed Up",
+        "userId": "user-1",
+        "messageId": "demo-1",
+        "receivedAt": received,
     }
     query = {
-        "filterId": filter_id, "aggregationId": 1, "calculation": "COUNT",
+        "filterId": filter_id,
+        "aggregationId": 1,
+        "calculation": "COUNT",
         "startTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "endTime": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -172,8 +177,11 @@ def cmd_org(args: argparse.Namespace) -> int:
         org = m.create_org(args.id, args.name, rate_limit=args.rate_limit)
         print(f"created organization {org.id}")
     elif args.action == "list":
-        _print_rows([o.to_dict() for o in m.list_orgs()],
-                    ["id", "name", "enabled", "rateLimit", "source", "createdAt"], args.json)
+        _print_rows(
+            [o.to_dict() for o in m.list_orgs()],
+            ["id", "name", "enabled", "rateLimit", "source", "createdAt"],
+            args.json,
+        )
     else:
         org = m.set_org_enabled(args.id, args.action == "enable")
         print(f"organization {org.id} {'enabled' if org.enabled else 'disabled'}")
@@ -184,21 +192,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     m = _manager(args)
     if args.action == "create":
         defn = _read_definition(args) or {}
-        for key, value in (("id", args.id), ("name", args.name), ("schema", args.schema),
-                           ("arrayPath", args.array_path)):
+        for key, value in (
+            ("id", args.id),
+            ("name", args.name),
+            ("schema", args.schema),
+            ("arrayPath", args.array_path),
+        ):
             if value is not None:
                 defn[key] = value
         if args.timestamp_path:
             defn["timestamp"] = {
-                "source": "PROPERTY", "path": args.timestamp_path,
+                "source": "PROPERTY",
+                "path": args.timestamp_path,
                 "format": args.timestamp_format or "ISO_8601",
             }
         ingest = m.create_ingest(args.org, defn)
         print(f"created ingest {ingest.id} ({ingest.schema}) in organization {ingest.org_id}")
         print(f"POST URL path: /{ingest.id}")
     elif args.action == "list":
-        _print_rows([i.to_dict() for i in m.list_ingests(args.org)],
-                    ["id", "organizationId", "name", "schema", "enabled", "source"], args.json)
+        _print_rows(
+            [i.to_dict() for i in m.list_ingests(args.org)],
+            ["id", "organizationId", "name", "schema", "enabled", "source"],
+            args.json,
+        )
     else:
         ingest = m.set_ingest_enabled(args.id, args.action == "enable")
         print(f"ingest {ingest.id} {'enabled' if ingest.enabled else 'disabled'}")
@@ -216,8 +232,11 @@ def cmd_filter(args: argparse.Namespace) -> int:
         rec = m.create_filter(args.org, defn)
         print(f"created filter {rec.id} in organization {rec.org_id}")
     elif args.action == "list":
-        _print_rows([f.to_dict() for f in m.list_filters(args.org)],
-                    ["id", "organizationId", "name", "enabled", "source"], args.json)
+        _print_rows(
+            [f.to_dict() for f in m.list_filters(args.org)],
+            ["id", "organizationId", "name", "enabled", "source"],
+            args.json,
+        )
     else:
         rec = m.set_filter_enabled(args.org, args.id, args.action == "enable")
         print(f"filter {rec.id} {'enabled' if rec.enabled else 'disabled'}")
@@ -238,10 +257,15 @@ def cmd_key(args: argparse.Namespace) -> int:
             print("The key is shown only now; store it safely:")
             print(raw)
     elif args.action == "list":
-        rows = [{**k.to_dict(), "permissions": ",".join(k.to_dict()["permissions"])}
-                for k in m.list_keys(args.org)]
-        _print_rows(rows, ["id", "organizationId", "name", "permissions", "orgWide", "enabled",
-                           "source"], args.json)
+        rows = [
+            {**k.to_dict(), "permissions": ",".join(k.to_dict()["permissions"])}
+            for k in m.list_keys(args.org)
+        ]
+        _print_rows(
+            rows,
+            ["id", "organizationId", "name", "permissions", "orgWide", "enabled", "source"],
+            args.json,
+        )
     else:
         rec = m.set_key_enabled(args.id, args.action == "enable")
         print(f"API key {rec.id} {'enabled' if rec.enabled else 'disabled'}")
@@ -254,8 +278,9 @@ def cmd_key(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config (default: ./eventtally.toml if present)")
-    common.add_argument("--data-dir", help="data directory (default: the config's, else "
-                                           "./eventtally-data)")
+    common.add_argument(
+        "--data-dir", help="data directory (default: the config's, else ./eventtally-data)"
+    )
     parser = argparse.ArgumentParser(
         prog="eventtally",
         description="Self-hosted, Aggregations.io-compatible event aggregation server.",
@@ -265,12 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the HTTP server")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8080; 0 picks a free one)")
-    serve.add_argument("--demo", action="store_true",
-                       help="create the quick-start demo and print a key and curl lines")
-    serve.add_argument("--admin-token", help="enable /admin/v1 with this bearer token "
-                                             "(or set EVENTTALLY_ADMIN_TOKEN)")
-    serve.add_argument("--log-level", default="INFO",
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="create the quick-start demo and print a key and curl lines",
+    )
+    serve.add_argument(
+        "--admin-token",
+        help="enable /admin/v1 with this bearer token (or set EVENTTALLY_ADMIN_TOKEN)",
+    )
+    serve.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+    )
     serve.set_defaults(func=cmd_serve)
 
     def actions(name: str, help_text: str) -> argparse._SubParsersAction[Any]:
@@ -295,8 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", required=True)
     p.add_argument("--id", help="ingest id, the POST path (random if omitted)")
     p.add_argument("--name")
-    p.add_argument("--schema", choices=["ARRAY_OF_EVENTS", "NEWLINE_DELIMITED",
-                                        "OBJECT_WITH_ARRAY_PROPERTY", "SINGLE_OBJECT"])
+    p.add_argument(
+        "--schema",
+        choices=[
+            "ARRAY_OF_EVENTS",
+            "NEWLINE_DELIMITED",
+            "OBJECT_WITH_ARRAY_PROPERTY",
+            "SINGLE_OBJECT",
+        ],
+    )
     p.add_argument("--array-path", help="JPath of the event array (OBJECT_WITH_ARRAY_PROPERTY)")
     p.add_argument("--timestamp-path", help="JPath of the event time (default: ingest time)")
     p.add_argument("--timestamp-format", help="ISO_8601 (default), UNIX_SECONDS, ...")

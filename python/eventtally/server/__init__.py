@@ -50,6 +50,7 @@ __all__ = [
     "apply_provisioning",
     "ensure_demo",
     "load_config",
+    "serve_in_thread",
     "make_app",
     "make_server",
     "start_server",
@@ -73,9 +74,7 @@ def make_app(
     store = MetadataStore(Path(config.data_dir))
     try:
         if provisioning is not None:
-            apply_provisioning(
-                store, provisioning, max_filters_per_org=config.max_filters_per_org
-            )
+            apply_provisioning(store, provisioning, max_filters_per_org=config.max_filters_per_org)
         runtime = Runtime(
             store, clock=clock, durability=durability, save_interval=config.save_interval
         )

@@ -132,16 +132,20 @@ class EventtallyApp:
                 exc.status, {"message": exc.message}, exc.headers
             )
         except Exception:
-            log.exception("unhandled error for %s %s", environ.get("REQUEST_METHOD"),
-                          environ.get("PATH_INFO"))
+            log.exception(
+                "unhandled error for %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            )
             status, headers, body = _json_response(500, {"message": "Internal server error"})
         headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         if self.config.access_log and log.isEnabledFor(logging.INFO):
             log.info(
                 '%s "%s %s" %d %d %.1fms',
-                environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD"),
-                environ.get("PATH_INFO"), status, len(body),
+                environ.get("REMOTE_ADDR", "-"),
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                status,
+                len(body),
                 (time.perf_counter() - started) * 1000.0,
             )
         return [body]
@@ -201,6 +205,14 @@ class EventtallyApp:
 
     def read_body(self, environ: dict[str, Any]) -> bytes:
         """The request body, at most ``max_body_bytes`` (400 beyond), without reading further."""
+        try:
+            return self._read_body(environ)
+        except TimeoutError as exc:
+            raise HTTPError(408, "Timed out reading the request body") from exc
+        except ValueError as exc:  # malformed chunked framing, early EOF (httpd.BodyError)
+            raise HTTPError(400, f"Invalid request body: {exc}") from exc
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes:
         limit = self.config.max_body_bytes
         length = self._content_length(environ)
         stream = environ["wsgi.input"]
@@ -285,7 +297,8 @@ class EventtallyApp:
         wait = self.limiter.acquire(org.id, org.rate_limit)
         if wait > 0:
             raise HTTPError(
-                429, "Too many requests: over the rate limit",
+                429,
+                "Too many requests: over the rate limit",
                 [("Retry-After", retry_after_header(wait))],
             )
         declared = self._content_length(environ)
@@ -360,9 +373,7 @@ class EventtallyApp:
             raise HTTPError(404, f"Ingest {ingest_id} not found")
         schema = params.get("schema", [""])[-1].strip()
         if schema and schema != ingest.schema:
-            raise HTTPError(
-                400, f"Ingest {ingest_id} expects {ingest.schema}, not {schema}"
-            )
+            raise HTTPError(400, f"Ingest {ingest_id} expects {ingest.schema}, not {schema}")
         return _empty(200)
 
     # ------------------------------------------------------------------ admin API
@@ -387,9 +398,11 @@ class EventtallyApp:
         return response
 
     def _admin_body(self, environ: dict[str, Any]) -> dict[str, Any]:
-        body = self.read_json(environ) if self._content_length(environ) or environ.get(
-            "wsgi.input_terminated"
-        ) else {}
+        body = (
+            self.read_json(environ)
+            if self._content_length(environ) or environ.get("wsgi.input_terminated")
+            else {}
+        )
         if not isinstance(body, dict):
             raise HTTPError(400, "Expected a JSON object")
         return body
@@ -440,16 +453,15 @@ class EventtallyApp:
                 return _json_response(200, [i.to_dict() for i in items])
             body = self._admin_body(environ)
             if kind == "ingests":
-                return _json_response(
-                    201, m.create_ingest(org_id, body, source="admin").to_dict()
-                )
+                return _json_response(201, m.create_ingest(org_id, body, source="admin").to_dict())
             if kind == "filters":
-                return _json_response(
-                    201, m.create_filter(org_id, body, source="admin").to_dict()
-                )
+                return _json_response(201, m.create_filter(org_id, body, source="admin").to_dict())
             record, raw = m.create_key(
-                org_id, str(body.get("name") or ""), body.get("permissions", ["READ", "WRITE"]),
-                org_wide=bool(body.get("orgWide", True)), source="admin",
+                org_id,
+                str(body.get("name") or ""),
+                body.get("permissions", ["READ", "WRITE"]),
+                org_wide=bool(body.get("orgWide", True)),
+                source="admin",
             )
             return _json_response(201, {**record.to_dict(), "key": raw})
         if len(rest) == 4 and rest[3] in ("enable", "disable"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import tomllib
 
@@ -131,11 +131,12 @@ def _server_from_table(table: dict[str, Any], base_dir: Path) -> ServerConfig:
             names = " or ".join(t.__name__ for t in types)
             raise ConfigFileError(f"server.{key}: expected {names}, got {value!r}")
         if key == "data_dir":
-            path = Path(value).expanduser()
-            value = path if path.is_absolute() else base_dir / path
+            path = Path(str(value)).expanduser()
+            kwargs[key] = path if path.is_absolute() else base_dir / path
         elif types == (int, float):
-            value = float(value)
-        kwargs[key] = value
+            kwargs[key] = float(cast(float, value))
+        else:
+            kwargs[key] = value
     return ServerConfig(**kwargs).validate()
 
 

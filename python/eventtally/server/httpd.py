@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -30,8 +31,9 @@ import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import IO, Any
+from typing import IO, Any, cast
 from wsgiref.handlers import SimpleHandler
+from wsgiref.headers import Headers
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from .app import EventtallyApp
@@ -65,7 +67,10 @@ class _BodyReader:
     """``wsgi.input``: the request body only, de-chunked, then EOF."""
 
     def __init__(
-        self, rfile: IO[bytes], length: int | None, chunked: bool,
+        self,
+        rfile: IO[bytes],
+        length: int | None,
+        chunked: bool,
         send_continue: Callable[[], None] | None,
     ) -> None:
         self._rfile = rfile
@@ -187,6 +192,7 @@ class _BodyReader:
 class _ServerHandler(SimpleHandler):
     """wsgiref's handler, speaking HTTP/1.1 and buffering each response into one send."""
 
+    headers: Headers  # set by start_response (declared for the type checker)
     http_version = "1.1"
     server_software = SERVER_SOFTWARE
     os_environ: dict[str, str] = {}  # noqa: RUF012 - don't copy the process env into requests
@@ -198,7 +204,11 @@ class _ServerHandler(SimpleHandler):
         self, request_handler: _RequestHandler, reader: _BodyReader, environ: dict[str, Any]
     ) -> None:
         super().__init__(
-            reader, request_handler.wfile, sys.stderr, environ, multithread=True,
+            cast(IO[bytes], reader),
+            cast(IO[bytes], request_handler.wfile),
+            sys.stderr,
+            environ,
+            multithread=True,
             multiprocess=False,
         )
         self.request_handler = request_handler
@@ -244,8 +254,9 @@ class _RequestHandler(WSGIRequestHandler):
     server: EventtallyHTTPServer
 
     def setup(self) -> None:
-        self.timeout = self.server.keepalive_timeout or None
         super().setup()
+        # Idle keep-alive connections and stalled requests time out.
+        self.connection.settimeout(self.server.keepalive_timeout or None)
         self.server.track(self.connection, busy=False)
 
     _linger = False
@@ -279,7 +290,7 @@ class _RequestHandler(WSGIRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
     def handle(self) -> None:
@@ -297,6 +308,9 @@ class _RequestHandler(WSGIRequestHandler):
         """Protocol-level errors as JSON ``{"message"}``; always closes the connection."""
         self.close_connection = True
         self._linger = True
+        if getattr(self, "request_version", "HTTP/0.9") in ("HTTP/0.9", ""):
+            # HTTP/0.9 responses have no status line; nobody speaks it, so answer in 1.1.
+            self.request_version = "HTTP/1.1"
         try:
             phrase = HTTPStatus(code).phrase
         except ValueError:
@@ -313,11 +327,14 @@ class _RequestHandler(WSGIRequestHandler):
 
     def decide_close(self, reader: _BodyReader) -> bool:
         """Whether this response ends the connection (decided before its headers go out)."""
-        if self.server.draining:
-            self.close_connection = True
-        elif not reader.finished and (
-            reader.chunked or reader.expect_pending or reader.broken
-            or reader.remaining > DRAIN_LIMIT
+        if self.server.draining or (
+            not reader.finished
+            and (
+                reader.chunked
+                or reader.expect_pending
+                or reader.broken
+                or reader.remaining > DRAIN_LIMIT
+            )
         ):
             self.close_connection = True
         return bool(self.close_connection)
@@ -375,9 +392,9 @@ class _RequestHandler(WSGIRequestHandler):
         if chunked:
             environ.pop("CONTENT_LENGTH", None)
         send_continue = self._send_continue if self._expect_100 and (chunked or length) else None
-        reader = _BodyReader(self.rfile, length, chunked, send_continue)
+        reader = _BodyReader(cast(IO[bytes], self.rfile), length, chunked, send_continue)
         handler = _ServerHandler(self, reader, environ)
-        handler.run(self.server.get_app())
+        handler.run(self.server.app)
         handler.flush_all()
         if not self.close_connection and not reader.finished and not reader.drain():
             self.close_connection = True
@@ -472,10 +489,8 @@ class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
                 self._cond.wait(max(0.0, min(0.1, deadline - time.monotonic())))
             leftovers = list(self._conns)
         for conn in leftovers:  # idle keep-alive connections (or requests past the grace)
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if self._on_close is not None:
             self._on_close()
 
@@ -483,8 +498,10 @@ class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
 def serve_in_thread(server: EventtallyHTTPServer) -> threading.Thread:
     """Run ``server.serve_forever`` in a daemon thread and return the thread."""
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2},
-        name=f"eventtally-http-{server.port}", daemon=True,
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name=f"eventtally-http-{server.port}",
+        daemon=True,
     )
     thread.start()
     return thread

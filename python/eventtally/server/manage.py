@@ -64,7 +64,11 @@ class Manager:
 
     # organizations
     def create_org(
-        self, org_id: str | None, name: str | None = None, *, rate_limit: float | None = None,
+        self,
+        org_id: str | None,
+        name: str | None = None,
+        *,
+        rate_limit: float | None = None,
         source: str = "cli",
     ) -> Organization:
         if rate_limit is not None and rate_limit < 0:
@@ -120,7 +124,12 @@ class Manager:
 
     # API keys
     def create_key(
-        self, org_id: str, name: str, permissions: Any, *, org_wide: bool = True,
+        self,
+        org_id: str,
+        name: str,
+        permissions: Any,
+        *,
+        org_wide: bool = True,
         source: str = "cli",
     ) -> tuple[ApiKeyRecord, str]:
         perms = parse_permissions(permissions)

@@ -20,6 +20,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -94,7 +95,7 @@ def parse_permissions(value: object) -> frozenset[str]:
     elif isinstance(value, list | tuple | set | frozenset):
         items = value
     else:
-        raise MetadataError("permissions: expected a list such as [\"READ\", \"WRITE\"]")
+        raise MetadataError('permissions: expected a list such as ["READ", "WRITE"]')
     perms: set[str] = set()
     for item in items:
         if not isinstance(item, str) or item.strip().upper() not in PERMISSIONS:
@@ -321,10 +322,9 @@ def _load_pepper(data_dir: Path) -> bytes:
             fh.write(secrets.token_hex(32) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # fails if another process won the race: then use theirs
-        except FileExistsError:
-            pass
+        # Fails if another process won the race: then use theirs.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return bytes.fromhex(path.read_text().strip())
@@ -421,15 +421,25 @@ class MetadataStore:
             c = self._conn
             orgs = {
                 r["id"]: Organization(
-                    r["id"], r["name"], bool(r["enabled"]), r["rate_limit"], r["source"],
+                    r["id"],
+                    r["name"],
+                    bool(r["enabled"]),
+                    r["rate_limit"],
+                    r["source"],
                     r["created_at"],
                 )
                 for r in c.execute("SELECT * FROM organizations ORDER BY created_at, id")
             }
             ingests = {
                 r["id"]: IngestRecord(
-                    r["id"], r["org_id"], r["name"], r["schema"], json.loads(r["definition"]),
-                    bool(r["enabled"]), r["source"], r["created_at"],
+                    r["id"],
+                    r["org_id"],
+                    r["name"],
+                    r["schema"],
+                    json.loads(r["definition"]),
+                    bool(r["enabled"]),
+                    r["source"],
+                    r["created_at"],
                 )
                 for r in c.execute("SELECT * FROM ingests ORDER BY created_at, id")
             }
@@ -437,8 +447,13 @@ class MetadataStore:
             for r in c.execute("SELECT * FROM filters ORDER BY created_at, id"):
                 filters.setdefault(r["org_id"], []).append(
                     FilterRecord(
-                        r["org_id"], r["id"], r["name"], json.loads(r["definition"]),
-                        bool(r["enabled"]), r["source"], r["created_at"],
+                        r["org_id"],
+                        r["id"],
+                        r["name"],
+                        json.loads(r["definition"]),
+                        bool(r["enabled"]),
+                        r["source"],
+                        r["created_at"],
                     )
                 )
             keys: dict[str, ApiKeyRecord] = {}
@@ -447,8 +462,15 @@ class MetadataStore:
             for r in c.execute("SELECT * FROM api_keys ORDER BY created_at, id"):
                 perms = {p for p, col in (("READ", "can_read"), ("WRITE", "can_write")) if r[col]}
                 keys[r["id"]] = ApiKeyRecord(
-                    r["id"], r["org_id"], r["name"], bool(r["org_wide"]), frozenset(perms),
-                    bool(r["enabled"]), r["display"], r["source"], r["created_at"],
+                    r["id"],
+                    r["org_id"],
+                    r["name"],
+                    bool(r["org_wide"]),
+                    frozenset(perms),
+                    bool(r["enabled"]),
+                    r["display"],
+                    r["source"],
+                    r["created_at"],
                 )
                 by_lookup.setdefault(r["lookup"], []).append(r["id"])
                 key_secrets[r["id"]] = _KeySecret(r["hash_params"], r["salt"], r["hash"])
@@ -491,7 +513,11 @@ class MetadataStore:
             raise NotFound(f"organization {org_id!r} not found")
 
     def create_org(
-        self, org_id: str | None, name: str | None = None, *, rate_limit: float | None = None,
+        self,
+        org_id: str | None,
+        name: str | None = None,
+        *,
+        rate_limit: float | None = None,
         source: str = "cli",
     ) -> Organization:
         org_id = validate_id("organization", org_id or secrets.token_hex(4))
@@ -506,8 +532,13 @@ class MetadataStore:
         return self._snapshot.orgs[org_id]
 
     def upsert_org(
-        self, c: sqlite3.Connection, org_id: str, name: str, enabled: bool,
-        rate_limit: float | None, source: str,
+        self,
+        c: sqlite3.Connection,
+        org_id: str,
+        name: str,
+        enabled: bool,
+        rate_limit: float | None,
+        source: str,
     ) -> None:
         """Insert or update (inside a provisioning transaction); writes only on a change."""
         validate_id("organization", org_id)
@@ -519,7 +550,10 @@ class MetadataStore:
                 (org_id, name, int(enabled), rate_limit, source, now, now),
             )
         elif (row["name"], bool(row["enabled"]), row["rate_limit"], row["source"]) != (
-            name, enabled, rate_limit, source
+            name,
+            enabled,
+            rate_limit,
+            source,
         ):
             c.execute(
                 "UPDATE organizations SET name=?, enabled=?, rate_limit=?, source=?, updated_at=?"
@@ -559,15 +593,24 @@ class MetadataStore:
             c.execute(
                 "INSERT INTO ingests VALUES (?,?,?,?,?,1,?,?,?)",
                 (
-                    ingest_id, org_id, str(definition.get("name") or ingest_id),
+                    ingest_id,
+                    org_id,
+                    str(definition.get("name") or ingest_id),
                     str(definition.get("schema", "ARRAY_OF_EVENTS")),
-                    json.dumps(definition, sort_keys=True), source, now, now,
+                    json.dumps(definition, sort_keys=True),
+                    source,
+                    now,
+                    now,
                 ),
             )
         return self._snapshot.ingests[ingest_id]
 
     def upsert_ingest(
-        self, c: sqlite3.Connection, org_id: str, definition: dict[str, Any], enabled: bool,
+        self,
+        c: sqlite3.Connection,
+        org_id: str,
+        definition: dict[str, Any],
+        enabled: bool,
         source: str,
     ) -> None:
         ingest_id = validate_id("ingest", definition.get("id"))
@@ -596,13 +639,11 @@ class MetadataStore:
             )
 
     def list_ingests(self, org_id: str | None = None) -> list[IngestRecord]:
-        return [
-            i for i in self._snapshot.ingests.values() if org_id is None or i.org_id == org_id
-        ]
+        return [i for i in self._snapshot.ingests.values() if org_id is None or i.org_id == org_id]
 
-    def set_ingest_enabled(self, ingest_id: str, enabled: bool, *, org_id: str | None = None) -> (
-        IngestRecord
-    ):
+    def set_ingest_enabled(
+        self, ingest_id: str, enabled: bool, *, org_id: str | None = None
+    ) -> IngestRecord:
         with self._tx() as c:
             row = c.execute("SELECT org_id FROM ingests WHERE id=?", (ingest_id,)).fetchone()
             if row is None or (org_id is not None and row["org_id"] != org_id):
@@ -645,14 +686,23 @@ class MetadataStore:
             c.execute(
                 "INSERT INTO filters VALUES (?,?,?,?,1,?,?,?)",
                 (
-                    org_id, filter_id, str(definition.get("name") or filter_id),
-                    json.dumps(definition, sort_keys=True), source, now, now,
+                    org_id,
+                    filter_id,
+                    str(definition.get("name") or filter_id),
+                    json.dumps(definition, sort_keys=True),
+                    source,
+                    now,
+                    now,
                 ),
             )
         return next(f for f in self._snapshot.filters[org_id] if f.id == filter_id)
 
     def upsert_filter(
-        self, c: sqlite3.Connection, org_id: str, definition: dict[str, Any], enabled: bool,
+        self,
+        c: sqlite3.Connection,
+        org_id: str,
+        definition: dict[str, Any],
+        enabled: bool,
         source: str,
     ) -> None:
         filter_id = validate_id("filter", definition.get("id"))
@@ -690,11 +740,13 @@ class MetadataStore:
             ).fetchone()
             if row is None:
                 raise NotFound(f"filter {filter_id!r} not found in organization {org_id!r}")
-            if enabled and not row["enabled"] and max_filters is not None:
-                if self.count_enabled_filters(c, org_id) >= max_filters:
-                    raise MetadataError(
-                        f"organization {org_id!r} already has {max_filters} filters"
-                    )
+            if (
+                enabled
+                and not row["enabled"]
+                and max_filters is not None
+                and self.count_enabled_filters(c, org_id) >= max_filters
+            ):
+                raise MetadataError(f"organization {org_id!r} already has {max_filters} filters")
             c.execute(
                 "UPDATE filters SET enabled=?, updated_at=? WHERE org_id=? AND id=?",
                 (int(enabled), _now(), org_id, filter_id),
@@ -710,7 +762,12 @@ class MetadataStore:
         return key_id
 
     def create_key(
-        self, org_id: str, name: str, permissions: Iterable[str], *, org_wide: bool = True,
+        self,
+        org_id: str,
+        name: str,
+        permissions: Iterable[str],
+        *,
+        org_wide: bool = True,
         source: str = "cli",
     ) -> tuple[ApiKeyRecord, str]:
         """Create a key with a fresh random secret; returns the record and the raw key (once)."""
@@ -727,16 +784,34 @@ class MetadataStore:
             c.execute(
                 "INSERT INTO api_keys VALUES (?,?,?,?,?,?,1,?,?,?,?,?,?,?,?)",
                 (
-                    key_id, org_id, name, int(org_wide), int("READ" in perms),
-                    int("WRITE" in perms), self._lookup(digest), params, salt, hashed,
-                    display, source, now, now,
+                    key_id,
+                    org_id,
+                    name,
+                    int(org_wide),
+                    int("READ" in perms),
+                    int("WRITE" in perms),
+                    self._lookup(digest),
+                    params,
+                    salt,
+                    hashed,
+                    display,
+                    source,
+                    now,
+                    now,
                 ),
             )
         return self._snapshot.keys[key_id], raw
 
     def upsert_key(
-        self, c: sqlite3.Connection, org_id: str, name: str, digest: bytes,
-        permissions: frozenset[str], org_wide: bool, enabled: bool, source: str,
+        self,
+        c: sqlite3.Connection,
+        org_id: str,
+        name: str,
+        digest: bytes,
+        permissions: frozenset[str],
+        org_wide: bool,
+        enabled: bool,
+        source: str,
     ) -> None:
         """Provisioning: the key ``name`` of ``org_id`` (from ``source``) gets this material.
 
@@ -755,8 +830,21 @@ class MetadataStore:
             c.execute(
                 "INSERT INTO api_keys VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    self._new_key_id(c), org_id, name, int(org_wide), can_read, can_write,
-                    int(enabled), lookup, params, salt, hashed, "", source, now, now,
+                    self._new_key_id(c),
+                    org_id,
+                    name,
+                    int(org_wide),
+                    can_read,
+                    can_write,
+                    int(enabled),
+                    lookup,
+                    params,
+                    salt,
+                    hashed,
+                    "",
+                    source,
+                    now,
+                    now,
                 ),
             )
             return
@@ -771,7 +859,10 @@ class MetadataStore:
                 (lookup, params, salt, hashed, now, row["id"]),
             )
         if (row["org_wide"], row["can_read"], row["can_write"], row["enabled"]) != (
-            int(org_wide), can_read, can_write, int(enabled)
+            int(org_wide),
+            can_read,
+            can_write,
+            int(enabled),
         ):
             c.execute(
                 "UPDATE api_keys SET org_wide=?, can_read=?, can_write=?, enabled=?, updated_at=?"
@@ -782,9 +873,9 @@ class MetadataStore:
     def list_keys(self, org_id: str | None = None) -> list[ApiKeyRecord]:
         return [k for k in self._snapshot.keys.values() if org_id is None or k.org_id == org_id]
 
-    def set_key_enabled(self, key_id: str, enabled: bool, *, org_id: str | None = None) -> (
-        ApiKeyRecord
-    ):
+    def set_key_enabled(
+        self, key_id: str, enabled: bool, *, org_id: str | None = None
+    ) -> ApiKeyRecord:
         with self._tx() as c:
             row = c.execute("SELECT org_id FROM api_keys WHERE id=?", (key_id,)).fetchone()
             if row is None or (org_id is not None and row["org_id"] != org_id):
@@ -804,8 +895,14 @@ class MetadataStore:
             yield c
 
     def disable_missing(
-        self, c: sqlite3.Connection, source: str, *, orgs: set[str], ingests: set[str],
-        filters: set[tuple[str, str]], keys: set[tuple[str, str]],
+        self,
+        c: sqlite3.Connection,
+        source: str,
+        *,
+        orgs: set[str],
+        ingests: set[str],
+        filters: set[tuple[str, str]],
+        keys: set[tuple[str, str]],
     ) -> None:
         """Disable objects from ``source`` that are no longer declared (never deletes)."""
         now = _now()

@@ -205,8 +205,13 @@ def parse_organizations(loaded: LoadedConfig) -> list[_Org]:
                 filters.append((defn, enabled))
         orgs.append(
             _Org(
-                org_id, name, _pop_enabled(table, where),
-                None if rate is None else float(rate), keys, ingests, filters,
+                org_id,
+                name,
+                _pop_enabled(table, where),
+                None if rate is None else float(rate),
+                keys,
+                ingests,
+                filters,
             )
         )
     return orgs
@@ -234,8 +239,14 @@ def apply_provisioning(
                     store.upsert_filter(c, org.id, defn, enabled, SOURCE)
                 for key in org.keys:
                     store.upsert_key(
-                        c, org.id, key.name, key.digest, key.permissions, key.org_wide,
-                        key.enabled, SOURCE,
+                        c,
+                        org.id,
+                        key.name,
+                        key.digest,
+                        key.permissions,
+                        key.org_wide,
+                        key.enabled,
+                        SOURCE,
                     )
                 if store.count_enabled_filters(c, org.id) > max_filters_per_org:
                     raise ProvisioningError(
@@ -243,7 +254,8 @@ def apply_provisioning(
                         "filters with those created outside the config"
                     )
             store.disable_missing(
-                c, SOURCE,
+                c,
+                SOURCE,
                 orgs={o.id for o in orgs},
                 ingests={d["id"] for o in orgs for d, _ in o.ingests},
                 filters={(o.id, d["id"]) for o in orgs for d, _ in o.filters},
@@ -275,8 +287,13 @@ DEMO_FILTER: dict[str, Any] = {
     "intervalType": "MINUTE",
     "intervalCount": 1,
     "aggregations": [
-        {"id": 1, "name": "Events", "calculations": ["COUNT"], "calculationField": None,
-         "subFilter": None},
+        {
+            "id": 1,
+            "name": "Events",
+            "calculations": ["COUNT"],
+            "calculationField": None,
+            "subFilter": None,
+        },
     ],
 }
 

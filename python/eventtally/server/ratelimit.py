@@ -33,7 +33,9 @@ class RateLimiter:
     """Token buckets keyed by organization id."""
 
     def __init__(
-        self, rate: float = 1000.0, burst: float | None = None,
+        self,
+        rate: float = 1000.0,
+        burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = rate

@@ -19,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -197,9 +198,9 @@ class Runtime:
 
     # ------------------------------------------------------------------ engines
 
-    def _new_engine(self, ingests: list[dict[str, Any]], filters: list[dict[str, Any]]) -> (
-        eventtally.Engine
-    ):
+    def _new_engine(
+        self, ingests: list[dict[str, Any]], filters: list[dict[str, Any]]
+    ) -> eventtally.Engine:
         try:
             return eventtally.Engine(ingests, filters, clock=self.clock)
         except eventtally.EventtallyError:
@@ -272,20 +273,18 @@ class Runtime:
                 log.error("ingest %s of %s could not be (re)defined: %s", rec.id, st.org_id, exc)
         wanted = {f.id: f for f in snap.filters.get(st.org_id, ()) if f.enabled}
         for fid in list(st.filters):
-            rec = wanted.get(fid)
-            if rec is None or _text(rec.definition) != st.filters[fid]:
-                try:
+            frec = wanted.get(fid)
+            if frec is None or _text(frec.definition) != st.filters[fid]:
+                with contextlib.suppress(eventtally.NotFoundError):
                     engine.remove_filter(fid)
-                except eventtally.NotFoundError:
-                    pass
                 del st.filters[fid]
                 changed = True
-        for fid, rec in wanted.items():
+        for fid, frec in wanted.items():
             if fid in st.filters:
                 continue
             try:
-                engine.add_filter(rec.definition)
-                st.filters[fid] = _text(rec.definition)
+                engine.add_filter(frec.definition)
+                st.filters[fid] = _text(frec.definition)
                 changed = True
             except eventtally.EventtallyError as exc:
                 log.error("filter %s of %s could not be added: %s", fid, st.org_id, exc)
@@ -390,8 +389,10 @@ class Runtime:
         return written
 
     def _maintain(self) -> None:
-        tick = min(self.poll_interval, self.save_interval) if self.save_interval else (
-            self.poll_interval
+        tick = (
+            min(self.poll_interval, self.save_interval)
+            if self.save_interval
+            else (self.poll_interval)
         )
         next_save = time.monotonic() + self.save_interval
         while not self._stop.wait(tick):

@@ -170,12 +170,17 @@ impl<'a> Scanner<'a> {
     }
 
     fn unexpected(&self, what: &str) -> Error {
-        match self.peek() {
-            None => self.err(self.pos, format!("unexpected end of input, expected {what}")),
-            Some(_) => {
-                let ch = self.src[self.pos..].chars().next().unwrap_or('?');
-                self.err(self.pos, format!("unexpected character {ch:?}, expected {what}"))
-            }
+        if self.peek().is_none() {
+            self.err(
+                self.pos,
+                format!("unexpected end of input, expected {what}"),
+            )
+        } else {
+            let ch = self.src[self.pos..].chars().next().unwrap_or('?');
+            self.err(
+                self.pos,
+                format!("unexpected character {ch:?}, expected {what}"),
+            )
         }
     }
 
@@ -245,7 +250,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn decode_escapes(&self, start: usize, end: usize) -> Result<String> {
+    fn decode_escapes(&self, start: usize, end: usize) -> String {
         let raw = &self.src[start..end];
         let mut out = String::with_capacity(raw.len());
         let mut chars = raw.char_indices();
@@ -293,7 +298,7 @@ impl<'a> Scanner<'a> {
             };
             out.push(decoded);
         }
-        Ok(out)
+        out
     }
 
     fn scan_number(&mut self) -> Result<&'a str> {
@@ -354,9 +359,9 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'{' | b'[') => self.skip_container(),
             Some(b'"') => self.scan_string().map(|_| 0),
-            Some(b't') => self.scan_literal(b"true").map(|_| 0),
-            Some(b'f') => self.scan_literal(b"false").map(|_| 0),
-            Some(b'n') => self.scan_literal(b"null").map(|_| 0),
+            Some(b't') => self.scan_literal(b"true").map(|()| 0),
+            Some(b'f') => self.scan_literal(b"false").map(|()| 0),
+            Some(b'n') => self.scan_literal(b"null").map(|()| 0),
             Some(b'-' | b'0'..=b'9') => self.scan_number().map(|_| 0),
             _ => Err(self.unexpected("a JSON value")),
         }
@@ -453,7 +458,7 @@ impl<'a> Scanner<'a> {
             Some(b'"') => {
                 let (s, e, escaped) = self.scan_string()?;
                 if escaped {
-                    Value::Str(Cow::Owned(self.decode_escapes(s, e)?))
+                    Value::Str(Cow::Owned(self.decode_escapes(s, e)))
                 } else {
                     Value::Str(Cow::Borrowed(&self.src[s..e]))
                 }
@@ -530,7 +535,7 @@ impl<'a> Scanner<'a> {
                         let (ks, ke, escaped) = self.scan_string()?;
                         self.expect(b':', "':' after member name")?;
                         let child = if escaped {
-                            let name = self.decode_escapes(ks, ke)?;
+                            let name = self.decode_escapes(ks, ke);
                             node.keys
                                 .iter()
                                 .find(|(n, _)| n.as_ref() == name.as_bytes())
@@ -661,11 +666,27 @@ mod tests {
     #[test]
     fn extracts_nested_and_indexed_paths() {
         let src = r#"{"a": {"b": "x\u00e9", "c": [1, {"d": true}]}, "e": -1.5e3, "skip": {"q": [[],{}]}}"#;
-        let got = extract(src, &[&["a", "b"], &["a", "c", "1", "d"], &["e"], &["a", "c"], &["zz"]]).unwrap();
+        let got = extract(
+            src,
+            &[
+                &["a", "b"],
+                &["a", "c", "1", "d"],
+                &["e"],
+                &["a", "c"],
+                &["zz"],
+            ],
+        )
+        .unwrap();
         assert_eq!(got[0], Some(Value::Str(Cow::Owned("xé".into()))));
         assert_eq!(got[1], Some(Value::Bool(true)));
         assert_eq!(got[2], Some(Value::Number("-1.5e3")));
-        assert_eq!(got[3], Some(Value::Array { raw: "[1, {\"d\": true}]", len: 2 }));
+        assert_eq!(
+            got[3],
+            Some(Value::Array {
+                raw: "[1, {\"d\": true}]",
+                len: 2
+            })
+        );
         assert_eq!(got[4], None);
     }
 
@@ -711,6 +732,9 @@ mod tests {
     #[test]
     fn utf8_and_bom() {
         assert_eq!(decode_utf8(b"\xEF\xBB\xBF[]").unwrap(), ("[]", 3));
-        assert!(matches!(decode_utf8(b"[\"\xff\"]"), Err(Error::Json { offset: 2, .. })));
+        assert!(matches!(
+            decode_utf8(b"[\"\xff\"]"),
+            Err(Error::Json { offset: 2, .. })
+        ));
     }
 }

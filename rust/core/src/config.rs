@@ -2,7 +2,7 @@
 //! once, when built.
 //!
 //! Guarantees: a definition that parses is valid (limits, unique ids and aliases, intervals in
-//! range, every JPath compiles), so the hot path never re-checks it; every error names the field
+//! range, every `JPath` compiles), so the hot path never re-checks it; every error names the field
 //! (`aggregations[1].calculationField`). `to_json` gives back the spec 5.7 shape.
 
 use serde_json::{json, Map, Value as Json};
@@ -159,7 +159,7 @@ pub struct GroupingDef {
 }
 
 impl GroupingDef {
-    /// The key results use: the alias when set, else the JPath as written.
+    /// The key results use: the alias when set, else the `JPath` as written.
     #[must_use]
     pub fn key(&self) -> &str {
         self.alias.as_deref().unwrap_or(&self.source)
@@ -190,7 +190,10 @@ pub struct FilterDef {
 impl FilterDef {
     #[must_use]
     pub fn aggregation(&self, id: i64) -> Option<(usize, &AggregationDef)> {
-        self.aggregations.iter().enumerate().find(|(_, a)| a.id == id)
+        self.aggregations
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.id == id)
     }
 }
 
@@ -273,23 +276,26 @@ impl IngestDef {
                 match source {
                     "INGEST" => TimestampRule::Ingest,
                     "PROPERTY" => {
-                        let src = get_str(ts, "path", "timestamp.path")?
-                            .ok_or_else(|| cfg("timestamp.path", "is required for source PROPERTY"))?;
+                        let src = get_str(ts, "path", "timestamp.path")?.ok_or_else(|| {
+                            cfg("timestamp.path", "is required for source PROPERTY")
+                        })?;
                         let path = check_path(src, "timestamp.path")?;
-                        let fmt_name = get_str(ts, "format", "timestamp.format")?.unwrap_or("ISO_8601");
+                        let fmt_name =
+                            get_str(ts, "format", "timestamp.format")?.unwrap_or("ISO_8601");
                         let format = TimestampFormat::from_name(fmt_name).ok_or_else(|| {
                             cfg("timestamp.format", format!("unknown format {fmt_name:?}; expected ISO_8601, UNIX_SECONDS, UNIX_MILLISECONDS, UNIX_MICROSECONDS, UNIX_NANOSECONDS or AUTO"))
                         })?;
-                        let on_invalid = match get_str(ts, "onInvalid", "timestamp.onInvalid")? {
-                            None | Some("INGEST_TIME") => OnInvalid::IngestTime,
-                            Some("DROP") => OnInvalid::Drop,
-                            Some(other) => {
-                                return Err(cfg(
+                        let on_invalid =
+                            match get_str(ts, "onInvalid", "timestamp.onInvalid")? {
+                                None | Some("INGEST_TIME") => OnInvalid::IngestTime,
+                                Some("DROP") => OnInvalid::Drop,
+                                Some(other) => return Err(cfg(
                                     "timestamp.onInvalid",
-                                    format!("unknown policy {other:?}; expected INGEST_TIME or DROP"),
-                                ))
-                            }
-                        };
+                                    format!(
+                                        "unknown policy {other:?}; expected INGEST_TIME or DROP"
+                                    ),
+                                )),
+                            };
                         TimestampRule::Property {
                             source: src.to_owned(),
                             path,
@@ -386,7 +392,10 @@ impl FilterDef {
         if groupings.len() > MAX_GROUPINGS {
             return Err(cfg(
                 "groupingItems",
-                format!("at most {MAX_GROUPINGS} groupings are allowed, got {}", groupings.len()),
+                format!(
+                    "at most {MAX_GROUPINGS} groupings are allowed, got {}",
+                    groupings.len()
+                ),
             ));
         }
         let mut parsed_groupings: Vec<GroupingDef> = Vec::new();
@@ -448,7 +457,10 @@ impl FilterDef {
         if aggs.len() > MAX_AGGREGATIONS {
             return Err(cfg(
                 "aggregations",
-                format!("at most {MAX_AGGREGATIONS} aggregations are allowed, got {}", aggs.len()),
+                format!(
+                    "at most {MAX_AGGREGATIONS} aggregations are allowed, got {}",
+                    aggs.len()
+                ),
             ));
         }
         let mut aggregations: Vec<AggregationDef> = Vec::new();

@@ -129,7 +129,11 @@ impl IngestStats {
         self.timestamp_invalid += other.timestamp_invalid;
         self.timestamp_fallback += other.timestamp_fallback;
         for f in &other.per_filter {
-            if let Some(mine) = self.per_filter.iter_mut().find(|m| m.filter_id == f.filter_id) {
+            if let Some(mine) = self
+                .per_filter
+                .iter_mut()
+                .find(|m| m.filter_id == f.filter_id)
+            {
                 mine.matched += f.matched;
                 mine.flattened_elements += f.flattened_elements;
                 mine.flatten_not_array += f.flatten_not_array;
@@ -212,8 +216,8 @@ impl Plan {
                 root: &mut root,
                 element: flatten.as_mut().map(|f| &mut f.registry),
             };
-            let condition = Condition::compile(&def.filter, &mut resolver)
-                .map_err(|e| e.in_field("filter"))?;
+            let condition =
+                Condition::compile(&def.filter, &mut resolver).map_err(|e| e.in_field("filter"))?;
             let grouping_slots = def
                 .groupings
                 .iter()
@@ -236,9 +240,15 @@ impl Plan {
                 aggs.push(CompiledAgg {
                     sub_filter,
                     field,
-                    wants_numeric: [Calc::Sum, Calc::Avg, Calc::Min, Calc::Max, Calc::Percentiles]
-                        .iter()
-                        .any(|c| a.calcs.contains(*c)),
+                    wants_numeric: [
+                        Calc::Sum,
+                        Calc::Avg,
+                        Calc::Min,
+                        Calc::Max,
+                        Calc::Percentiles,
+                    ]
+                    .iter()
+                    .any(|c| a.calcs.contains(*c)),
                     wants_distinct: a.calcs.contains(Calc::ApproxCountDistinct),
                 });
             }
@@ -257,7 +267,6 @@ impl Plan {
         })
     }
 
-    #[must_use]
     pub fn filters(&self) -> impl Iterator<Item = &FilterDef> {
         self.filters.iter().map(|f| &f.def)
     }
@@ -267,7 +276,6 @@ impl Plan {
         self.filters.iter().map(|f| &f.def).find(|d| d.id == id)
     }
 
-    #[must_use]
     pub fn ingests(&self) -> impl Iterator<Item = &IngestDef> {
         self.ingests.iter().map(|i| &i.def)
     }
@@ -290,7 +298,11 @@ impl Plan {
     #[must_use]
     pub fn empty_delta(&self) -> Delta {
         Delta {
-            states: self.filters.iter().map(|f| FilterState::new(&f.def)).collect(),
+            states: self
+                .filters
+                .iter()
+                .map(|f| FilterState::new(&f.def))
+                .collect(),
             stats: IngestStats {
                 per_filter: self
                     .filters
@@ -479,7 +491,10 @@ impl Plan {
                     format, on_invalid, ..
                 },
                 Some(slot),
-            ) => match work.root[slot as usize].as_ref().and_then(|v| timestamp_of(v, *format)) {
+            ) => match work.root[slot as usize]
+                .as_ref()
+                .and_then(|v| timestamp_of(v, *format))
+            {
                 Some(t) => t,
                 None => match on_invalid {
                     OnInvalid::IngestTime => {
@@ -506,8 +521,7 @@ impl Plan {
                     }
                 }
                 Some(flat) => {
-                    let Some(Value::Array { raw, .. }) = work.root[flat.array_slot as usize]
-                    else {
+                    let Some(Value::Array { raw, .. }) = work.root[flat.array_slot as usize] else {
                         fstats.flatten_not_array += 1;
                         continue;
                     };
@@ -518,10 +532,7 @@ impl Plan {
                         es.skip_ws();
                         match es.peek() {
                             Some(b']') | None => break,
-                            Some(b',') => {
-                                es.set_position(es.position() + 1);
-                                continue;
-                            }
+                            Some(b',') => es.set_position(es.position() + 1),
                             Some(b'{') => {
                                 work.element.clear();
                                 work.element.resize(flat.registry.len(), None);
@@ -603,8 +614,11 @@ fn timestamp_of(v: &Value<'_>, format: TimestampFormat) -> Option<i64> {
         (TimestampFormat::Auto, Value::Str(s)) => {
             parse_iso8601(s).or_else(|| unix_str_to_millis(s, format))
         }
-        (_, Value::Number(raw)) => unix_str_to_millis(raw, format)
-            .or_else(|| raw.parse::<f64>().ok().and_then(|f| unix_to_millis(f, format))),
+        (_, Value::Number(raw)) => unix_str_to_millis(raw, format).or_else(|| {
+            raw.parse::<f64>()
+                .ok()
+                .and_then(|f| unix_to_millis(f, format))
+        }),
         (_, Value::Str(s)) => unix_str_to_millis(s, format),
         _ => None,
     }
@@ -742,7 +756,12 @@ impl Engine {
         Ok(Engine { plan, store })
     }
 
-    pub fn ingest(&mut self, data: &[u8], ingest_id: Option<&str>, now_ms: i64) -> Result<IngestStats> {
+    pub fn ingest(
+        &mut self,
+        data: &[u8],
+        ingest_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<IngestStats> {
         let idx = self.plan.ingest_index(ingest_id)?;
         let delta = self.plan.prepare(data, idx, now_ms)?;
         Ok(self.store.apply(&self.plan, delta))

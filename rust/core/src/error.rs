@@ -11,9 +11,12 @@ pub enum Error {
     /// Valid JSON that does not match the ingest's schema ("Incorrect event format").
     #[error("incorrect event format at byte {offset}: {reason}")]
     Format { offset: usize, reason: String },
-    /// A JPath that does not compile; `position` is a character offset into `expression`.
+    /// A `JPath` that does not compile; `position` is a character offset into `expression`.
     /// `field` names the configuration field it came from (empty when not known yet).
-    #[error("{}JPath syntax error at position {position} in {expression:?}: {reason}", field_prefix(field))]
+    #[error(
+        "{}JPath syntax error at position {position} in {expression:?}: {reason}",
+        field_prefix(field)
+    )]
     PathSyntax {
         field: String,
         expression: String,

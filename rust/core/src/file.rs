@@ -24,6 +24,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    // The name is lowercased first, so the suffix comparisons are case-insensitive.
+    #[allow(clippy::case_sensitive_file_extension_comparisons)]
     pub fn from_path(path: &str) -> Result<(FileKind, bool)> {
         let lower = path.to_ascii_lowercase();
         let (stem, gz) = match lower.strip_suffix(".gz") {
@@ -64,7 +66,7 @@ pub fn prepare_file(
 ) -> Result<Delta> {
     let (kind, gz) = FileKind::from_path(path)?;
     let file = File::open(path).map_err(|e| io_err(path, &e))?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let total = file.metadata().map_or(0, |m| m.len());
     let counter = CountingReader {
         inner: file,
         count: std::rc::Rc::new(std::cell::Cell::new(0)),
@@ -93,7 +95,14 @@ pub fn prepare_file(
             if chunk.is_empty() {
                 break;
             }
-            plan.prepare_chunk(&chunk, ingest, Schema::NewlineDelimited, chunk_offset, now_ms, &mut delta)?;
+            plan.prepare_chunk(
+                &chunk,
+                ingest,
+                Schema::NewlineDelimited,
+                chunk_offset,
+                now_ms,
+                &mut delta,
+            )?;
             chunk_offset += chunk.len();
             progress(read_so_far.get(), total);
         },
@@ -107,7 +116,9 @@ pub fn prepare_file(
                 let n = reader.read(&mut buf).map_err(|e| io_err(path, &e))?;
                 let data = &buf[..n];
                 if first && n > 0 {
-                    let lead = data.iter().position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
+                    let lead = data.iter().position(|b| {
+                        !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF
+                    });
                     if let Some(p) = lead {
                         is_array = Some(data[p] == b'[');
                         first = false;
@@ -125,7 +136,14 @@ pub fn prepare_file(
                                 let mut batch = Vec::with_capacity(cut + 1);
                                 batch.extend_from_slice(&whole[..cut]);
                                 batch.push(b']');
-                                plan.prepare_chunk(&batch, ingest, Schema::ArrayOfEvents, chunk_offset, now_ms, &mut delta)?;
+                                plan.prepare_chunk(
+                                    &batch,
+                                    ingest,
+                                    Schema::ArrayOfEvents,
+                                    chunk_offset,
+                                    now_ms,
+                                    &mut delta,
+                                )?;
                                 chunk_offset += cut;
                                 whole.clear();
                                 whole.push(b'[');
@@ -140,12 +158,19 @@ pub fn prepare_file(
                 }
                 if is_array == Some(false) && whole.len() > 64 * CHUNK_BYTES {
                     return Err(Error::Limit {
-                        reason: format!("{path}: a single JSON object larger than {} bytes", 64 * CHUNK_BYTES),
+                        reason: format!(
+                            "{path}: a single JSON object larger than {} bytes",
+                            64 * CHUNK_BYTES
+                        ),
                     });
                 }
             }
             if !whole.is_empty() {
-                let schema = if is_array == Some(true) { Schema::ArrayOfEvents } else { Schema::SingleObject };
+                let schema = if is_array == Some(true) {
+                    Schema::ArrayOfEvents
+                } else {
+                    Schema::SingleObject
+                };
                 plan.prepare_chunk(&whole, ingest, schema, chunk_offset, now_ms, &mut delta)?;
             }
             progress(read_so_far.get(), total);

@@ -1,4 +1,4 @@
-//! Parsed JPath *paths* (no operators): the unit the batch scanner extracts.
+//! Parsed `JPath` *paths* (no operators): the unit the batch scanner extracts.
 //!
 //! A path is a root (`@` current event or flattened element, `$` root event) followed by
 //! member-name and array-index segments. Paths are plain data: compiling them into scanner tries
@@ -24,7 +24,7 @@ pub enum Segment {
     Index(usize),
 }
 
-/// A JPath path such as `@.context.device['type']` or `$.items[0]`.
+/// A `JPath` path such as `@.context.device['type']` or `$.items[0]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Path {
     pub root: Root,

@@ -128,10 +128,12 @@ impl Query {
             None | Some(Json::Null) => return Err(qerr("aggregationId", "is required")),
             Some(v) => int_of(v).ok_or_else(|| qerr("aggregationId", "must be an integer"))?,
         };
-        let (_, agg) = def.aggregation(aggregation_id).ok_or_else(|| Error::NotFound {
-            kind: "aggregation",
-            id: format!("{filter_id}/{aggregation_id}"),
-        })?;
+        let (_, agg) = def
+            .aggregation(aggregation_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "aggregation",
+                id: format!("{filter_id}/{aggregation_id}"),
+            })?;
         let calc_name = match o.get("calculation") {
             Some(Json::String(s)) => s.as_str(),
             None | Some(Json::Null) => return Err(qerr("calculation", "is required")),
@@ -144,7 +146,11 @@ impl Query {
                 "calculation",
                 format!(
                     "{calc_name} is not a calculation of aggregation {aggregation_id} (it has {})",
-                    agg.calc_list.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+                    agg.calc_list
+                        .iter()
+                        .map(|c| c.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -185,9 +191,14 @@ impl Query {
                         None | Some(Json::Null) => Vec::new(),
                         Some(v) => string_list(v, &format!("{field}.filters"))?,
                     };
-                    let ret = opt_bool(io, "returnGroupingValues", true)
-                        .map_err(|_| qerr(&format!("{field}.returnGroupingValues"), "must be true or false"))?;
-                    grouping_filters.push(build_grouping_filter(&def, &field, grouping, values, ret)?);
+                    let ret = opt_bool(io, "returnGroupingValues", true).map_err(|_| {
+                        qerr(
+                            &format!("{field}.returnGroupingValues"),
+                            "must be true or false",
+                        )
+                    })?;
+                    grouping_filters
+                        .push(build_grouping_filter(&def, &field, grouping, values, ret)?);
                 }
             }
             // The v1.0 plugin sent {"<grouping>": ["v1", "v2"]}.
@@ -195,7 +206,13 @@ impl Query {
                 for (g, v) in map {
                     let field = format!("groupingFilters.{g}");
                     let values = string_list(v, &field)?;
-                    grouping_filters.push(build_grouping_filter(&def, &field, g.clone(), values, true)?);
+                    grouping_filters.push(build_grouping_filter(
+                        &def,
+                        &field,
+                        g.clone(),
+                        values,
+                        true,
+                    )?);
                 }
             }
             Some(_) => return Err(qerr("groupingFilters", "must be a list or an object")),
@@ -222,14 +239,22 @@ impl Query {
                     .and_then(Json::as_str)
                     .ok_or_else(|| qerr("recalculatedInterval.type", "is required"))?;
                 let unit = IntervalUnit::from_name(unit_name).ok_or_else(|| {
-                    qerr("recalculatedInterval.type", format!("unknown interval {unit_name:?}"))
+                    qerr(
+                        "recalculatedInterval.type",
+                        format!("unknown interval {unit_name:?}"),
+                    )
                 })?;
                 let freq = r
                     .get("frequency")
                     .and_then(int_of)
                     .filter(|f| *f >= 1)
-                    .ok_or_else(|| qerr("recalculatedInterval.frequency", "must be a positive integer"))?;
-                rollup_interval(&def.interval, unit, freq)
+                    .ok_or_else(|| {
+                        qerr(
+                            "recalculatedInterval.frequency",
+                            "must be a positive integer",
+                        )
+                    })?;
+                rollup_interval(def.interval, unit, freq)
             }
             Some(_) => return Err(qerr("recalculatedInterval", "must be an object")),
         };
@@ -285,13 +310,17 @@ fn build_grouping_filter(
     let values: Vec<String> = values.into_iter().filter(|v| v != AGGREGATE_ALL).collect();
     Ok(GroupingFilter {
         grouping,
-        values: if values.is_empty() { None } else { Some(values) },
+        values: if values.is_empty() {
+            None
+        } else {
+            Some(values)
+        },
         collapse: collapse_all || !return_values,
     })
 }
 
 /// A rollup coarser than the base interval; `None` when it would not coarsen anything.
-fn rollup_interval(base: &Interval, unit: IntervalUnit, freq: i64) -> Option<Interval> {
+fn rollup_interval(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Interval> {
     let unit_ms: i64 = match unit {
         IntervalUnit::Second => 1_000,
         IntervalUnit::Minute => 60_000,
@@ -299,12 +328,14 @@ fn rollup_interval(base: &Interval, unit: IntervalUnit, freq: i64) -> Option<Int
         IntervalUnit::Day => 86_400_000,
         IntervalUnit::Week => 604_800_000,
         IntervalUnit::Month | IntervalUnit::Year => {
-            return Interval::new(unit, freq).ok().filter(|r| match (base.unit, r.unit) {
-                (IntervalUnit::Month, IntervalUnit::Month) => r.count > base.count,
-                (IntervalUnit::Year, IntervalUnit::Month) => false,
-                (IntervalUnit::Year, IntervalUnit::Year) => r.count > base.count,
-                _ => true,
-            });
+            return Interval::new(unit, freq)
+                .ok()
+                .filter(|r| match (base.unit, r.unit) {
+                    (IntervalUnit::Month, IntervalUnit::Month)
+                    | (IntervalUnit::Year, IntervalUnit::Year) => r.count > base.count,
+                    (IntervalUnit::Year, IntervalUnit::Month) => false,
+                    _ => true,
+                });
         }
     };
     let len = unit_ms.saturating_mul(freq);
@@ -319,7 +350,7 @@ fn rollup_interval(base: &Interval, unit: IntervalUnit, freq: i64) -> Option<Int
 /// Query output: rows plus the grouping tuples they refer to.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResultSet {
-    /// Keys of the returned groupings (alias or JPath), in filter order.
+    /// Keys of the returned groupings (alias or `JPath`), in filter order.
     pub keys: Vec<String>,
     /// Distinct output grouping tuples; rows refer to them by index.
     pub tuples: Vec<Vec<String>>,
@@ -469,7 +500,9 @@ fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usi
 /// Answers a validated query. `now_ms` is the engine clock (for incomplete intervals).
 #[must_use]
 pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> ResultSet {
-    let (agg_index, _) = def.aggregation(q.aggregation_id).expect("validated aggregation");
+    let (agg_index, _) = def
+        .aggregation(q.aggregation_id)
+        .expect("validated aggregation");
     let cols = &state.aggs[agg_index];
     let gp = plan_groups(def, state, q, None);
     let p = q.percentile.unwrap_or(0.5);
@@ -524,7 +557,10 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
     for (r, g) in order.iter().enumerate() {
         rank[*g as usize] = r as u32;
     }
-    cells.sort_by(|a, b| a.0.cmp(&b.0).then(rank[a.1 as usize].cmp(&rank[b.1 as usize])));
+    cells.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(rank[a.1 as usize].cmp(&rank[b.1 as usize]))
+    });
     if let Some(limit) = q.limit {
         let mut kept = Vec::with_capacity(cells.len());
         let mut i = 0;
@@ -536,7 +572,11 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
             let mut slice: Vec<(i64, u32, f64)> = cells[i..j].to_vec();
             slice.sort_by(|a, b| {
                 let ord = a.2.total_cmp(&b.2);
-                let ord = if q.limit_type == LimitType::Top { ord.reverse() } else { ord };
+                let ord = if q.limit_type == LimitType::Top {
+                    ord.reverse()
+                } else {
+                    ord
+                };
                 ord.then(rank[a.1 as usize].cmp(&rank[b.1 as usize]))
             });
             slice.truncate(limit);

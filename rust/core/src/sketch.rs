@@ -562,7 +562,7 @@ impl DenseStore {
         // than reallocating.
         if lo < self.offset {
             let grow = (self.offset - lo) as usize;
-            self.counts.splice(0..0, std::iter::repeat(0).take(grow));
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
         } else if lo > self.offset {
             let fold = ((lo - self.offset) as usize).min(self.counts.len());
             let folded: u64 = self.counts.drain(..fold).sum();

@@ -97,7 +97,9 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -106,7 +108,10 @@ impl<'a> Reader<'a> {
     fn count(&mut self, elem_size: usize) -> Result<usize> {
         let n = self.u32()? as usize;
         if n.saturating_mul(elem_size) > self.buf.len() - self.pos {
-            return Err(bad(format!("length {n} at payload byte {} exceeds the data", self.pos)));
+            return Err(bad(format!(
+                "length {n} at payload byte {} exceeds the data",
+                self.pos
+            )));
         }
         Ok(n)
     }
@@ -177,14 +182,20 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
     for g in 0..groups {
         let key = r.bytes()?;
         if s.groups.intern(key) as usize != g {
-            return Err(bad(format!("duplicate grouping tuple in filter {:?}", def.id)));
+            return Err(bad(format!(
+                "duplicate grouping tuple in filter {:?}",
+                def.id
+            )));
         }
     }
     let rows = r.count(12)?;
     s.row_bucket = r.i64s(rows)?;
     s.row_group = r.u32s(rows)?;
     if s.row_group.iter().any(|g| *g as usize >= groups) {
-        return Err(bad(format!("row refers to a missing grouping tuple in filter {:?}", def.id)));
+        return Err(bad(format!(
+            "row refers to a missing grouping tuple in filter {:?}",
+            def.id
+        )));
     }
     let n_aggs = r.u32()? as usize;
     if n_aggs != def.aggregations.len() {
@@ -197,9 +208,15 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
     for (i, adef) in def.aggregations.iter().enumerate() {
         let calcs = CalcSet::from_bits(r.u8()?);
         if calcs != adef.calcs {
-            return Err(bad(format!("aggregation {} of filter {:?} changed calculations", adef.id, def.id)));
+            return Err(bad(format!(
+                "aggregation {} of filter {:?} changed calculations",
+                adef.id, def.id
+            )));
         }
-        let mut a = AggColumns { calcs, ..AggColumns::default() };
+        let mut a = AggColumns {
+            calcs,
+            ..AggColumns::default()
+        };
         a.matched = r.u64s(rows)?;
         if r.u8()? == 1 {
             a.numeric = r.u64s(rows)?;
@@ -223,9 +240,13 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
                 a.quantile.push(q);
             }
         }
-        let complete = (a.numeric.is_empty() != a.needs_numeric() || rows == 0)
-            && (a.distinct.is_empty() != calcs.contains(Calc::ApproxCountDistinct) || rows == 0)
-            && (a.quantile.is_empty() != calcs.contains(Calc::Percentiles) || rows == 0);
+        let has = |empty: bool, wanted: bool| rows == 0 || empty != wanted;
+        let complete = has(a.numeric.is_empty(), a.needs_numeric())
+            && has(
+                a.distinct.is_empty(),
+                calcs.contains(Calc::ApproxCountDistinct),
+            )
+            && has(a.quantile.is_empty(), calcs.contains(Calc::Percentiles));
         if !complete {
             return Err(bad(format!(
                 "aggregation {} of filter {:?} lacks columns its calculations need",
@@ -269,7 +290,10 @@ pub fn encode(plan: &Plan, store: &Store) -> Vec<u8> {
 /// Rebuilds an engine from [`encode`]'s bytes.
 pub fn decode(data: &[u8]) -> Result<Engine> {
     if data.len() < HEADER_LEN {
-        return Err(bad(format!("{} bytes is too short for a snapshot header", data.len())));
+        return Err(bad(format!(
+            "{} bytes is too short for a snapshot header",
+            data.len()
+        )));
     }
     if &data[..8] != MAGIC {
         return Err(bad("not an eventtally snapshot (bad magic bytes)"));
@@ -295,7 +319,10 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
     if crc32fast::hash(payload) != crc {
         return Err(bad("checksum mismatch: the snapshot is corrupt"));
     }
-    let mut r = Reader { buf: payload, pos: 0 };
+    let mut r = Reader {
+        buf: payload,
+        pos: 0,
+    };
     let defs: Json = serde_json::from_slice(r.bytes()?)
         .map_err(|e| bad(format!("definitions are not valid JSON: {e}")))?;
     let ingests = defs["ingests"]
@@ -321,7 +348,10 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
     for def in &defs {
         let id = std::str::from_utf8(r.bytes()?).map_err(|_| bad("filter id is not UTF-8"))?;
         if id != def.id {
-            return Err(bad(format!("state block for {id:?} where {:?} was expected", def.id)));
+            return Err(bad(format!(
+                "state block for {id:?} where {:?} was expected",
+                def.id
+            )));
         }
         let state = read_state(&mut r, def)?;
         engine.store.states.insert(def.id.clone(), state);

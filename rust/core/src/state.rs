@@ -11,39 +11,79 @@ use hashbrown::HashMap;
 use crate::config::{Calc, CalcSet, FilterDef};
 use crate::sketch::{DistinctSketch, QuantileSketch};
 
-/// Interned grouping-value tuples. A tuple is encoded as a sequence of (u32 LE length, bytes).
+/// Interned grouping-value tuples. A tuple is encoded as a sequence of (u32 LE length, bytes);
+/// all tuples live in one byte arena so interning a new tuple costs no allocation of its own.
 #[derive(Debug, Clone, Default)]
 pub struct GroupTable {
-    index: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
-    keys: Vec<Box<[u8]>>,
+    index: hashbrown::HashTable<u32>,
+    arena: Vec<u8>,
+    /// `ends[i]` is the arena offset where tuple `i` ends (it starts where `i - 1` ends).
+    ends: Vec<u32>,
+}
+
+#[inline]
+fn hash_key(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x5EED).hash_one(key)
 }
 
 impl GroupTable {
     #[inline]
     pub fn intern(&mut self, key: &[u8]) -> u32 {
-        if let Some(&id) = self.index.get(key) {
+        let hash = hash_key(key);
+        let (arena, ends) = (&self.arena, &self.ends);
+        let slice = |id: u32| {
+            let end = ends[id as usize] as usize;
+            let start = if id == 0 {
+                0
+            } else {
+                ends[id as usize - 1] as usize
+            };
+            &arena[start..end]
+        };
+        if let Some(&id) = self.index.find(hash, |&id| slice(id) == key) {
             return id;
         }
-        let id = self.keys.len() as u32;
-        let boxed: Box<[u8]> = key.into();
-        self.keys.push(boxed.clone());
-        self.index.insert(boxed, id);
+        let id = self.ends.len() as u32;
+        self.arena.extend_from_slice(key);
+        self.ends.push(self.arena.len() as u32);
+        let (arena, ends) = (&self.arena, &self.ends);
+        self.index.insert_unique(hash, id, |&other| {
+            let end = ends[other as usize] as usize;
+            let start = if other == 0 {
+                0
+            } else {
+                ends[other as usize - 1] as usize
+            };
+            hash_key(&arena[start..end])
+        });
         id
     }
 
     #[must_use]
     pub fn key(&self, id: u32) -> &[u8] {
-        &self.keys[id as usize]
+        let end = self.ends[id as usize] as usize;
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id as usize - 1] as usize
+        };
+        &self.arena[start..end]
     }
 
     #[must_use]
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.ends.len()
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.ends.is_empty()
+    }
+
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity() + self.ends.capacity() * 4 + self.index.capacity() * 5
     }
 
     /// Decodes a tuple key into its values.
@@ -283,7 +323,7 @@ impl FilterState {
     /// Approximate bytes held by this state.
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        self.groups.keys.iter().map(|k| k.len() * 2 + 32).sum::<usize>()
+        self.groups.heap_bytes()
             + self.cells.capacity() * 16
             + self.row_bucket.capacity() * 12
             + self.aggs.iter().map(AggColumns::heap_bytes).sum::<usize>()

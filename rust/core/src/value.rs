@@ -17,9 +17,14 @@ pub enum Value<'a> {
     /// A decoded string (borrowed when it had no escapes).
     Str(Cow<'a, str>),
     /// Raw JSON text of an array (brackets included) and its element count.
-    Array { raw: &'a str, len: usize },
+    Array {
+        raw: &'a str,
+        len: usize,
+    },
     /// Raw JSON text of an object (braces included).
-    Object { raw: &'a str },
+    Object {
+        raw: &'a str,
+    },
 }
 
 impl Value<'_> {
@@ -253,7 +258,10 @@ mod tests {
         assert_eq!(Value::Null.group_string(), "");
         assert_eq!(Value::Bool(false).group_string(), "false");
         assert_eq!(
-            Value::Object { raw: "{ \"a b\" : [1, 2] }" }.group_string(),
+            Value::Object {
+                raw: "{ \"a b\" : [1, 2] }"
+            }
+            .group_string(),
             "{\"a b\":[1,2]}"
         );
     }

@@ -6,6 +6,10 @@
 //! when filters change) and its state behind a `Mutex`; batches are parsed and evaluated without
 //! holding either lock and only the merge takes the state lock. Lock order: state, then plan.
 
+// pyo3 hands #[pymethods] their arguments as owned values, and `map_err(to_py_err)` needs a
+// by-value `fn(Error)`; borrowing would only add conversions.
+#![allow(clippy::needless_pass_by_value)]
+
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use eventtally_core::config::{FilterDef, IngestDef};
@@ -82,7 +86,9 @@ fn to_py_err(err: Error) -> PyErr {
                     "EventtallyIOError"
                 }
             };
-            let instance = module.getattr(class)?.call((message.clone(),), Some(&kwargs))?;
+            let instance = module
+                .getattr(class)?
+                .call((message.clone(),), Some(&kwargs))?;
             Ok(PyErr::from_value(instance))
         };
         build().unwrap_or_else(|e| e)
@@ -129,7 +135,10 @@ fn parse_json(text: &str, what: &str) -> PyResult<Json> {
     eventtally_core::config::parse_json_text(text, what).map_err(to_py_err)
 }
 
-fn defs_from_json(ingests: &Json, filters: &Json) -> Result<(Vec<IngestDef>, Vec<FilterDef>), Error> {
+fn defs_from_json(
+    ingests: &Json,
+    filters: &Json,
+) -> Result<(Vec<IngestDef>, Vec<FilterDef>), Error> {
     let ingest_list: Vec<Json> = match ingests {
         Json::Array(a) => a.clone(),
         other => vec![other.clone()],
@@ -148,7 +157,9 @@ fn defs_from_json(ingests: &Json, filters: &Json) -> Result<(Vec<IngestDef>, Vec
     let filters = filter_list
         .iter()
         .enumerate()
-        .map(|(i, v)| FilterDef::from_json(v).map_err(|e| prefix_field(e, &format!("filters[{i}]"))))
+        .map(|(i, v)| {
+            FilterDef::from_json(v).map_err(|e| prefix_field(e, &format!("filters[{i}]")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((ingests, filters))
 }
@@ -305,12 +316,18 @@ fn multi_rows(rs: &ResultSet, query_id: &str, out: &mut Vec<Json>) {
     for i in 0..rs.dt.len() {
         series[rs.group[i] as usize].push(i);
     }
-    let mut order: Vec<usize> = (0..series.len()).filter(|g| !series[*g].is_empty()).collect();
+    let mut order: Vec<usize> = (0..series.len())
+        .filter(|g| !series[*g].is_empty())
+        .collect();
     order.sort_by(|a, b| rs.tuples[*a].cmp(&rs.tuples[*b]));
     let mut dt = String::new();
     for g in order {
         let rows = &series[g];
-        let base = rows.iter().map(|&i| rs.dt[i]).min().expect("non-empty series");
+        let base = rows
+            .iter()
+            .map(|&i| rs.dt[i])
+            .min()
+            .expect("non-empty series");
         dt.clear();
         write_rfc3339(base, &mut dt);
         let mut m = Map::new();
@@ -515,7 +532,12 @@ impl Engine {
     }
 
     /// The compact multi-query rows of spec 7.3 as JSON text.
-    fn results_multi_json(&self, py: Python<'_>, queries_json: &str, now_ms: i64) -> PyResult<String> {
+    fn results_multi_json(
+        &self,
+        py: Python<'_>,
+        queries_json: &str,
+        now_ms: i64,
+    ) -> PyResult<String> {
         let qs = parse_json(queries_json, "queries")?;
         py.detach(|| {
             let list = match &qs {
@@ -532,7 +554,11 @@ impl Engine {
                     other => other,
                 })?;
                 let qid = parsed.query_id.unwrap_or_else(|| {
-                    if list.len() == 1 { "A".to_owned() } else { format!("Q{i}") }
+                    if list.len() == 1 {
+                        "A".to_owned()
+                    } else {
+                        format!("Q{i}")
+                    }
                 });
                 multi_rows(&rs, &qid, &mut out);
             }
@@ -674,7 +700,9 @@ impl Engine {
             };
             let mut store = self.lock_store();
             let plan = self.current_plan();
-            if snapshot::definitions_json(&plan)["filters"] != snapshot::definitions_json(&other_plan)["filters"] {
+            if snapshot::definitions_json(&plan)["filters"]
+                != snapshot::definitions_json(&other_plan)["filters"]
+            {
                 return Err(Error::Config {
                     field: "other".into(),
                     reason: "engines with different filter definitions cannot be merged".into(),
@@ -691,7 +719,12 @@ impl Engine {
     }
 
     #[pyo3(signature = (horizon_ms, filter_id=None))]
-    fn drop_before(&self, py: Python<'_>, horizon_ms: i64, filter_id: Option<String>) -> PyResult<usize> {
+    fn drop_before(
+        &self,
+        py: Python<'_>,
+        horizon_ms: i64,
+        filter_id: Option<String>,
+    ) -> PyResult<usize> {
         py.detach(|| {
             let mut store = self.lock_store();
             if let Some(id) = &filter_id {
@@ -701,7 +734,11 @@ impl Engine {
                 })?;
                 return Ok(state.drop_before(horizon_ms));
             }
-            Ok(store.states.values_mut().map(|s| s.drop_before(horizon_ms)).sum())
+            Ok(store
+                .states
+                .values_mut()
+                .map(|s| s.drop_before(horizon_ms))
+                .sum())
         })
         .map_err(to_py_err)
     }
