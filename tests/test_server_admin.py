@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest_server import ALL_FILTER, Client, plain_server, query
 
+from conftest_server import ALL_FILTER, Client, plain_server, query
 from eventtally.server import EventtallyHTTPServer
 
 TOKEN = "admin-token-for-tests"
@@ -58,7 +58,10 @@ def test_admin_creates_everything_and_the_key_works(admin: Client) -> None:
     assert call(admin, "POST", "/organizations/acme/ingests", ingest).status == 201
     assert call(admin, "POST", "/organizations/acme/filters", ALL_FILTER).status == 201
     reply = call(
-        admin, "POST", "/organizations/acme/api-keys", {"name": "ci", "permissions": ["READ", "WRITE"]}
+        admin,
+        "POST",
+        "/organizations/acme/api-keys",
+        {"name": "ci", "permissions": ["READ", "WRITE"]},
     )
     assert reply.status == 201
     created = reply.json()
@@ -73,7 +76,9 @@ def test_admin_creates_everything_and_the_key_works(admin: Client) -> None:
     assert c.ingest(b'[{"type":"track"}]').status == 200
     assert sum(r["value"] for r in c.results(query("all-events")).json()) == 1
 
-    assert call(admin, "POST", f"/organizations/acme/api-keys/{created['id']}/disable").status == 200
+    assert (
+        call(admin, "POST", f"/organizations/acme/api-keys/{created['id']}/disable").status == 200
+    )
     assert c.ingest(b"[{}]").message == "Disabled API Key"
     c.close()
 

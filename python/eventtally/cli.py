@@ -116,6 +116,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Handlers first: a SIGTERM during startup must still end in a graceful stop.
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     cfg, loaded = _load(args)
     cfg = cfg.with_overrides(host=args.host, port=args.port)
     if args.admin_token:
@@ -144,13 +152,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "or use `eventtally org create`.",
             flush=True,
         )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     thread = serve_in_thread(server)
     while not stop.wait(0.5):
         if not thread.is_alive():

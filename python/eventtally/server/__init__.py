@@ -50,9 +50,9 @@ __all__ = [
     "apply_provisioning",
     "ensure_demo",
     "load_config",
-    "serve_in_thread",
     "make_app",
     "make_server",
+    "serve_in_thread",
     "start_server",
 ]
 

@@ -125,6 +125,14 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Points the scanner at another slice of the same batch, keeping its buffers.
+    pub fn rebase(&mut self, src: &'a str, base: usize) {
+        self.src = src;
+        self.buf = src.as_bytes();
+        self.pos = 0;
+        self.base = base;
+    }
+
     #[must_use]
     pub fn position(&self) -> usize {
         self.pos

@@ -414,6 +414,7 @@ impl Plan {
             }
             Schema::NewlineDelimited => {
                 let mut line_start = 0usize;
+                let mut sc = Scanner::new("", 0);
                 for line in src.split_inclusive('\n') {
                     let offset = line_start;
                     line_start += line.len();
@@ -425,7 +426,7 @@ impl Plan {
                     if body.is_empty() || body == "[" || body == "]" {
                         continue;
                     }
-                    let mut sc = Scanner::new(body, bom + offset + lead);
+                    sc.rebase(body, bom + offset + lead);
                     delta.stats.events += 1;
                     if body.starts_with('{') {
                         self.scan_event(&mut sc, ing, &mut work, delta)?;
@@ -526,7 +527,8 @@ impl Plan {
                         continue;
                     };
                     let raw: &'a str = raw;
-                    let mut es = Scanner::new(raw, 0);
+                    let es = &mut work.element_scanner;
+                    es.rebase(raw, 0);
                     es.set_position(1);
                     loop {
                         es.skip_ws();
@@ -584,6 +586,7 @@ fn expect_end(sc: &mut Scanner<'_>) -> Result<()> {
 
 /// Reusable per-batch buffers.
 struct Work<'a> {
+    element_scanner: Scanner<'a>,
     root: Vec<Option<Value<'a>>>,
     element: Vec<Option<Value<'a>>>,
     scratch: Scratch,
@@ -599,6 +602,7 @@ struct Scratch {
 impl Work<'_> {
     fn new(plan: &Plan, now_ms: i64) -> Self {
         Self {
+            element_scanner: Scanner::new("", 0),
             root: Vec::with_capacity(plan.root.len()),
             element: Vec::new(),
             scratch: Scratch::default(),

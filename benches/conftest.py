@@ -1,0 +1,94 @@
+"""Fixtures for the benchmark suites: generated Segment datasets and their exact answers.
+
+What this module guarantees:
+
+- Each dataset is generated once per session (``segment_gen.generate_events(n, seed)``) and
+  encoded every way the engines need: one JSON array, NDJSON, Segment-sized 300-event arrays,
+  and an NDJSON file for DuckDB in ``/dev/shm`` when it exists (removed at session end).
+- Sizes come from ``EVENTTALLY_BENCH_EVENTS``: one count or a comma-separated list, one dataset
+  (and one benchmark group) per count. The default, 20,000 events (about 20 MB), keeps
+  ``pytest benches/ --benchmark-disable`` well under 30 s, so the suites double as smoke tests;
+  timing runs should use 200,000 or more (``make bench`` does). ``EVENTTALLY_BENCH_SEED``
+  (default 1) picks the events.
+- ``oracle`` is the pure-Python reference engine's exact answer for a dataset, computed once;
+  ``Dataset.totals`` are totals computed from the generated objects themselves.
+- ``rounds(engine)`` is how many timed rounds a benchmark runs when timing is enabled:
+  ``EVENTTALLY_BENCH_ROUNDS`` (default 5), but 1 for the reference (it takes seconds a round).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from run_ingest import Answer, Input, make_input, normalize_reference, run_reference, scratch_dir
+
+DEFAULT_EVENTS = "20000"
+
+
+def _sizes() -> list[int]:
+    raw = os.environ.get("EVENTTALLY_BENCH_EVENTS", DEFAULT_EVENTS)
+    try:
+        sizes = [int(part.replace("_", "")) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise pytest.UsageError(
+            f"EVENTTALLY_BENCH_EVENTS must be a count or a comma-separated list, not {raw!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise pytest.UsageError("EVENTTALLY_BENCH_EVENTS must name at least one positive count")
+    return sizes
+
+
+SIZES = _sizes()
+SEED = int(os.environ.get("EVENTTALLY_BENCH_SEED", "1"))
+ROUNDS = max(1, int(os.environ.get("EVENTTALLY_BENCH_ROUNDS", "5")))
+
+
+def rounds(engine: str) -> int:
+    """Timed rounds for ``engine`` (the reference gets one: a round takes seconds)."""
+    return 1 if engine == "reference" else ROUNDS
+
+
+@dataclass
+class Dataset:
+    """One generated workload: its benchmark group name and its encoded inputs."""
+
+    name: str
+    data: Input
+
+    @property
+    def n(self) -> int:
+        """Number of events."""
+        return self.data.n
+
+
+@pytest.fixture(scope="session")
+def scratch() -> Iterator[Path]:
+    """A private directory in RAM (``/dev/shm``) when available, removed afterwards."""
+    path = scratch_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=SIZES, ids=lambda n: f"{n}ev")
+def segment(request: pytest.FixtureRequest, scratch: Path) -> Dataset:
+    """The Segment workload of ``n`` events, generated once per session."""
+    n: int = request.param
+    workdir = scratch / f"segment-{n}"
+    workdir.mkdir()
+    return Dataset(name=f"segment-{n}-seed{SEED}", data=make_input(n, SEED, workdir))
+
+
+_ORACLES: dict[str, Answer] = {}
+
+
+@pytest.fixture(scope="session")
+def oracle(segment: Dataset) -> Answer:
+    """The reference engine's exact answer for ``segment`` (computed once per dataset)."""
+    if segment.name not in _ORACLES:
+        _ORACLES[segment.name] = normalize_reference(run_reference(segment.data.array))
+    return _ORACLES[segment.name]
