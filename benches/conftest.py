@@ -12,8 +12,8 @@ What this module guarantees:
   (default 1) picks the events.
 - ``oracle`` is the pure-Python reference engine's exact answer for a dataset, computed once;
   ``Dataset.totals`` are totals computed from the generated objects themselves.
-- ``rounds(engine)`` is how many timed rounds a benchmark runs when timing is enabled:
-  ``EVENTTALLY_BENCH_ROUNDS`` (default 5), but 1 for the reference (it takes seconds a round).
+- Timed rounds per benchmark (when timing is enabled) come from ``EVENTTALLY_BENCH_ROUNDS``
+  (default 5; the reference always runs one), read by ``bench_ingest.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from run_ingest import Answer, Input, make_input, normalize_reference, run_reference, scratch_dir
 
 DEFAULT_EVENTS = "20000"
@@ -45,12 +46,6 @@ def _sizes() -> list[int]:
 
 SIZES = _sizes()
 SEED = int(os.environ.get("EVENTTALLY_BENCH_SEED", "1"))
-ROUNDS = max(1, int(os.environ.get("EVENTTALLY_BENCH_ROUNDS", "5")))
-
-
-def rounds(engine: str) -> int:
-    """Timed rounds for ``engine`` (the reference gets one: a round takes seconds)."""
-    return 1 if engine == "reference" else ROUNDS
 
 
 @dataclass

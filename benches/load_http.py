@@ -176,7 +176,7 @@ def _percentile(sorted_values: list[float], p: float) -> float:
 
 
 def start_server(tmp: Path, log_level: str) -> tuple[subprocess.Popen[str], str]:
-    """Serve the benchmark org with ``python -m eventtally serve`` on 127.0.0.1:0; return the URL."""
+    """Serve the benchmark org (``python -m eventtally serve``, 127.0.0.1:0); return its URL."""
     (tmp / "filter.json").write_text(json.dumps(BENCH_FILTER))
     ts = BENCH_INGEST["timestamp"]
     ingest_toml = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in ts.items()) + " }"
