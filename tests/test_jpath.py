@@ -266,6 +266,9 @@ TYPING = [
     ("@.v LIKE 'a.c'", {"v": "abc"}, False),
     ("@.v LIKE 'a.c'", {"v": "a.c"}, True),
     ("@.v like 'x%'", {"v": "xy"}, True),
+    ("@.v LIKE 'a\\\\%'", {"v": "a\\b"}, True),  # no LIKE escape: '\\' is a plain backslash
+    ("@.v LIKE 'a\\\\%'", {"v": "a%"}, False),
+    ("@.v LIKE '100%'", {"v": "100%"}, True),
     ("@.v ILIKE 'É%'", {"v": "été"}, True),
     ("@.v ilike 'ABC'", {"v": "abc"}, True),
     # regex: RE2 syntax, search semantics, /i flag, escaped slash

@@ -11,6 +11,9 @@ import pytest
 
 from conftest_server import (
     ALL_FILTER,
+    BASE_TOML,
+    BETA_INGEST,
+    BETA_KEY,
     INGEST,
     SEGMENT_KEY,
     Client,
@@ -241,3 +244,18 @@ def test_unknown_server_setting_is_an_error(tmp_path: Path) -> None:
     cfg.write_text('[server]\nport = "8080"\n')
     with pytest.raises(ConfigFileError, match="port"):
         load_config(cfg)
+
+
+def test_redefined_single_ingest_takes_effect_on_restart(tmp_path: Path) -> None:
+    """Changing an organization's only ingest (its timestamp rule) applies after a restart."""
+    with running_server(tmp_path):
+        pass
+    plain = f'id = "{BETA_INGEST}"\nschema = "ARRAY_OF_EVENTS"\n'
+    assert plain in BASE_TOML
+    timed = plain + 'timestamp = { source = "PROPERTY", path = "@.ts", format = "UNIX_SECONDS" }\n'
+    with running_server(tmp_path, orgs=BASE_TOML.replace(plain, timed)) as srv:
+        c = Client(srv, key=BETA_KEY)
+        assert c.ingest(b'[{"ts": 946684800}]', ingest=BETA_INGEST).status == 200
+        rows = c.results(query("all-events", startTime="1999-01-01T00:00:00Z")).json()
+        assert [(r["dt"], r["value"]) for r in rows] == [("2000-01-01T00:00:00Z", 1.0)]
+        c.close()

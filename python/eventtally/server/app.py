@@ -74,12 +74,10 @@ def _engine_error(exc: Exception) -> HTTPError:
     """One mapping from engine exceptions to HTTP (documented in docs/server.md)."""
     if isinstance(exc, eventtally.NotFoundError):
         return HTTPError(404, str(exc))
-    if isinstance(exc, eventtally.JsonError):
-        return HTTPError(400, f"Malformed payload: {exc}")
-    if isinstance(exc, eventtally.FormatError):
-        return HTTPError(400, f"Incorrect event format: {exc}")
     if isinstance(exc, eventtally.EventtallyError | TypeError):
-        # QueryError, ConfigError, PathSyntaxError, LimitError, ...: the request is at fault.
+        # JsonError ("malformed JSON at byte N: ..."), FormatError ("incorrect event format at
+        # byte N: ..."), QueryError, ConfigError, PathSyntaxError, LimitError: the request is
+        # at fault, and the engine's message names the problem and where it is.
         return HTTPError(400, str(exc))
     raise exc
 

@@ -252,6 +252,9 @@ class Snapshot:
     keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
     keys_by_lookup: dict[str, tuple[str, ...]] = field(default_factory=dict)
     secrets: dict[str, _KeySecret] = field(default_factory=dict)
+    #: sha256(key) → key id, only for keys whose scrypt hash verified.  It lives and dies with
+    #: the snapshot, so any metadata change (a rotated or disabled key) starts a fresh cache.
+    verified: dict[bytes, str] = field(default_factory=dict, compare=False, repr=False)
 
     def org_ingests(self, org_id: str) -> list[IngestRecord]:
         return [i for i in self.ingests.values() if i.org_id == org_id]
@@ -374,8 +377,6 @@ class MetadataStore:
             self._conn.executescript(_SCHEMA)
         self._data_version = -1
         self._snapshot = Snapshot()
-        # sha256(key) → key id, only for keys whose scrypt hash verified; cleared on any change.
-        self._verified: dict[bytes, str] = {}
         self.reload()
 
     # ----------------------------------------------------------------- plumbing
@@ -482,7 +483,6 @@ class MetadataStore:
                 keys_by_lookup={k: tuple(v) for k, v in by_lookup.items()},
                 secrets=key_secrets,
             )
-            self._verified = {}
 
     # ----------------------------------------------------------------- authentication
 
@@ -493,7 +493,7 @@ class MetadataStore:
         """The key record for ``raw_key`` (enabled or not), or ``None`` if no key matches."""
         digest = key_digest(raw_key)
         snap = self._snapshot
-        verified = self._verified  # the dict of this snapshot generation
+        verified = snap.verified
         key_id = verified.get(digest)
         if key_id is not None:
             return snap.keys.get(key_id)

@@ -198,17 +198,12 @@ class Runtime:
 
     # ------------------------------------------------------------------ engines
 
-    def _new_engine(
-        self, ingests: list[dict[str, Any]], filters: list[dict[str, Any]]
-    ) -> eventtally.Engine:
-        try:
-            return eventtally.Engine(ingests, filters, clock=self.clock)
-        except eventtally.EventtallyError:
-            if ingests:
-                raise
-            # An organization without ingests still serves its filter definitions; the
-            # placeholder ingest is never reachable (URLs route through the metadata).
-            return eventtally.Engine([PLACEHOLDER_INGEST], filters, clock=self.clock)
+    def _new_engine(self) -> eventtally.Engine:
+        # The engine needs at least one ingest at all times, while an organization may have
+        # none (yet), and redefining its only ingest means removing it first.  A placeholder
+        # ingest makes both work; it is never reachable: URLs route through the metadata, and
+        # its id cannot be a real ingest id (those start with a letter or digit).
+        return eventtally.Engine([dict(PLACEHOLDER_INGEST)], [], clock=self.clock)
 
     def _snapshot_path(self, org_id: str) -> Path:
         return self.state_dir / f"{org_id}.snapshot"
@@ -251,7 +246,7 @@ class Runtime:
     def _build(self, org_id: str, snap: Snapshot) -> OrgState:
         st = self._load(org_id)
         if st is None:
-            st = OrgState(org_id, self._new_engine([], []))
+            st = OrgState(org_id, self._new_engine())
         self._sync_org(st, snap)
         self._replay(st)
         return st

@@ -155,8 +155,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn skip_ws(&mut self) {
+        // Compact JSON (what Segment sends) has no whitespace: one comparison on the fast path.
+        if self.buf.get(self.pos).is_some_and(|&b| b > b' ') {
+            return;
+        }
         while let Some(&b) = self.buf.get(self.pos) {
             if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
                 self.pos += 1;
@@ -203,7 +207,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips a string whose opening quote is at `pos`; returns (content start, end, has escapes).
-    #[inline]
+    #[inline(always)]
     fn scan_string(&mut self) -> Result<(usize, usize, bool)> {
         let start = self.pos + 1;
         let mut i = start;
@@ -309,6 +313,7 @@ impl<'a> Scanner<'a> {
         out
     }
 
+    #[inline]
     fn scan_number(&mut self) -> Result<&'a str> {
         let start = self.pos;
         let b = self.buf;
@@ -379,6 +384,7 @@ impl<'a> Scanner<'a> {
     fn skip_container(&mut self) -> Result<usize> {
         self.stack.clear();
         let mut top_count = 0usize;
+        let mut in_object = self.buf[self.pos] == b'{';
         self.stack.push(self.buf[self.pos]);
         self.pos += 1;
         // States: right after an opening bracket (a value or the close may follow), after a
@@ -386,10 +392,6 @@ impl<'a> Scanner<'a> {
         let mut after_value = false;
         let mut may_close = true;
         loop {
-            if self.stack.len() > MAX_DEPTH {
-                return Err(self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
-            }
-            let in_object = *self.stack.last().expect("non-empty stack") == b'{';
             let close = if in_object { b'}' } else { b']' };
             self.skip_ws();
             if after_value {
@@ -402,8 +404,9 @@ impl<'a> Scanner<'a> {
                     Some(c) if c == close => {
                         self.pos += 1;
                         self.stack.pop();
-                        if self.stack.is_empty() {
-                            return Ok(top_count);
+                        match self.stack.last() {
+                            None => return Ok(top_count),
+                            Some(&open) => in_object = open == b'{',
                         }
                     }
                     _ => {
@@ -419,8 +422,9 @@ impl<'a> Scanner<'a> {
             if may_close && self.peek() == Some(close) {
                 self.pos += 1;
                 self.stack.pop();
-                if self.stack.is_empty() {
-                    return Ok(top_count);
+                match self.stack.last() {
+                    None => return Ok(top_count),
+                    Some(&open) => in_object = open == b'{',
                 }
                 after_value = true;
                 continue;
@@ -433,12 +437,23 @@ impl<'a> Scanner<'a> {
                     return Err(self.unexpected("a member name string"));
                 }
                 self.scan_string()?;
-                self.expect(b':', "':' after member name")?;
+                self.skip_ws();
+                if self.peek() != Some(b':') {
+                    return Err(self.unexpected("':' after member name"));
+                }
+                self.pos += 1;
                 self.skip_ws();
             }
             match self.peek() {
-                Some(b'{' | b'[') => {
-                    self.stack.push(self.buf[self.pos]);
+                Some(open @ (b'{' | b'[')) => {
+                    if self.stack.len() >= MAX_DEPTH {
+                        return Err(self.err(
+                            self.pos,
+                            format!("nesting deeper than {MAX_DEPTH} levels"),
+                        ));
+                    }
+                    self.stack.push(open);
+                    in_object = open == b'{';
                     self.pos += 1;
                     may_close = true;
                     continue;
@@ -552,7 +567,7 @@ impl<'a> Scanner<'a> {
                             let name = &self.buf[ks..ke];
                             node.keys
                                 .iter()
-                                .find(|(n, _)| n.as_ref() == name)
+                                .find(|(n, _)| short_eq(n, name))
                                 .map(|(_, c)| *c)
                         };
                         match child {
@@ -625,6 +640,13 @@ impl<'a> Scanner<'a> {
         }
         Ok(())
     }
+}
+
+/// Byte-slice equality without a `memcmp` call: member names are short, and most candidates
+/// already differ in length.
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Checks UTF-8 and strips a leading BOM; returns the text and the number of bytes skipped.

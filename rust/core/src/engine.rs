@@ -415,18 +415,32 @@ impl Plan {
             Schema::NewlineDelimited => {
                 let mut line_start = 0usize;
                 let mut sc = Scanner::new("", 0);
-                for line in src.split_inclusive('\n') {
-                    let offset = line_start;
-                    line_start += line.len();
-                    let trimmed = line.trim_end_matches(['\n', '\r', ' ', '\t']);
-                    let lead = trimmed.len() - trimmed.trim_start().len();
-                    let body = trimmed.trim_start();
+                let bytes = src.as_bytes();
+                let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+                while line_start < bytes.len() {
+                    let end = memchr::memchr(b'\n', &bytes[line_start..])
+                        .map_or(bytes.len(), |i| line_start + i);
+                    let (mut lo, mut hi) = (line_start, end);
+                    line_start = end + 1;
+                    while lo < hi && is_ws(bytes[lo]) {
+                        lo += 1;
+                    }
+                    while hi > lo && is_ws(bytes[hi - 1]) {
+                        hi -= 1;
+                    }
                     // The upstream docs' example ends lines with a comma and wraps them in [ ].
-                    let body = body.strip_suffix(',').map_or(body, str::trim_end);
+                    if hi > lo && bytes[hi - 1] == b',' {
+                        hi -= 1;
+                        while hi > lo && is_ws(bytes[hi - 1]) {
+                            hi -= 1;
+                        }
+                    }
+                    // Only ASCII bytes were trimmed, so both ends are char boundaries.
+                    let body = &src[lo..hi];
                     if body.is_empty() || body == "[" || body == "]" {
                         continue;
                     }
-                    sc.rebase(body, bom + offset + lead);
+                    sc.rebase(body, bom + lo);
                     delta.stats.events += 1;
                     if body.starts_with('{') {
                         self.scan_event(&mut sc, ing, &mut work, delta)?;
