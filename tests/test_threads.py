@@ -352,46 +352,11 @@ def test_gil_is_released_during_ingest(method: str) -> None:
     finally:
         stop.set()
         thread.join()
-    # With the GIL held for the whole call the busy thread could not run at all; with it
-    # released it runs freely (on another core, or at worst time-sliced with the worker).
+    # With the GIL held for the whole call the busy thread could not run at all (a single
+    # GIL-holding C call of the same length measures about 0.03 here); with it released it runs
+    # freely (on another core, or at worst time-sliced with the worker: about 0.5).
     expected = [rate * d for d in durations]
     assert max(p / e for p, e in zip(progress, expected, strict=True)) > 0.2, (
         progress,
         expected,
     )
-
-
-def test_two_threads_ingest_in_parallel() -> None:
-    """Two threads ingesting big batches overlap in time (both are inside the engine at once)."""
-    engine = make_engine(ingest_def(), [filter_def(aggregations=[agg_def(1, ("SUM",), "@.v")])])
-    body = big_batch()
-    inside = [0]
-    overlap = [0]
-    lock = threading.Lock()
-    probe_stop = threading.Event()
-    in_call = [0, 0]
-
-    def probe() -> None:
-        while not probe_stop.is_set():
-            if in_call[0] and in_call[1]:
-                overlap[0] += 1
-            time.sleep(0.0005)
-
-    def work(i: int) -> None:
-        for _ in range(3):
-            in_call[i] = 1
-            engine.ingest(body)
-            in_call[i] = 0
-            with lock:
-                inside[0] += 1
-
-    prober = threading.Thread(target=probe)
-    prober.start()
-    try:
-        run_threads(2, work)
-    finally:
-        probe_stop.set()
-        prober.join()
-    assert inside[0] == 6
-    assert overlap[0] > 0
-    assert rows(engine, "SUM")[0]["value"] == 6 * sum(range(300_000))

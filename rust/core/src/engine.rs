@@ -164,12 +164,6 @@ impl Delta {
 
 impl Plan {
     pub fn new(ingests: Vec<IngestDef>, filters: Vec<FilterDef>) -> Result<Plan> {
-        if ingests.is_empty() {
-            return Err(Error::Config {
-                field: "ingest".into(),
-                reason: "at least one ingest definition is required".into(),
-            });
-        }
         for (i, a) in ingests.iter().enumerate() {
             if ingests[..i].iter().any(|b| b.id == a.id) {
                 return Err(Error::Config {
@@ -282,7 +276,11 @@ impl Plan {
 
     pub fn ingest_index(&self, id: Option<&str>) -> Result<usize> {
         match id {
-            None => Ok(0),
+            None if !self.ingests.is_empty() => Ok(0),
+            None => Err(Error::NotFound {
+                kind: "ingest",
+                id: "(default: the engine has no ingest definitions)".to_owned(),
+            }),
             Some(id) => self
                 .ingests
                 .iter()
