@@ -236,9 +236,7 @@ def snapshot(engine: eventtally.Engine) -> dict[tuple[str, int, str, float | Non
     for f in engine.filter_definitions():
         for a in f["aggregations"]:
             for calc in a["calculations"]:
-                grid: Sequence[float | None] = (
-                    PERCENTILE_GRID if calc == "PERCENTILES" else (None,)
-                )
+                grid: Sequence[float | None] = PERCENTILE_GRID if calc == "PERCENTILES" else (None,)
                 for p in grid:
                     q = query(calc, filter_id=f["id"], aggregation_id=a["id"], percentile=p)
                     out[(f["id"], a["id"], calc, p)] = engine.results(q)

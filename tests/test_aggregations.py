@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import pytest
+
 from conftest import (
     FIXED_NOW_DT,
     agg_def,
@@ -22,7 +23,6 @@ from conftest import (
     rows,
     single_value,
 )
-
 from eventtally import QueryError
 
 ALL = ("COUNT", "SUM", "MIN", "MAX", "AVG", "APPROX_COUNT_DISTINCT", "PERCENTILES")
@@ -77,9 +77,17 @@ NUMERIC = [
     ),
     ("non-finite numbers skipped", '[1e999,-1e999,"1e999",2]', 4, 2, 2, 2, 2),
     ("negative zero", '[-0,"-0",-0.0]', 3, 0, 0, 0, 0),
-    ("large integers", "[9007199254740993,1]", 2, 9007199254740994.0, 1, 9007199254740993.0,
-     4503599627370497.0),
+    (
+        "large integers",
+        "[9007199254740993,1]",
+        2,
+        9007199254740994.0,
+        1,
+        9007199254740993.0,
+        4503599627370497.0,
+    ),
     ("tiny values", "[1e-300,2e-300]", 2, 3e-300, 1e-300, 2e-300, 1.5e-300),
+    ("escaped numeric strings", '["\\u0031\\u0030","1\\u002e5"]', 2, 11.5, 1.5, 10, 5.75),
 ]
 
 
@@ -94,7 +102,7 @@ def test_numeric_calculations(
     """SUM/AVG/MIN/MAX take finite numbers and exact numeric strings; COUNT counts events."""
     engine = all_calcs_engine()
     elements = values[1:-1]
-    body = "[" + ",".join('{"num":%s}' % v for v in _split_json_list(elements)) + "]"
+    body = events_with(_split_json_list(elements))
     engine.ingest(body)
     got = values_of(engine)
     assert got["COUNT"] == count
@@ -103,6 +111,13 @@ def test_numeric_calculations(
     assert got["MAX"] == high
     assert got["AVG"] == pytest.approx(mean, rel=1e-12, abs=1e-310)
     assert got["PERCENTILES"] is not None
+
+
+def events_with(raw_values: list[str], member: str = "num") -> str:
+    """A JSON array of events whose ``member`` holds each raw JSON text (``__missing__``: an
+    event without the member)."""
+    parts = ["{}" if v == "__missing__" else '{"' + member + '":' + v + "}" for v in raw_values]
+    return "[" + ",".join(parts) + "]"
 
 
 def _split_json_list(text: str) -> list[str]:
@@ -136,7 +151,7 @@ def test_cell_without_numbers_has_no_numeric_rows(values: str) -> None:
     APPROX_COUNT_DISTINCT rows still exist."""
     engine = all_calcs_engine()
     elements = _split_json_list(values[1:-1]) or ["__missing__"]
-    body = "[" + ",".join("{}" if v == "__missing__" else '{"num":%s}' % v for v in elements) + "]"
+    body = events_with(elements)
     engine.ingest(body)
     got = values_of(engine)
     assert got["COUNT"] == len(elements)
@@ -252,7 +267,7 @@ DISTINCT = [
 def test_distinct_identity(values: str, expected: int) -> None:
     """Distinct values are identified by type and string form; null and missing don't count."""
     engine = all_calcs_engine()
-    body = "[" + ",".join('{"num":%s}' % v for v in _split_json_list(values[1:-1])) + ",{}]"
+    body = events_with([*_split_json_list(values[1:-1]), "__missing__"])
     engine.ingest(body)
     assert single_value(engine, "APPROX_COUNT_DISTINCT") == expected
 
@@ -271,7 +286,11 @@ def test_distinct_error_at_most_two_percent(n: int) -> None:
     """Beyond the exact range the estimate is within 2 %, next to tiny groups that stay exact."""
     engine = make_engine(
         ingest_def(),
-        [filter_def(groupings=["@.g"], aggregations=[agg_def(1, ("APPROX_COUNT_DISTINCT",), "@.u")])],
+        [
+            filter_def(
+                groupings=["@.g"], aggregations=[agg_def(1, ("APPROX_COUNT_DISTINCT",), "@.u")]
+            )
+        ],
     )
     rng = random.Random(n)
     big = [{"g": "big", "u": f"{rng.getrandbits(64):016x}-{i}"} for i in range(n)]
@@ -446,7 +465,7 @@ def test_grouping_strings(raw: str, expected: str) -> None:
     """Decision 9: strings as-is, integers without a point, other numbers in shortest form,
     booleans, null → "", objects and arrays as compact JSON (content unchanged)."""
     engine = make_engine(ingest_def(), [filter_def(groupings=["@.g"])])
-    engine.ingest('[{"g":%s}]' % raw)
+    engine.ingest(events_with([raw], "g"))
     assert rows(engine) == [{"dt": FIXED_NOW_DT, "groupings": {"@.g": expected}, "value": 1.0}]
 
 

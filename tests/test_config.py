@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import agg_def, filter_def, ingest_def, make_engine
 
 import eventtally
+from conftest import agg_def, filter_def, ingest_def, make_engine
 from eventtally import ConfigError, EventtallyError, PathSyntaxError
 
 
@@ -122,8 +122,11 @@ INVALID_FILTERS = [
     ("count not an integer", [with_interval("MINUTE", "5")], "filters[0].intervalCount"),
     ("fractional count", [with_interval("MINUTE", 1.5)], "filters[0].intervalCount"),
     ("empty filter id", [{**filter_def(), "id": ""}], "filters[0].id"),
-    ("error in the second filter", [filter_def(), filter_def("g", groupings=["@.a", "@.a"])],
-     "filters[1].groupingItems[1].grouping"),
+    (
+        "error in the second filter",
+        [filter_def(), filter_def("g", groupings=["@.a", "@.a"])],
+        "filters[1].groupingItems[1].grouping",
+    ),
 ]
 
 
@@ -141,10 +144,6 @@ def test_invalid_filter_names_the_field(filters: list[dict[str, Any]], field: st
     assert field in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a duplicate filter id is reported with field 'id' instead of 'filters[1].id'",
-)
 def test_duplicate_filter_id_names_the_second_filter() -> None:
     """Two filters with the same id: the error names the second one's ``id``."""
     with pytest.raises(ConfigError) as info:
@@ -166,8 +165,18 @@ VALID_FILTERS = [
     ("10 aggregations", filter_def(aggregations=[agg_def(i) for i in range(1, 11)])),
     ("COUNT without a field", filter_def(aggregations=[agg_def(1, ("COUNT",), None)])),
     ("COUNT with a field", filter_def(aggregations=[agg_def(1, ("COUNT",), "@.x")])),
-    ("every calculation", filter_def(aggregations=[agg_def(1, (
-        "COUNT", "SUM", "MIN", "MAX", "AVG", "APPROX_COUNT_DISTINCT", "PERCENTILES"), "@.x")])),
+    (
+        "every calculation",
+        filter_def(
+            aggregations=[
+                agg_def(
+                    1,
+                    ("COUNT", "SUM", "MIN", "MAX", "AVG", "APPROX_COUNT_DISTINCT", "PERCENTILES"),
+                    "@.x",
+                )
+            ]
+        ),
+    ),
     ("30 seconds", with_interval("SECOND", 30)),
     ("1 minute", with_interval("MINUTE", 1)),
     ("36,525 days (100 years)", with_interval("DAY", 36525)),
@@ -274,9 +283,17 @@ def test_invalid_ingest_names_the_field(ingest: dict[str, Any], field: str) -> N
 
 BAD_JPATHS = [
     ("filter", filter_def(filter="@.a =="), "filters[0].filter"),
-    ("subFilter", filter_def(aggregations=[agg_def(sub_filter="@.a in")]), "filters[0].aggregations[0].subFilter"),
+    (
+        "subFilter",
+        filter_def(aggregations=[agg_def(sub_filter="@.a in")]),
+        "filters[0].aggregations[0].subFilter",
+    ),
     ("grouping", filter_def(groupings=["@.a b"]), "filters[0].groupingItems[0].grouping"),
-    ("calculationField", filter_def(aggregations=[agg_def(1, ("SUM",), "@.a.")]), "filters[0].aggregations[0].calculationField"),
+    (
+        "calculationField",
+        filter_def(aggregations=[agg_def(1, ("SUM",), "@.a.")]),
+        "filters[0].aggregations[0].calculationField",
+    ),
     ("flattenPath", filter_def(flatten="items"), "filters[0].flattenPath"),
 ]
 

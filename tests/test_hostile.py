@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+
 from conftest import (
     agg_def,
     by_group,
@@ -19,7 +20,6 @@ from conftest import (
     single_value,
     snapshot,
 )
-
 from eventtally import JsonError, PathSyntaxError
 
 DEEP = 100_000
@@ -63,10 +63,16 @@ NESTING = [
     ("array in the field member", b'[{"v":' + b"[" * DEEP + b"]" * DEEP + b"}]"),
     ("object in the filter member", b'[{"f":' + b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"}]"),
     ("array in the timestamp member", b'[{"t":' + b"[" * DEEP + b"]" * DEEP + b"}]"),
-    ("on the path to an extracted member", b'[{"g":' + b'{"g":' * DEEP + b"1" + b"}" * DEEP + b"}]"),
+    (
+        "on the path to an extracted member",
+        b'[{"g":' + b'{"g":' * DEEP + b"1" + b"}" * DEEP + b"}]",
+    ),
     ("top-level arrays", b"[" * DEEP + b"]" * DEEP),
     ("unterminated", b'[{"x":' + b"[" * DEEP),
-    ("mixed arrays and objects", b'[{"x":' + b'[{"a":' * (DEEP // 2) + b"1" + b"}]" * (DEEP // 2) + b"}]"),
+    (
+        "mixed arrays and objects",
+        b'[{"x":' + b'[{"a":' * (DEEP // 2) + b"1" + b"}]" * (DEEP // 2) + b"}]",
+    ),
     ("after a valid event", b'[{"g":1},{"x":' + b"[" * DEEP + b"]" * DEEP + b"}]"),
 ]
 
@@ -127,22 +133,16 @@ def test_deep_nesting_in_every_schema(schema: str, prefix: bytes, suffix: bytes)
     assert all(v == [] for v in snapshot(engine).values())
 
 
-DEPTH_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when a filter reads any path, the extracting scanner allows one more level"
-    " (a 513-level SINGLE_OBJECT body is accepted; without paths it is a JsonError)",
-)
 LIMIT_CONFIGS = [
     pytest.param([filter_def()], id="no paths read"),
     pytest.param([], id="no filters"),
-    pytest.param([filter_def(groupings=["@.g"])], id="grouping on another member", marks=DEPTH_BUG),
-    pytest.param([filter_def(groupings=["@.x"])], id="grouping on the deep member", marks=DEPTH_BUG),
+    pytest.param([filter_def(groupings=["@.g"])], id="grouping on another member"),
+    pytest.param([filter_def(groupings=["@.x"])], id="grouping on the deep member"),
     pytest.param(
         [filter_def(aggregations=[agg_def(1, ("APPROX_COUNT_DISTINCT",), "@.x")])],
         id="field on the deep member",
-        marks=DEPTH_BUG,
     ),
-    pytest.param([filter_def(filter="@.x")], id="filter on the deep member", marks=DEPTH_BUG),
+    pytest.param([filter_def(filter="@.x")], id="filter on the deep member"),
 ]
 
 
@@ -170,12 +170,6 @@ def test_deep_grouping_value_is_kept_as_compact_json() -> None:
     assert row["groupings"]["@.g"] == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG/disagreement: the depth limit ignores the batch array (and the wrapper object"
-    " and array of OBJECT_WITH_ARRAY_PROPERTY): a body nested 513 levels is accepted; the"
-    " reference rejects more than 512 levels of the document (semantics.md §2)",
-)
 @pytest.mark.parametrize(
     ("schema", "prefix", "suffix"),
     [("ARRAY_OF_EVENTS", b'[{"x":', b"}]"), (OBJ, b'{"events":[{"x":', b"}]}")],
@@ -201,7 +195,9 @@ def test_one_megabyte_strings(member: str) -> None:
     """A 1 MB string, skipped or extracted, is read whole and fast."""
     engine = hostile_engine(ts="@.t")
     big = "é" * (MB // 2) + "🙂" + "x" * 1000
-    stats = timed_ingest(engine, dumps([{member: big, "g": "small"} if member != "g" else {"g": big}]))
+    stats = timed_ingest(
+        engine, dumps([{member: big, "g": "small"} if member != "g" else {"g": big}])
+    )
     assert stats.accepted == (0 if member == "f" and big == "x" else 1)
     if member == "g":
         (row,) = rows(engine)
@@ -216,7 +212,7 @@ def test_one_megabyte_strings(member: str) -> None:
 def test_one_megabyte_string_of_escapes() -> None:
     """A 1 MB string of escapes decodes to the right text."""
     engine = hostile_engine()
-    body = b'[{"g":"' + b"\\u00e9\\n\\\"" * (MB // 14) + b'"}]'
+    body = b'[{"g":"' + b'\\u00e9\\n\\"' * (MB // 14) + b'"}]'
     timed_ingest(engine, body)
     (row,) = rows(engine)
     assert row["groupings"]["@.g"] == 'é\n"' * (MB // 14)
@@ -243,14 +239,22 @@ def test_one_megabyte_key_and_path() -> None:
         ("0." + "1" * 100_000, "0.1111111111111111"),
         ("1e-999", "0"),
     ],
-    ids=["1e999", "-1e999", "1E+999", "1e400", "400 digits", "100k digits", "100k fraction",
-         "1e-999"],
+    ids=[
+        "1e999",
+        "-1e999",
+        "1E+999",
+        "1e400",
+        "400 digits",
+        "100k digits",
+        "100k fraction",
+        "1e-999",
+    ],
 )
 def test_huge_numbers(raw: str, group: str) -> None:
     """Numbers beyond float range parse; they are skipped by numeric aggregations, group as
     their raw text, and count as distinct values."""
     engine = hostile_engine()
-    timed_ingest(engine, '[{"g":%s,"v":%s},{"g":%s,"v":2}]' % (raw, raw, raw))
+    timed_ingest(engine, '[{"g":' + raw + ',"v":' + raw + '},{"g":' + raw + ',"v":2}]')
     assert by_group(rows(engine), "@.g") == {group: 2}
     finite = raw.startswith("0.") or raw == "1e-999"
     total = single_value(engine, "SUM")
@@ -325,11 +329,6 @@ def test_invalid_utf8_is_a_json_error_at_its_offset(schema: str, body: bytes, of
     assert py.value.start == offset
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a str holding a lone surrogate leaks UnicodeEncodeError instead of an"
-    " EventtallyError (JsonError), outside the documented exception tree",
-)
 def test_str_with_lone_surrogate_is_a_json_error() -> None:
     """A ``str`` that is not valid Unicode (lone surrogate) is a JsonError, like invalid
     UTF-8."""
@@ -357,11 +356,6 @@ def test_raw_control_characters_are_json_errors() -> None:
 # Duplicate keys, BOM, huge arrays
 # --------------------------------------------------------------------------------------------
 
-DUP_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a value under an earlier duplicate of a parent key survives when the last"
-    " duplicate lacks it (last-wins applies to leaves only)",
-)
 DUPLICATES = [
     pytest.param(b'[{"g":"first","g":"second"}]', "@.g", "second", id="grouping"),
     pytest.param(b'[{"a":{"g":1,"g":2}}]', "@.a.g", "2", id="nested"),
@@ -370,21 +364,11 @@ DUPLICATES = [
     pytest.param(b'[{"g":1,"g":2,"g":3}]', "@.g", "3", id="three times"),
     pytest.param(b'[{"g":"x","g":null}]', "@.g", "", id="null last"),
     pytest.param(b'[{"a":{"g":"new"},"a":{"g":"old"}}]', "@.a.g", "old", id="parent, both"),
-    pytest.param(
-        b'[{"a":{"g":"old"},"a":{"h":1}}]', "@.a.g", "", id="parent duplicated", marks=DUP_BUG
-    ),
-    pytest.param(
-        b'[{"a":{"g":"old"},"a":5}]', "@.a.g", "", id="parent replaced by scalar", marks=DUP_BUG
-    ),
-    pytest.param(
-        b'[{"a":{"g":"old"},"a":null}]', "@.a.g", "", id="parent replaced by null", marks=DUP_BUG
-    ),
-    pytest.param(
-        b'[{"a":["old"],"a":[]}]', "@.a[0]", "", id="array parent replaced", marks=DUP_BUG
-    ),
-    pytest.param(
-        b'[{"a":{"b":{"g":"old"}},"a":{"b":{}}}]', "@.a.b.g", "", id="grandparent", marks=DUP_BUG
-    ),
+    pytest.param(b'[{"a":{"g":"old"},"a":{"h":1}}]', "@.a.g", "", id="parent duplicated"),
+    pytest.param(b'[{"a":{"g":"old"},"a":5}]', "@.a.g", "", id="parent replaced by scalar"),
+    pytest.param(b'[{"a":{"g":"old"},"a":null}]', "@.a.g", "", id="parent replaced by null"),
+    pytest.param(b'[{"a":["old"],"a":[]}]', "@.a[0]", "", id="array parent replaced"),
+    pytest.param(b'[{"a":{"b":{"g":"old"}},"a":{"b":{}}}]', "@.a.b.g", "", id="grandparent"),
 ]
 
 
@@ -396,7 +380,6 @@ def test_duplicate_keys_last_wins(body: bytes, path: str, expected: str) -> None
     assert by_group(rows(engine), path) == {expected: 1}
 
 
-@DUP_BUG
 def test_duplicate_parent_key_in_a_filter() -> None:
     """A filter sees only the last duplicate of a parent object."""
     engine = make_engine(ingest_def(), [filter_def(filter="@.a.g")])
@@ -452,7 +435,11 @@ def test_million_nulls() -> None:
     """A million nulls are counted as not_object, quickly, with no rows."""
     engine = hostile_engine()
     stats = timed_ingest(engine, b"[" + b",".join([b"null"] * 1_000_000) + b"]")
-    assert (stats.events, stats.accepted, stats.dropped) == (1_000_000, 0, {"not_object": 1_000_000})
+    assert (stats.events, stats.accepted, stats.dropped) == (
+        1_000_000,
+        0,
+        {"not_object": 1_000_000},
+    )
     assert rows(engine) == []
 
 

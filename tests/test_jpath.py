@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from conftest import (
     agg_def,
     by_group,
@@ -16,7 +17,6 @@ from conftest import (
     matched,
     rows,
 )
-
 from eventtally import ConfigError, EventtallyError, PathSyntaxError
 
 WHERE = ["filter", "subFilter"]
@@ -96,7 +96,11 @@ SPEC_TABLE = [
         False,
     ),
     # ||
-    ("@.eventName == 'AppClose' || @.eventName == 'AppBackground'", {"eventName": "AppClose"}, True),
+    (
+        "@.eventName == 'AppClose' || @.eventName == 'AppBackground'",
+        {"eventName": "AppClose"},
+        True,
+    ),
     (
         "@.eventName == 'AppClose' || @.eventName == 'AppBackground'",
         {"eventName": "AppBackground"},
@@ -141,7 +145,7 @@ PATHS = [
     ("@['clé ünïcode'] == 'x'", {"clé ünïcode": "x"}, True),
     ("@.clé == 'x'", {"clé": "x"}, True),
     ("@.日本 == 'x'", {"日本": "x"}, True),
-    ('@["double quoted"] == \'x\'', {"double quoted": "x"}, True),
+    ("@[\"double quoted\"] == 'x'", {"double quoted": "x"}, True),
     ("@['it\\'s'] == 'x'", {"it's": "x"}, True),
     ("@[''] == 'empty key'", {"": "empty key"}, True),
     ("@['$dollar'] == 'x'", {"$dollar": "x"}, True),
@@ -154,6 +158,16 @@ PATHS = [
     ("@.obj.k", {"obj": ["k"]}, False),
     ("@.a.b", {"a": "string, not an object"}, False),
     ("$.x == 1", {"x": 1}, True),
+    # member names are compared after JSON unescaping, without Unicode normalization
+    ("@.g == 'x'", '{"\\u0067":"x"}', True),
+    ("@.a.b == 'x'", '{"a":{"\\u0062":"x"}}', True),
+    ("@['a\"b'] == 'x'", '{"a\\"b":"x"}', True),
+    ("@['/'] == 'x'", '{"\\/":"x"}', True),
+    ("@.é == 'x'", '{"\\u00e9":"x"}', True),
+    ("@['🚀'] == 'x'", '{"\\ud83d\\ude80":"x"}', True),
+    ("@.é == 'x'", {"e\u0301": "x"}, False),
+    ("@.v == 'a'", '{"v":"\\u0061"}', True),
+    ("@.v LIKE 'é%'", '{"v":"\\u00e9t\\u00e9"}', True),
     ("$['x'] == 1", {"x": 1}, True),
 ]
 
@@ -442,13 +456,19 @@ def test_syntax_errors_report_position(expression: str, position: int) -> None:
 @pytest.mark.parametrize(
     ("filters", "field"),
     [
-        ([filter_def(aggregations=[agg_def(sub_filter="@.a ==")])], "filters[0].aggregations[0].subFilter"),
+        (
+            [filter_def(aggregations=[agg_def(sub_filter="@.a ==")])],
+            "filters[0].aggregations[0].subFilter",
+        ),
         (
             [filter_def(), filter_def("g", aggregations=[agg_def(1), agg_def(2, sub_filter="(")])],
             "filters[1].aggregations[1].subFilter",
         ),
         ([filter_def(groupings=["@.a", "@.b c"])], "filters[0].groupingItems[1].grouping"),
-        ([filter_def(aggregations=[agg_def(1, ("SUM",), "@.a == 1")])], "filters[0].aggregations[0].calculationField"),
+        (
+            [filter_def(aggregations=[agg_def(1, ("SUM",), "@.a == 1")])],
+            "filters[0].aggregations[0].calculationField",
+        ),
         ([filter_def(flatten="@.items[")], "filters[0].flattenPath"),
     ],
 )

@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
+
+import eventtally
 from conftest import (
     FIXED_NOW_MS,
     INPUT_FORMS,
     PERCENTILE_GRID,
     agg_def,
-    fixed_clock,
     filter_def,
+    fixed_clock,
     ingest_def,
     query,
     snapshot,
 )
-from hypothesis import HealthCheck, given, settings
 from reference import ReferenceEngine
-
-import eventtally
 
 SETTINGS = settings(
     max_examples=40,
@@ -41,14 +41,14 @@ SETTINGS = settings(
 )
 
 MISSING = object()
-WINDOW_START = datetime(2024, 5, 14, 9, 0, tzinfo=timezone.utc)
+WINDOW_START = datetime(2024, 5, 14, 9, 0, tzinfo=UTC)
 
 # --------------------------------------------------------------------------------------------
 # Strategies: Segment-like events
 # --------------------------------------------------------------------------------------------
 
-cents = st.integers(-10**8, 10**8).map(lambda i: i / 100)
-numbers = st.one_of(st.integers(-10**6, 10**6), cents, st.sampled_from([0, -0.0, 0.5, 1e-3]))
+cents = st.integers(-(10**8), 10**8).map(lambda i: i / 100)
+numbers = st.one_of(st.integers(-(10**6), 10**6), cents, st.sampled_from([0, -0.0, 0.5, 1e-3]))
 numeric_strings = st.one_of(
     numbers.map(lambda x: json.dumps(x)),
     st.sampled_from(["1e3", "-0", "12.50", "007", " 1", "1.", "+5", "0x10"]),
@@ -72,7 +72,6 @@ small_json = st.recursive(
 def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """``strategy``, or MISSING (the member is left out) about one time in four."""
     return st.one_of(strategy, strategy, strategy, st.just(MISSING))
-
 
 
 TYPES = ["track", "page", "screen", "identify", "group", "alias"]
@@ -130,8 +129,15 @@ def events(draw: st.DrawFn) -> Any:
         "anonymousId": maybe(st.sampled_from(["a1", "a2", "a3"])),
         "receivedAt": timestamps(),
         "context": maybe(
-            st.fixed_dictionaries({"device": maybe(st.fixed_dictionaries({"type": maybe(
-                st.sampled_from(["ios", "android", "web", ""]))}))})
+            st.fixed_dictionaries(
+                {
+                    "device": maybe(
+                        st.fixed_dictionaries(
+                            {"type": maybe(st.sampled_from(["ios", "android", "web", ""]))}
+                        )
+                    )
+                }
+            )
         ),
         "properties": maybe(
             st.fixed_dictionaries(
@@ -235,16 +241,19 @@ def filters_for(condition: str) -> list[dict[str, Any]]:
             groupings=["@.sku", ("$.userId", "User")],
             interval=("MINUTE", 13),
             flatten="@.properties.items",
-            aggregations=[agg_def(1, ("COUNT", "SUM", "MAX"), "@.qty"),
-                          agg_def(2, ("APPROX_COUNT_DISTINCT",), "$.anonymousId")],
+            aggregations=[
+                agg_def(1, ("COUNT", "SUM", "MAX"), "@.qty"),
+                agg_def(2, ("APPROX_COUNT_DISTINCT",), "$.anonymousId"),
+            ],
         ),
         filter_def(
             "generated",
             filter=condition,
             interval=("DAY", 1),
             groupings=["@.type"],
-            aggregations=[agg_def(1, ("COUNT", "SUM", "MIN"), "@.properties.value",
-                                  sub_filter=condition)],
+            aggregations=[
+                agg_def(1, ("COUNT", "SUM", "MIN"), "@.properties.value", sub_filter=condition)
+            ],
         ),
     ]
 
@@ -259,13 +268,14 @@ def ingest_for(schema: str = "ARRAY_OF_EVENTS", on_invalid: str = "INGEST_TIME")
     )
 
 
-def encode(batch: list[Any], schema: str = "ARRAY_OF_EVENTS") -> bytes:
-    """The batch in the schema's wire form (with insignificant whitespace, as producers send)."""
+def encode(batch: list[Any], schema: str = "ARRAY_OF_EVENTS", ascii_only: bool = False) -> bytes:
+    """The batch in the schema's wire form (with insignificant whitespace, as producers send;
+    ``ascii_only`` writes every non-ASCII character as a ``\\u`` escape)."""
     if schema == "NEWLINE_DELIMITED":
-        return "".join(json.dumps(e, ensure_ascii=False) + "\r\n" for e in batch).encode()
+        return "".join(json.dumps(e, ensure_ascii=ascii_only) + "\r\n" for e in batch).encode()
     if schema == "OBJECT_WITH_ARRAY_PROPERTY":
-        return json.dumps({"batch": batch, "sentAt": "x"}, ensure_ascii=False).encode()
-    return json.dumps(batch, ensure_ascii=False).encode()
+        return json.dumps({"batch": batch, "sentAt": "x"}, ensure_ascii=ascii_only).encode()
+    return json.dumps(batch, ensure_ascii=ascii_only).encode()
 
 
 def queries(defs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -280,12 +290,14 @@ def queries(defs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def assert_same_answer(q: dict[str, Any], got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+def assert_same_answer(
+    q: dict[str, Any], got: list[dict[str, Any]], want: list[dict[str, Any]]
+) -> None:
     """Same rows in the same order; values equal within the calculation's tolerance."""
     where = f"{q['filterId']}/{q['aggregationId']}/{q['calculation']}/{q.get('percentile')}"
-    assert [(r["dt"], r["groupings"]) for r in got] == [
-        (r["dt"], r["groupings"]) for r in want
-    ], where
+    assert [(r["dt"], r["groupings"]) for r in got] == [(r["dt"], r["groupings"]) for r in want], (
+        where
+    )
     calc = q["calculation"]
     for g, w in zip(got, want, strict=True):
         a, b = g["value"], w["value"]
@@ -328,14 +340,15 @@ def _comparable(state: dict[Any, Any]) -> dict[Any, Any]:
     batches=st.lists(st.lists(events(), max_size=30), min_size=1, max_size=3),
     condition=conditions,
     on_invalid=st.sampled_from(["INGEST_TIME", "DROP"]),
+    ascii_only=st.booleans(),
 )
 def test_core_equals_reference(
-    batches: list[list[Any]], condition: str, on_invalid: str
+    batches: list[list[Any]], condition: str, on_invalid: str, ascii_only: bool
 ) -> None:
     """For every calculation, the core's results (and stats) equal the reference oracle's."""
     core, ref, defs = core_and_reference(condition, on_invalid=on_invalid)
     for batch in batches:
-        body = encode(batch)
+        body = encode(batch, ascii_only=ascii_only)
         core_stats = core.ingest(body)
         ref_stats = ref.ingest(body)
         assert core_stats.to_dict() == ref_stats
@@ -344,8 +357,11 @@ def test_core_equals_reference(
 
 
 @SETTINGS
-@given(first=st.lists(events(), max_size=25), second=st.lists(events(), max_size=25),
-       condition=conditions)
+@given(
+    first=st.lists(events(), max_size=25),
+    second=st.lists(events(), max_size=25),
+    condition=conditions,
+)
 def test_one_batch_equals_two_batches(first: list[Any], second: list[Any], condition: str) -> None:
     """``ingest(A + B)`` and ``ingest(A); ingest(B)`` give the same state."""
     whole, _, _ = core_and_reference(condition)

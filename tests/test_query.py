@@ -21,7 +21,7 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,7 +76,7 @@ def ndjson(events: Iterable[dict[str, Any]]) -> str:
 
 def iso(ms: int) -> str:
     """RFC 3339 UTC as the engine writes it (semantics 4): milliseconds only when non-zero."""
-    dt = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if ms % 1000:
         text += f".{ms % 1000:03d}"

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from conftest import (
     agg_def,
     by_group,
@@ -21,7 +22,6 @@ from conftest import (
     rows,
     snapshot,
 )
-
 from eventtally import ConfigError, JsonError
 
 THREADS = 8
@@ -41,7 +41,15 @@ def counting_engine() -> Any:
                 aggregations=[
                     agg_def(
                         1,
-                        ("COUNT", "SUM", "MIN", "MAX", "AVG", "APPROX_COUNT_DISTINCT", "PERCENTILES"),
+                        (
+                            "COUNT",
+                            "SUM",
+                            "MIN",
+                            "MAX",
+                            "AVG",
+                            "APPROX_COUNT_DISTINCT",
+                            "PERCENTILES",
+                        ),
                         "@.v",
                     ),
                     agg_def(2, ("COUNT",), sub_filter="@.v >= 0"),
@@ -72,7 +80,7 @@ def run_threads(n: int, target: Callable[[int], None]) -> None:
         try:
             barrier.wait()
             target(i)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
@@ -148,7 +156,9 @@ def test_distinct_and_percentiles_are_order_independent_across_threads() -> None
 def test_queries_during_ingest_see_whole_batches() -> None:
     """Queries running while threads ingest only ever see whole batches, and counts never go
     down."""
-    engine = make_engine(ingest_def(), [filter_def(aggregations=[agg_def(1, ("COUNT", "SUM"), "@.v")])])
+    engine = make_engine(
+        ingest_def(), [filter_def(aggregations=[agg_def(1, ("COUNT", "SUM"), "@.v")])]
+    )
     writers, per_writer, size = 4, 60, 500
     body = dumps([{"v": 1}] * size)
     done = threading.Event()

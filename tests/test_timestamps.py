@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+import eventtally
 from conftest import (
     FIXED_NOW_DT,
     agg_def,
@@ -21,8 +23,6 @@ from conftest import (
     rows,
 )
 
-import eventtally
-
 B0 = "2024-05-14T09:21:00Z"  # bucket holding 09:21:00.000 .. 09:21:29.999
 B30 = "2024-05-14T09:21:30Z"  # bucket holding 09:21:30.000 .. 09:21:59.999
 FALLBACK = FIXED_NOW_DT  # ingest time (the fixed clock), used when the timestamp is invalid
@@ -32,9 +32,7 @@ SECONDS_30 = ("SECOND", 30)
 
 def land(value: Any, fmt: str, interval: tuple[str, int] = SECONDS_30) -> tuple[str, Any]:
     """(bucket start of one event whose ``@.t`` is ``value``, ingest stats)."""
-    engine = make_engine(
-        ingest_def(path="@.t", fmt=fmt), [filter_def(interval=interval)]
-    )
+    engine = make_engine(ingest_def(path="@.t", fmt=fmt), [filter_def(interval=interval)])
     stats = engine.ingest(dumps([{"t": value}]))
     (dt,) = bucket_starts(engine)
     return dt, stats
@@ -356,6 +354,22 @@ def test_flattened_elements_share_the_fallback_time() -> None:
     stats = engine.ingest(dumps([{"items": [{"t": "2024-05-14T09:21:30Z"}, {}]}]))
     assert stats.timestamp_fallback == 1
     assert {r["dt"]: r["value"] for r in rows(engine)} == {FALLBACK: 2.0}
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt"),
+    [
+        (b'"2024-05-14T09:21:30\\u005a"', "ISO_8601"),
+        (b'"\\u0032024-05-14T09:21:30Z"', "AUTO"),
+        (b'"\\u0031715678490"', "UNIX_SECONDS"),
+    ],
+)
+def test_escaped_timestamp_strings(raw: bytes, fmt: str) -> None:
+    """Timestamp strings are unescaped before they are parsed."""
+    engine = make_engine(ingest_def(path="@.t", fmt=fmt), [filter_def(interval=SECONDS_30)])
+    stats = engine.ingest(b'[{"t":' + raw + b"}]")
+    assert stats.timestamp_fallback == 0
+    assert bucket_starts(engine) == [B30]
 
 
 def test_timestamp_path_with_brackets_and_nesting() -> None:

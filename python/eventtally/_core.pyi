@@ -5,18 +5,23 @@ Every method that processes data releases the GIL. Errors are raised as the clas
 """
 
 from collections.abc import Callable
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "_rows_from_arrays"]
+
 SNAPSHOT_FORMAT_VERSION: int
 
+@final
 class PreparedBatch:
     """A batch parsed and evaluated against a plan, not yet applied (applies once)."""
 
     def stats(self) -> dict[str, object]:
         """Stats the batch reports when applied."""
 
+@final
 class Engine:
     """Compiled plan plus columnar state; thread-safe (frozen, inner locks)."""
 

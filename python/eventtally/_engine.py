@@ -8,6 +8,7 @@ merged, so threads ingesting into one engine run in parallel.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eventtally import _core
+from eventtally.exceptions import JsonError
 
 __all__ = ["Engine", "IngestStats", "PreparedBatch", "ResultArrays"]
 
@@ -115,8 +117,15 @@ class PreparedBatch:
 
 
 def _now_ms(clock: Clock, received_at: float | None) -> int:
+    # Floored like timestamp values, so a clock reading and an equal event time share a bucket.
     seconds = clock() if received_at is None else received_at
-    return round(seconds * 1000)
+    return math.floor(seconds * 1000)
+
+
+def _lone_surrogate_error(data: str, exc: UnicodeEncodeError) -> JsonError:
+    offset = len(data[: exc.start].encode("utf-8"))
+    reason = "invalid UTF-8: lone surrogate in str input"
+    return JsonError(f"malformed JSON at byte {offset}: {reason}", offset=offset, reason=reason)
 
 
 def _dumps(value: object, what: str) -> str:
@@ -163,16 +172,25 @@ class Engine:
         self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
     ) -> IngestStats:
         """Ingests one batch in the ingest's format; atomic. Raises ``JsonError``/``FormatError``."""
-        raw = self._inner.ingest(data, ingest_id, _now_ms(self._clock, received_at))
+        try:
+            raw = self._inner.ingest(data, ingest_id, _now_ms(self._clock, received_at))
+        except UnicodeEncodeError as exc:
+            if not isinstance(data, str):
+                raise
+            raise _lone_surrogate_error(data, exc) from exc
         return IngestStats._from_core(raw)
 
     def prepare(
         self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
     ) -> PreparedBatch:
         """Parses and evaluates a batch without touching the state (raises on a bad batch)."""
-        return PreparedBatch(
-            self._inner.prepare(data, ingest_id, _now_ms(self._clock, received_at))
-        )
+        try:
+            inner = self._inner.prepare(data, ingest_id, _now_ms(self._clock, received_at))
+        except UnicodeEncodeError as exc:
+            if not isinstance(data, str):
+                raise
+            raise _lone_surrogate_error(data, exc) from exc
+        return PreparedBatch(inner)
 
     def apply(self, prepared: PreparedBatch) -> IngestStats:
         """Applies a prepared batch; ``ingest(x)`` is ``apply(prepare(x))``."""

@@ -134,6 +134,7 @@ def recover(
     t0 = time.perf_counter()
     report: RecoveryReport[E] = RecoveryReport(torn_tail=wal.torn_tail)
     orphans: set[str] = set()
+    unusable: set[str] = set()  # orgs whose snapshot files all failed: they start empty
 
     def load(org: str) -> None:
         for data, seq in snapshots.iter_valid(org):
@@ -150,6 +151,9 @@ def recover(
             report.engines[org] = engine
             report.snapshot_seqs[org] = seq
             return
+        if snapshots.files(org):
+            unusable.add(org)
+            log.error("org %r: no usable snapshot; rebuilding it from the WAL alone", org)
         engine = make_engine(org, None)
         if engine is None:
             orphans.add(org)
@@ -160,7 +164,8 @@ def recover(
         load(org)
 
     first = wal.first_seq
-    for org, seq in report.snapshot_seqs.items():
+    needed = {**dict.fromkeys(unusable & set(report.engines), 0), **report.snapshot_seqs}
+    for org, seq in sorted(needed.items()):
         if seq + 1 < first:
             report.gaps[org] = (seq + 1, first - 1)
             log.error(

@@ -44,6 +44,7 @@ _HEAD = struct.Struct("<8sIHHQqQ")
 _CRC = struct.Struct("<I")
 _NAME_RE = re.compile(r"^snap-(.+)-(\d{20})\.bin$")
 _TMP_SUFFIX = ".tmp"
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,17 +153,18 @@ class SnapshotStore:
         crc = zlib.crc32(engine_bytes, zlib.crc32(org, zlib.crc32(head)))
         tmp = self.directory / f".{final.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}"
         with self._org_lock(org_id):
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0))
             try:
-                _write_all(fd, [head, org, engine_bytes, _CRC.pack(crc)])
-                os.fsync(fd)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
+                try:
+                    _write_all(fd, [head, org, engine_bytes, _CRC.pack(crc)])
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, final)
             except BaseException:
-                os.close(fd)
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                 raise
-            os.close(fd)
-            os.replace(tmp, final)
             _fsync_dir(self.directory)
             self._prune(org_id)
         return final

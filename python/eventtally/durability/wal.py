@@ -330,6 +330,16 @@ def _only_org(org_id: str, where: Callable[[int, str], bool] | None) -> Callable
     return pick
 
 
+def _torn_seq(buf: bytes, pos: int, end: int, prev_seq: int) -> int:
+    """The sequence number a torn record at ``pos`` was given, when its header got written
+    (so it is never handed out again), else ``prev_seq``."""
+    if end - pos < _FRAME.size + 8 or buf[pos : pos + 4] != RECORD_MAGIC:
+        return prev_seq
+    (seq,) = struct.unpack_from("<Q", buf, pos + _FRAME.size)
+    # Only a plausible successor: garbage must not push the counter towards 2**64.
+    return int(seq) if prev_seq < seq <= prev_seq + 1_000_000 else prev_seq
+
+
 class WriteAheadLog:
     """An append-only, segmented, checksummed log of accepted batches in ``directory``.
 
@@ -337,10 +347,11 @@ class WriteAheadLog:
     background) or ``"never"``. ``segment_bytes``: rotate after a segment reaches this size.
     ``retain_bytes`` / ``retain_seconds``: :meth:`truncate_before` keeps at least this many of the
     newest bytes / segments modified this recently (for backfill). ``compress_level``: 0 stores
-    payloads as they are (default; zlib costs about 4 ms per 300 KB batch), 1-9 zlib-compresses
-    them. ``repair``: cut the newest segment at its first bad record even when valid records follow
-    (they are logged and discarded). ``on_fsync(seconds)`` is called after every fsync, under the
-    log's lock: keep it cheap (a histogram ``observe``) and do not call back into the log.
+    payloads as they are (default), 1-9 zlib-compresses them (level 1: about 1.3 ms and a 5x
+    reduction per 300 KB Segment batch). ``repair``: cut the newest segment at its first bad
+    record even when valid records follow (they are logged and discarded). ``on_fsync(seconds)``
+    is called after every fsync, under the log's lock: keep it cheap (a histogram ``observe``)
+    and do not call back into the log.
     """
 
     def __init__(
@@ -422,10 +433,10 @@ class WriteAheadLog:
         self._segments = firsts
         first = firsts[-1]
         path = self._path(first)
-        last_seq, end = self._check_newest(path, first, repair)
+        last_seq, end, torn_seq = self._check_newest(path, first, repair)
         # An empty newest segment: its name says every record on disk is below ``first``.
         self._last_seq = self._synced_seq = max(last_seq, first - 1)
-        self._next_seq = self._last_seq + 1
+        self._next_seq = max(self._last_seq, torn_seq) + 1
         self._fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         os.lseek(self._fd, end, os.SEEK_SET)
         self._offset = end
@@ -433,8 +444,9 @@ class WriteAheadLog:
         if self.fsync != "never":
             _sync(self._fd)
 
-    def _check_newest(self, path: Path, first: int, repair: bool) -> tuple[int, int]:
-        """Scan the newest segment, cut a torn tail; return (last seq or 0, good length)."""
+    def _check_newest(self, path: Path, first: int, repair: bool) -> tuple[int, int, int]:
+        """Scan the newest segment and cut a torn tail: (last seq or 0, good length, the seq a
+        torn record had claimed or 0)."""
         with open(path, "rb") as f:
             data = f.read()
         size = len(data)
@@ -444,7 +456,7 @@ class WriteAheadLog:
             self._rewrite_header(path, first)
             if size:
                 self._report_torn(TornTail(path, hdr, size, "incomplete segment header"))
-            return 0, hdr
+            return 0, hdr, 0
         magic, version, _reserved, hdr_first = _SEGMENT_HEADER.unpack_from(data, 0)
         if magic != SEGMENT_MAGIC or version != SEGMENT_VERSION or hdr_first != first:
             raise WalCorruptionError(
@@ -480,10 +492,10 @@ class WriteAheadLog:
                 with open(path, "rb+") as f:
                     os.fsync(f.fileno())
                 self._report_torn(TornTail(path, pos, size - pos, defect.reason, after))
-                return last, pos
+                return last, pos, _torn_seq(data, pos, size, prev)
             prev = last = raw.seq
             pos = raw.end
-        return last, pos
+        return last, pos, 0
 
     def _report_torn(self, torn: TornTail) -> None:
         self.torn_tail = torn
@@ -537,6 +549,8 @@ class WriteAheadLog:
         payload: bytes | bytearray | memoryview = record.payload
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError(f"payload must be bytes-like, not {type(payload).__name__}")
+        if isinstance(payload, memoryview) and payload.itemsize != 1:
+            payload = payload.cast("B")  # lengths below are in bytes
         fmt = 0 if record.ingest_id is not None else _F_NO_INGEST
         if self.compress_level:
             payload = zlib.compress(payload, self.compress_level)

@@ -33,6 +33,9 @@ impl Default for PathTrie {
 #[derive(Debug, Clone, Default)]
 struct TrieNode {
     slot: Option<u32>,
+    /// Slots strictly below this node: cleared when a duplicate key re-enters the subtree, so
+    /// the last occurrence wins for nested paths too.
+    descendants: Vec<u32>,
     keys: Vec<(Box<[u8]>, u32)>,
     indices: Vec<(usize, u32)>,
 }
@@ -55,6 +58,7 @@ impl PathTrie {
     pub fn insert(&mut self, path: &Path, slot: u32) {
         let mut node = 0usize;
         for seg in &path.segments {
+            self.nodes[node].descendants.push(slot);
             let next = match seg {
                 Segment::Key(k) => self.nodes[node]
                     .keys
@@ -111,6 +115,9 @@ pub struct Scanner<'a> {
     pos: usize,
     base: usize,
     stack: Vec<u8>,
+    /// Containers open around `pos` that the caller (or `extract_at`) entered; bounds the total
+    /// nesting of the document, not only of the part being skipped.
+    nesting: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -122,7 +129,41 @@ impl<'a> Scanner<'a> {
             pos: 0,
             base,
             stack: Vec::new(),
+            nesting: 0,
         }
+    }
+
+    /// Declares how many containers enclose the text this scanner reads.
+    pub fn set_nesting(&mut self, nesting: usize) {
+        self.nesting = nesting;
+    }
+
+    /// Enters a container at `pos` (already checked to be `{` or `[`).
+    pub fn enter(&mut self) -> Result<()> {
+        if self.nesting >= MAX_DEPTH {
+            return Err(self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        self.nesting += 1;
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Leaves a container entered with [`Scanner::enter`] (the closing byte is at `pos`).
+    pub fn leave(&mut self) {
+        self.nesting -= 1;
+        self.pos += 1;
+    }
+
+    /// The text this scanner reads.
+    #[must_use]
+    pub fn source(&self) -> &'a str {
+        self.src
+    }
+
+    /// Offset of the text's first byte in the caller's input.
+    #[must_use]
+    pub fn base(&self) -> usize {
+        self.base
     }
 
     /// Points the scanner at another slice of the same batch, keeping its buffers.
@@ -383,6 +424,9 @@ impl<'a> Scanner<'a> {
     /// Iteratively skips an object or array at `pos`; returns the top-level element count.
     fn skip_container(&mut self) -> Result<usize> {
         self.stack.clear();
+        if self.nesting >= MAX_DEPTH {
+            return Err(self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
         let mut top_count = 0usize;
         let mut in_object = self.buf[self.pos] == b'{';
         self.stack.push(self.buf[self.pos]);
@@ -446,7 +490,7 @@ impl<'a> Scanner<'a> {
             }
             match self.peek() {
                 Some(open @ (b'{' | b'[')) => {
-                    if self.stack.len() >= MAX_DEPTH {
+                    if self.nesting + self.stack.len() >= MAX_DEPTH {
                         return Err(self.err(
                             self.pos,
                             format!("nesting deeper than {MAX_DEPTH} levels"),
@@ -523,7 +567,7 @@ impl<'a> Scanner<'a> {
         trie: &PathTrie,
         slots: &mut [Option<Value<'a>>],
     ) -> Result<()> {
-        self.extract_at(trie, 0, slots, 1)
+        self.extract_at(trie, 0, slots)
     }
 
     fn extract_at(
@@ -531,12 +575,11 @@ impl<'a> Scanner<'a> {
         trie: &PathTrie,
         node_idx: usize,
         slots: &mut [Option<Value<'a>>],
-        depth: usize,
     ) -> Result<()> {
         let node = &trie.nodes[node_idx];
         self.skip_ws();
         let start = self.pos;
-        if node.is_leaf() || depth > MAX_DEPTH {
+        if node.is_leaf() {
             let v = self.read_value()?;
             if let Some(slot) = node.slot {
                 slots[slot as usize] = Some(v);
@@ -545,10 +588,10 @@ impl<'a> Scanner<'a> {
         }
         match self.peek() {
             Some(b'{') if !node.keys.is_empty() => {
-                self.pos += 1;
+                self.enter()?;
                 self.skip_ws();
                 if self.peek() == Some(b'}') {
-                    self.pos += 1;
+                    self.leave();
                 } else {
                     loop {
                         self.skip_ws();
@@ -571,7 +614,12 @@ impl<'a> Scanner<'a> {
                                 .map(|(_, c)| *c)
                         };
                         match child {
-                            Some(c) => self.extract_at(trie, c as usize, slots, depth + 1)?,
+                            Some(c) => {
+                                for &s in &trie.nodes[c as usize].descendants {
+                                    slots[s as usize] = None;
+                                }
+                                self.extract_at(trie, c as usize, slots)?;
+                            }
                             None => {
                                 self.skip_value()?;
                             }
@@ -580,7 +628,7 @@ impl<'a> Scanner<'a> {
                         match self.peek() {
                             Some(b',') => self.pos += 1,
                             Some(b'}') => {
-                                self.pos += 1;
+                                self.leave();
                                 break;
                             }
                             _ => return Err(self.unexpected("',' or '}'")),
@@ -594,11 +642,11 @@ impl<'a> Scanner<'a> {
                 }
             }
             Some(b'[') if !node.indices.is_empty() => {
-                self.pos += 1;
+                self.enter()?;
                 self.skip_ws();
                 let mut index = 0usize;
                 if self.peek() == Some(b']') {
-                    self.pos += 1;
+                    self.leave();
                 } else {
                     loop {
                         let child = node
@@ -607,7 +655,7 @@ impl<'a> Scanner<'a> {
                             .find(|(i, _)| *i == index)
                             .map(|(_, c)| *c);
                         match child {
-                            Some(c) => self.extract_at(trie, c as usize, slots, depth + 1)?,
+                            Some(c) => self.extract_at(trie, c as usize, slots)?,
                             None => {
                                 self.skip_value()?;
                             }
@@ -617,7 +665,7 @@ impl<'a> Scanner<'a> {
                         match self.peek() {
                             Some(b',') => self.pos += 1,
                             Some(b']') => {
-                                self.pos += 1;
+                                self.leave();
                                 break;
                             }
                             _ => return Err(self.unexpected("',' or ']'")),

@@ -361,6 +361,7 @@ impl FilterDef {
         check_condition(&filter, "filter")?;
 
         let mut groupings = Vec::new();
+        let mut list_field = "groupingItems";
         match (obj.get("groupingItems"), obj.get("groupings")) {
             (Some(Json::Array(items)), _) => {
                 for (i, item) in items.iter().enumerate() {
@@ -373,16 +374,17 @@ impl FilterDef {
                     let alias = get_str(io, "alias", &format!("{field}.alias"))?
                         .filter(|a| !a.is_empty())
                         .map(str::to_owned);
-                    groupings.push((field, src.to_owned(), alias));
+                    groupings.push((format!("{field}.grouping"), field, src.to_owned(), alias));
                 }
             }
             (None | Some(Json::Null), Some(Json::Array(items))) => {
+                list_field = "groupings";
                 for (i, item) in items.iter().enumerate() {
                     let field = format!("groupings[{i}]");
                     let src = item
                         .as_str()
                         .ok_or_else(|| cfg(&field, "must be a JPath string"))?;
-                    groupings.push((field, src.to_owned(), None));
+                    groupings.push((field.clone(), field, src.to_owned(), None));
                 }
             }
             (None | Some(Json::Null), None | Some(Json::Null)) => {}
@@ -391,7 +393,7 @@ impl FilterDef {
         }
         if groupings.len() > MAX_GROUPINGS {
             return Err(cfg(
-                "groupingItems",
+                list_field,
                 format!(
                     "at most {MAX_GROUPINGS} groupings are allowed, got {}",
                     groupings.len()
@@ -399,11 +401,11 @@ impl FilterDef {
             ));
         }
         let mut parsed_groupings: Vec<GroupingDef> = Vec::new();
-        for (field, src, alias) in groupings {
-            let path = check_path(&src, &format!("{field}.grouping"))?;
+        for (path_field, field, src, alias) in groupings {
+            let path = check_path(&src, &path_field)?;
             if parsed_groupings.iter().any(|g| g.path == path) {
                 return Err(cfg(
-                    format!("{field}.grouping"),
+                    path_field,
                     format!("duplicate grouping {src:?}"),
                 ));
             }

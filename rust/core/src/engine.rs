@@ -167,7 +167,7 @@ impl Plan {
         for (i, a) in ingests.iter().enumerate() {
             if ingests[..i].iter().any(|b| b.id == a.id) {
                 return Err(Error::Config {
-                    field: "ingest.id".into(),
+                    field: format!("ingests[{i}].id"),
                     reason: format!("duplicate ingest id {:?}", a.id),
                 });
             }
@@ -175,7 +175,7 @@ impl Plan {
         for (i, a) in filters.iter().enumerate() {
             if filters[..i].iter().any(|b| b.id == a.id) {
                 return Err(Error::Config {
-                    field: "id".into(),
+                    field: format!("filters[{i}].id"),
                     reason: format!("duplicate filter id {:?}", a.id),
                 });
             }
@@ -394,6 +394,8 @@ impl Plan {
                     Some(Value::Array { raw, .. }) => {
                         let base = raw.as_ptr() as usize - src.as_ptr() as usize;
                         let mut inner = Scanner::new(raw, bom + base);
+                        // The object and the members on the path enclose the array.
+                        inner.set_nesting(ing.def.array_path.as_ref().map_or(1, |(_, p)| p.segments.len()));
                         self.scan_array(&mut inner, ing, &mut work, delta)?;
                     }
                     Some(_) => {
@@ -461,10 +463,10 @@ impl Plan {
         delta: &mut Delta,
     ) -> Result<()> {
         sc.skip_ws();
-        sc.set_position(sc.position() + 1); // '['
+        sc.enter()?; // '['
         sc.skip_ws();
         if sc.peek() == Some(b']') {
-            sc.set_position(sc.position() + 1);
+            sc.leave();
             return Ok(());
         }
         loop {
@@ -480,7 +482,7 @@ impl Plan {
             match sc.peek() {
                 Some(b',') => sc.set_position(sc.position() + 1),
                 Some(b']') => {
-                    sc.set_position(sc.position() + 1);
+                    sc.leave();
                     return Ok(());
                 }
                 _ => return Err(sc.error_here("expected ',' or ']' after an array element")),
@@ -577,9 +579,16 @@ impl Plan {
     }
 }
 
+/// The error for a body whose first value has the wrong shape: a JSON error when the body is not
+/// JSON at all, else a format error ("Incorrect event format").
 fn format_error(sc: &Scanner<'_>, reason: &str) -> Error {
     if sc.at_end() {
         return sc.error_here("empty body");
+    }
+    let mut probe = Scanner::new(sc.source(), sc.base());
+    probe.set_position(sc.position());
+    if let Err(e) = probe.skip_value().and_then(|_| expect_end(&mut probe)) {
+        return e;
     }
     match sc.error_here(reason) {
         Error::Json { offset, reason } => Error::Format { offset, reason },

@@ -1,0 +1,317 @@
+"""Accuracy of APPROX_COUNT_DISTINCT and PERCENTILES against exact answers (issue 3 section 5).
+
+What this script does and guarantees:
+
+- Everything goes through the public engine: NDJSON batches (at most 1,000,000 lines each, so
+  memory stays bounded at 10^7 values) into one filter grouped by ``@.g`` with a one-day
+  interval, then one ``Engine.results`` query per calculation and percentile. Each group is an
+  independent cell (its own sketch); the values of different groups never overlap.
+- APPROX_COUNT_DISTINCT: for every cardinality ``N = 1, 10, ..., 10^max_exp`` and every value
+  distribution, each group holds exactly ``N`` distinct values (so the truth is ``N``); the
+  error of a group is ``|estimate - N| / N``. Distributions: ``uniform`` (every value once),
+  ``zipf`` (every value once plus ``N`` repeats drawn Zipf(1.2) over the values: skewed
+  frequencies), ``numbers`` (integers instead of strings).
+- PERCENTILES: for every size ``n = 10, ..., 10^max_exp`` and distribution (``uniform`` on
+  [0, 1000), ``zipf`` integers (a = 1.5, many ties), ``lognormal`` (mu 0, sigma 2), ``pareto``
+  (alpha 1.16, the 80/20 tail), ``loguniform`` over 24 decades, where the sketch folds its lowest
+  bins), the exact answer is the engine's rank convention ``sorted(x)[floor(p * (n - 1))]``.
+  Value error: ``|estimate - exact| / |exact|``. Rank error: the distance, as a fraction of
+  ``n``, from the target rank to the ranks the estimate is consistent with (the ranks of the
+  values equal to it, or of the two values it lies between).
+- Distinct-count tail: 200 groups at 10^4 and 10^5 and 20 at 10^6 (``--tail-groups``) give the
+  bias, the standard deviation and the fraction of groups above 2 %.
+- Deterministic for a given ``--seed``. Prints markdown tables and a summary against the targets
+  (distinct error <= 2 % in every group; rank error <= 1 % for n >= 1,000, where one rank is at
+  most 0.1 %; the worst rank error at every n is printed too); exits 1 if a target is missed.
+
+Usage::
+
+    python benches/accuracy.py                # up to 10^7 (a few minutes)
+    python benches/accuracy.py --max-exp 5    # quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from eventtally import Engine
+
+BATCH_LINES = 1_000_000
+PERCENTILES = (0.5, 0.9, 0.99, 0.999)
+DISTINCT_TARGET = 0.02
+RANK_TARGET = 0.01
+GROUP_BUDGET = 2_000_000
+"""Values per (distribution, size) across groups: ``groups = clamp(budget // size, 1, 20)``."""
+
+INGEST = {"id": "acc", "name": "accuracy", "schema": "NEWLINE_DELIMITED"}
+FILTER = {
+    "id": "acc",
+    "name": "accuracy",
+    "groupingItems": [{"grouping": "@.g", "alias": None}],
+    "intervalType": "DAY",
+    "intervalCount": 1,
+    "aggregations": [
+        {"id": 1, "name": "distinct", "calculations": ["APPROX_COUNT_DISTINCT"],
+         "calculationField": "@.u"},
+        {"id": 2, "name": "quantiles", "calculations": ["PERCENTILES"], "calculationField": "@.v"},
+    ],
+}
+NOW = 1_704_067_200.0
+
+
+def new_engine() -> Engine:
+    """An engine whose clock is fixed, so every event lands in one bucket."""
+    return Engine(INGEST, [FILTER], clock=lambda: NOW)
+
+
+def groups_for(size: int, budget: int) -> int:
+    """How many independent groups to measure at this size."""
+    return max(1, min(20, budget // max(size, 1)))
+
+
+def ingest_lines(engine: Engine, lines: Iterator[str]) -> None:
+    """Ingests NDJSON lines in batches of at most BATCH_LINES."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == BATCH_LINES:
+            engine.ingest("\n".join(batch))
+            batch.clear()
+    if batch:
+        engine.ingest("\n".join(batch))
+
+
+def answers(engine: Engine, query: dict[str, object]) -> dict[int, float]:
+    """``{group: value}`` of one query."""
+    rows = engine.results({"filterId": "acc", **query})
+    return {int(r["groupings"]["@.g"]): r["value"] for r in rows}
+
+
+# ---------------------------------------------------------------- distinct
+
+
+def distinct_lines(
+    kind: str, n: int, group: int, rng: np.random.Generator, seed: int
+) -> Iterator[str]:
+    """NDJSON of exactly ``n`` distinct values for one group, in ``kind``'s frequencies."""
+    for start in range(0, n, BATCH_LINES):
+        ids = np.arange(start, min(n, start + BATCH_LINES))
+        rng.shuffle(ids)
+        yield from _distinct_encode(kind, ids, group, seed)
+    if kind == "zipf":  # n more occurrences with Zipf-skewed frequencies
+        for start in range(0, n, BATCH_LINES):
+            size = min(BATCH_LINES, n - start)
+            ids = (rng.zipf(1.2, size) - 1) % n
+            yield from _distinct_encode(kind, ids, group, seed)
+
+
+def _distinct_encode(kind: str, ids: np.ndarray, group: int, seed: int) -> Iterator[str]:
+    if kind == "numbers":
+        base = (seed * 1000 + group) * 10**8
+        return (f'{{"g":{group},"u":{base + i}}}' for i in ids.tolist())
+    return (f'{{"g":{group},"u":"{kind}{seed}-g{group}-u{i}"}}' for i in ids.tolist())
+
+
+@dataclass
+class DistinctRow:
+    kind: str
+    n: int
+    groups: int
+    mean_err: float
+    max_err: float
+    seconds: float
+
+
+def measure_distinct(kind: str, n: int, seed: int, budget: int) -> DistinctRow:
+    """Errors of APPROX_COUNT_DISTINCT over the groups of one (distribution, cardinality)."""
+    t0 = time.perf_counter()
+    groups = groups_for(n, budget)
+    rng = np.random.default_rng([seed, n, len(kind)])
+    engine = new_engine()
+    for g in range(groups):
+        ingest_lines(engine, distinct_lines(kind, n, g, rng, seed))
+    est = answers(engine, {"aggregationId": 1, "calculation": "APPROX_COUNT_DISTINCT"})
+    assert sorted(est) == list(range(groups)), est
+    errors = [abs(est[g] - n) / n for g in range(groups)]
+    return DistinctRow(kind, n, groups, float(np.mean(errors)), max(errors),
+                       time.perf_counter() - t0)
+
+
+def distinct_signed_errors(kind: str, n: int, groups: int, seed: int) -> np.ndarray:
+    """``(estimate - n) / n`` for ``groups`` independent groups of ``n`` distinct strings."""
+    rng = np.random.default_rng([seed, n, groups])
+    engine = new_engine()
+    for g in range(groups):
+        ingest_lines(engine, distinct_lines(kind, n, g, rng, seed))
+    est = answers(engine, {"aggregationId": 1, "calculation": "APPROX_COUNT_DISTINCT"})
+    return np.array([(est[g] - n) / n for g in range(groups)])
+
+
+# ---------------------------------------------------------------- percentiles
+
+Sampler = Callable[[np.random.Generator, int], np.ndarray]
+SAMPLERS: dict[str, Sampler] = {
+    "uniform [0, 1000)": lambda rng, n: rng.uniform(0.0, 1000.0, n),
+    "zipf a=1.5 (integers)": lambda rng, n: rng.zipf(1.5, n).astype(np.float64),
+    "lognormal sigma=2": lambda rng, n: rng.lognormal(0.0, 2.0, n),
+    "pareto alpha=1.16": lambda rng, n: rng.pareto(1.16, n) + 1.0,
+    "log-uniform 1e-12..1e12": lambda rng, n: 10.0 ** rng.uniform(-12.0, 12.0, n),
+}
+
+
+def quantile_lines(values: np.ndarray, group: int) -> Iterator[str]:
+    """NDJSON of one group's values; ``repr`` round-trips every float exactly."""
+    head = f'{{"g":{group},"v":'
+    return (head + r + "}" for r in map(repr, values.tolist()))
+
+
+def rank_error(sorted_values: np.ndarray, estimate: float, p: float) -> float:
+    """Distance (fraction of n) from the target rank to the ranks ``estimate`` can stand for:
+    the ranks of the values equal to it or, when it lies strictly between two data values, the
+    ranks of both neighbours (with all their ties)."""
+    s = sorted_values
+    n = len(s)
+    target = math.floor(p * (n - 1))
+    lo = int(np.searchsorted(s, estimate, "left"))
+    hi = int(np.searchsorted(s, estimate, "right"))
+    if hi > lo:
+        first, last = lo, hi - 1
+    else:
+        first = int(np.searchsorted(s, s[lo - 1], "left")) if lo > 0 else 0
+        last = int(np.searchsorted(s, s[lo], "right")) - 1 if lo < n else n - 1
+    return max(0, first - target, target - last) / n
+
+
+@dataclass
+class QuantileRow:
+    dist: str
+    n: int
+    groups: int
+    rank_err: dict[float, float]
+    value_err: dict[float, float]
+    seconds: float
+
+
+def measure_quantiles(dist: str, n: int, seed: int, budget: int) -> QuantileRow:
+    """Worst rank and value errors of PERCENTILES over the groups of one (distribution, n)."""
+    t0 = time.perf_counter()
+    groups = groups_for(n, budget)
+    rng = np.random.default_rng([seed, n, len(dist)])
+    engine = new_engine()
+    exact_sorted = []
+    for g in range(groups):
+        values = SAMPLERS[dist](rng, n)
+        for start in range(0, n, BATCH_LINES):
+            ingest_lines(engine, quantile_lines(values[start:start + BATCH_LINES], g))
+        values.sort()
+        exact_sorted.append(values)
+    rank_err: dict[float, float] = {}
+    value_err: dict[float, float] = {}
+    for p in PERCENTILES:
+        est = answers(engine, {"aggregationId": 2, "calculation": "PERCENTILES", "percentile": p})
+        ranks, rel = [], []
+        for g, s in enumerate(exact_sorted):
+            exact = float(s[math.floor(p * (n - 1))])
+            rel.append(abs(est[g] - exact) / abs(exact) if exact else abs(est[g]))
+            ranks.append(rank_error(s, est[g], p))
+        rank_err[p], value_err[p] = max(ranks), max(rel)
+    return QuantileRow(dist, n, groups, rank_err, value_err, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- report
+
+
+def pct(x: float) -> str:
+    """A percentage with enough digits to see small errors."""
+    if x == 0:
+        return "0"
+    return f"{100 * x:.3f} %" if x >= 1e-5 else f"{100 * x:.1e} %"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-exp", type=int, default=7, help="largest size is 10^max_exp")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--budget", type=int, default=GROUP_BUDGET,
+                        help="values per (distribution, size) spread over up to 20 groups")
+    parser.add_argument("--tail-groups", type=int, default=200,
+                        help="groups for the distinct-count tail at 10^4 and 10^5 (10^6: a "
+                             "tenth); 0 skips it")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    print(f"eventtally accuracy, seed {args.seed}, sizes up to 10^{args.max_exp}\n")
+
+    print("### APPROX_COUNT_DISTINCT (relative error per group; target <= 2 %)\n")
+    print("| distinct values N | values | groups | mean error | max error |")
+    print("|---:|---|---:|---:|---:|")
+    worst_distinct = 0.0
+    for exp in range(args.max_exp + 1):
+        n = 10**exp
+        for kind in ("uniform", "zipf", "numbers"):
+            if exp == args.max_exp and exp >= 7 and kind != "uniform":
+                continue  # the largest size once: it takes most of the run
+            r = measure_distinct(kind, n, args.seed, args.budget)
+            worst_distinct = max(worst_distinct, r.max_err)
+            label = {"uniform": "strings, each once", "zipf": "strings, Zipf(1.2) repeats",
+                     "numbers": "integers, each once"}[kind]
+            print(f"| {n:,} | {label} | {r.groups} | {pct(r.mean_err)} | {pct(r.max_err)} |",
+                  flush=True)
+
+    print("\n### PERCENTILES (worst group; rank error / relative value error; "
+          "target rank error <= 1 %)\n")
+    head = " | ".join(f"p = {p}" for p in PERCENTILES)
+    print(f"| distribution | n | groups | {head} |")
+    print("|---|---:|---:|" + "---:|" * len(PERCENTILES))
+    worst_rank = 0.0
+    worst_rank_large = 0.0  # n >= 1,000, where one rank is at most 0.1 %
+    worst_value = 0.0
+    for dist in SAMPLERS:
+        for exp in range(1, args.max_exp + 1):
+            n = 10**exp
+            r = measure_quantiles(dist, n, args.seed, args.budget)
+            worst_rank = max(worst_rank, *r.rank_err.values())
+            if n >= 1000:
+                worst_rank_large = max(worst_rank_large, *r.rank_err.values())
+            worst_value = max(worst_value, *r.value_err.values())
+            cells = " | ".join(f"{pct(r.rank_err[p])} / {pct(r.value_err[p])}"
+                               for p in PERCENTILES)
+            print(f"| {dist} | {n:,} | {r.groups} | {cells} |", flush=True)
+
+    if args.tail_groups:
+        print("\n### APPROX_COUNT_DISTINCT tail: many groups (fraction of groups above 2 %)\n")
+        print("| distinct values N | groups | bias (mean signed error) | std deviation "
+              "| max error | groups above 2 % |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for exp in (4, 5, 6):
+            n = 10**exp
+            groups = max(20, args.tail_groups // (10 ** max(0, exp - 5)))
+            signed = distinct_signed_errors("tail", n, groups, args.seed)
+            worst_distinct = max(worst_distinct, float(np.max(np.abs(signed))))
+            above = int(np.sum(np.abs(signed) > DISTINCT_TARGET))
+            print(f"| {n:,} | {groups} | {100 * float(np.mean(signed)):+.3f} % | "
+                  f"{100 * float(np.std(signed)):.3f} % | {pct(float(np.max(np.abs(signed))))} | "
+                  f"{above} ({100 * above / groups:.1f} %) |", flush=True)
+
+    ok_distinct = worst_distinct <= DISTINCT_TARGET
+    ok_rank = worst_rank_large <= RANK_TARGET
+    print("\n### Summary\n")
+    print(f"- worst distinct-count error in any group: {pct(worst_distinct)} "
+          f"(target <= 2 %): {'met' if ok_distinct else 'MISSED'}")
+    print(f"- worst percentile rank error, n >= 1,000: {pct(worst_rank_large)} "
+          f"(target <= 1 %): {'met' if ok_rank else 'MISSED'}")
+    print(f"- worst percentile rank error, any n: {pct(worst_rank)} "
+          f"(at n = 10 or 100 one rank is 10 % or 1 %)")
+    print(f"- worst percentile relative value error: {pct(worst_value)} (sketch bound 0.5 %)")
+    print(f"- run time: {time.perf_counter() - started:.0f} s")
+    return 0 if ok_distinct and ok_rank else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
