@@ -720,7 +720,16 @@ fn update(
 #[inline]
 #[must_use]
 pub fn distinct_hash(type_tag: u8, bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, u64::from(type_tag))
+    let h = xxhash_rust::xxh3::xxh3_64(bytes);
+    if type_tag == 3 {
+        return h; // strings, the common case
+    }
+    // Other types go through the splitmix64 finalizer (a bijection with full avalanche) keyed by
+    // the tag, so `102` and `"101"` cannot collide the way a linearly mixed seed lets them.
+    let mut z = h ^ u64::from(type_tag).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The aggregate state of every filter, keyed by filter id.

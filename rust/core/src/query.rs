@@ -111,6 +111,21 @@ fn string_list(v: &Json, field: &str) -> Result<Vec<String>> {
 impl Query {
     /// Parses and validates a request against the filter definitions it names.
     pub fn from_json(v: &Json, lookup: &dyn Fn(&str) -> Option<FilterDef>) -> Result<Query> {
+        Self::parse(v, lookup, true)
+    }
+
+    /// Parses a `/metrics/groupings` request: the Grafana plugin's variable editor sends no
+    /// usable aggregation (`aggregationId: 0`, `calculation: ""`), and none is needed to list
+    /// grouping values, so those fields are only used when they are valid.
+    pub fn for_groupings(v: &Json, lookup: &dyn Fn(&str) -> Option<FilterDef>) -> Result<Query> {
+        Self::parse(v, lookup, false)
+    }
+
+    fn parse(
+        v: &Json,
+        lookup: &dyn Fn(&str) -> Option<FilterDef>,
+        strict: bool,
+    ) -> Result<Query> {
         let o = v
             .as_object()
             .ok_or_else(|| qerr("query", "must be a JSON object"))?;
@@ -124,6 +139,32 @@ impl Query {
             kind: "filter",
             id: filter_id.clone(),
         })?;
+        if !strict {
+            let agg = o
+                .get("aggregationId")
+                .and_then(int_of)
+                .and_then(|id| def.aggregation(id))
+                .or_else(|| def.aggregations.first().map(|a| (0, a)));
+            let (aggregation_id, calculation) = match agg {
+                Some((_, a)) => {
+                    let calc = o
+                        .get("calculation")
+                        .and_then(Json::as_str)
+                        .and_then(Calc::from_name)
+                        .filter(|c| a.calcs.contains(*c))
+                        .unwrap_or(a.calc_list[0]);
+                    (a.id, calc)
+                }
+                None => (0, Calc::Count),
+            };
+            let mut lenient = o.clone();
+            lenient.insert("aggregationId".into(), Json::from(aggregation_id));
+            lenient.insert("calculation".into(), Json::from(calculation.name()));
+            if calculation == Calc::Percentiles {
+                lenient.insert("percentile".into(), Json::from(0.5));
+            }
+            return Self::parse(&Json::Object(lenient), lookup, true);
+        }
         let aggregation_id = match o.get("aggregationId") {
             None | Some(Json::Null) => return Err(qerr("aggregationId", "is required")),
             Some(v) => int_of(v).ok_or_else(|| qerr("aggregationId", "must be an integer"))?,
@@ -339,11 +380,20 @@ fn rollup_interval(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Inte
         }
     };
     let len = unit_ms.saturating_mul(freq);
-    match base.fixed_millis() {
-        Some(b) if len > b => Interval::new(IntervalUnit::Second, len / 1000)
+    // Calendar bases vary in length; a fixed rollup coarsens them when it exceeds their longest.
+    let base_max = base.fixed_millis().unwrap_or_else(|| {
+        let days = match base.unit {
+            IntervalUnit::Month => 31 * i64::from(base.count),
+            _ => 366 * i64::from(base.count),
+        };
+        days * 86_400_000
+    });
+    if len > base_max {
+        Interval::new(IntervalUnit::Second, len / 1000)
             .ok()
-            .filter(|_| len % 1000 == 0),
-        _ => None,
+            .filter(|_| len % 1000 == 0)
+    } else {
+        None
     }
 }
 
@@ -408,8 +458,8 @@ impl Acc {
     fn value(&self, calc: Calc, p: f64) -> Option<f64> {
         match self {
             Acc::Count(n) => (*n > 0).then_some(*n as f64),
-            Acc::Sum(s, n) if calc == Calc::Avg => (*n > 0).then(|| s / *n as f64),
-            Acc::Sum(s, n) => (*n > 0).then_some(*s),
+            Acc::Sum(s, n) if calc == Calc::Avg => (*n > 0).then(|| saturate(s / *n as f64)),
+            Acc::Sum(s, n) => (*n > 0).then(|| saturate(*s)),
             Acc::Min(m, n) | Acc::Max(m, n) => (*n > 0).then_some(*m),
             Acc::Distinct(d, n) => (*n > 0).then(|| d.estimate().round()),
             Acc::Quantile(q) => q.quantile(p),
@@ -417,12 +467,24 @@ impl Acc {
     }
 }
 
+/// A sum that overflowed `f64` is reported as the largest finite value of its sign: JSON (and
+/// the Grafana plugin) cannot carry infinities, and every output form must agree.
+fn saturate(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(f64::MIN, f64::MAX)
+    }
+}
+
 /// Value of one stored row, without merging (the fast path: no rollup, no collapse).
 fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
     match calc {
         Calc::Count => (c.matched[row] > 0).then_some(c.matched[row] as f64),
-        Calc::Sum => (c.numeric[row] > 0).then_some(c.sum[row]),
-        Calc::Avg => (c.numeric[row] > 0).then(|| c.sum[row] / c.numeric[row] as f64),
+        Calc::Sum => (c.numeric[row] > 0).then(|| saturate(c.sum[row])),
+        Calc::Avg => {
+            (c.numeric[row] > 0).then(|| saturate(c.sum[row] / c.numeric[row] as f64))
+        }
         Calc::Min => (c.numeric[row] > 0).then_some(c.min[row]),
         Calc::Max => (c.numeric[row] > 0).then_some(c.max[row]),
         Calc::ApproxCountDistinct => {

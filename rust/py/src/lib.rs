@@ -573,7 +573,7 @@ impl Engine {
         py.detach(|| {
             let plan = self.current_plan();
             let lookup = |id: &str| plan.filter(id).cloned();
-            let parsed = Query::from_json(&q, &lookup)?;
+            let parsed = Query::for_groupings(&q, &lookup)?;
             let def = plan.filter(&parsed.filter_id).expect("validated filter");
             let store = self.lock_store();
             let state = store.states.get(&parsed.filter_id).expect("synced state");
