@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -454,9 +455,6 @@ def test_distinct_type_and_text(values: list[Any], expected: int) -> None:
     assert got == [row("00:00", expected, None)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: distinct_hash seeds xxh3 with the type tag; for "
-                   "short inputs the seed enters linearly, so a number and a string with a "
-                   "neighbouring text collide (102 and \"101\" count as one value)")
 @pytest.mark.parametrize("pair", [(102, "101"), (176, "175"), (100, "103"), (101, "102")])
 def test_distinct_number_and_other_string_differ(pair: tuple[int, str]) -> None:
     """A number and a string with a different text are two distinct values."""
@@ -465,8 +463,6 @@ def test_distinct_number_and_other_string_differ(pair: tuple[int, str]) -> None:
     assert answer(engine, q("g", 1, "APPROX_COUNT_DISTINCT")) == [row("00:00", 2, None)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: same hash collision as above; 0..999 as numbers "
-                   "and as strings count fewer than 2,000 values")
 def test_distinct_mixed_numbers_and_numeric_strings() -> None:
     """Over 0..999 as numbers and as strings, every value is counted (2,000 distinct)."""
     engine = Engine(INGEST, [filter_def("g", groupings=())], clock=Clock(T0))
@@ -541,15 +537,16 @@ def test_rollup_groups_the_selected_base_buckets(tiny: Engine) -> None:
     assert got == [row("00:00", 5, None), row("01:00", 1, None)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a coarser rollup of a calendar (MONTH/YEAR) base "
-                   "interval given in other units is ignored (query.rs rollup_interval)")
 @pytest.mark.parametrize(("interval", "rollup", "days"), [
     # 2024-01-01 and 2024-03-01: two months, one 365-day bucket (from 2023-12-19)
     (("MONTH", 1), {"type": "SECOND", "frequency": 365 * 86_400}, 60),
     # ... and one 400-day bucket (from 2023-08-31)
     (("MONTH", 1), {"type": "DAY", "frequency": 400}, 60),
     # 2024 and 2025: two years, one 24-month bucket (from 2024-01)
-    (("YEAR", 1), {"type": "MONTH", "frequency": 24}, 366),
+    pytest.param(("YEAR", 1), {"type": "MONTH", "frequency": 24}, 366, marks=pytest.mark.xfail(
+        strict=True, reason="BUG: a MONTH rollup of a YEAR filter is never applied, even when "
+        "coarser (query.rs rollup_interval: (Year, Month) => false)")),
+    (("YEAR", 1), {"type": "YEAR", "frequency": 2}, 366),
 ])
 def test_coarser_rollup_of_calendar_interval(
     interval: tuple[str, int], rollup: Query, days: int
@@ -844,8 +841,7 @@ def generated_events(n: int, seed: int, span_s: int = 3 * 3600) -> list[dict[str
         if kind < 0.8:
             e["v"] = rnd.randint(-50, 1000)
         elif kind < 0.9:
-            # numeric strings from their own range: see test_distinct_type_and_text
-            e["v"] = str(rnd.randint(5000, 5300))
+            e["v"] = str(rnd.randint(0, 300))  # texts shared with the numbers
         elif kind < 0.95:
             e["v"] = rnd.choice(["n/a", "", True])
         events.append(e)
@@ -1363,9 +1359,6 @@ def test_grouping_values_invalid(tiny: Engine, query: Query, name: str) -> None:
     assert info.value.field == name
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: /metrics/groupings requires aggregationId and "
-                   "calculation, but the plugin's variable editor never sets them (it sends "
-                   "aggregationId 0 and calculation \"\" unless the filter has one aggregation)")
 @pytest.mark.parametrize("agg_fields", [
     {"aggregationId": 0, "calculation": ""},  # what Go marshals for an unset variable query
     {},
@@ -1477,14 +1470,14 @@ def test_result_arrays_to_arrow(tiny: Engine) -> None:
     assert table.column("value").to_pylist() == arr.values.tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an overflowing SUM/AVG is inf in results_arrays "
-                   "but null in results (and val null, read as 0 by the plugin, in multi)")
 @pytest.mark.parametrize("calc", ["SUM", "AVG"])
 def test_overflowing_sum_same_both_ways(calc: str) -> None:
-    """A cell whose SUM overflows f64 gives the same float through results and arrays."""
+    """An overflowing SUM/AVG is the largest finite float in results, arrays and multi rows."""
     engine = Engine(INGEST, [filter_def("f")], clock=Clock(T0))
     engine.ingest(ndjson([{"ts": T0, "device": "a", "country": "b", "v": 1e308}] * 2))
-    rows = engine.results(q(aggregation_id=1, calculation=calc))
-    arr = engine.results_arrays(q(aggregation_id=1, calculation=calc))
-    assert isinstance(rows[0]["value"], float)
-    assert rows[0]["value"] == arr.values[0]
+    for extra in ({}, {"recalculatedInterval": HOURLY}):
+        query = q(aggregation_id=1, calculation=calc, **extra)
+        rows = answer(engine, query)
+        assert rows[0]["value"] == sys.float_info.max
+        multi = engine.results_multi([{**query, "queryId": "A"}])
+        assert multi[1]["val"] == sys.float_info.max
