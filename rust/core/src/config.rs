@@ -285,17 +285,18 @@ impl IngestDef {
                         let format = TimestampFormat::from_name(fmt_name).ok_or_else(|| {
                             cfg("timestamp.format", format!("unknown format {fmt_name:?}; expected ISO_8601, UNIX_SECONDS, UNIX_MILLISECONDS, UNIX_MICROSECONDS, UNIX_NANOSECONDS or AUTO"))
                         })?;
-                        let on_invalid =
-                            match get_str(ts, "onInvalid", "timestamp.onInvalid")? {
-                                None | Some("INGEST_TIME") => OnInvalid::IngestTime,
-                                Some("DROP") => OnInvalid::Drop,
-                                Some(other) => return Err(cfg(
+                        let on_invalid = match get_str(ts, "onInvalid", "timestamp.onInvalid")? {
+                            None | Some("INGEST_TIME") => OnInvalid::IngestTime,
+                            Some("DROP") => OnInvalid::Drop,
+                            Some(other) => {
+                                return Err(cfg(
                                     "timestamp.onInvalid",
                                     format!(
                                         "unknown policy {other:?}; expected INGEST_TIME or DROP"
                                     ),
-                                )),
-                            };
+                                ))
+                            }
+                        };
                         TimestampRule::Property {
                             source: src.to_owned(),
                             path,
@@ -404,10 +405,7 @@ impl FilterDef {
         for (path_field, field, src, alias) in groupings {
             let path = check_path(&src, &path_field)?;
             if parsed_groupings.iter().any(|g| g.path == path) {
-                return Err(cfg(
-                    path_field,
-                    format!("duplicate grouping {src:?}"),
-                ));
+                return Err(cfg(path_field, format!("duplicate grouping {src:?}")));
             }
             if let Some(a) = &alias {
                 if a.chars().count() > MAX_ALIAS_CHARS {

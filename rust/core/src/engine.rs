@@ -395,7 +395,12 @@ impl Plan {
                         let base = raw.as_ptr() as usize - src.as_ptr() as usize;
                         let mut inner = Scanner::new(raw, bom + base);
                         // The object and the members on the path enclose the array.
-                        inner.set_nesting(ing.def.array_path.as_ref().map_or(1, |(_, p)| p.segments.len()));
+                        inner.set_nesting(
+                            ing.def
+                                .array_path
+                                .as_ref()
+                                .map_or(1, |(_, p)| p.segments.len()),
+                        );
                         self.scan_array(&mut inner, ing, &mut work, delta)?;
                     }
                     Some(_) => {

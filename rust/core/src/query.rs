@@ -121,11 +121,7 @@ impl Query {
         Self::parse(v, lookup, false)
     }
 
-    fn parse(
-        v: &Json,
-        lookup: &dyn Fn(&str) -> Option<FilterDef>,
-        strict: bool,
-    ) -> Result<Query> {
+    fn parse(v: &Json, lookup: &dyn Fn(&str) -> Option<FilterDef>, strict: bool) -> Result<Query> {
         let o = v
             .as_object()
             .ok_or_else(|| qerr("query", "must be a JSON object"))?;
@@ -482,9 +478,7 @@ fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
     match calc {
         Calc::Count => (c.matched[row] > 0).then_some(c.matched[row] as f64),
         Calc::Sum => (c.numeric[row] > 0).then(|| saturate(c.sum[row])),
-        Calc::Avg => {
-            (c.numeric[row] > 0).then(|| saturate(c.sum[row] / c.numeric[row] as f64))
-        }
+        Calc::Avg => (c.numeric[row] > 0).then(|| saturate(c.sum[row] / c.numeric[row] as f64)),
         Calc::Min => (c.numeric[row] > 0).then_some(c.min[row]),
         Calc::Max => (c.numeric[row] > 0).then_some(c.max[row]),
         Calc::ApproxCountDistinct => {

@@ -28,6 +28,7 @@
 //!   input and never panics; every length field is checked against the bytes remaining
 //!   before anything is allocated.
 
+use smallvec::SmallVec;
 use std::fmt;
 
 // ---------------------------------------------------------------------------------------
@@ -72,7 +73,8 @@ enum DistinctRepr {
 /// set membership and a sorted dump, never the raw slots.
 #[derive(Clone, Default)]
 struct ExactSet {
-    slots: Box<[u64]>,
+    /// Four slots inline: a cell with up to three distinct values allocates nothing.
+    slots: SmallVec<[u64; 4]>,
     /// Occupied slots; excludes the zero hash.
     stored: u32,
     has_zero: bool,
@@ -147,7 +149,7 @@ impl ExactSet {
     #[cold]
     fn grow(&mut self) {
         let new_len = (self.slots.len() * 2).max(4);
-        let old = std::mem::replace(&mut self.slots, vec![0; new_len].into_boxed_slice());
+        let old = std::mem::replace(&mut self.slots, smallvec::smallvec![0; new_len]);
         for &h in old.iter().filter(|&&h| h != 0) {
             self.place(h);
         }
@@ -308,7 +310,10 @@ impl DistinctSketch {
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {
-            DistinctRepr::Exact(set) => set.slots.len() * std::mem::size_of::<u64>(),
+            DistinctRepr::Exact(set) if set.slots.spilled() => {
+                set.slots.len() * std::mem::size_of::<u64>()
+            }
+            DistinctRepr::Exact(_) => 0,
             DistinctRepr::Hll(_) => HLL_REGISTERS,
         }
     }
@@ -520,7 +525,8 @@ fn representative(key: i32) -> f64 {
 #[derive(Clone, Debug, PartialEq, Default)]
 struct DenseStore {
     offset: i32,
-    counts: Vec<u64>,
+    /// Most cells see one or two distinct values: two bins live inline, without an allocation.
+    counts: SmallVec<[u64; 2]>,
 }
 
 impl DenseStore {
@@ -562,7 +568,7 @@ impl DenseStore {
         // than reallocating.
         if lo < self.offset {
             let grow = (self.offset - lo) as usize;
-            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.counts.insert_many(0, std::iter::repeat_n(0, grow));
         } else if lo > self.offset {
             let fold = ((lo - self.offset) as usize).min(self.counts.len());
             let folded: u64 = self.counts.drain(..fold).sum();
@@ -622,7 +628,9 @@ impl DenseStore {
         if offset <= -i64::from(KEY_LIMIT) || offset + n as i64 > i64::from(KEY_LIMIT) {
             return Err("quantile sketch: bin keys out of range".into());
         }
-        let counts = (0..n).map(|_| r.varint()).collect::<Result<Vec<_>, _>>()?;
+        let counts = (0..n)
+            .map(|_| r.varint())
+            .collect::<Result<SmallVec<_>, _>>()?;
         if counts[0] == 0 || counts[counts.len() - 1] == 0 {
             return Err("quantile sketch: store not trimmed".into());
         }
@@ -772,7 +780,8 @@ impl QuantileSketch {
     /// Approximate heap memory owned by the sketch, in bytes.
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        (self.positive.counts.capacity() + self.negative.counts.capacity())
+        let spilled = |c: &SmallVec<[u64; 2]>| if c.spilled() { c.capacity() } else { 0 };
+        (spilled(&self.positive.counts) + spilled(&self.negative.counts))
             * std::mem::size_of::<u64>()
     }
 
@@ -1379,7 +1388,10 @@ mod tests {
         for &k in keys {
             counts[(k.max(floor) - lo) as usize] += 1;
         }
-        DenseStore { offset: lo, counts }
+        DenseStore {
+            offset: lo,
+            counts: counts.into(),
+        }
     }
 
     #[test]
