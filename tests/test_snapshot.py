@@ -378,9 +378,6 @@ def damaged_grouping_key() -> bytes:
     return with_valid_checksum(bytes(payload))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: snapshot decode does not validate grouping tuple "
-                   "keys; the damaged key loads, the first query panics in GroupTable::decode "
-                   "(slice out of range) and poisons the state lock, so every later call panics")
 def test_damaged_grouping_key_is_refused() -> None:
     """A tuple key whose component length overruns the key is refused when loaded."""
     with pytest.raises(SnapshotError):
@@ -412,11 +409,7 @@ def test_structural_damage_never_crashes() -> None:
                     raise
                 query_panics.append((case, str(exc)))
                 break
-    if query_panics:
-        # The known bug of test_damaged_grouping_key_is_refused; a panic inside from_bytes or
-        # any other exception fails this test outright.
-        pytest.xfail(f"BUG: {len(query_panics)} damaged snapshots loaded and then panicked "
-                     f"in a query, e.g. {query_panics[0]}")
+    assert not query_panics, f"damaged snapshots loaded and then panicked: {query_panics[:3]}"
 
 
 # ---------------------------------------------------------------- merge (decision 8)

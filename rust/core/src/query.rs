@@ -21,6 +21,8 @@ use crate::time::{parse_iso8601, Interval, IntervalUnit};
 
 /// The grouping value that means "aggregate across this grouping".
 pub const AGGREGATE_ALL: &str = "$__agg";
+/// Grafana's value for a variable's "All" option: keep every value.
+pub const ALL_VALUES: &str = "$__all";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitType {
@@ -344,7 +346,12 @@ fn build_grouping_filter(
         ));
     }
     let collapse_all = values.iter().any(|v| v == AGGREGATE_ALL);
-    let values: Vec<String> = values.into_iter().filter(|v| v != AGGREGATE_ALL).collect();
+    // Grafana's "All" option of a variable arrives as `$__all`: no value filter.
+    let all_values = values.iter().any(|v| v == ALL_VALUES);
+    let values: Vec<String> = values
+        .into_iter()
+        .filter(|v| v != AGGREGATE_ALL && !all_values)
+        .collect();
     Ok(GroupingFilter {
         grouping,
         values: if values.is_empty() {
@@ -365,14 +372,21 @@ fn rollup_interval(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Inte
         IntervalUnit::Day => 86_400_000,
         IntervalUnit::Week => 604_800_000,
         IntervalUnit::Month | IntervalUnit::Year => {
-            return Interval::new(unit, freq)
-                .ok()
-                .filter(|r| match (base.unit, r.unit) {
-                    (IntervalUnit::Month, IntervalUnit::Month)
-                    | (IntervalUnit::Year, IntervalUnit::Year) => r.count > base.count,
-                    (IntervalUnit::Year, IntervalUnit::Month) => false,
-                    _ => true,
-                });
+            let months = |i: &Interval| match i.unit {
+                IntervalUnit::Month => Some(i64::from(i.count)),
+                IntervalUnit::Year => Some(12 * i64::from(i.count)),
+                _ => None,
+            };
+            return Interval::new(unit, freq).ok().filter(|r| {
+                let rollup_months = months(r).expect("calendar rollup");
+                match (months(&base), base.fixed_millis()) {
+                    (Some(base_months), _) => rollup_months > base_months,
+                    // A calendar rollup coarsens a fixed base when even its shortest bucket
+                    // (28 days a month) is longer.
+                    (None, Some(len)) => rollup_months * 28 * 86_400_000 > len,
+                    (None, None) => false,
+                }
+            });
         }
     };
     let len = unit_ms.saturating_mul(freq);

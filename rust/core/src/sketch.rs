@@ -38,12 +38,13 @@ use std::fmt;
 /// Distinct hashes kept exactly before the sketch turns into a `HyperLogLog`.
 pub const EXACT_LIMIT: usize = 2048;
 /// `HyperLogLog` precision: 2^14 registers.
-pub const HLL_PRECISION: u32 = 14;
+pub const HLL_PRECISION: u32 = 16;
 const HLL_REGISTERS: usize = 1 << HLL_PRECISION;
 /// Hash bits left after the register index; register values range over `0..=HLL_Q + 1`.
 const HLL_Q: u32 = 64 - HLL_PRECISION;
 const HLL_MAX_RANK: u8 = HLL_Q as u8 + 1;
-/// Six bits hold any rank up to 51, so four registers pack into three bytes.
+/// Six bits hold any rank up to 63 (the maximum is 64 - p + 1), so four registers pack into
+/// three bytes.
 const HLL_PACKED_BYTES: usize = HLL_REGISTERS / 4 * 3;
 
 const TAG_EXACT: u8 = 0;
@@ -170,6 +171,14 @@ impl ExactSet {
 }
 
 #[inline]
+/// A zeroed register array built on the heap (64 KiB would be a large stack temporary).
+fn zeroed_registers() -> Box<[u8; HLL_REGISTERS]> {
+    vec![0u8; HLL_REGISTERS]
+        .into_boxed_slice()
+        .try_into()
+        .expect("exactly HLL_REGISTERS bytes")
+}
+
 fn hll_insert(regs: &mut [u8; HLL_REGISTERS], h: u64) {
     let idx = (h >> HLL_Q) as usize;
     // The sentinel bit just below the 50 remaining bits caps the rank at Q + 1 without a branch.
@@ -260,7 +269,7 @@ impl DistinctSketch {
     #[cold]
     fn convert_to_hll(&mut self) {
         if let DistinctRepr::Exact(set) = &self.repr {
-            let mut regs = Box::new([0u8; HLL_REGISTERS]);
+            let mut regs = zeroed_registers();
             for h in set.iter() {
                 hll_insert(&mut regs, h);
             }
@@ -373,9 +382,9 @@ impl DistinctSketch {
     ///
     /// Format: one tag byte, then
     /// - `0` exact: varint `n` (≤ 2048), then `n` hashes as `u64` LE, strictly ascending;
-    /// - `1` dense HLL: 16384 registers packed 6 bits each, four per 3 bytes (12288 bytes),
+    /// - `1` dense HLL: 65536 registers packed 6 bits each, four per 3 bytes (49152 bytes),
     ///   register `4i + j` in bits `6j..6j+6` of the 24-bit LE word at byte `3i`;
-    /// - `2` sparse HLL: varint `n`, then `n` pairs (varint gap, `u8` value 1..=51) in
+    /// - `2` sparse HLL: varint `n`, then `n` pairs (varint gap, `u8` value 1..=49) in
     ///   ascending register order, gap = registers skipped since the previous non-zero one.
     pub fn decode(input: &[u8]) -> Result<(Self, usize), String> {
         let mut r = Reader::new(input);
@@ -402,7 +411,7 @@ impl DistinctSketch {
             }
             TAG_HLL_DENSE => {
                 let bytes = r.bytes(HLL_PACKED_BYTES)?;
-                let mut regs = Box::new([0u8; HLL_REGISTERS]);
+                let mut regs = zeroed_registers();
                 for (quad, b) in regs.chunks_exact_mut(4).zip(bytes.chunks_exact(3)) {
                     let w = u32::from_le_bytes([b[0], b[1], b[2], 0]);
                     for (j, reg) in quad.iter_mut().enumerate() {
@@ -420,7 +429,7 @@ impl DistinctSketch {
                     return Err("distinct sketch: too many sparse registers".into());
                 }
                 r.need(n as usize * 2)?;
-                let mut regs = Box::new([0u8; HLL_REGISTERS]);
+                let mut regs = zeroed_registers();
                 let mut next = 0u64;
                 for _ in 0..n {
                     let idx = next
@@ -465,7 +474,7 @@ impl PartialEq for DistinctSketch {
 }
 
 impl fmt::Debug for DistinctSketch {
-    // 16384 raw registers would drown any assertion message; a summary identifies the state.
+    // 65536 raw registers would drown any assertion message; a summary identifies the state.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             DistinctRepr::Exact(set) => f
@@ -1053,13 +1062,17 @@ mod tests {
 
     #[test]
     fn hll_rank_extremes() {
-        let mut regs = Box::new([0u8; HLL_REGISTERS]);
+        let mut regs = zeroed_registers();
         hll_insert(&mut regs, 0);
         assert_eq!(regs[0], HLL_MAX_RANK);
         hll_insert(&mut regs, u64::MAX);
         assert_eq!(regs[HLL_REGISTERS - 1], 1);
-        hll_insert(&mut regs, (1u64 << 50) | 1);
-        assert_eq!(regs[1], 50);
+        // Register 1, with its first one-bit 14 places below the index bits: rank 14.
+        hll_insert(
+            &mut regs,
+            (1u64 << (64 - HLL_PRECISION)) | (1u64 << (64 - HLL_PRECISION - 14)),
+        );
+        assert_eq!(regs[1], 14);
     }
 
     #[test]
@@ -1159,15 +1172,15 @@ mod tests {
             }
             assert!(DistinctSketch::decode(&buf).is_err());
         }
-        // Dense register above 51.
+        // Dense register above the maximum rank.
         let mut buf = vec![TAG_HLL_DENSE];
-        buf.extend_from_slice(&[0xFF; HLL_PACKED_BYTES]);
+        buf.resize(1 + HLL_PACKED_BYTES, 0xFF);
         assert!(DistinctSketch::decode(&buf).is_err());
         // Sparse index past the end (first and second entry) and a zero value.
         for body in [
-            vec![1u8, 0x80, 0x80, 0x01, 3],
+            vec![1u8, 0x80, 0x80, 0x04, 3],
             vec![1, 5, 0],
-            vec![2, 5, 1, 0xFF, 0xFF, 0x03, 1],
+            vec![2, 5, 1, 0xFF, 0xFF, 0x07, 1],
         ] {
             let mut buf = vec![TAG_HLL_SPARSE];
             buf.extend(body);

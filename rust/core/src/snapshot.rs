@@ -19,7 +19,7 @@ use crate::config::{Calc, CalcSet, FilterDef, IngestDef};
 use crate::engine::{Engine, Plan, Store};
 use crate::error::{Error, Result};
 use crate::sketch::{DistinctSketch, QuantileSketch};
-use crate::state::{AggColumns, FilterState};
+use crate::state::{AggColumns, FilterState, GroupTable};
 
 pub const MAGIC: &[u8; 8] = b"ETALLY\x00\x01";
 pub const FORMAT_VERSION: u32 = 1;
@@ -181,6 +181,14 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
     let groups = r.count(4)?;
     for g in 0..groups {
         let key = r.bytes()?;
+        let well_formed =
+            GroupTable::try_decode(key).is_some_and(|values| values.len() == def.groupings.len());
+        if !well_formed {
+            return Err(bad(format!(
+                "grouping tuple {g} of filter {:?} is malformed",
+                def.id
+            )));
+        }
         if s.groups.intern(key) as usize != g {
             return Err(bad(format!(
                 "duplicate grouping tuple in filter {:?}",

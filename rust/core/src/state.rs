@@ -89,15 +89,24 @@ impl GroupTable {
     /// Decodes a tuple key into its values.
     #[must_use]
     pub fn decode(key: &[u8]) -> Vec<&str> {
+        Self::try_decode(key).unwrap_or_default()
+    }
+
+    /// Decodes a tuple key, or `None` when it is not a well-formed sequence of UTF-8 values
+    /// (snapshot loading checks every key with this).
+    #[must_use]
+    pub fn try_decode(key: &[u8]) -> Option<Vec<&str>> {
         let mut out = Vec::new();
         let mut i = 0;
-        while i + 4 <= key.len() {
-            let len = u32::from_le_bytes(key[i..i + 4].try_into().expect("4 bytes")) as usize;
+        while i < key.len() {
+            let len_bytes = key.get(i..i + 4)?;
+            let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
             i += 4;
-            out.push(std::str::from_utf8(&key[i..i + len]).unwrap_or(""));
+            let value = key.get(i..i.checked_add(len)?)?;
+            out.push(std::str::from_utf8(value).ok()?);
             i += len;
         }
-        out
+        Some(out)
     }
 
     /// Appends one value to a tuple key under construction.

@@ -10,7 +10,7 @@
 // by-value `fn(Error)`; borrowing would only add conversions.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use eventtally_core::config::{FilterDef, IngestDef};
 use eventtally_core::engine::{Delta, IngestStats, Plan, Store};
@@ -244,12 +244,18 @@ struct Engine {
 }
 
 impl Engine {
+    // A panic while a lock is held (a bug, surfaced to Python as PanicException) must not turn
+    // every later call into a failure: the state is only changed by merges, which leave it
+    // consistent row by row, so the data behind a poisoned lock is still usable.
     fn current_plan(&self) -> Arc<Plan> {
-        self.plan.read().expect("plan lock poisoned").clone()
+        self.plan
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn lock_store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().expect("state lock poisoned")
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn with_plan(plan: Plan, store: Store) -> Engine {
@@ -265,7 +271,7 @@ impl Engine {
         edit: impl FnOnce(&mut Vec<IngestDef>, &mut Vec<FilterDef>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let mut store = self.lock_store();
-        let mut plan_guard = self.plan.write().expect("plan lock poisoned");
+        let mut plan_guard = self.plan.write().unwrap_or_else(PoisonError::into_inner);
         let mut ingests: Vec<IngestDef> = plan_guard.ingests().cloned().collect();
         let mut filters: Vec<FilterDef> = plan_guard.filters().cloned().collect();
         edit(&mut ingests, &mut filters)?;
@@ -276,11 +282,13 @@ impl Engine {
     }
 
     fn run_query(&self, query: &Json, now_ms: i64) -> Result<(Query, ResultSet, FilterDef), Error> {
+        // State first, then plan (the lock order): the plan cannot change while the state of the
+        // filter it names is read.
+        let store = self.lock_store();
         let plan = self.current_plan();
         let lookup = |id: &str| plan.filter(id).cloned();
         let q = Query::from_json(query, &lookup)?;
         let def = plan.filter(&q.filter_id).expect("validated filter").clone();
-        let store = self.lock_store();
         let state = store.states.get(&q.filter_id).expect("synced state");
         let rs = query::run(&def, state, &q, now_ms);
         Ok((q, rs, def))
@@ -396,7 +404,7 @@ impl Engine {
         let delta = p
             .delta
             .lock()
-            .expect("prepared batch lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .take()
             .ok_or_else(|| {
                 to_py_err(Error::Config {
@@ -571,11 +579,11 @@ impl Engine {
     fn groupings_json(&self, py: Python<'_>, query_json: &str) -> PyResult<String> {
         let q = parse_json(query_json, "query")?;
         py.detach(|| {
+            let store = self.lock_store();
             let plan = self.current_plan();
             let lookup = |id: &str| plan.filter(id).cloned();
             let parsed = Query::for_groupings(&q, &lookup)?;
             let def = plan.filter(&parsed.filter_id).expect("validated filter");
-            let store = self.lock_store();
             let state = store.states.get(&parsed.filter_id).expect("synced state");
             let values = query::grouping_values(def, state, &parsed)?;
             Ok(Json::Array(values.into_iter().map(|v| json!({"value": v})).collect()).to_string())
@@ -700,9 +708,13 @@ impl Engine {
             };
             let mut store = self.lock_store();
             let plan = self.current_plan();
-            if snapshot::definitions_json(&plan)["filters"]
-                != snapshot::definitions_json(&other_plan)["filters"]
-            {
+            // Same filters, in any order.
+            let by_id = |p: &Plan| {
+                p.filters()
+                    .map(|f| (f.id.clone(), f.to_json()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            if by_id(&plan) != by_id(&other_plan) {
                 return Err(Error::Config {
                     field: "other".into(),
                     reason: "engines with different filter definitions cannot be merged".into(),
