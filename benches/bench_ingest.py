@@ -40,8 +40,8 @@ from run_ingest import (
     run_reference,
 )
 
-if TYPE_CHECKING:  # a test module should not import conftest at run time
-    from conftest import Dataset
+if TYPE_CHECKING:  # only for annotations
+    from bench_support import Dataset
 
 ROUNDS = max(1, int(os.environ.get("EVENTTALLY_BENCH_ROUNDS", "5")))
 """Timed rounds per benchmark when timing is enabled; the reference gets one (seconds a round)."""

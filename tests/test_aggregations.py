@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import (
+from support import (
     FIXED_NOW_DT,
     agg_def,
     by_group,

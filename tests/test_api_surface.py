@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from conftest import ROOT, agg_def, filter_def, ingest_def, make_engine, query
+from support import ROOT, agg_def, filter_def, ingest_def, make_engine, query
 from eventtally import _core
 
 EXPECTED_ALL = {

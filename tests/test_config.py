@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from conftest import agg_def, filter_def, ingest_def, make_engine
+from support import agg_def, filter_def, ingest_def, make_engine
 from eventtally import ConfigError, EventtallyError, PathSyntaxError
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import dumps, ingest_def, make_engine, ndjson, single_value
+from support import dumps, ingest_def, make_engine, ndjson, single_value
 from eventtally.durability import MessageIdDeduplicator
 from segment_gen import batches, generate_events
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from conftest import (
+from support import (
     INPUT_FORMS,
     agg_def,
     by_group,

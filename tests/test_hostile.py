@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import (
+from support import (
     agg_def,
     by_group,
     dumps,

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import eventtally
-from conftest import (
+from support import (
     FIXED_NOW_MS,
     INPUT_FORMS,
     PERCENTILE_GRID,

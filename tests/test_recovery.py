@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from conftest import agg_def, filter_def, fixed_clock, ingest_def, snapshot
+from support import agg_def, filter_def, fixed_clock, ingest_def, snapshot
 from eventtally.durability import (
     RecoveryReport,
     SnapshotStore,

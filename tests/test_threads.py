@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import (
+from support import (
     agg_def,
     by_group,
     dumps,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from conftest import (
+from support import (
     FIXED_NOW_DT,
     agg_def,
     bucket_starts,

@@ -55,9 +55,12 @@ class Engine:
         npt.NDArray[np.float64],
         list[str],
         list[list[str]],
+        list[npt.NDArray[np.uint32]],
+        list[npt.NDArray[np.uint32]],
         bool,
     ]:
-        """(dt ms, group codes, values, keys, tuples, grouped); arrays leave Rust uncopied."""
+        """(dt ms, tuple id per row, values, keys, per-key sorted values, per-key code per row,
+        per-key code per tuple, grouped); arrays leave Rust uncopied."""
     def results_multi_json(self, queries_json: str, now_ms: int) -> str:
         """The compact ``?multi=true`` rows as JSON text."""
     def groupings_json(self, query_json: str) -> str:

@@ -64,20 +64,35 @@ class IngestStats:
 class ResultArrays:
     """A query answer as columns.
 
-    ``dt`` (``datetime64[ms]``) and ``values`` (``float64``) are moved out of Rust without a copy;
-    ``dt`` is a zero-copy view of the int64 milliseconds. Each ``groupings[key]`` is a numpy
-    unicode array built by indexing the (small) array of distinct values with per-row codes, so
-    no Python object is created per row; that indexing is the one copy made.
+    ``dt`` (``datetime64[ms]``), ``values`` (``float64``) and ``codes`` (``uint32``, the row's
+    grouping tuple, in ascending order of the tuples' values) are moved out of Rust without a
+    copy; ``dt`` is a zero-copy view of the int64 milliseconds. Each ``groupings[key]`` is a
+    numpy unicode array built by indexing that key's small array of distinct values with per-row
+    codes, so no Python object is created per row; that indexing is the one copy made.
     """
 
     dt: npt.NDArray[np.datetime64]
     values: npt.NDArray[np.float64]
     groupings: dict[str, npt.NDArray[np.str_]]
     codes: npt.NDArray[np.uint32]
-    tuples: list[list[str]]
+    _key_values: list[list[str]] = field(repr=False, default_factory=list)
+    _tuple_codes: list[npt.NDArray[np.uint32]] = field(repr=False, default_factory=list)
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
+
+    @property
+    def tuples(self) -> list[list[str]]:
+        """The distinct grouping tuples; ``tuples[codes[i]]`` are row ``i``'s values (built on
+        demand, one Python list per tuple)."""
+        if not self._key_values:
+            # No grouping is returned: every row belongs to the one empty tuple.
+            return [[]] if len(self.codes) else []
+        columns = [
+            [values[c] for c in codes.tolist()]
+            for values, codes in zip(self._key_values, self._tuple_codes, strict=True)
+        ]
+        return [list(t) for t in zip(*columns, strict=True)]
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame`` with ``dt``, one column per grouping and ``value``."""
@@ -223,19 +238,20 @@ class Engine:
 
     def results_arrays(self, query: Mapping[str, Any]) -> ResultArrays:
         """Answers a Metrics API request as numpy columns (see ``ResultArrays``)."""
-        dt, codes, values, keys, tuples, _grouped = self._inner.results_arrays(
-            _dumps(query, "query"), _now_ms(self._clock, None)
+        dt, codes, values, keys, key_values, row_codes, tuple_codes, _grouped = (
+            self._inner.results_arrays(_dumps(query, "query"), _now_ms(self._clock, None))
         )
         groupings: dict[str, npt.NDArray[np.str_]] = {}
-        for i, key in enumerate(keys):
-            distinct = np.asarray([t[i] for t in tuples] or [""], dtype=np.str_)
-            groupings[key] = distinct[codes] if len(tuples) else distinct[:0]
+        for key, distinct, rows in zip(keys, key_values, row_codes, strict=True):
+            table = np.asarray(distinct or [""], dtype=np.str_)
+            groupings[key] = table[rows]
         return ResultArrays(
             dt=dt.view("datetime64[ms]"),
             values=values,
             groupings=groupings,
             codes=codes,
-            tuples=tuples,
+            _key_values=key_values,
+            _tuple_codes=tuple_codes,
         )
 
     def results_multi(self, queries: Sequence[Mapping[str, Any]]) -> list[JsonDict]:

@@ -1,9 +1,15 @@
-"""The ``eventtally`` command: ``serve`` and ``org|ingest|filter|key create|list|enable|disable``.
+"""The ``eventtally`` command: ``serve``, ``backfill`` and
+``org|ingest|filter|key create|list|enable|disable``.
 
 Guarantees:
 - ``eventtally serve`` binds 127.0.0.1:8080 unless told otherwise, applies the config's
-  provisioning, and stops gracefully on SIGTERM or SIGINT (stop accepting, finish in-flight
-  requests, save every organization, exit 0).
+  provisioning, answers ``/healthz`` at once and everything else (``/readyz`` included) with 503
+  until recovery has finished, then prints ``eventtally serving on URL`` (and writes
+  ``--port-file``).  SIGTERM or SIGINT stop it gracefully (stop accepting, finish in-flight
+  requests, fsync the log, snapshot every changed organization, exit 0).
+- ``eventtally backfill`` applies a filter to batches it never saw, from the write-ahead log or
+  from archive files: on the data directory when no server runs, or through a running server's
+  admin API (``--url``).  It prints progress on stderr and never counts a batch twice.
 - ``--demo`` creates the quick-start organization, ingest and filter and prints a fresh
   Read+Write key with two ``curl`` lines that work as printed.  Without ``--demo`` nothing is
   created implicitly.
@@ -19,9 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,13 +119,21 @@ def _demo_lines(base: str, raw_key: str, ingest_id: str, filter_id: str) -> list
     ]
 
 
+def _write_port_file(path: str, port: int) -> None:
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, target)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ensure_demo, make_server, serve_in_thread
+    from .server import DataDirBusyError, ensure_demo, make_server, serve_in_thread
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logger = logging.getLogger("eventtally.server")
     # Handlers first: a SIGTERM during startup must still end in a graceful stop.
     stop = threading.Event()
 
@@ -128,11 +146,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(host=args.host, port=args.port)
     if args.admin_token:
         cfg = cfg.with_overrides(admin_token=args.admin_token)
-    server = make_server(cfg, provisioning=loaded)
+    server = make_server(cfg, provisioning=loaded, recover=False)
     app = server.app
     host = str(server.server_address[0])
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     base = f"http://[{shown}]:{server.port}" if ":" in shown else f"http://{shown}:{server.port}"
+    thread = serve_in_thread(server)
+    print(
+        f"eventtally listening on {server.url}; recovering state (GET /readyz answers 503 "
+        "until done)",
+        flush=True,
+    )
+    try:
+        app.runtime.open(stop=stop)
+    except DataDirBusyError as exc:
+        server.close()
+        if stop.is_set():
+            print("eventtally stopped", flush=True)
+            return 0
+        print(f"eventtally: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        logger.critical("recovery failed: %s", exc, exc_info=True)
+        server.close()
+        print(f"eventtally: error: recovery failed: {exc}", file=sys.stderr)
+        return 1
     print(f"eventtally serving on {server.url} (data: {Path(cfg.data_dir).resolve()})", flush=True)
     if args.demo:
         demo = ensure_demo(app.manager)
@@ -152,14 +190,171 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "or use `eventtally org create`.",
             flush=True,
         )
-    thread = serve_in_thread(server)
+    if args.port_file:
+        _write_port_file(args.port_file, server.port)
     while not stop.wait(0.5):
         if not thread.is_alive():
             break
-    logging.getLogger("eventtally.server").info("shutting down")
+    logger.info("shutting down")
     server.close()
     print("eventtally stopped", flush=True)
     return 0
+
+
+# ------------------------------------------------------------------------- backfill
+
+
+class _Progress:
+    """Progress lines on stderr: rewritten in place on a terminal, every 2 s otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, p: dict[str, Any], final: bool = False) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if not final and now - self.last < (0.2 if self.tty else 2.0):
+            return
+        self.last = now
+        total = max(1, int(p.get("bytesTotal") or 1))
+        done = min(total, int(p.get("bytesDone") or 0))
+        line = (
+            f"backfill {p.get('filter')}: {100 * done / total:5.1f}% "
+            f"({done / 1e6:,.1f} of {total / 1e6:,.1f} MB), {p.get('records', 0):,} "
+            f"{'file(s)' if p.get('kind') == 'file' else 'batch(es)'}, "
+            f"{p.get('events', 0):,} event(s)"
+        )
+        if self.tty:
+            print("\r" + line, end="\n" if final else "", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _print_backfill(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    what = (
+        f"{len(result.get('files') or [])} file(s)"
+        if result.get("kind") == "file"
+        else f"{result.get('records', 0):,} logged batch(es)"
+    )
+    print(
+        f"backfilled filter {result['filter']} of {result['organization']} from {what}: "
+        f"{result.get('events', 0):,} event(s), {result.get('accepted', 0):,} accepted, "
+        f"{result.get('failed', 0)} failed, in {result.get('seconds', 0)} s"
+    )
+    oldest = result.get("oldestRetainedMs")
+    if result.get("kind") == "wal" and oldest is not None:
+        when = datetime.fromtimestamp(oldest / 1000, UTC).isoformat(timespec="seconds")
+        print(f"(the oldest batch still in the log was received at {when})")
+
+
+def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
+    from .server import load_config
+
+    token = args.admin_token or os.environ.get("EVENTTALLY_ADMIN_TOKEN")
+    if not token:
+        path = _config_path(args)
+        token = load_config(path).server.admin_token if path is not None else None
+    if not token:
+        raise ValueError("--url needs the server's admin token (--admin-token)")
+    url = args.url.rstrip("/")
+    body: dict[str, Any] = {"organization": args.org, "filter": args.filter}
+    if args.file:
+        body.update(files=[str(Path(f).resolve()) for f in args.file], force=args.force)
+        if args.ingest:
+            body["ingest"] = args.ingest
+    else:
+        body.update({"from": args.start, "to": args.end})
+
+    def call(method: str, path: str, data: dict[str, Any] | None = None) -> Any:
+        req = urllib.request.Request(
+            url + path,
+            data=None if data is None else json.dumps(data).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("message", str(exc))
+            except ValueError:
+                message = str(exc)
+            raise ValueError(f"server answered {exc.code}: {message}") from None
+
+    job = call("POST", "/admin/v1/backfill", body)
+    while job.get("status") == "running":
+        time.sleep(0.2)
+        job = call("GET", f"/admin/v1/backfill/{job['id']}")
+        if job.get("progress"):
+            progress(job["progress"])
+    if job.get("status") != "done":
+        raise ValueError(f"backfill failed: {job.get('error')}")
+    progress({**job["result"], "bytesDone": 1, "bytesTotal": 1}, final=True)
+    _print_backfill(job["result"], args.json)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .server import BackfillError, DataDirBusyError, MetadataStore, Runtime
+    from .server.runtime import parse_time_ms
+
+    if args.file and (args.start or args.end):
+        raise ValueError("--from/--to select logged batches; they do not apply to --file")
+    progress = _Progress(args.quiet)
+    if args.url:
+        return _backfill_remote(args, progress)
+    cfg, _loaded = _load(args)
+    start_ms = parse_time_ms(args.start, "--from")
+    end_ms = parse_time_ms(args.end, "--to")
+    store = MetadataStore(cfg.data_dir)
+    runtime = Runtime(
+        store,
+        durability=replace(cfg.durability, lock_timeout_s=0.0),
+        snapshot_interval=0.0,
+        max_state_bytes=0,
+    )
+    try:
+        try:
+            runtime.open()
+        except DataDirBusyError as exc:
+            raise ValueError(
+                f"{exc}; run the backfill through it: eventtally backfill --url "
+                "http://HOST:PORT --admin-token TOKEN ... (POST /admin/v1/backfill)"
+            ) from None
+        org = args.org or _only_org_with(runtime, args.filter)
+        try:
+            if args.file:
+                result = runtime.backfill_files(
+                    org, args.filter, args.file, ingest_id=args.ingest, force=args.force,
+                    progress=progress,
+                )  # fmt: skip
+            else:
+                result = runtime.backfill_wal(org, args.filter, start_ms, end_ms, progress=progress)
+        except BackfillError as exc:
+            raise ValueError(str(exc)) from None
+        progress({**result.to_dict(), "bytesDone": 1, "bytesTotal": 1}, final=True)
+        _print_backfill(result.to_dict(), args.json)
+    finally:
+        runtime.close()
+        store.close()
+    return 0
+
+
+def _only_org_with(runtime: Any, filter_id: str) -> str:
+    orgs = [o for o in runtime.org_ids() if filter_id in runtime.org(o).filters]
+    if len(orgs) != 1:
+        found = ", ".join(orgs) or "none"
+        raise ValueError(f"name the organization with --org (filter {filter_id!r} in: {found})")
+    return str(orgs[0])
 
 
 # ------------------------------------------------------------------------- management
@@ -303,7 +498,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
+    serve.add_argument(
+        "--port-file", help="write the bound port to this file once ready (useful with --port 0)"
+    )
     serve.set_defaults(func=cmd_serve)
+
+    bf = sub.add_parser(
+        "backfill",
+        parents=[common],
+        help="apply a filter to batches it never saw (from the WAL or archive files)",
+        description="Apply a filter added later to the raw batches still in the write-ahead "
+        "log (received in [--from, --to)), or to Segment archive files (--file). Works on the "
+        "data directory while no server runs; with a running server pass --url and the admin "
+        "token. Progress goes to stderr.",
+    )
+    bf.add_argument("--filter", required=True, help="filter id")
+    bf.add_argument("--org", help="organization (default: the only one with that filter)")
+    bf.add_argument(
+        "--from", dest="start", help="ingest time from (ISO 8601 or Unix seconds; inclusive)"
+    )
+    bf.add_argument("--to", dest="end", help="ingest time to (exclusive)")
+    bf.add_argument("--file", nargs="+", help="archive files: .json/.ndjson/.jsonl, gzipped or not")
+    bf.add_argument("--ingest", help="ingest whose timestamp settings apply to --file events")
+    bf.add_argument("--force", action="store_true", help="backfill a file again")
+    bf.add_argument("--url", help="a running server's base URL (uses POST /admin/v1/backfill)")
+    bf.add_argument("--admin-token", help="admin token for --url (or EVENTTALLY_ADMIN_TOKEN)")
+    bf.add_argument("--quiet", action="store_true", help="no progress output")
+    bf.add_argument("--json", action="store_true", help="print the result as JSON")
+    bf.set_defaults(func=cmd_backfill)
 
     def actions(name: str, help_text: str) -> argparse._SubParsersAction[Any]:
         p = sub.add_parser(name, help=help_text)

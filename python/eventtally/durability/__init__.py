@@ -29,6 +29,7 @@ from eventtally.durability.wal import (
     WalSegment,
     WalStats,
     WriteAheadLog,
+    from_ms,
     to_ms,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "WalSegment",
     "WalStats",
     "WriteAheadLog",
+    "from_ms",
     "ingest_record",
     "recover",
     "to_ms",

@@ -64,6 +64,7 @@ __all__ = [
     "WalSegment",
     "WalStats",
     "WriteAheadLog",
+    "from_ms",
     "to_ms",
 ]
 
@@ -113,9 +114,16 @@ _sync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
 
 
 def to_ms(seconds: float) -> int:
-    """Unix seconds to the integer milliseconds the log stores, rounded exactly as the engine
-    rounds ``received_at`` (so ``received_at=ms / 1000`` on replay lands in the same bucket)."""
+    """Unix seconds to the integer milliseconds the log stores (rounded). Hand the engine
+    :func:`from_ms` of the result, live and on replay, so both land on exactly this ms."""
     return round(seconds * 1000)
+
+
+def from_ms(ms: int) -> float:
+    """The ``received_at`` (Unix seconds) that makes the engine, which floors ``seconds * 1000``,
+    land on exactly ``ms``: the middle of that millisecond, so no float rounding can move it.
+    Live ingest and replay both pass it, so ingest-time buckets replay identically."""
+    return (ms + 0.5) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -810,12 +818,13 @@ class WriteAheadLog:
 
     # ----------------------------------------------------------------------------- maintenance
 
-    def truncate_before(self, seq: int) -> list[Path]:
+    def truncate_before(self, seq: int, *, dry_run: bool = False) -> list[Path]:
         """Delete whole segments holding only records below ``seq`` and outside the retention.
 
         Pass one more than the highest sequence number every organization's snapshots cover
         (``SnapshotStore.safe_wal_seq(orgs) + 1``). Only a prefix of segments (oldest first) is
-        deleted, and never the active one. Returns the deleted paths.
+        deleted, and never the active one. Returns the deleted paths; with ``dry_run`` nothing
+        is deleted and the paths that would be are returned.
         """
         now = time.time()
         with self._cond:
@@ -843,6 +852,8 @@ class WriteAheadLog:
             doomed.append(segments[i])
         if not doomed:
             return []
+        if dry_run:
+            return [self._path(first) for first in doomed]
         with self._cond:
             self._segments = [s for s in self._segments if s not in doomed]
         deleted: list[Path] = []

@@ -4,8 +4,11 @@ Guarantees:
 - :func:`make_app` returns a plain WSGI callable; :func:`start_server` runs it on the stdlib
   threaded HTTP/1.1 server and returns ``(server, thread)`` for embedding and tests (bind
   127.0.0.1 by default; port 0 picks a free port, see ``server.port``).
-- ``server.close()`` is a graceful stop: it stops accepting, finishes in-flight requests, saves
-  every organization's aggregates and closes the metadata store.
+- :func:`make_app` (and so :func:`start_server`) recovers the data directory before returning:
+  newest valid snapshot per organization, then the write-ahead log after it.  ``recover=False``
+  defers that to ``app.runtime.open()`` (``eventtally serve`` answers ``/healthz`` meanwhile).
+- ``server.close()`` is a graceful stop: it stops accepting, finishes in-flight requests, fsyncs
+  the log, snapshots every changed organization and closes the metadata store.
 - Standard library only (no web framework).  See ``docs/server.md``.
 
 Example::
@@ -23,30 +26,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .app import EventtallyApp, HTTPError
-from .config import ConfigFileError, LoadedConfig, ServerConfig, load_config
+from .config import ConfigFileError, DurabilityConfig, LoadedConfig, ServerConfig, load_config
 from .httpd import EventtallyHTTPServer, serve_in_thread
 from .manage import Manager
 from .metadata import MetadataError, MetadataStore
 from .provisioning import ProvisioningError, apply_provisioning, ensure_demo
 from .ratelimit import RateLimiter
-from .runtime import Durability, LogRecord, NullDurability, Runtime
+from .runtime import BackfillError, BackfillResult, NotReadyError, Runtime, StateLimitError
+from .storage import DataDirBusyError
 
 __all__ = [
+    "BackfillError",
+    "BackfillResult",
     "ConfigFileError",
-    "Durability",
+    "DataDirBusyError",
+    "DurabilityConfig",
     "EventtallyApp",
     "EventtallyHTTPServer",
     "HTTPError",
     "LoadedConfig",
-    "LogRecord",
     "Manager",
     "MetadataError",
     "MetadataStore",
-    "NullDurability",
+    "NotReadyError",
     "ProvisioningError",
     "RateLimiter",
     "Runtime",
     "ServerConfig",
+    "StateLimitError",
     "apply_provisioning",
     "ensure_demo",
     "load_config",
@@ -62,13 +69,14 @@ def make_app(
     *,
     provisioning: LoadedConfig | None = None,
     clock: Callable[[], float] | None = None,
-    durability: Durability | None = None,
     start_maintenance: bool = True,
+    recover: bool = True,
 ) -> EventtallyApp:
-    """Open the data directory, apply ``provisioning`` (if any), build the engines.
+    """Open the data directory, apply ``provisioning`` (if any), recover the engines.
 
     The caller owns the result: call ``app.runtime.close()`` then ``app.store.close()`` when
     done (``EventtallyHTTPServer.close`` does this for servers built by :func:`make_server`).
+    With ``recover=False`` the app answers 503 (``/readyz`` too) until ``app.runtime.open()``.
     """
     config = (config or ServerConfig()).validate()
     store = MetadataStore(Path(config.data_dir))
@@ -76,8 +84,14 @@ def make_app(
         if provisioning is not None:
             apply_provisioning(store, provisioning, max_filters_per_org=config.max_filters_per_org)
         runtime = Runtime(
-            store, clock=clock, durability=durability, save_interval=config.save_interval
+            store,
+            clock=clock,
+            durability=config.durability,
+            snapshot_interval=config.snapshot_interval,
+            max_state_bytes=config.max_state_bytes_per_org,
         )
+        if recover:
+            runtime.open()
     except BaseException:
         store.close()
         raise
@@ -91,11 +105,11 @@ def make_server(
     *,
     provisioning: LoadedConfig | None = None,
     clock: Callable[[], float] | None = None,
-    durability: Durability | None = None,
+    recover: bool = True,
 ) -> EventtallyHTTPServer:
     """Bind (not yet serving) a server for :func:`make_app`'s app."""
     config = (config or ServerConfig()).validate()
-    app = make_app(config, provisioning=provisioning, clock=clock, durability=durability)
+    app = make_app(config, provisioning=provisioning, clock=clock, recover=recover)
 
     def close_app() -> None:
         try:
@@ -121,8 +135,7 @@ def start_server(
     *,
     provisioning: LoadedConfig | None = None,
     clock: Callable[[], float] | None = None,
-    durability: Durability | None = None,
 ) -> tuple[EventtallyHTTPServer, threading.Thread]:
-    """Bind and serve in a daemon thread; returns ``(server, thread)``."""
-    server = make_server(config, provisioning=provisioning, clock=clock, durability=durability)
+    """Bind, recover and serve in a daemon thread; returns ``(server, thread)``."""
+    server = make_server(config, provisioning=provisioning, clock=clock)
     return server, serve_in_thread(server)

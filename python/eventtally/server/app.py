@@ -15,6 +15,15 @@ Guarantees:
   key's organization with the given schema.  A key never sees another organization's data.
 - The admin API is off (404) unless an admin token is configured; it needs
   ``Authorization: Bearer <token>``.
+- ``GET /healthz`` answers 200 while the process runs; ``GET /readyz`` answers 503 until
+  recovery has finished (every other route, except ``/metrics``, answers 503 with
+  ``Retry-After`` meanwhile).  ``GET /metrics`` is the Prometheus text format.
+- At most ``max_concurrent_requests`` requests are processed at once; more are answered at once
+  with 503, ``Retry-After: 1`` and a JSON message, before their body is read.  Probes and
+  ``/metrics`` are not counted.
+- A batch is answered 200 only after it is in the write-ahead log per the fsync policy.  A log
+  failure is 503 (Segment retries), never 400; an organization over its state-size limit gets
+  429 with ``Retry-After`` (Segment retries; see ``docs/server.md`` for the reasoning).
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -34,8 +45,10 @@ import eventtally
 from .config import ServerConfig
 from .manage import Manager
 from .metadata import ApiKeyRecord, Conflict, MetadataError, NotFound
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Family
 from .ratelimit import RateLimiter, retry_after_header
-from .runtime import Runtime
+from .runtime import BackfillError, NotReadyError, Runtime, StateLimitError, parse_time_ms
 
 __all__ = ["EventtallyApp", "HTTPError"]
 
@@ -90,6 +103,34 @@ def _admin_error(exc: MetadataError) -> HTTPError:
     return HTTPError(400, str(exc))
 
 
+#: Retry-After (seconds) of the 503s and 429s this module sends.
+RETRY_BUSY = 1
+RETRY_PERSIST = 5
+RETRY_STATE_LIMIT = 60
+
+_PROBES = ("/healthz", "/readyz", "/metrics")
+
+
+def _route_label(path: str) -> str:
+    """A low-cardinality route name for metrics (ingest ids are not labels)."""
+    if path.startswith("/api/v1/"):
+        route = path[len("/api/v1/") :].rstrip("/")
+        return f"api/{route}" if route in _API_ROUTES else "api/other"
+    if path == "/admin" or path.startswith("/admin/"):
+        return "admin"
+    stripped = path.rstrip("/")
+    if stripped in _PROBES:
+        return stripped[1:]
+    return "ingest"
+
+
+def _parse_time_ms(value: object, what: str) -> int | None:
+    try:
+        return parse_time_ms(value, what)
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from exc
+
+
 _API_ROUTES: dict[str, str] = {
     "filter-definitions": "GET",
     "metrics/results": "POST",
@@ -118,22 +159,66 @@ class EventtallyApp:
             self.store, max_filters_per_org=config.max_filters_per_org
         )
         self.admin_token = config.resolved_admin_token()
+        limit = config.max_concurrent_requests
+        self._slots = threading.BoundedSemaphore(limit) if limit else None
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._jobs_lock = threading.Lock()
+        r = runtime.registry
+        self.m_requests = r.counter(
+            "eventtally_http_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+        )
+        self.m_ingest_latency = r.histogram(
+            "eventtally_ingest_duration_seconds",
+            "Time to answer an ingest request with 200 (body read, parse, WAL, apply)",
+        )
+        self.m_overload = r.counter(
+            "eventtally_http_overload_total",
+            "Requests refused with 503 because max_concurrent_requests were in flight",
+        )
+        r.collector(self._collect)
+
+    def _collect(self) -> Iterable[Family]:
+        yield Family("eventtally_http_requests_in_flight", "gauge", "Requests being processed").add(
+            self._in_flight
+        )
+        yield Family(
+            "eventtally_http_max_concurrent_requests", "gauge", "The concurrency limit (0: none)"
+        ).add(self.config.max_concurrent_requests)
 
     # ------------------------------------------------------------------ WSGI entry
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         started = time.perf_counter()
-        try:
-            status, headers, body = self.dispatch(environ)
-        except HTTPError as exc:
+        path: str = environ.get("PATH_INFO") or "/"
+        route = _route_label(path)
+        probe = route in ("healthz", "readyz", "metrics")
+        slots = None if probe else self._slots
+        if probe:
+            status, headers, body = self._respond(environ)
+        elif slots is not None and not slots.acquire(blocking=False):
+            self.m_overload.inc()
             status, headers, body = _json_response(
-                exc.status, {"message": exc.message}, exc.headers
+                503,
+                {"message": "Server busy: too many concurrent requests; retry later"},
+                [("Retry-After", str(RETRY_BUSY))],
             )
-        except Exception:
-            log.exception(
-                "unhandled error for %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
-            )
-            status, headers, body = _json_response(500, {"message": "Internal server error"})
+        else:
+            with self._in_flight_lock:
+                self._in_flight += 1
+            try:
+                status, headers, body = self._respond(environ)
+            finally:
+                with self._in_flight_lock:
+                    self._in_flight -= 1
+                if slots is not None:
+                    slots.release()
+        self.m_requests.inc(route, str(status))
+        if route == "ingest" and status == 200:
+            self.m_ingest_latency.observe(time.perf_counter() - started)
         headers.append(("Content-Length", str(len(body))))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         if self.config.access_log and log.isEnabledFor(logging.INFO):
@@ -148,17 +233,49 @@ class EventtallyApp:
             )
         return [body]
 
+    def _respond(self, environ: dict[str, Any]) -> Response:
+        try:
+            return self.dispatch(environ)
+        except HTTPError as exc:
+            return _json_response(exc.status, {"message": exc.message}, exc.headers)
+        except NotReadyError:
+            return _json_response(
+                503,
+                {"message": f"Server not ready ({self.runtime.status}); retry later"},
+                [("Retry-After", str(RETRY_BUSY))],
+            )
+        except Exception:
+            log.exception(
+                "unhandled error for %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            )
+            return _json_response(500, {"message": "Internal server error"})
+
     def dispatch(self, environ: dict[str, Any]) -> Response:
         path: str = environ.get("PATH_INFO") or "/"
         method: str = environ.get("REQUEST_METHOD", "GET").upper()
+        probe = path.rstrip("/")
+        if probe in _PROBES:
+            if method not in ("GET", "HEAD"):
+                raise HTTPError(405, "Method not allowed", [("Allow", "GET")])
+            if probe == "/healthz":
+                return _json_response(200, {"status": "ok"})
+            if probe == "/readyz":
+                if self.runtime.ready:
+                    return _json_response(200, {"status": "ready"})
+                return _json_response(
+                    503,
+                    {"status": self.runtime.status, "message": "Not ready: " + self.runtime.status},
+                    [("Retry-After", str(RETRY_BUSY))],
+                )
+            if not self.config.metrics:
+                raise HTTPError(404, "Not found")
+            return 200, [("Content-Type", METRICS_CONTENT_TYPE)], self.runtime.registry.render()
+        if not self.runtime.ready:
+            raise NotReadyError(self.runtime.status)
         if path.startswith("/api/v1/"):
             return self.api(environ, method, path[len("/api/v1/") :].rstrip("/"))
         if path == "/admin" or path.startswith("/admin/"):
             return self.admin(environ, method, path)
-        if path.rstrip("/") == "/healthz":
-            if method != "GET":
-                raise HTTPError(405, "Method not allowed", [("Allow", "GET")])
-            return _json_response(200, {"status": "ok"})
         ingest_id = path[1:]
         if ingest_id.endswith("/"):
             ingest_id = ingest_id[:-1]
@@ -307,9 +424,15 @@ class EventtallyApp:
             self.runtime.ingest(org.id, ingest_id, body)
         except eventtally.EventtallyError as exc:
             raise _engine_error(exc) from exc
-        except OSError as exc:  # the durability hook could not persist: retryable
-            log.error("durability hook failed: %s", exc)
-            raise HTTPError(503, "Could not persist the batch; retry later") from exc
+        except StateLimitError as exc:
+            raise HTTPError(429, str(exc), [("Retry-After", str(RETRY_STATE_LIMIT))]) from exc
+        except OSError as exc:  # the write-ahead log could not persist it: retryable
+            log.error("could not persist a batch for %s: %s", org.id, exc)
+            raise HTTPError(
+                503,
+                "Could not persist the batch; retry later",
+                [("Retry-After", str(RETRY_PERSIST))],
+            ) from exc
         return _empty(200)
 
     # ------------------------------------------------------------------ Metrics API
@@ -386,6 +509,8 @@ class EventtallyApp:
         ):
             raise HTTPError(401, "Invalid admin token", [("WWW-Authenticate", "Bearer")])
         parts = [p for p in path.split("/") if p][2:]  # drop "admin", "v1"
+        if path.split("/")[2:3] == ["v1"] and parts and parts[0] == "backfill":
+            return self.admin_backfill(environ, method, parts[1:])
         if path.split("/")[2:3] != ["v1"] or not parts or parts[0] != "organizations":
             raise HTTPError(404, "Not found")
         try:
@@ -474,3 +599,96 @@ class EventtallyApp:
                 return _json_response(200, m.set_filter_enabled(org_id, obj_id, enabled).to_dict())
             return _json_response(200, m.set_key_enabled(obj_id, enabled, org_id=org_id).to_dict())
         raise HTTPError(404, "Not found")
+
+    # ------------------------------------------------------------------ admin backfill
+
+    def admin_backfill(self, environ: dict[str, Any], method: str, rest: list[str]) -> Response:
+        """``POST /admin/v1/backfill`` starts a job (202); ``GET .../backfill[/{id}]`` reports."""
+        if rest:
+            if method != "GET" or len(rest) != 1:
+                raise HTTPError(405 if len(rest) == 1 else 404, "Method not allowed",
+                                [("Allow", "GET")])  # fmt: skip
+            with self._jobs_lock:
+                found = self._jobs.get(rest[0])
+                if found is None:
+                    raise HTTPError(404, f"backfill job {rest[0]!r} not found")
+                return _json_response(200, dict(found))
+        if method == "GET":
+            with self._jobs_lock:
+                return _json_response(200, [dict(j) for j in self._jobs.values()])
+        if method != "POST":
+            raise HTTPError(405, "Method not allowed", [("Allow", "GET, POST")])
+        body = self._admin_body(environ)
+        org_id = body.get("organization")
+        filter_id = body.get("filter")
+        if not isinstance(filter_id, str) or not isinstance(org_id, str | None):
+            raise HTTPError(400, "filter (and organization, if given) must be strings")
+        if org_id is None:
+            having = [o for o in self.runtime.org_ids() if filter_id in self.runtime.org(o).filters]
+            if len(having) != 1:
+                raise HTTPError(
+                    400,
+                    f"name the organization (filter {filter_id!r} is enabled in "
+                    f"{', '.join(having) or 'none'})",
+                )
+            org_id = having[0]
+        files = body.get("files")
+        if files is not None and (
+            not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not files
+        ):
+            raise HTTPError(400, "files: expected a non-empty array of server-side paths")
+        start_ms = _parse_time_ms(body.get("from"), "from")
+        end_ms = _parse_time_ms(body.get("to"), "to")
+        ingest_id = body.get("ingest")
+        if ingest_id is not None and not isinstance(ingest_id, str):
+            raise HTTPError(400, "ingest: expected a string")
+        job_id = uuid.uuid4().hex[:12]
+        job: dict[str, Any] = {
+            "id": job_id,
+            "status": "running",
+            "organization": org_id,
+            "filter": filter_id,
+            "kind": "file" if files else "wal",
+            "startedAt": time.time(),
+            "progress": {},
+        }
+        runtime = self.runtime
+        # Validate what can be validated synchronously, so mistakes are a 400 here.
+        try:
+            st = runtime.org(org_id)
+        except KeyError as exc:
+            raise HTTPError(404, f"organization {org_id!r} not found") from exc
+        if filter_id not in st.filters:
+            raise HTTPError(404, f"filter {filter_id!r} is not enabled in {org_id!r}")
+
+        def progress(p: dict[str, Any]) -> None:
+            with self._jobs_lock:
+                job["progress"] = p
+
+        def run() -> None:
+            try:
+                if files:
+                    result = runtime.backfill_files(
+                        org_id, filter_id, files, ingest_id=ingest_id,
+                        force=bool(body.get("force")), progress=progress,
+                    )  # fmt: skip
+                else:
+                    result = runtime.backfill_wal(
+                        org_id, filter_id, start_ms, end_ms, progress=progress
+                    )
+            except (BackfillError, eventtally.EventtallyError, OSError) as exc:
+                with self._jobs_lock:
+                    job.update(status="failed", error=str(exc), finishedAt=time.time())
+                return
+            except Exception as exc:  # pragma: no cover - logged, reported
+                log.exception("backfill job %s failed", job_id)
+                with self._jobs_lock:
+                    job.update(status="failed", error=repr(exc), finishedAt=time.time())
+                return
+            with self._jobs_lock:
+                job.update(status="done", result=result.to_dict(), finishedAt=time.time())
+
+        with self._jobs_lock:
+            self._jobs[job_id] = job
+        threading.Thread(target=run, name=f"eventtally-backfill-{job_id}", daemon=True).start()
+        return _json_response(202, dict(job), [("Location", f"/admin/v1/backfill/{job_id}")])

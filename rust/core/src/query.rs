@@ -15,7 +15,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{Calc, FilterDef};
 use crate::error::{Error, Result};
-use crate::sketch::{DistinctSketch, QuantileSketch};
+use crate::sketch::{DistinctMerger, QuantileMerger};
 use crate::state::{AggColumns, FilterState, GroupTable};
 use crate::time::{parse_iso8601, Interval, IntervalUnit};
 
@@ -408,12 +408,19 @@ fn rollup_interval(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Inte
 }
 
 /// Query output: rows plus the grouping tuples they refer to.
+///
+/// Tuples are stored as codes into small per-key value tables, and tuple ids are in ascending
+/// lexicographic order of their values, so ordering rows by tuple is ordering by id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResultSet {
     /// Keys of the returned groupings (alias or `JPath`), in filter order.
     pub keys: Vec<String>,
-    /// Distinct output grouping tuples; rows refer to them by index.
-    pub tuples: Vec<Vec<String>>,
+    /// Per key, its distinct values in ascending order.
+    pub values: Vec<Vec<String>>,
+    /// `keys.len()` codes per tuple (tuple `g` is `tuple_codes[g * keys.len()..]`).
+    pub tuple_codes: Vec<u32>,
+    /// Number of distinct output tuples.
+    pub tuples: usize,
     pub dt: Vec<i64>,
     pub group: Vec<u32>,
     pub value: Vec<f64>,
@@ -421,13 +428,35 @@ pub struct ResultSet {
     pub grouped: bool,
 }
 
+impl ResultSet {
+    /// The values of tuple `g`, one per key.
+    pub fn tuple(&self, g: u32) -> impl Iterator<Item = &str> + '_ {
+        let n = self.keys.len();
+        let codes = &self.tuple_codes[g as usize * n..(g as usize + 1) * n];
+        codes
+            .iter()
+            .zip(&self.values)
+            .map(|(&c, vals)| vals[c as usize].as_str())
+    }
+
+    /// Per-row codes of key `k` (indexes into `values[k]`).
+    #[must_use]
+    pub fn row_codes(&self, k: usize) -> Vec<u32> {
+        let n = self.keys.len();
+        self.group
+            .iter()
+            .map(|&g| self.tuple_codes[g as usize * n + k])
+            .collect()
+    }
+}
+
 enum Acc {
     Count(u64),
     Sum(f64, u64),
     Min(f64, u64),
     Max(f64, u64),
-    Distinct(DistinctSketch, u64),
-    Quantile(QuantileSketch),
+    Distinct(DistinctMerger, u64),
+    Quantile(QuantileMerger),
 }
 
 impl Acc {
@@ -437,8 +466,8 @@ impl Acc {
             Calc::Sum | Calc::Avg => Acc::Sum(0.0, 0),
             Calc::Min => Acc::Min(f64::INFINITY, 0),
             Calc::Max => Acc::Max(f64::NEG_INFINITY, 0),
-            Calc::ApproxCountDistinct => Acc::Distinct(DistinctSketch::new(), 0),
-            Calc::Percentiles => Acc::Quantile(QuantileSketch::new()),
+            Calc::ApproxCountDistinct => Acc::Distinct(DistinctMerger::new(), 0),
+            Calc::Percentiles => Acc::Quantile(QuantileMerger::new()),
         }
     }
 
@@ -458,17 +487,17 @@ impl Acc {
                 *n += c.numeric[row];
             }
             Acc::Distinct(d, n) => {
-                d.merge(&c.distinct[row]);
+                d.add(&c.distinct[row]);
                 *n += c.matched[row];
             }
-            Acc::Quantile(q) => q.merge(&c.quantile[row]),
+            Acc::Quantile(q) => q.add(&c.quantile[row]),
         }
     }
 
-    fn value(&self, calc: Calc, p: f64) -> Option<f64> {
+    fn value(&mut self, calc: Calc, p: f64) -> Option<f64> {
         match self {
             Acc::Count(n) => (*n > 0).then_some(*n as f64),
-            Acc::Sum(s, n) if calc == Calc::Avg => (*n > 0).then(|| saturate(s / *n as f64)),
+            Acc::Sum(s, n) if calc == Calc::Avg => (*n > 0).then(|| saturate(*s / *n as f64)),
             Acc::Sum(s, n) => (*n > 0).then(|| saturate(*s)),
             Acc::Min(m, n) | Acc::Max(m, n) => (*n > 0).then_some(*m),
             Acc::Distinct(d, n) => (*n > 0).then(|| d.estimate().round()),
@@ -505,12 +534,16 @@ fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
 struct GroupPlan {
     /// Per stored tuple: the output tuple index, or None when filtered out.
     map: Vec<Option<u32>>,
-    tuples: Vec<Vec<String>>,
     keys: Vec<String>,
+    values: Vec<Vec<String>>,
+    tuple_codes: Vec<u32>,
+    tuples: usize,
     /// True when two stored tuples can land in one output tuple.
     collapsing: bool,
 }
 
+/// Decides, once per stored grouping tuple, whether it passes the value filters and which output
+/// tuple it lands in; output tuples get ids in ascending order of their values.
 fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usize>) -> GroupPlan {
     let n = def.groupings.len();
     let mut allowed: Vec<Option<hashbrown::HashSet<&str>>> = vec![None; n];
@@ -528,41 +561,94 @@ fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usi
         split = vec![false; n];
         split[i] = true;
     }
-    let keys = (0..n)
-        .filter(|&i| split[i])
-        .map(|i| def.groupings[i].key().to_owned())
+    let split_keys: Vec<usize> = (0..n).filter(|&i| split[i]).collect();
+    let nk = split_keys.len();
+    let keys = split_keys
+        .iter()
+        .map(|&i| def.groupings[i].key().to_owned())
         .collect();
-    let collapsing = split.iter().any(|s| !s);
-    let mut out_index: HashMap<Vec<String>, u32> = HashMap::new();
-    let mut tuples = Vec::new();
+    let collapsing = nk < n;
+
+    // Intern each returned key's values, then build one code tuple per output tuple.
+    let mut interners: Vec<HashMap<&str, u32>> = vec![HashMap::new(); nk];
+    let mut key_values: Vec<Vec<&str>> = vec![Vec::new(); nk];
+    let mut out_index: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut codes: Vec<u32> = Vec::new();
+    let mut tuples = 0u32;
     let mut map = Vec::with_capacity(state.groups.len());
+    let mut tuple: Vec<u32> = Vec::with_capacity(nk);
     for g in 0..state.groups.len() {
         let vals = GroupTable::decode(state.groups.key(g as u32));
-        let keep = vals.iter().enumerate().all(|(i, v)| {
-            allowed[i].as_ref().is_none_or(|set| set.contains(v))
-                && !(q.exclude_empty_groupings && split[i] && v.is_empty())
-        });
+        let keep = vals.len() == n
+            && vals.iter().enumerate().all(|(i, v)| {
+                allowed[i].as_ref().is_none_or(|set| set.contains(v))
+                    && !(q.exclude_empty_groupings && split[i] && v.is_empty())
+            });
         if !keep {
             map.push(None);
             continue;
         }
-        let out: Vec<String> = vals
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| split[*i])
-            .map(|(_, v)| (*v).to_owned())
-            .collect();
-        let next = tuples.len() as u32;
-        let id = *out_index.entry(out.clone()).or_insert_with(|| {
-            tuples.push(out);
-            next
-        });
+        tuple.clear();
+        for (k, &i) in split_keys.iter().enumerate() {
+            let v = vals[i];
+            let next = key_values[k].len() as u32;
+            let code = *interners[k].entry(v).or_insert_with(|| {
+                key_values[k].push(v);
+                next
+            });
+            tuple.push(code);
+        }
+        let id = if collapsing {
+            *out_index.entry(tuple.clone()).or_insert_with(|| {
+                codes.extend_from_slice(&tuple);
+                tuples += 1;
+                tuples - 1
+            })
+        } else {
+            codes.extend_from_slice(&tuple);
+            tuples += 1;
+            tuples - 1
+        };
         map.push(Some(id));
+    }
+
+    // Rank every key's values, then renumber tuples in lexicographic order of those ranks.
+    let mut values: Vec<Vec<String>> = Vec::with_capacity(nk);
+    for (k, vals) in key_values.iter().enumerate() {
+        let mut order: Vec<u32> = (0..vals.len() as u32).collect();
+        order.sort_unstable_by(|a, b| vals[*a as usize].cmp(vals[*b as usize]));
+        let mut rank = vec![0u32; vals.len()];
+        for (r, &c) in order.iter().enumerate() {
+            rank[c as usize] = r as u32;
+        }
+        for t in 0..tuples as usize {
+            let c = &mut codes[t * nk + k];
+            *c = rank[*c as usize];
+        }
+        values.push(order.iter().map(|&c| vals[c as usize].to_owned()).collect());
+    }
+    let mut order: Vec<u32> = (0..tuples).collect();
+    if nk > 0 {
+        order.sort_unstable_by(|a, b| {
+            codes[*a as usize * nk..(*a as usize + 1) * nk]
+                .cmp(&codes[*b as usize * nk..(*b as usize + 1) * nk])
+        });
+    }
+    let mut new_id = vec![0u32; tuples as usize];
+    let mut tuple_codes = Vec::with_capacity(codes.len());
+    for (new, &old) in order.iter().enumerate() {
+        new_id[old as usize] = new as u32;
+        tuple_codes.extend_from_slice(&codes[old as usize * nk..(old as usize + 1) * nk]);
+    }
+    for m in map.iter_mut().flatten() {
+        *m = new_id[*m as usize];
     }
     GroupPlan {
         map,
-        tuples,
         keys,
+        values,
+        tuple_codes,
+        tuples: tuples as usize,
         collapsing,
     }
 }
@@ -614,23 +700,14 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
         }
         cells.extend(
             acc.into_iter()
-                .filter_map(|((b, g), a)| a.value(q.calculation, p).map(|v| (b, g, v))),
+                .filter_map(|((b, g), mut a)| a.value(q.calculation, p).map(|v| (b, g, v))),
         );
     }
     if !q.include_incomplete_intervals {
         cells.retain(|(b, _, _)| bucket_end(*b) <= now_ms);
     }
-    // Deterministic order: by time, then by grouping tuple.
-    let mut order: Vec<u32> = (0..gp.tuples.len() as u32).collect();
-    order.sort_by(|a, b| gp.tuples[*a as usize].cmp(&gp.tuples[*b as usize]));
-    let mut rank = vec![0u32; gp.tuples.len()];
-    for (r, g) in order.iter().enumerate() {
-        rank[*g as usize] = r as u32;
-    }
-    cells.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then(rank[a.1 as usize].cmp(&rank[b.1 as usize]))
-    });
+    // Deterministic order: by time, then by grouping tuple (tuple ids are in value order).
+    cells.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     if let Some(limit) = q.limit {
         let mut kept = Vec::with_capacity(cells.len());
         let mut i = 0;
@@ -647,10 +724,10 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
                 } else {
                     ord
                 };
-                ord.then(rank[a.1 as usize].cmp(&rank[b.1 as usize]))
+                ord.then(a.1.cmp(&b.1))
             });
             slice.truncate(limit);
-            slice.sort_by(|a, b| rank[a.1 as usize].cmp(&rank[b.1 as usize]));
+            slice.sort_unstable_by_key(|c| c.1);
             kept.extend(slice);
             i = j;
         }
@@ -658,6 +735,8 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
     }
     let mut rs = ResultSet {
         keys: gp.keys,
+        values: gp.values,
+        tuple_codes: gp.tuple_codes,
         tuples: gp.tuples,
         grouped: !def.groupings.is_empty(),
         ..ResultSet::default()
@@ -687,7 +766,7 @@ pub fn grouping_values(def: &FilterDef, state: &FilterState, q: &Query) -> Resul
     let gp = plan_groups(def, state, q, Some(idx));
     let start = q.start_ms.unwrap_or(i64::MIN);
     let end = q.end_ms.unwrap_or(i64::MAX);
-    let mut seen = vec![false; gp.tuples.len()];
+    let mut seen = vec![false; gp.tuples];
     for row in 0..state.rows() {
         let b = state.row_bucket[row];
         if b < start || b >= end {
@@ -697,12 +776,12 @@ pub fn grouping_values(def: &FilterDef, state: &FilterState, q: &Query) -> Resul
             seen[g as usize] = true;
         }
     }
-    let mut out: Vec<String> = gp
-        .tuples
-        .into_iter()
-        .zip(seen)
-        .filter(|(_, s)| *s)
-        .map(|(mut t, _)| t.pop().unwrap_or_default())
+    // One returned key: tuple g's only code indexes the sorted values.
+    let mut out: Vec<String> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s)
+        .map(|(g, _)| gp.values[0][gp.tuple_codes[g] as usize].clone())
         .collect();
     out.sort();
     Ok(out)

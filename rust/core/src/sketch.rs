@@ -527,6 +527,198 @@ fn representative(key: i32) -> f64 {
     (f64::from(key) * LN_GAMMA).exp() * REPRESENTATIVE_FACTOR
 }
 
+/// Merges many [`DistinctSketch`]es for one answer (query-time rollups): exact inputs only
+/// append their hashes, which are sorted and deduplicated once, so small cells merge without
+/// rehashing; `estimate` equals that of the fully merged sketch (whose state depends only on
+/// the set of hashes).
+#[derive(Clone, Debug, Default)]
+pub struct DistinctMerger {
+    hashes: Vec<u64>,
+    sketch: Option<DistinctSketch>,
+}
+
+impl DistinctMerger {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, other: &DistinctSketch) {
+        match &other.repr {
+            DistinctRepr::Exact(set) => {
+                self.hashes.extend(set.iter());
+                if self.hashes.len() > 8 * EXACT_LIMIT {
+                    self.compact();
+                }
+            }
+            DistinctRepr::Hll(_) => match &mut self.sketch {
+                Some(s) => s.merge(other),
+                None => self.sketch = Some(other.clone()),
+            },
+        }
+    }
+
+    /// Deduplicates the pending hashes and moves them into the sketch once they no longer fit
+    /// the exact limit (or a sketch already exists).
+    fn compact(&mut self) {
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+        if self.sketch.is_some() || self.hashes.len() > EXACT_LIMIT {
+            let sketch = self.sketch.get_or_insert_with(DistinctSketch::new);
+            for &h in &self.hashes {
+                sketch.insert_hash(h);
+            }
+            self.hashes.clear();
+        }
+    }
+
+    /// Same contract as [`DistinctSketch::estimate`].
+    pub fn estimate(&mut self) -> f64 {
+        self.compact();
+        match &self.sketch {
+            Some(s) => s.estimate(),
+            None => self.hashes.len() as f64,
+        }
+    }
+}
+
+/// The bins of many stores, appended as (key, count) pairs: the query-time accumulator behind
+/// [`QuantileMerger`]. Rollups mostly merge small cells, so appending and sorting once beats
+/// re-laying out a dense store on every merge. It is never compared or encoded.
+#[derive(Clone, Debug, Default)]
+struct PairStore {
+    pairs: Vec<(i32, u64)>,
+    sorted: bool,
+}
+
+impl PairStore {
+    fn add_store(&mut self, other: &DenseStore) {
+        self.sorted = false;
+        self.pairs.extend(
+            other
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (other.offset + i as i32, c)),
+        );
+    }
+
+    /// Sorts and coalesces the pairs, then folds keys below `max - MAX_BINS + 1` into that bin
+    /// exactly as [`DenseStore`] collapses them, so answers equal the merged sketch's.
+    fn finish(&mut self) {
+        if self.sorted {
+            return;
+        }
+        self.pairs.sort_unstable_by_key(|p| p.0);
+        let mut out: Vec<(i32, u64)> = Vec::with_capacity(self.pairs.len());
+        let floor = self.pairs.last().map_or(0, |p| p.0) - (QUANTILE_MAX_BINS as i32 - 1);
+        for &(k, c) in &self.pairs {
+            let k = k.max(floor);
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 += c,
+                _ => out.push((k, c)),
+            }
+        }
+        self.pairs = out;
+        self.sorted = true;
+    }
+}
+
+/// Merges many [`QuantileSketch`]es for one answer (query-time rollups) without rebuilding a
+/// canonical sketch after every merge; `quantile` equals that of the fully merged sketch.
+#[derive(Clone, Debug, Default)]
+pub struct QuantileMerger {
+    positive: PairStore,
+    negative: PairStore,
+    zero_count: u64,
+    count: u64,
+    min: f64,
+    max: f64,
+}
+
+impl QuantileMerger {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            ..Self::default()
+        }
+    }
+
+    pub fn add(&mut self, sketch: &QuantileSketch) {
+        if sketch.count == 0 {
+            return;
+        }
+        self.positive.add_store(&sketch.positive);
+        self.negative.add_store(&sketch.negative);
+        self.zero_count += sketch.zero_count;
+        self.count += sketch.count;
+        self.min = self.min.min(sketch.min);
+        self.max = self.max.max(sketch.max);
+    }
+
+    /// Same contract as [`QuantileSketch::quantile`].
+    pub fn quantile(&mut self, p: f64) -> Option<f64> {
+        if self.count == 0 || p <= 0.0 || p.is_nan() || p > 1.0 {
+            return None;
+        }
+        if p >= 1.0 {
+            return Some(self.max);
+        }
+        self.positive.finish();
+        self.negative.finish();
+        let (pos, neg) = (&self.positive.pairs, &self.negative.pairs);
+        let rank = (p * (self.count - 1) as f64).floor() as u64;
+        if rank > self.count / 2 {
+            let from_top = self.count - 1 - rank;
+            let mut seen = 0u64;
+            let value = 'found: {
+                for &(k, c) in pos.iter().rev() {
+                    seen += c;
+                    if seen > from_top {
+                        break 'found representative(k);
+                    }
+                }
+                seen += self.zero_count;
+                if seen > from_top {
+                    break 'found 0.0;
+                }
+                for &(k, c) in neg {
+                    seen += c;
+                    if seen > from_top {
+                        break 'found -representative(k);
+                    }
+                }
+                self.min
+            };
+            return Some(value.clamp(self.min, self.max));
+        }
+        let mut seen = 0u64;
+        let value = 'found: {
+            for &(k, c) in neg.iter().rev() {
+                seen += c;
+                if seen > rank {
+                    break 'found -representative(k);
+                }
+            }
+            seen += self.zero_count;
+            if seen > rank {
+                break 'found 0.0;
+            }
+            for &(k, c) in pos {
+                seen += c;
+                if seen > rank {
+                    break 'found representative(k);
+                }
+            }
+            self.max
+        };
+        Some(value.clamp(self.min, self.max))
+    }
+}
+
 /// Contiguous counters for keys `offset .. offset + counts.len()`.
 ///
 /// Invariant (relied on by equality and checked by decode): when non-empty, the first and last
@@ -736,6 +928,31 @@ impl QuantileSketch {
             return Some(self.max);
         }
         let rank = (p * (self.count - 1) as f64).floor() as u64;
+        // High quantiles (the common p99) walk down from the top: far fewer bins to visit.
+        if rank > self.count / 2 {
+            let from_top = self.count - 1 - rank;
+            let mut seen = 0u64;
+            let value = 'found: {
+                for (i, &c) in self.positive.counts.iter().enumerate().rev() {
+                    seen += c;
+                    if seen > from_top {
+                        break 'found representative(self.positive.offset + i as i32);
+                    }
+                }
+                seen += self.zero_count;
+                if seen > from_top {
+                    break 'found 0.0;
+                }
+                for (i, &c) in self.negative.counts.iter().enumerate() {
+                    seen += c;
+                    if seen > from_top {
+                        break 'found -representative(self.negative.offset + i as i32);
+                    }
+                }
+                self.min
+            };
+            return Some(value.clamp(self.min, self.max));
+        }
         let mut seen = 0u64;
         let value = 'found: {
             for (i, &c) in self.negative.counts.iter().enumerate().rev() {
@@ -1218,6 +1435,70 @@ mod tests {
             let lower = upper / GAMMA;
             assert!(rep / upper >= 1.0 - QUANTILE_ALPHA - 1e-12);
             assert!(rep / lower <= 1.0 + QUANTILE_ALPHA + 1e-12);
+        }
+    }
+
+    #[test]
+    fn distinct_merger_estimates_like_the_merged_sketch() {
+        let mut rng = Rng(7);
+        for round in 0..30 {
+            let mut parts = Vec::new();
+            for _ in 0..=(round % 9) {
+                let mut sk = DistinctSketch::new();
+                // Mostly small cells, some past the exact limit, with overlapping values.
+                let n = if rng.next() % 5 == 0 {
+                    3000
+                } else {
+                    rng.next() % 40
+                };
+                for _ in 0..n {
+                    sk.insert_hash(Rng(rng.next() % 5000).next());
+                }
+                parts.push(sk);
+            }
+            let mut whole = DistinctSketch::new();
+            let mut acc = DistinctMerger::new();
+            for p in &parts {
+                whole.merge(p);
+                acc.add(p);
+            }
+            assert_eq!(
+                acc.estimate().to_bits(),
+                whole.estimate().to_bits(),
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn merger_answers_like_the_merged_sketch() {
+        let mut rng = Rng(11);
+        for round in 0..40 {
+            let mut parts = Vec::new();
+            for _ in 0..=(round % 7) {
+                let mut sk = QuantileSketch::new();
+                for _ in 0..(rng.next() % 50) {
+                    let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+                    // Wide ranges (collapsing), negatives and zeros included.
+                    let x = match rng.next() % 4 {
+                        0 => 0.0,
+                        1 => -(u * 1e3),
+                        2 => (u * 700.0 - 350.0).exp(),
+                        _ => u * 1e6,
+                    };
+                    sk.add(x);
+                }
+                parts.push(sk);
+            }
+            let mut whole = QuantileSketch::new();
+            let mut acc = QuantileMerger::new();
+            for p in &parts {
+                whole.merge(p);
+                acc.add(p);
+            }
+            for p in [0.01, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0] {
+                assert_eq!(acc.quantile(p), whole.quantile(p), "round {round} p {p}");
+            }
         }
     }
 

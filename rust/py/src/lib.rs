@@ -295,6 +295,14 @@ impl Engine {
     }
 }
 
+fn groupings_object(rs: &ResultSet, g: u32) -> Json {
+    let mut m = Map::new();
+    for (k, v) in rs.keys.iter().zip(rs.tuple(g)) {
+        m.insert(k.clone(), Json::String(v.to_owned()));
+    }
+    Json::Object(m)
+}
+
 fn rows_json(rs: &ResultSet) -> Json {
     let mut out = Vec::with_capacity(rs.dt.len());
     let mut dt = String::new();
@@ -304,12 +312,7 @@ fn rows_json(rs: &ResultSet) -> Json {
         let groupings = if rs.keys.is_empty() && !rs.grouped {
             Json::Null
         } else {
-            let tuple = &rs.tuples[rs.group[i] as usize];
-            let mut m = Map::new();
-            for (k, v) in rs.keys.iter().zip(tuple) {
-                m.insert(k.clone(), Json::String(v.clone()));
-            }
-            Json::Object(m)
+            groupings_object(rs, rs.group[i])
         };
         out.push(json!({"dt": dt, "groupings": groupings, "value": rs.value[i]}));
     }
@@ -320,29 +323,23 @@ fn rows_json(rs: &ResultSet) -> Json {
 /// (`isSeperator`, base `dt`, non-null `groupings`) followed by value rows carrying seconds after
 /// the base, the value and the query id.
 fn multi_rows(rs: &ResultSet, query_id: &str, out: &mut Vec<Json>) {
-    let mut series: Vec<Vec<usize>> = vec![Vec::new(); rs.tuples.len()];
+    let mut series: Vec<Vec<usize>> = vec![Vec::new(); rs.tuples];
     for i in 0..rs.dt.len() {
         series[rs.group[i] as usize].push(i);
     }
-    let mut order: Vec<usize> = (0..series.len())
-        .filter(|g| !series[*g].is_empty())
-        .collect();
-    order.sort_by(|a, b| rs.tuples[*a].cmp(&rs.tuples[*b]));
     let mut dt = String::new();
-    for g in order {
-        let rows = &series[g];
-        let base = rows
-            .iter()
-            .map(|&i| rs.dt[i])
-            .min()
-            .expect("non-empty series");
+    // Tuple ids are in ascending order of their values, so series come out sorted.
+    for (g, rows) in series.iter().enumerate() {
+        let Some(base) = rows.iter().map(|&i| rs.dt[i]).min() else {
+            continue;
+        };
         dt.clear();
         write_rfc3339(base, &mut dt);
-        let mut m = Map::new();
-        for (k, v) in rs.keys.iter().zip(&rs.tuples[g]) {
-            m.insert(k.clone(), Json::String(v.clone()));
-        }
-        out.push(json!({"isSeperator": true, "dt": dt, "groupings": Json::Object(m)}));
+        out.push(json!({
+            "isSeperator": true,
+            "dt": dt,
+            "groupings": groupings_object(rs, g as u32),
+        }));
         for &i in rows {
             out.push(json!({
                 "dtSecLater": (rs.dt[i] - base).div_euclid(1000),
@@ -509,8 +506,9 @@ impl Engine {
         .map_err(to_py_err)
     }
 
-    /// The query answer as arrays: (dt ms int64, group codes uint32, values float64, keys,
-    /// tuples, grouped). The arrays are moved out of Rust without a copy.
+    /// The query answer as arrays: (dt ms int64, tuple id per row uint32, values float64, keys,
+    /// per-key sorted values, per-key code per row uint32, per-key code per tuple uint32,
+    /// grouped). Every array is moved out of Rust without a copy.
     #[allow(clippy::type_complexity)]
     fn results_arrays<'py>(
         &self,
@@ -523,18 +521,37 @@ impl Engine {
         Bound<'py, PyArray1<f64>>,
         Vec<String>,
         Vec<Vec<String>>,
+        Vec<Bound<'py, PyArray1<u32>>>,
+        Vec<Bound<'py, PyArray1<u32>>>,
         bool,
     )> {
         let q = parse_json(query_json, "query")?;
-        let rs = py
-            .detach(|| self.run_query(&q, now_ms).map(|(_, rs, _)| rs))
+        let (rs, row_codes, tuple_codes) = py
+            .detach(|| {
+                self.run_query(&q, now_ms).map(|(_, rs, _)| {
+                    let nk = rs.keys.len();
+                    let row_codes: Vec<Vec<u32>> = (0..nk).map(|k| rs.row_codes(k)).collect();
+                    let tuple_codes: Vec<Vec<u32>> = (0..nk)
+                        .map(|k| rs.tuple_codes.iter().skip(k).step_by(nk).copied().collect())
+                        .collect();
+                    (rs, row_codes, tuple_codes)
+                })
+            })
             .map_err(to_py_err)?;
         Ok((
             PyArray1::from_vec(py, rs.dt),
             PyArray1::from_vec(py, rs.group),
             PyArray1::from_vec(py, rs.value),
             rs.keys,
-            rs.tuples,
+            rs.values,
+            row_codes
+                .into_iter()
+                .map(|c| PyArray1::from_vec(py, c))
+                .collect(),
+            tuple_codes
+                .into_iter()
+                .map(|c| PyArray1::from_vec(py, c))
+                .collect(),
             rs.grouped,
         ))
     }
