@@ -58,8 +58,12 @@ FILTER = {
     "intervalType": "DAY",
     "intervalCount": 1,
     "aggregations": [
-        {"id": 1, "name": "distinct", "calculations": ["APPROX_COUNT_DISTINCT"],
-         "calculationField": "@.u"},
+        {
+            "id": 1,
+            "name": "distinct",
+            "calculations": ["APPROX_COUNT_DISTINCT"],
+            "calculationField": "@.u",
+        },
         {"id": 2, "name": "quantiles", "calculations": ["PERCENTILES"], "calculationField": "@.v"},
     ],
 }
@@ -140,8 +144,9 @@ def measure_distinct(kind: str, n: int, seed: int, budget: int) -> DistinctRow:
     est = answers(engine, {"aggregationId": 1, "calculation": "APPROX_COUNT_DISTINCT"})
     assert sorted(est) == list(range(groups)), est
     errors = [abs(est[g] - n) / n for g in range(groups)]
-    return DistinctRow(kind, n, groups, float(np.mean(errors)), max(errors),
-                       time.perf_counter() - t0)
+    return DistinctRow(
+        kind, n, groups, float(np.mean(errors)), max(errors), time.perf_counter() - t0
+    )
 
 
 def distinct_signed_errors(kind: str, n: int, groups: int, seed: int) -> np.ndarray:
@@ -209,7 +214,7 @@ def measure_quantiles(dist: str, n: int, seed: int, budget: int) -> QuantileRow:
     for g in range(groups):
         values = SAMPLERS[dist](rng, n)
         for start in range(0, n, BATCH_LINES):
-            ingest_lines(engine, quantile_lines(values[start:start + BATCH_LINES], g))
+            ingest_lines(engine, quantile_lines(values[start : start + BATCH_LINES], g))
         values.sort()
         exact_sorted.append(values)
     rank_err: dict[float, float] = {}
@@ -239,11 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-exp", type=int, default=7, help="largest size is 10^max_exp")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--budget", type=int, default=GROUP_BUDGET,
-                        help="values per (distribution, size) spread over up to 20 groups")
-    parser.add_argument("--tail-groups", type=int, default=200,
-                        help="groups for the distinct-count tail at 10^4 and 10^5 (10^6: a "
-                             "tenth); 0 skips it")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=GROUP_BUDGET,
+        help="values per (distribution, size) spread over up to 20 groups",
+    )
+    parser.add_argument(
+        "--tail-groups",
+        type=int,
+        default=200,
+        help="groups for the distinct-count tail at 10^4 and 10^5 (10^6: a tenth); 0 skips it",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"eventtally accuracy, seed {args.seed}, sizes up to 10^{args.max_exp}\n")
@@ -259,13 +271,20 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # the largest size once: it takes most of the run
             r = measure_distinct(kind, n, args.seed, args.budget)
             worst_distinct = max(worst_distinct, r.max_err)
-            label = {"uniform": "strings, each once", "zipf": "strings, Zipf(1.2) repeats",
-                     "numbers": "integers, each once"}[kind]
-            print(f"| {n:,} | {label} | {r.groups} | {pct(r.mean_err)} | {pct(r.max_err)} |",
-                  flush=True)
+            label = {
+                "uniform": "strings, each once",
+                "zipf": "strings, Zipf(1.2) repeats",
+                "numbers": "integers, each once",
+            }[kind]
+            print(
+                f"| {n:,} | {label} | {r.groups} | {pct(r.mean_err)} | {pct(r.max_err)} |",
+                flush=True,
+            )
 
-    print("\n### PERCENTILES (worst group; rank error / relative value error; "
-          "target rank error <= 1 %)\n")
+    print(
+        "\n### PERCENTILES (worst group; rank error / relative value error; "
+        "target rank error <= 1 %)\n"
+    )
     head = " | ".join(f"p = {p}" for p in PERCENTILES)
     print(f"| distribution | n | groups | {head} |")
     print("|---|---:|---:|" + "---:|" * len(PERCENTILES))
@@ -280,14 +299,15 @@ def main(argv: list[str] | None = None) -> int:
             if n >= 1000:
                 worst_rank_large = max(worst_rank_large, *r.rank_err.values())
             worst_value = max(worst_value, *r.value_err.values())
-            cells = " | ".join(f"{pct(r.rank_err[p])} / {pct(r.value_err[p])}"
-                               for p in PERCENTILES)
+            cells = " | ".join(f"{pct(r.rank_err[p])} / {pct(r.value_err[p])}" for p in PERCENTILES)
             print(f"| {dist} | {n:,} | {r.groups} | {cells} |", flush=True)
 
     if args.tail_groups:
         print("\n### APPROX_COUNT_DISTINCT tail: many groups (fraction of groups above 2 %)\n")
-        print("| distinct values N | groups | bias (mean signed error) | std deviation "
-              "| max error | groups above 2 % |")
+        print(
+            "| distinct values N | groups | bias (mean signed error) | std deviation "
+            "| max error | groups above 2 % |"
+        )
         print("|---:|---:|---:|---:|---:|---:|")
         for exp in (4, 5, 6):
             n = 10**exp
@@ -295,19 +315,28 @@ def main(argv: list[str] | None = None) -> int:
             signed = distinct_signed_errors("tail", n, groups, args.seed)
             worst_distinct = max(worst_distinct, float(np.max(np.abs(signed))))
             above = int(np.sum(np.abs(signed) > DISTINCT_TARGET))
-            print(f"| {n:,} | {groups} | {100 * float(np.mean(signed)):+.3f} % | "
-                  f"{100 * float(np.std(signed)):.3f} % | {pct(float(np.max(np.abs(signed))))} | "
-                  f"{above} ({100 * above / groups:.1f} %) |", flush=True)
+            print(
+                f"| {n:,} | {groups} | {100 * float(np.mean(signed)):+.3f} % | "
+                f"{100 * float(np.std(signed)):.3f} % | {pct(float(np.max(np.abs(signed))))} | "
+                f"{above} ({100 * above / groups:.1f} %) |",
+                flush=True,
+            )
 
     ok_distinct = worst_distinct <= DISTINCT_TARGET
     ok_rank = worst_rank_large <= RANK_TARGET
     print("\n### Summary\n")
-    print(f"- worst distinct-count error in any group: {pct(worst_distinct)} "
-          f"(target <= 2 %): {'met' if ok_distinct else 'MISSED'}")
-    print(f"- worst percentile rank error, n >= 1,000: {pct(worst_rank_large)} "
-          f"(target <= 1 %): {'met' if ok_rank else 'MISSED'}")
-    print(f"- worst percentile rank error, any n: {pct(worst_rank)} "
-          f"(at n = 10 or 100 one rank is 10 % or 1 %)")
+    print(
+        f"- worst distinct-count error in any group: {pct(worst_distinct)} "
+        f"(target <= 2 %): {'met' if ok_distinct else 'MISSED'}"
+    )
+    print(
+        f"- worst percentile rank error, n >= 1,000: {pct(worst_rank_large)} "
+        f"(target <= 1 %): {'met' if ok_rank else 'MISSED'}"
+    )
+    print(
+        f"- worst percentile rank error, any n: {pct(worst_rank)} "
+        f"(at n = 10 or 100 one rank is 10 % or 1 %)"
+    )
     print(f"- worst percentile relative value error: {pct(worst_value)} (sketch bound 0.5 %)")
     print(f"- run time: {time.perf_counter() - started:.0f} s")
     return 0 if ok_distinct and ok_rank else 1

@@ -64,10 +64,18 @@ FILTER = {
     "intervalType": "MINUTE",
     "intervalCount": 1,
     "aggregations": [
-        {"id": 1, "name": "v", "calculations": ["COUNT", "SUM", "MIN", "MAX", "AVG",
-                                                "PERCENTILES"], "calculationField": "@.v"},
-        {"id": 2, "name": "u", "calculations": ["APPROX_COUNT_DISTINCT"],
-         "calculationField": "@.u"},
+        {
+            "id": 1,
+            "name": "v",
+            "calculations": ["COUNT", "SUM", "MIN", "MAX", "AVG", "PERCENTILES"],
+            "calculationField": "@.v",
+        },
+        {
+            "id": 2,
+            "name": "u",
+            "calculations": ["APPROX_COUNT_DISTINCT"],
+            "calculationField": "@.u",
+        },
     ],
 }
 BATCH_EVENTS = 250_000
@@ -75,8 +83,11 @@ BATCH_EVENTS = 250_000
 QUERIES: dict[str, dict[str, Any]] = {
     "plain": {},
     "rollup": {"recalculatedInterval": {"type": "SECOND", "frequency": 3600}},
-    "agg": {"groupingFilters": [{"grouping": "@.b", "filters": ["$__agg"],
-                                 "returnGroupingValues": False}]},
+    "agg": {
+        "groupingFilters": [
+            {"grouping": "@.b", "filters": ["$__agg"], "returnGroupingValues": False}
+        ]
+    },
 }
 QUERY_LABELS = {
     "plain": "plain (every cell)",
@@ -124,7 +135,7 @@ class Workload:
             f'{{"t":{t[i]},"a":"a{a[i]:02d}","b":"b{b[i]:02d}","v":{v[i]},"u":"u{u[i]}"}}'
             for i in range(self.events)
         ]
-        return ["\n".join(lines[i:i + batch]) for i in range(0, len(lines), batch)]
+        return ["\n".join(lines[i : i + batch]) for i in range(0, len(lines), batch)]
 
 
 def build_engine(work: Workload) -> Engine:
@@ -137,8 +148,14 @@ def build_engine(work: Workload) -> Engine:
 
 def query(name: str, calculation: str = "SUM") -> dict[str, Any]:
     """The Metrics API request of one benchmark query over the whole day."""
-    return {"filterId": "q", "aggregationId": 1, "calculation": calculation,
-            "startTime": "2024-01-01T00:00:00Z", "endTime": DAY_END, **QUERIES[name]}
+    return {
+        "filterId": "q",
+        "aggregationId": 1,
+        "calculation": calculation,
+        "startTime": "2024-01-01T00:00:00Z",
+        "endTime": DAY_END,
+        **QUERIES[name],
+    }
 
 
 # ---------------------------------------------------------------- expected answers
@@ -159,8 +176,11 @@ def expected(work: Workload, name: str) -> dict[str, np.ndarray]:
     uniq, inverse = np.unique(key, axis=1, return_inverse=True)
     sums = np.zeros(uniq.shape[1])
     np.add.at(sums, inverse.ravel(), v)
-    out = {"dt": uniq[0], "a": np.char.add("a", np.char.zfill(uniq[1].astype(str), 2)),
-           "value": sums}
+    out = {
+        "dt": uniq[0],
+        "a": np.char.add("a", np.char.zfill(uniq[1].astype(str), 2)),
+        "value": sums,
+    }
     if name != "agg":
         out["b"] = np.char.add("b", np.char.zfill(uniq[2].astype(str), 2))
     return out
@@ -181,12 +201,11 @@ def check_eventtally(arrays: Any, want: dict[str, np.ndarray]) -> None:
 
 _WINDOW = "minute >= TIMESTAMP '2024-01-01 00:00:00' AND minute < TIMESTAMP '2024-01-02 00:00:00'"
 DUCKDB_SQL = {
-    "plain": "SELECT minute AS dt, a, b, s AS value FROM rolled "
-             f"WHERE {_WINDOW} ORDER BY dt, a, b",
+    "plain": f"SELECT minute AS dt, a, b, s AS value FROM rolled WHERE {_WINDOW} ORDER BY dt, a, b",
     "rollup": "SELECT time_bucket(INTERVAL 1 HOUR, minute) AS dt, a, b, sum(s) AS value "
-              f"FROM rolled WHERE {_WINDOW} GROUP BY ALL ORDER BY dt, a, b",
+    f"FROM rolled WHERE {_WINDOW} GROUP BY ALL ORDER BY dt, a, b",
     "agg": "SELECT minute AS dt, a, sum(s) AS value FROM rolled "
-           f"WHERE {_WINDOW} GROUP BY ALL ORDER BY dt, a",
+    f"WHERE {_WINDOW} GROUP BY ALL ORDER BY dt, a",
 }
 
 
@@ -288,8 +307,7 @@ def race(
 def snapshot_times(engine: Engine, repeat: int) -> tuple[list[float], list[float], int]:
     """Times of ``to_bytes`` and ``from_bytes`` (interleaved), and the snapshot size in bytes."""
     data = engine.to_bytes()
-    times, results = race({"to": engine.to_bytes, "from": lambda: Engine.from_bytes(data)},
-                          repeat)
+    times, results = race({"to": engine.to_bytes, "from": lambda: Engine.from_bytes(data)}, repeat)
     assert results["to"] == data and results["from"].to_bytes() == data
     return times["to"], times["from"], len(data)
 
@@ -301,8 +319,10 @@ def ms(seconds: list[float]) -> str:
 
 def query_tables(engine: Engine, duck: DuckDB | None, work: Workload, repeat: int) -> None:
     """Times and checks the three queries; prints two markdown tables."""
-    print("| query | rows | eventtally `results_arrays` | DuckDB (pre-rolled table) "
-          "| DuckDB / eventtally | eventtally `results` (JSON rows) |")
+    print(
+        "| query | rows | eventtally `results_arrays` | DuckDB (pre-rolled table) "
+        "| DuckDB / eventtally | eventtally `results` (JSON rows) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name in QUERIES:
         want = expected(work, name)
@@ -327,11 +347,16 @@ def query_tables(engine: Engine, duck: DuckDB | None, work: Workload, repeat: in
         rows_s = (time.perf_counter() - start) / rows_repeat
         assert len(rows) == n_rows
         del rows
-        print(f"| {QUERY_LABELS[name]} | {n_rows:,} | {ms(times['arrays'])} | {duck_cell} | "
-              f"{ratio} | {rows_s * 1000:.1f} ms |", flush=True)
+        print(
+            f"| {QUERY_LABELS[name]} | {n_rows:,} | {ms(times['arrays'])} | {duck_cell} | "
+            f"{ratio} | {rows_s * 1000:.1f} ms |",
+            flush=True,
+        )
 
-    print("\nOther calculations, eventtally `results_arrays` (DuckDB has no mergeable state for "
-          "the sketches):\n")
+    print(
+        "\nOther calculations, eventtally `results_arrays` (DuckDB has no mergeable state for "
+        "the sketches):\n"
+    )
     print("| query | AVG | MAX | PERCENTILES p99 | APPROX_COUNT_DISTINCT |")
     print("|---|---:|---:|---:|---:|")
     for name in QUERIES:
@@ -361,17 +386,21 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     engine = build_engine(work)
     build_s = time.perf_counter() - t
-    print(f"eventtally query benchmark: {work.minutes} minutes x {work.combos} combinations "
-          f"({work.a} x {work.b}) = {work.events:,} events, ingested in {build_s:.2f} s; "
-          f"state {engine.state_bytes() / 2**20:.0f} MiB; best of {args.repeat} interleaved "
-          f"runs (median in parentheses)\n")
+    print(
+        f"eventtally query benchmark: {work.minutes} minutes x {work.combos} combinations "
+        f"({work.a} x {work.b}) = {work.events:,} events, ingested in {build_s:.2f} s; "
+        f"state {engine.state_bytes() / 2**20:.0f} MiB; best of {args.repeat} interleaved "
+        f"runs (median in parentheses)\n"
+    )
     duck = None
     if not args.no_duckdb and duckdb_available():
         import duckdb
 
         duck = DuckDB(work)
-        print(f"DuckDB {duckdb.__version__}, threads=1, answers fetched as "
-              f"{'Arrow' if duck.arrow else 'numpy'}\n")
+        print(
+            f"DuckDB {duckdb.__version__}, threads=1, answers fetched as "
+            f"{'Arrow' if duck.arrow else 'numpy'}\n"
+        )
     elif not args.no_duckdb:
         print("DuckDB comparison skipped: install duckdb and pyarrow (or pandas)\n")
     query_tables(engine, duck, work, args.repeat)
@@ -382,8 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     snap_work = Workload(minutes, work.a, work.b)
     snap_engine = build_engine(snap_work)
     to_s, from_s, size = snapshot_times(snap_engine, max(1, args.repeat // 2))
-    print(f"\nSnapshot of the state of {snap_work.events:,} events ({snap_work.events:,} cells, "
-          f"every calculation; state {snap_engine.state_bytes() / 2**20:.0f} MiB):\n")
+    print(
+        f"\nSnapshot of the state of {snap_work.events:,} events ({snap_work.events:,} cells, "
+        f"every calculation; state {snap_engine.state_bytes() / 2**20:.0f} MiB):\n"
+    )
     print("| operation | time | size |")
     print("|---|---:|---:|")
     print(f"| `to_bytes` | {ms(to_s)} | {size / 2**20:.1f} MiB |")

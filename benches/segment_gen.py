@@ -35,7 +35,7 @@ import hashlib
 import json
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
@@ -282,7 +282,7 @@ _EVENT_CUM = _zipf_cum_weights(len(EVENT_NAMES), 1.0)
 # --------------------------------------------------------------------------------------------
 
 _DAY_MS = 86_400_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _date_cache: dict[int, str] = {}
 
 
@@ -291,9 +291,7 @@ def _iso(ms: int) -> str:
     day, rem = divmod(ms, _DAY_MS)
     date = _date_cache.get(day)
     if date is None:
-        date = _date_cache[day] = datetime.fromtimestamp(day * 86_400, timezone.utc).strftime(
-            "%Y-%m-%d"
-        )
+        date = _date_cache[day] = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
     hh, rem = divmod(rem, 3_600_000)
     mi, rem = divmod(rem, 60_000)
     ss, frac = divmod(rem, 1000)
@@ -304,7 +302,7 @@ def _parse_start(start: str | datetime) -> int:
     if isinstance(start, str):
         start = datetime.fromisoformat(start.replace("Z", "+00:00").replace("z", "+00:00"))
     if start.tzinfo is None:
-        start = start.replace(tzinfo=timezone.utc)
+        start = start.replace(tzinfo=UTC)
     return (start - _EPOCH) // timedelta(milliseconds=1)
 
 

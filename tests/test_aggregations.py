@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from eventtally import QueryError
 from support import (
     FIXED_NOW_DT,
     agg_def,
@@ -23,7 +24,6 @@ from support import (
     rows,
     single_value,
 )
-from eventtally import QueryError
 
 ALL = ("COUNT", "SUM", "MIN", "MAX", "AVG", "APPROX_COUNT_DISTINCT", "PERCENTILES")
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import eventtally
-from support import ROOT, agg_def, filter_def, ingest_def, make_engine, query
 from eventtally import _core
+from support import ROOT, agg_def, filter_def, ingest_def, make_engine, query
 
 EXPECTED_ALL = {
     "ConfigError",

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import eventtally
-from support import agg_def, filter_def, ingest_def, make_engine
 from eventtally import ConfigError, EventtallyError, PathSyntaxError
+from support import agg_def, filter_def, ingest_def, make_engine
 
 
 def with_items(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from support import dumps, ingest_def, make_engine, ndjson, single_value
 from eventtally.durability import MessageIdDeduplicator
 from segment_gen import batches, generate_events
+from support import dumps, ingest_def, make_engine, ndjson, single_value
 
 
 class FakeClock:

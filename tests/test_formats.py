@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import eventtally
+from eventtally import FormatError, JsonError
 from support import (
     INPUT_FORMS,
     agg_def,
@@ -24,7 +25,6 @@ from support import (
     snapshot,
     total,
 )
-from eventtally import FormatError, JsonError
 
 OBJ = "OBJECT_WITH_ARRAY_PROPERTY"
 NDJSON = "NEWLINE_DELIMITED"

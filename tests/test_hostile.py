@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from eventtally import JsonError, PathSyntaxError
 from support import (
     agg_def,
     by_group,
@@ -20,7 +21,6 @@ from support import (
     single_value,
     snapshot,
 )
-from eventtally import JsonError, PathSyntaxError
 
 DEEP = 100_000
 MAX_DEPTH = 512

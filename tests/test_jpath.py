@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from eventtally import ConfigError, EventtallyError, PathSyntaxError
 from support import (
     agg_def,
     by_group,
@@ -17,7 +18,6 @@ from support import (
     matched,
     rows,
 )
-from eventtally import ConfigError, EventtallyError, PathSyntaxError
 
 WHERE = ["filter", "subFilter"]
 

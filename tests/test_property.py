@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import eventtally
+from reference import ReferenceEngine
 from support import (
     FIXED_NOW_MS,
     INPUT_FORMS,
@@ -31,7 +32,6 @@ from support import (
     query,
     snapshot,
 )
-from reference import ReferenceEngine
 
 SETTINGS = settings(
     max_examples=40,

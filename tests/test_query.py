@@ -62,10 +62,20 @@ def filter_def(
         "intervalType": interval[0],
         "intervalCount": interval[1],
         "aggregations": [
-            {"id": 1, "name": "v", "calculations": ALL_CALCS, "calculationField": field,
-             "subFilter": None},
-            {"id": 2, "name": "n", "calculations": ["COUNT"], "calculationField": None,
-             "subFilter": None},
+            {
+                "id": 1,
+                "name": "v",
+                "calculations": ALL_CALCS,
+                "calculationField": field,
+                "subFilter": None,
+            },
+            {
+                "id": 2,
+                "name": "n",
+                "calculations": ["COUNT"],
+                "calculationField": None,
+                "subFilter": None,
+            },
         ],
     }
 
@@ -204,23 +214,35 @@ def q(
     filter_id: str = "f", aggregation_id: int = 2, calculation: str = "COUNT", **extra: Any
 ) -> Query:
     """A Metrics API request (spec 7.2) with the given extra fields."""
-    return {"filterId": filter_id, "aggregationId": aggregation_id, "calculation": calculation,
-            **extra}
+    return {
+        "filterId": filter_id,
+        "aggregationId": aggregation_id,
+        "calculation": calculation,
+        **extra,
+    }
 
 
 # COUNT per (minute, device, country) of TINY, in the engine's order (dt, then grouping tuple)
 TINY_COUNT = [
-    ("00:00", "", "US", 1), ("00:00", "android", "US", 1), ("00:00", "ios", "DE", 1),
+    ("00:00", "", "US", 1),
+    ("00:00", "android", "US", 1),
+    ("00:00", "ios", "DE", 1),
     ("00:00", "ios", "US", 2),
-    ("00:01", "android", "DE", 2), ("00:01", "ios", "US", 1), ("00:01", "web", "", 1),
+    ("00:01", "android", "DE", 2),
+    ("00:01", "ios", "US", 1),
+    ("00:01", "web", "", 1),
     ("00:02", "web", "US", 1),
     ("01:01", "ios", "US", 1),
 ]
 # SUM per (minute, device, country)
 TINY_SUM = [
-    ("00:00", "", "US", 7), ("00:00", "android", "US", 10), ("00:00", "ios", "DE", 5),
+    ("00:00", "", "US", 7),
+    ("00:00", "android", "US", 10),
+    ("00:00", "ios", "DE", 5),
     ("00:00", "ios", "US", 4),
-    ("00:01", "android", "DE", 4), ("00:01", "ios", "US", 2), ("00:01", "web", "", 9),
+    ("00:01", "android", "DE", 4),
+    ("00:01", "ios", "US", 2),
+    ("00:01", "web", "", 9),
     ("00:02", "web", "US", 6),
     ("01:01", "ios", "US", 8),
 ]
@@ -234,15 +256,23 @@ def test_plain_count_rows(tiny: Engine) -> None:
 def test_ungrouped_filter_has_null_groupings(tiny: Engine) -> None:
     """Rows of a filter without groupings carry ``groupings: null`` (spec 7.2 response)."""
     got = answer(tiny, q("g"))
-    assert got == [row("00:00", 5, None), row("00:01", 4, None), row("00:02", 1, None),
-                   row("01:01", 1, None)]
+    assert got == [
+        row("00:00", 5, None),
+        row("00:01", 4, None),
+        row("00:02", 1, None),
+        row("01:01", 1, None),
+    ]
 
 
 def test_non_numeric_values_skip_numeric_rows(tiny: Engine) -> None:
     """COUNT counts ``"apples"``, SUM/AVG skip it; distinct counts it (semantics 6)."""
-    where = {"groupingFilters": [{"grouping": "@.device", "filters": ["android"],
-                                  "returnGroupingValues": True}],
-             "startTime": "2024-01-01T00:01:00Z", "endTime": "2024-01-01T00:02:00Z"}
+    where = {
+        "groupingFilters": [
+            {"grouping": "@.device", "filters": ["android"], "returnGroupingValues": True}
+        ],
+        "startTime": "2024-01-01T00:01:00Z",
+        "endTime": "2024-01-01T00:02:00Z",
+    }
     expect = {"COUNT": 2, "SUM": 4, "AVG": 4, "MIN": 4, "MAX": 4, "APPROX_COUNT_DISTINCT": 2}
     for calc, value in expect.items():
         got = answer(tiny, q(aggregation_id=1, calculation=calc, **where))
@@ -263,8 +293,7 @@ WINDOW_CASES: list[tuple[str, dict[str, str], list[str]]] = [
     ("end-1ms-after-start", {"endTime": "2024-01-01T00:01:00.001Z"}, ALL_MINUTES[:2]),
     ("end-sub-ms-floored", {"endTime": "2024-01-01T00:01:00.0009Z"}, ALL_MINUTES[:1]),
     ("end-7-digits-floored", {"endTime": "2024-01-01T00:01:00.0000001Z"}, ALL_MINUTES[:1]),
-    ("start-7-digits-just-before", {"startTime": "2024-01-01T00:00:59.9999999Z"},
-     ALL_MINUTES[1:]),
+    ("start-7-digits-just-before", {"startTime": "2024-01-01T00:00:59.9999999Z"}, ALL_MINUTES[1:]),
     ("start-dotnet-7-digits", {"startTime": "2024-01-01T00:01:00.1234567Z"}, ALL_MINUTES[2:]),
     ("start-fraction-half", {"startTime": "2024-01-01T00:01:00.5Z"}, ALL_MINUTES[2:]),
     ("no-offset-is-utc", {"startTime": "2024-01-01T00:01:00"}, ALL_MINUTES[1:]),
@@ -273,24 +302,33 @@ WINDOW_CASES: list[tuple[str, dict[str, str], list[str]]] = [
     ("offset-minus", {"startTime": "2023-12-31T19:01:00-05:00"}, ALL_MINUTES[1:]),
     ("offset-zero", {"startTime": "2024-01-01T00:01:00+00:00"}, ALL_MINUTES[1:]),
     ("offset-compact", {"startTime": "2024-01-01T01:01:00+0100"}, ALL_MINUTES[1:]),
-    ("offset-with-fraction", {"startTime": "2024-01-01T01:01:00.1234567+01:00"},
-     ALL_MINUTES[2:]),
+    ("offset-with-fraction", {"startTime": "2024-01-01T01:01:00.1234567+01:00"}, ALL_MINUTES[2:]),
     ("lowercase-t-z", {"startTime": "2024-01-01t00:01:00z"}, ALL_MINUTES[1:]),
     ("date-only-start", {"startTime": "2024-01-01"}, ALL_MINUTES),
     ("date-only-end", {"endTime": "2024-01-01"}, []),
-    ("start-equals-end", {"startTime": "2024-01-01T00:01:00Z",
-                          "endTime": "2024-01-01T00:01:00Z"}, []),
-    ("one-bucket", {"startTime": "2024-01-01T01:01:00Z", "endTime": "2024-01-01T01:02:00Z"},
-     ["01:01"]),
-    ("grafana-range", {"startTime": "2024-01-01T00:00:00Z", "endTime": "2024-01-01T01:00:00Z"},
-     ALL_MINUTES[:3]),
+    (
+        "start-equals-end",
+        {"startTime": "2024-01-01T00:01:00Z", "endTime": "2024-01-01T00:01:00Z"},
+        [],
+    ),
+    (
+        "one-bucket",
+        {"startTime": "2024-01-01T01:01:00Z", "endTime": "2024-01-01T01:02:00Z"},
+        ["01:01"],
+    ),
+    (
+        "grafana-range",
+        {"startTime": "2024-01-01T00:00:00Z", "endTime": "2024-01-01T01:00:00Z"},
+        ALL_MINUTES[:3],
+    ),
     ("before-data", {"startTime": "2023-01-01T00:00:00Z", "endTime": "2023-06-01T00:00:00Z"}, []),
     ("null-times", {"startTime": None, "endTime": None}, ALL_MINUTES),
 ]
 
 
-@pytest.mark.parametrize(("window", "minutes"), [(c[1], c[2]) for c in WINDOW_CASES],
-                         ids=[c[0] for c in WINDOW_CASES])
+@pytest.mark.parametrize(
+    ("window", "minutes"), [(c[1], c[2]) for c in WINDOW_CASES], ids=[c[0] for c in WINDOW_CASES]
+)
 def test_window_is_half_open_over_bucket_starts(
     tiny: Engine, window: dict[str, str], minutes: list[str]
 ) -> None:
@@ -304,8 +342,7 @@ def test_zero_to_seven_fraction_digits(tiny: Engine, digits: int, bound: str) ->
     """``00:01:00``, ``00:01:00.0`` ... ``00:01:00.0000000`` all mean the same instant."""
     text = "2024-01-01T00:01:00" + ("." + "0" * digits if digits else "") + "Z"
     expected = ALL_MINUTES[1:] if bound == "startTime" else ALL_MINUTES[:1]
-    assert answer(tiny, q("g", **{bound: text})) == [row(m, TINY_TOTALS[m], None)
-                                                    for m in expected]
+    assert answer(tiny, q("g", **{bound: text})) == [row(m, TINY_TOTALS[m], None) for m in expected]
 
 
 # ---------------------------------------------------------------- groupingFilters (spec 7.2)
@@ -319,9 +356,14 @@ def gf(grouping: str, filters: list[str] | None, ret: bool = True) -> dict[str, 
 DEVICE = ("Device",)
 COUNTRY = ("@.country",)
 TINY_COUNT_BY_DEVICE = [
-    ("00:00", "", 1), ("00:00", "android", 1), ("00:00", "ios", 3),
-    ("00:01", "android", 2), ("00:01", "ios", 1), ("00:01", "web", 1),
-    ("00:02", "web", 1), ("01:01", "ios", 1),
+    ("00:00", "", 1),
+    ("00:00", "android", 1),
+    ("00:00", "ios", 3),
+    ("00:01", "android", 2),
+    ("00:01", "ios", 1),
+    ("00:01", "web", 1),
+    ("00:02", "web", 1),
+    ("01:01", "ios", 1),
 ]
 IOS_ONLY = [r for r in TINY_COUNT if r[1] == "ios"]
 
@@ -333,31 +375,60 @@ GROUPING_CASES: list[tuple[str, Any, list[Row]]] = [
     ("filter-list-shape", [gf("@.device", ["ios"])], rows_of(IOS_ONLY)),
     ("filter-legacy-map-shape", {"@.device": ["ios"]}, rows_of(IOS_ONLY)),
     ("filter-by-alias", [gf("Device", ["ios"])], rows_of(IOS_ONLY)),
-    ("filter-two-values", [gf("@.device", ["ios", "web"])],
-     rows_of([r for r in TINY_COUNT if r[1] in ("ios", "web")])),
+    (
+        "filter-two-values",
+        [gf("@.device", ["ios", "web"])],
+        rows_of([r for r in TINY_COUNT if r[1] in ("ios", "web")]),
+    ),
     ("filter-empty-value", [gf("@.device", [""])], rows_of([("00:00", "", "US", 1)])),
     ("filter-no-match", [gf("@.device", ["nokia"])], []),
-    ("filter-two-groupings-map", {"@.device": ["ios"], "@.country": ["US"]},
-     rows_of([r for r in IOS_ONLY if r[2] == "US"])),
-    ("filter-without-returning", [gf("@.device", ["ios"], ret=False)],
-     rows_of([("00:00", "DE", 1), ("00:00", "US", 2), ("00:01", "US", 1), ("01:01", "US", 1)],
-             COUNTRY)),
-    ("agg-not-returned", [gf("@.country", ["$__agg"], ret=False)],
-     rows_of(TINY_COUNT_BY_DEVICE, DEVICE)),
-    ("agg-returned-flag-true", [gf("@.country", ["$__agg"], ret=True)],
-     rows_of(TINY_COUNT_BY_DEVICE, DEVICE)),
-    ("not-returned-no-values", [gf("@.country", None, ret=False)],
-     rows_of(TINY_COUNT_BY_DEVICE, DEVICE)),
+    (
+        "filter-two-groupings-map",
+        {"@.device": ["ios"], "@.country": ["US"]},
+        rows_of([r for r in IOS_ONLY if r[2] == "US"]),
+    ),
+    (
+        "filter-without-returning",
+        [gf("@.device", ["ios"], ret=False)],
+        rows_of(
+            [("00:00", "DE", 1), ("00:00", "US", 2), ("00:01", "US", 1), ("01:01", "US", 1)],
+            COUNTRY,
+        ),
+    ),
+    (
+        "agg-not-returned",
+        [gf("@.country", ["$__agg"], ret=False)],
+        rows_of(TINY_COUNT_BY_DEVICE, DEVICE),
+    ),
+    (
+        "agg-returned-flag-true",
+        [gf("@.country", ["$__agg"], ret=True)],
+        rows_of(TINY_COUNT_BY_DEVICE, DEVICE),
+    ),
+    (
+        "not-returned-no-values",
+        [gf("@.country", None, ret=False)],
+        rows_of(TINY_COUNT_BY_DEVICE, DEVICE),
+    ),
     ("agg-legacy-map-shape", {"@.country": ["$__agg"]}, rows_of(TINY_COUNT_BY_DEVICE, DEVICE)),
-    ("agg-both", [gf("@.device", ["$__agg"], ret=False), gf("@.country", ["$__agg"], ret=False)],
-     [row(m, n, {}) for m, n in TINY_TOTALS.items()]),
-    ("filter-one-agg-other", [gf("@.country", ["DE"]), gf("@.device", ["$__agg"], ret=False)],
-     rows_of([("00:00", "DE", 1), ("00:01", "DE", 2)], COUNTRY)),
+    (
+        "agg-both",
+        [gf("@.device", ["$__agg"], ret=False), gf("@.country", ["$__agg"], ret=False)],
+        [row(m, n, {}) for m, n in TINY_TOTALS.items()],
+    ),
+    (
+        "filter-one-agg-other",
+        [gf("@.country", ["DE"]), gf("@.device", ["$__agg"], ret=False)],
+        rows_of([("00:00", "DE", 1), ("00:01", "DE", 2)], COUNTRY),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("filters", "expected"), [(c[1], c[2]) for c in GROUPING_CASES],
-                         ids=[c[0] for c in GROUPING_CASES])
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [(c[1], c[2]) for c in GROUPING_CASES],
+    ids=[c[0] for c in GROUPING_CASES],
+)
 def test_grouping_filters(tiny: Engine, filters: Any, expected: list[Row]) -> None:
     """Include, exclude, filter to values, ``$__agg``; list and legacy map shapes."""
     assert answer(tiny, q(groupingFilters=filters)) == expected
@@ -366,13 +437,19 @@ def test_grouping_filters(tiny: Engine, filters: Any, expected: list[Row]) -> No
 EXCLUDE_EMPTY_CASES: list[tuple[str, Any, list[Row]]] = [
     ("plain", None, rows_of([r for r in TINY_COUNT if "" not in r[1:3]])),
     # The web event without a country is merged into "web" once the country is collapsed.
-    ("collapsed-grouping-not-judged", [gf("@.country", ["$__agg"], ret=False)],
-     rows_of([r for r in TINY_COUNT_BY_DEVICE if r[1] != ""], DEVICE)),
+    (
+        "collapsed-grouping-not-judged",
+        [gf("@.country", ["$__agg"], ret=False)],
+        rows_of([r for r in TINY_COUNT_BY_DEVICE if r[1] != ""], DEVICE),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("filters", "expected"), [(c[1], c[2]) for c in EXCLUDE_EMPTY_CASES],
-                         ids=[c[0] for c in EXCLUDE_EMPTY_CASES])
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [(c[1], c[2]) for c in EXCLUDE_EMPTY_CASES],
+    ids=[c[0] for c in EXCLUDE_EMPTY_CASES],
+)
 def test_exclude_empty_groupings(tiny: Engine, filters: Any, expected: list[Row]) -> None:
     """``excludeEmptyGroupings`` drops rows whose returned grouping value is ``""``."""
     assert answer(tiny, q(groupingFilters=filters, excludeEmptyGroupings=True)) == expected
@@ -386,34 +463,74 @@ def test_exclude_empty_groupings(tiny: Engine, filters: Any, expected: list[Row]
 # Values of aggregation 1 per calculation, country collapsed, rolled up to 1 hour:
 # android [10, 4, "apples"], ios [1, 3, 5, 2] then [8], web [9, 6], "" [7].
 COLLAPSED_HOURLY: dict[str, dict[tuple[str, str], float]] = {
-    "COUNT": {("00:00", ""): 1, ("00:00", "android"): 3, ("00:00", "ios"): 4,
-              ("00:00", "web"): 2, ("01:00", "ios"): 1},
-    "SUM": {("00:00", ""): 7, ("00:00", "android"): 14, ("00:00", "ios"): 11,
-            ("00:00", "web"): 15, ("01:00", "ios"): 8},
-    "MIN": {("00:00", ""): 7, ("00:00", "android"): 4, ("00:00", "ios"): 1,
-            ("00:00", "web"): 6, ("01:00", "ios"): 8},
-    "MAX": {("00:00", ""): 7, ("00:00", "android"): 10, ("00:00", "ios"): 5,
-            ("00:00", "web"): 9, ("01:00", "ios"): 8},
+    "COUNT": {
+        ("00:00", ""): 1,
+        ("00:00", "android"): 3,
+        ("00:00", "ios"): 4,
+        ("00:00", "web"): 2,
+        ("01:00", "ios"): 1,
+    },
+    "SUM": {
+        ("00:00", ""): 7,
+        ("00:00", "android"): 14,
+        ("00:00", "ios"): 11,
+        ("00:00", "web"): 15,
+        ("01:00", "ios"): 8,
+    },
+    "MIN": {
+        ("00:00", ""): 7,
+        ("00:00", "android"): 4,
+        ("00:00", "ios"): 1,
+        ("00:00", "web"): 6,
+        ("01:00", "ios"): 8,
+    },
+    "MAX": {
+        ("00:00", ""): 7,
+        ("00:00", "android"): 10,
+        ("00:00", "ios"): 5,
+        ("00:00", "web"): 9,
+        ("01:00", "ios"): 8,
+    },
     # from sum and count: ios is 11 / 4, not the mean of the minute means (3 + 2) / 2
-    "AVG": {("00:00", ""): 7, ("00:00", "android"): 7, ("00:00", "ios"): 2.75,
-            ("00:00", "web"): 7.5, ("01:00", "ios"): 8},
-    "APPROX_COUNT_DISTINCT": {("00:00", ""): 1, ("00:00", "android"): 3, ("00:00", "ios"): 4,
-                              ("00:00", "web"): 2, ("01:00", "ios"): 1},
+    "AVG": {
+        ("00:00", ""): 7,
+        ("00:00", "android"): 7,
+        ("00:00", "ios"): 2.75,
+        ("00:00", "web"): 7.5,
+        ("01:00", "ios"): 8,
+    },
+    "APPROX_COUNT_DISTINCT": {
+        ("00:00", ""): 1,
+        ("00:00", "android"): 3,
+        ("00:00", "ios"): 4,
+        ("00:00", "web"): 2,
+        ("01:00", "ios"): 1,
+    },
     # p = 0.5, lower rank floor(p * (n - 1)) of the numeric values
-    "PERCENTILES": {("00:00", ""): 7, ("00:00", "android"): 4, ("00:00", "ios"): 2,
-                    ("00:00", "web"): 6, ("01:00", "ios"): 8},
+    "PERCENTILES": {
+        ("00:00", ""): 7,
+        ("00:00", "android"): 4,
+        ("00:00", "ios"): 2,
+        ("00:00", "web"): 6,
+        ("01:00", "ios"): 8,
+    },
 }
 
 
 @pytest.mark.parametrize("calc", ALL_CALCS)
 def test_collapse_and_rollup_combine_cells(tiny: Engine, calc: str) -> None:
     """COUNT/SUM add, MIN/MAX combine, AVG from sum and count, sketches merge (spec 7.7)."""
-    got = answer(tiny, q(aggregation_id=1, calculation=calc, percentile=0.5,
-                         groupingFilters=[gf("@.country", ["$__agg"], ret=False)],
-                         recalculatedInterval={"type": "SECOND", "frequency": 3600}))
-    assert [(r["dt"][11:16], r["groupings"]["Device"]) for r in got] == list(
-        COLLAPSED_HOURLY[calc]
+    got = answer(
+        tiny,
+        q(
+            aggregation_id=1,
+            calculation=calc,
+            percentile=0.5,
+            groupingFilters=[gf("@.country", ["$__agg"], ret=False)],
+            recalculatedInterval={"type": "SECOND", "frequency": 3600},
+        ),
     )
+    assert [(r["dt"][11:16], r["groupings"]["Device"]) for r in got] == list(COLLAPSED_HOURLY[calc])
     for r in got:
         expected = COLLAPSED_HOURLY[calc][(r["dt"][11:16], r["groupings"]["Device"])]
         if calc == "PERCENTILES":
@@ -422,17 +539,30 @@ def test_collapse_and_rollup_combine_cells(tiny: Engine, calc: str) -> None:
             assert r["value"] == expected
 
 
-COLLAPSED_MINUTE_IOS = {"COUNT": 3, "SUM": 9, "MIN": 1, "MAX": 5, "AVG": 3,
-                        "APPROX_COUNT_DISTINCT": 3, "PERCENTILES": 3}
+COLLAPSED_MINUTE_IOS = {
+    "COUNT": 3,
+    "SUM": 9,
+    "MIN": 1,
+    "MAX": 5,
+    "AVG": 3,
+    "APPROX_COUNT_DISTINCT": 3,
+    "PERCENTILES": 3,
+}
 
 
 @pytest.mark.parametrize("calc", ALL_CALCS)
 def test_agg_collapse_of_one_minute(tiny: Engine, calc: str) -> None:
     """ios at 00:00 is US [1, 3] plus DE [5]; ``$__agg`` on country merges them."""
-    got = answer(tiny, q(aggregation_id=1, calculation=calc, percentile=0.5,
-                         endTime="2024-01-01T00:01:00Z",
-                         groupingFilters=[gf("@.device", ["ios"]),
-                                          gf("@.country", ["$__agg"], ret=False)]))
+    got = answer(
+        tiny,
+        q(
+            aggregation_id=1,
+            calculation=calc,
+            percentile=0.5,
+            endTime="2024-01-01T00:01:00Z",
+            groupingFilters=[gf("@.device", ["ios"]), gf("@.country", ["$__agg"], ret=False)],
+        ),
+    )
     assert len(got) == 1 and got[0]["groupings"] == {"Device": "ios"}
     assert got[0]["value"] == pytest.approx(COLLAPSED_MINUTE_IOS[calc], rel=DDSKETCH_REL)
 
@@ -474,10 +604,16 @@ def test_distinct_mixed_numbers_and_numeric_strings() -> None:
 @pytest.mark.parametrize(("p", "expected"), [(1, 5), (1.0, 5), (0.999, 3), (1e-9, 1)])
 def test_percentile_bounds(tiny: Engine, p: float, expected: float) -> None:
     """``p = 1`` is the exact maximum; tiny p gives the minimum (lower-rank convention)."""
-    got = answer(tiny, q(aggregation_id=1, calculation="PERCENTILES", percentile=p,
-                         endTime="2024-01-01T00:01:00Z",
-                         groupingFilters=[gf("@.device", ["ios"]),
-                                          gf("@.country", ["$__agg"], ret=False)]))
+    got = answer(
+        tiny,
+        q(
+            aggregation_id=1,
+            calculation="PERCENTILES",
+            percentile=p,
+            endTime="2024-01-01T00:01:00Z",
+            groupingFilters=[gf("@.device", ["ios"]), gf("@.country", ["$__agg"], ret=False)],
+        ),
+    )
     assert got[0]["value"] == pytest.approx(expected, rel=DDSKETCH_REL)
     if p == 1:
         assert got[0]["value"] == expected
@@ -491,8 +627,11 @@ ROLLUP_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("hour-1", {"type": "HOUR", "frequency": 1}, ["00:00", "01:00"]),
     ("frequency-as-string", {"type": "SECOND", "frequency": "3600"}, ["00:00", "01:00"]),
     # epoch-truncated 7-minute buckets: 23:54, 00:01, ..., 00:57, 01:04
-    ("minute-7-epoch", {"type": "MINUTE", "frequency": 7},
-     ["2023-12-31T23:54:00Z", "00:01", "00:57"]),
+    (
+        "minute-7-epoch",
+        {"type": "MINUTE", "frequency": 7},
+        ["2023-12-31T23:54:00Z", "00:01", "00:57"],
+    ),
     # 90 s does not divide into minutes: base buckets are grouped by their start
     ("second-90", {"type": "SECOND", "frequency": 90}, ["00:00", "00:01:30", "01:00"]),
     ("day-1", {"type": "DAY", "frequency": 1}, ["00:00"]),
@@ -514,12 +653,12 @@ def _when(label: str) -> str:
     return f"2024-01-01T{label}:00Z"
 
 
-TINY_MINUTE_MS = {m: T0_MS + int(m[:2]) * 3_600_000 + int(m[3:]) * MINUTE_MS
-                  for m in ALL_MINUTES}
+TINY_MINUTE_MS = {m: T0_MS + int(m[:2]) * 3_600_000 + int(m[3:]) * MINUTE_MS for m in ALL_MINUTES}
 
 
-@pytest.mark.parametrize(("rollup", "buckets"), [(c[1], c[2]) for c in ROLLUP_CASES],
-                         ids=[c[0] for c in ROLLUP_CASES])
+@pytest.mark.parametrize(
+    ("rollup", "buckets"), [(c[1], c[2]) for c in ROLLUP_CASES], ids=[c[0] for c in ROLLUP_CASES]
+)
 def test_rollup_buckets(tiny: Engine, rollup: dict[str, Any], buckets: list[str]) -> None:
     """Rolled-up buckets are epoch-truncated; finer-than-base or equal is a no-op."""
     got = answer(tiny, q("g", recalculatedInterval=rollup))
@@ -532,20 +671,29 @@ def test_rollup_buckets(tiny: Engine, rollup: dict[str, Any], buckets: list[str]
 
 def test_rollup_groups_the_selected_base_buckets(tiny: Engine) -> None:
     """Decision 3: the window selects base buckets first; 00:00 then holds only 00:01-00:59."""
-    got = answer(tiny, q("g", startTime="2024-01-01T00:01:00Z",
-                         recalculatedInterval={"type": "SECOND", "frequency": 3600}))
+    got = answer(
+        tiny,
+        q(
+            "g",
+            startTime="2024-01-01T00:01:00Z",
+            recalculatedInterval={"type": "SECOND", "frequency": 3600},
+        ),
+    )
     assert got == [row("00:00", 5, None), row("01:00", 1, None)]
 
 
-@pytest.mark.parametrize(("interval", "rollup", "days"), [
-    # 2024-01-01 and 2024-03-01: two months, one 365-day bucket (from 2023-12-19)
-    (("MONTH", 1), {"type": "SECOND", "frequency": 365 * 86_400}, 60),
-    # ... and one 400-day bucket (from 2023-08-31)
-    (("MONTH", 1), {"type": "DAY", "frequency": 400}, 60),
-    # 2024 and 2025: two years, one 24-month bucket (from 2024-01)
-    (("YEAR", 1), {"type": "MONTH", "frequency": 24}, 366),
-    (("YEAR", 1), {"type": "YEAR", "frequency": 2}, 366),
-])
+@pytest.mark.parametrize(
+    ("interval", "rollup", "days"),
+    [
+        # 2024-01-01 and 2024-03-01: two months, one 365-day bucket (from 2023-12-19)
+        (("MONTH", 1), {"type": "SECOND", "frequency": 365 * 86_400}, 60),
+        # ... and one 400-day bucket (from 2023-08-31)
+        (("MONTH", 1), {"type": "DAY", "frequency": 400}, 60),
+        # 2024 and 2025: two years, one 24-month bucket (from 2024-01)
+        (("YEAR", 1), {"type": "MONTH", "frequency": 24}, 366),
+        (("YEAR", 1), {"type": "YEAR", "frequency": 2}, 366),
+    ],
+)
 def test_coarser_rollup_of_calendar_interval(
     interval: tuple[str, int], rollup: Query, days: int
 ) -> None:
@@ -560,37 +708,100 @@ def test_coarser_rollup_of_calendar_interval(
 # ---------------------------------------------------------------- limit (spec 7.7)
 
 LIMIT_CASES: list[tuple[str, Query, list[Row]]] = [
-    ("top-2", {"limit": 2, "limitType": "Top"}, rows_of([
-        ("00:00", "", "US", 7), ("00:00", "android", "US", 10),
-        ("00:01", "android", "DE", 4), ("00:01", "web", "", 9),
-        ("00:02", "web", "US", 6), ("01:01", "ios", "US", 8)])),
-    ("top-is-default", {"limit": 2}, rows_of([
-        ("00:00", "", "US", 7), ("00:00", "android", "US", 10),
-        ("00:01", "android", "DE", 4), ("00:01", "web", "", 9),
-        ("00:02", "web", "US", 6), ("01:01", "ios", "US", 8)])),
-    ("null-limit-type", {"limit": 1, "limitType": None}, rows_of([
-        ("00:00", "android", "US", 10), ("00:01", "web", "", 9),
-        ("00:02", "web", "US", 6), ("01:01", "ios", "US", 8)])),
-    ("bottom-2", {"limit": 2, "limitType": "Bottom"}, rows_of([
-        ("00:00", "ios", "DE", 5), ("00:00", "ios", "US", 4),
-        ("00:01", "android", "DE", 4), ("00:01", "ios", "US", 2),
-        ("00:02", "web", "US", 6), ("01:01", "ios", "US", 8)])),
+    (
+        "top-2",
+        {"limit": 2, "limitType": "Top"},
+        rows_of(
+            [
+                ("00:00", "", "US", 7),
+                ("00:00", "android", "US", 10),
+                ("00:01", "android", "DE", 4),
+                ("00:01", "web", "", 9),
+                ("00:02", "web", "US", 6),
+                ("01:01", "ios", "US", 8),
+            ]
+        ),
+    ),
+    (
+        "top-is-default",
+        {"limit": 2},
+        rows_of(
+            [
+                ("00:00", "", "US", 7),
+                ("00:00", "android", "US", 10),
+                ("00:01", "android", "DE", 4),
+                ("00:01", "web", "", 9),
+                ("00:02", "web", "US", 6),
+                ("01:01", "ios", "US", 8),
+            ]
+        ),
+    ),
+    (
+        "null-limit-type",
+        {"limit": 1, "limitType": None},
+        rows_of(
+            [
+                ("00:00", "android", "US", 10),
+                ("00:01", "web", "", 9),
+                ("00:02", "web", "US", 6),
+                ("01:01", "ios", "US", 8),
+            ]
+        ),
+    ),
+    (
+        "bottom-2",
+        {"limit": 2, "limitType": "Bottom"},
+        rows_of(
+            [
+                ("00:00", "ios", "DE", 5),
+                ("00:00", "ios", "US", 4),
+                ("00:01", "android", "DE", 4),
+                ("00:01", "ios", "US", 2),
+                ("00:02", "web", "US", 6),
+                ("01:01", "ios", "US", 8),
+            ]
+        ),
+    ),
     ("larger-than-groups", {"limit": 999_999}, rows_of(TINY_SUM)),
     ("null-limit", {"limit": None, "limitType": "Top"}, rows_of(TINY_SUM)),
-    ("after-exclude-empty", {"limit": 1, "excludeEmptyGroupings": True}, rows_of([
-        ("00:00", "android", "US", 10), ("00:01", "android", "DE", 4),
-        ("00:02", "web", "US", 6), ("01:01", "ios", "US", 8)])),
-    ("after-collapse", {"limit": 1, "groupingFilters": [gf("@.country", ["$__agg"], False)]},
-     rows_of([("00:00", "android", 10), ("00:01", "web", 9), ("00:02", "web", 6),
-              ("01:01", "ios", 8)], DEVICE)),
-    ("after-rollup", {"limit": 2, "recalculatedInterval": {"type": "HOUR", "frequency": 1}},
-     rows_of([("00:00", "android", "US", 10), ("00:00", "web", "", 9),
-              ("01:00", "ios", "US", 8)])),
+    (
+        "after-exclude-empty",
+        {"limit": 1, "excludeEmptyGroupings": True},
+        rows_of(
+            [
+                ("00:00", "android", "US", 10),
+                ("00:01", "android", "DE", 4),
+                ("00:02", "web", "US", 6),
+                ("01:01", "ios", "US", 8),
+            ]
+        ),
+    ),
+    (
+        "after-collapse",
+        {"limit": 1, "groupingFilters": [gf("@.country", ["$__agg"], False)]},
+        rows_of(
+            [
+                ("00:00", "android", 10),
+                ("00:01", "web", 9),
+                ("00:02", "web", 6),
+                ("01:01", "ios", 8),
+            ],
+            DEVICE,
+        ),
+    ),
+    (
+        "after-rollup",
+        {"limit": 2, "recalculatedInterval": {"type": "HOUR", "frequency": 1}},
+        rows_of(
+            [("00:00", "android", "US", 10), ("00:00", "web", "", 9), ("01:00", "ios", "US", 8)]
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("extra", "expected"), [(c[1], c[2]) for c in LIMIT_CASES],
-                         ids=[c[0] for c in LIMIT_CASES])
+@pytest.mark.parametrize(
+    ("extra", "expected"), [(c[1], c[2]) for c in LIMIT_CASES], ids=[c[0] for c in LIMIT_CASES]
+)
 def test_limit_per_time_slice(tiny: Engine, extra: Query, expected: list[Row]) -> None:
     """``limit`` keeps the top or bottom N grouping combinations of every time slice."""
     assert answer(tiny, q(aggregation_id=1, calculation="SUM", **extra)) == expected
@@ -606,20 +817,38 @@ INCOMPLETE_CASES: list[tuple[str, float, Query, list[str]]] = [
     ("absent-means-true", 120, {}, ALL_MINUTES),
     ("null-means-true", 120, {"includeIncompleteIntervals": None}, ALL_MINUTES),
     ("false-all-complete", 7200, {"includeIncompleteIntervals": False}, ALL_MINUTES),
-    ("false-rollup-open-hour", 7199, {"includeIncompleteIntervals": False,
-                                      "recalculatedInterval": {"type": "HOUR", "frequency": 1}},
-     ["00:00"]),
-    ("false-rollup-closed", 7200, {"includeIncompleteIntervals": False,
-                                   "recalculatedInterval": {"type": "HOUR", "frequency": 1}},
-     ["00:00", "01:00"]),
-    ("false-with-window", 3700, {"includeIncompleteIntervals": False,
-                                 "startTime": "2024-01-01T00:01:00Z"}, ["00:01", "00:02"]),
+    (
+        "false-rollup-open-hour",
+        7199,
+        {
+            "includeIncompleteIntervals": False,
+            "recalculatedInterval": {"type": "HOUR", "frequency": 1},
+        },
+        ["00:00"],
+    ),
+    (
+        "false-rollup-closed",
+        7200,
+        {
+            "includeIncompleteIntervals": False,
+            "recalculatedInterval": {"type": "HOUR", "frequency": 1},
+        },
+        ["00:00", "01:00"],
+    ),
+    (
+        "false-with-window",
+        3700,
+        {"includeIncompleteIntervals": False, "startTime": "2024-01-01T00:01:00Z"},
+        ["00:01", "00:02"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("now", "extra", "minutes"),
-                         [(c[1], c[2], c[3]) for c in INCOMPLETE_CASES],
-                         ids=[c[0] for c in INCOMPLETE_CASES])
+@pytest.mark.parametrize(
+    ("now", "extra", "minutes"),
+    [(c[1], c[2], c[3]) for c in INCOMPLETE_CASES],
+    ids=[c[0] for c in INCOMPLETE_CASES],
+)
 def test_include_incomplete_intervals(now: float, extra: Query, minutes: list[str]) -> None:
     """The open bucket is judged against the injected clock; absent means true (decision 2)."""
     engine = tiny_engine(Clock(T0 + now))
@@ -669,27 +898,47 @@ GRAFANA_QUERY: Query = {
 }
 
 
-@pytest.mark.parametrize("extra", [
-    {},
-    {"alias": "My series", "hide": False, "longResult": True, "mode": "variables"},
-    {"fast_mode": False, "shouldRecalculate": True, "optimized": False, "queryId": "Z"},
-    {"datasource": {"type": "aggregations-io-datasource", "uid": "abc"}, "refId": "A",
-     "rand_id": "x1y2", "grouping_filter_mapping": {}, "nested": [1, {"a": None}]},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"alias": "My series", "hide": False, "longResult": True, "mode": "variables"},
+        {"fast_mode": False, "shouldRecalculate": True, "optimized": False, "queryId": "Z"},
+        {
+            "datasource": {"type": "aggregations-io-datasource", "uid": "abc"},
+            "refId": "A",
+            "rand_id": "x1y2",
+            "grouping_filter_mapping": {},
+            "nested": [1, {"a": None}],
+        },
+    ],
+)
 def test_unknown_and_client_fields_are_ignored(tiny: Engine, extra: Query) -> None:
     """The plugin's full field set (and anything else unknown) changes nothing."""
-    minimal = q(aggregation_id=1, calculation="SUM", startTime="2024-01-01T00:00:00Z",
-                endTime="2024-01-02T00:00:00Z")
+    minimal = q(
+        aggregation_id=1,
+        calculation="SUM",
+        startTime="2024-01-01T00:00:00Z",
+        endTime="2024-01-02T00:00:00Z",
+    )
     assert answer(tiny, {**GRAFANA_QUERY, **extra}) == answer(tiny, minimal)
     assert answer(tiny, minimal) == rows_of(TINY_SUM)
 
 
 def test_blazor_demo_request(tiny: Engine) -> None:
     """The official demo's request (spec 7.2: 7 fraction digits, excludeEmptyGroupings)."""
-    got = answer(tiny, {"filterId": "f", "aggregationId": 1, "calculation": "PERCENTILES",
-                        "startTime": "2023-12-31T15:04:05.1234567Z",
-                        "endTime": "2024-01-31T15:04:05.1234567Z",
-                        "percentile": 0.99, "excludeEmptyGroupings": True})
+    got = answer(
+        tiny,
+        {
+            "filterId": "f",
+            "aggregationId": 1,
+            "calculation": "PERCENTILES",
+            "startTime": "2023-12-31T15:04:05.1234567Z",
+            "endTime": "2024-01-31T15:04:05.1234567Z",
+            "percentile": 0.99,
+            "excludeEmptyGroupings": True,
+        },
+    )
     keys = [(r["dt"], r["groupings"]["Device"], r["groupings"]["@.country"]) for r in got]
     assert keys == [(_when(m), d, c) for m, d, c, _ in TINY_SUM if d and c]
 
@@ -712,69 +961,153 @@ INVALID_CASES: list[tuple[str, Query, type[Exception], str]] = [
     ("missing-calculation", {"calculation": None}, QueryError, "calculation"),
     ("unknown-calculation", {"calculation": "MEDIAN"}, QueryError, "calculation"),
     ("lowercase-calculation", {"calculation": "count"}, QueryError, "calculation"),
-    ("calculation-not-in-aggregation", {"aggregationId": 2, "calculation": "SUM"}, QueryError,
-     "calculation"),
-    ("percentiles-not-in-aggregation", {"aggregationId": 2, "calculation": "PERCENTILES",
-                                        "percentile": 0.5}, QueryError, "calculation"),
+    (
+        "calculation-not-in-aggregation",
+        {"aggregationId": 2, "calculation": "SUM"},
+        QueryError,
+        "calculation",
+    ),
+    (
+        "percentiles-not-in-aggregation",
+        {"aggregationId": 2, "calculation": "PERCENTILES", "percentile": 0.5},
+        QueryError,
+        "calculation",
+    ),
     ("bad-start", {"startTime": "yesterday"}, QueryError, "startTime"),
     ("start-number", {"startTime": T0}, QueryError, "startTime"),
     ("bad-end-month", {"endTime": "2024-13-01T00:00:00Z"}, QueryError, "endTime"),
     ("bad-end-offset", {"endTime": "2024-01-01T00:00:00+25:00"}, QueryError, "endTime"),
-    ("end-before-start", {"startTime": "2024-01-02T00:00:00Z",
-                          "endTime": "2024-01-01T00:00:00Z"}, QueryError, "endTime"),
-    ("percentile-missing", {"aggregationId": 1, "calculation": "PERCENTILES"}, QueryError,
-     "percentile"),
-    ("percentile-null", {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": None},
-     QueryError, "percentile"),
-    ("percentile-zero", {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": 0},
-     QueryError, "percentile"),
-    ("percentile-negative", {"aggregationId": 1, "calculation": "PERCENTILES",
-                             "percentile": -0.5}, QueryError, "percentile"),
-    ("percentile-above-one", {"aggregationId": 1, "calculation": "PERCENTILES",
-                              "percentile": 1.0001}, QueryError, "percentile"),
-    ("percentile-99", {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": 99},
-     QueryError, "percentile"),
-    ("percentile-bool", {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": True},
-     QueryError, "percentile"),
+    (
+        "end-before-start",
+        {"startTime": "2024-01-02T00:00:00Z", "endTime": "2024-01-01T00:00:00Z"},
+        QueryError,
+        "endTime",
+    ),
+    (
+        "percentile-missing",
+        {"aggregationId": 1, "calculation": "PERCENTILES"},
+        QueryError,
+        "percentile",
+    ),
+    (
+        "percentile-null",
+        {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": None},
+        QueryError,
+        "percentile",
+    ),
+    (
+        "percentile-zero",
+        {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": 0},
+        QueryError,
+        "percentile",
+    ),
+    (
+        "percentile-negative",
+        {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": -0.5},
+        QueryError,
+        "percentile",
+    ),
+    (
+        "percentile-above-one",
+        {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": 1.0001},
+        QueryError,
+        "percentile",
+    ),
+    (
+        "percentile-99",
+        {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": 99},
+        QueryError,
+        "percentile",
+    ),
+    (
+        "percentile-bool",
+        {"aggregationId": 1, "calculation": "PERCENTILES", "percentile": True},
+        QueryError,
+        "percentile",
+    ),
     ("grouping-filters-string", {"groupingFilters": "ios"}, QueryError, "groupingFilters"),
     ("grouping-filter-not-object", {"groupingFilters": [1]}, QueryError, "groupingFilters[0]"),
-    ("grouping-filter-no-grouping", {"groupingFilters": [{"filters": ["ios"]}]}, QueryError,
-     "groupingFilters[0].grouping"),
-    ("grouping-filter-unknown", {"groupingFilters": [gf("@.device", None), gf("@.os", None)]},
-     QueryError, "groupingFilters[1].grouping"),
-    ("grouping-filter-values-object", {"groupingFilters": [
-        {"grouping": "@.device", "filters": {"a": 1}}]}, QueryError,
-     "groupingFilters[0].filters"),
-    ("grouping-filter-return-string", {"groupingFilters": [
-        {"grouping": "@.device", "returnGroupingValues": "no"}]}, QueryError,
-     "groupingFilters[0].returnGroupingValues"),
-    ("grouping-map-unknown", {"groupingFilters": {"@.os": ["x"]}}, QueryError,
-     "groupingFilters.@.os.grouping"),
+    (
+        "grouping-filter-no-grouping",
+        {"groupingFilters": [{"filters": ["ios"]}]},
+        QueryError,
+        "groupingFilters[0].grouping",
+    ),
+    (
+        "grouping-filter-unknown",
+        {"groupingFilters": [gf("@.device", None), gf("@.os", None)]},
+        QueryError,
+        "groupingFilters[1].grouping",
+    ),
+    (
+        "grouping-filter-values-object",
+        {"groupingFilters": [{"grouping": "@.device", "filters": {"a": 1}}]},
+        QueryError,
+        "groupingFilters[0].filters",
+    ),
+    (
+        "grouping-filter-return-string",
+        {"groupingFilters": [{"grouping": "@.device", "returnGroupingValues": "no"}]},
+        QueryError,
+        "groupingFilters[0].returnGroupingValues",
+    ),
+    (
+        "grouping-map-unknown",
+        {"groupingFilters": {"@.os": ["x"]}},
+        QueryError,
+        "groupingFilters.@.os.grouping",
+    ),
     ("limit-negative", {"limit": -1}, QueryError, "limit"),
     ("limit-text", {"limit": "ten"}, QueryError, "limit"),
     ("limit-fraction", {"limit": 1.5}, QueryError, "limit"),
     ("limit-type-unknown", {"limit": 2, "limitType": "Middle"}, QueryError, "limitType"),
     ("limit-type-number", {"limitType": 1}, QueryError, "limitType"),
-    ("exclude-empty-string", {"excludeEmptyGroupings": "yes"}, QueryError,
-     "excludeEmptyGroupings"),
-    ("incomplete-number", {"includeIncompleteIntervals": 1}, QueryError,
-     "includeIncompleteIntervals"),
+    ("exclude-empty-string", {"excludeEmptyGroupings": "yes"}, QueryError, "excludeEmptyGroupings"),
+    (
+        "incomplete-number",
+        {"includeIncompleteIntervals": 1},
+        QueryError,
+        "includeIncompleteIntervals",
+    ),
     ("rollup-string", {"recalculatedInterval": "1h"}, QueryError, "recalculatedInterval"),
-    ("rollup-no-type", {"recalculatedInterval": {"frequency": 60}}, QueryError,
-     "recalculatedInterval.type"),
-    ("rollup-unknown-type", {"recalculatedInterval": {"type": "FORTNIGHT", "frequency": 1}},
-     QueryError, "recalculatedInterval.type"),
-    ("rollup-zero", {"recalculatedInterval": {"type": "SECOND", "frequency": 0}}, QueryError,
-     "recalculatedInterval.frequency"),
-    ("rollup-negative", {"recalculatedInterval": {"type": "SECOND", "frequency": -60}},
-     QueryError, "recalculatedInterval.frequency"),
-    ("rollup-no-frequency", {"recalculatedInterval": {"type": "SECOND"}}, QueryError,
-     "recalculatedInterval.frequency"),
+    (
+        "rollup-no-type",
+        {"recalculatedInterval": {"frequency": 60}},
+        QueryError,
+        "recalculatedInterval.type",
+    ),
+    (
+        "rollup-unknown-type",
+        {"recalculatedInterval": {"type": "FORTNIGHT", "frequency": 1}},
+        QueryError,
+        "recalculatedInterval.type",
+    ),
+    (
+        "rollup-zero",
+        {"recalculatedInterval": {"type": "SECOND", "frequency": 0}},
+        QueryError,
+        "recalculatedInterval.frequency",
+    ),
+    (
+        "rollup-negative",
+        {"recalculatedInterval": {"type": "SECOND", "frequency": -60}},
+        QueryError,
+        "recalculatedInterval.frequency",
+    ),
+    (
+        "rollup-no-frequency",
+        {"recalculatedInterval": {"type": "SECOND"}},
+        QueryError,
+        "recalculatedInterval.frequency",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("extra", "error", "name"), [(c[1], c[2], c[3]) for c in INVALID_CASES],
-                         ids=[c[0] for c in INVALID_CASES])
+@pytest.mark.parametrize(
+    ("extra", "error", "name"),
+    [(c[1], c[2], c[3]) for c in INVALID_CASES],
+    ids=[c[0] for c in INVALID_CASES],
+)
 def test_invalid_query_names_the_field(
     tiny: Engine, extra: Query, error: type[Exception], name: str
 ) -> None:
@@ -911,8 +1244,9 @@ class Oracle:
             values = [v for v in item.get("filters") or [] if v != "$__agg"]
             if values:
                 allowed[name] = set(values)
-            if "$__agg" in (item.get("filters") or []) or not item.get("returnGroupingValues",
-                                                                        True):
+            if "$__agg" in (item.get("filters") or []) or not item.get(
+                "returnGroupingValues", True
+            ):
                 split[name] = False
         rollup = query.get("recalculatedInterval")
         step = MINUTE_MS
@@ -938,16 +1272,15 @@ class Oracle:
             value = exact_value(calc, evs, p)
             if value is not None:
                 keys = [self.KEYS[g] for g in ("device", "country") if split[g]]
-                rows.append({"dt": iso(b), "groupings": dict(zip(keys, tup, strict=True)),
-                             "value": value})
+                rows.append(
+                    {"dt": iso(b), "groupings": dict(zip(keys, tup, strict=True)), "value": value}
+                )
         return rows
 
 
 def assert_rows_match(got: list[Row], expected: list[Row], calc: str) -> None:
     """Same rows in the same order; values exact except PERCENTILES (sketch accuracy)."""
-    assert [(r["dt"], r["groupings"]) for r in got] == [
-        (r["dt"], r["groupings"]) for r in expected
-    ]
+    assert [(r["dt"], r["groupings"]) for r in got] == [(r["dt"], r["groupings"]) for r in expected]
     for g, e in zip(got, expected, strict=True):
         if calc == "PERCENTILES":
             assert g["value"] == pytest.approx(e["value"], rel=DDSKETCH_REL, abs=1e-9), g
@@ -975,34 +1308,82 @@ GEN_NOW = T0 + 2 * 3600 + 1234  # inside the data: the last hour is partly in th
 ORACLE_CASES: list[tuple[str, Query]] = [
     ("plain", {}),
     ("window", {"startTime": "2024-01-01T00:17:00Z", "endTime": "2024-01-01T02:03:30Z"}),
-    ("filter-values", {"groupingFilters": [gf("@.device", ["ios", "android"]),
-                                           gf("@.country", ["US", "JP", ""])]}),
+    (
+        "filter-values",
+        {
+            "groupingFilters": [
+                gf("@.device", ["ios", "android"]),
+                gf("@.country", ["US", "JP", ""]),
+            ]
+        },
+    ),
     ("collapse-country", {"groupingFilters": [gf("@.country", ["$__agg"], False)]}),
-    ("collapse-device-filter-country", {"groupingFilters": [
-        gf("@.device", ["$__agg"], False), gf("@.country", ["US", "DE"], False)]}),
-    ("collapse-both", {"groupingFilters": [gf("@.device", ["$__agg"], False),
-                                           gf("@.country", ["$__agg"], False)]}),
+    (
+        "collapse-device-filter-country",
+        {
+            "groupingFilters": [
+                gf("@.device", ["$__agg"], False),
+                gf("@.country", ["US", "DE"], False),
+            ]
+        },
+    ),
+    (
+        "collapse-both",
+        {
+            "groupingFilters": [
+                gf("@.device", ["$__agg"], False),
+                gf("@.country", ["$__agg"], False),
+            ]
+        },
+    ),
     ("exclude-empty", {"excludeEmptyGroupings": True}),
     ("rollup-hour", {"recalculatedInterval": {"type": "SECOND", "frequency": 3600}}),
-    ("rollup-15min-window", {"recalculatedInterval": {"type": "MINUTE", "frequency": 15},
-                             "startTime": "2024-01-01T00:37:00Z"}),
+    (
+        "rollup-15min-window",
+        {
+            "recalculatedInterval": {"type": "MINUTE", "frequency": 15},
+            "startTime": "2024-01-01T00:37:00Z",
+        },
+    ),
     ("rollup-7min-epoch", {"recalculatedInterval": {"type": "MINUTE", "frequency": 7}}),
-    ("rollup-day-collapse", {"recalculatedInterval": {"type": "DAY", "frequency": 1},
-                             "groupingFilters": [gf("@.country", ["$__agg"], False)]}),
+    (
+        "rollup-day-collapse",
+        {
+            "recalculatedInterval": {"type": "DAY", "frequency": 1},
+            "groupingFilters": [gf("@.country", ["$__agg"], False)],
+        },
+    ),
     ("incomplete-false", {"includeIncompleteIntervals": False}),
-    ("incomplete-false-rollup", {"includeIncompleteIntervals": False,
-                                 "recalculatedInterval": {"type": "HOUR", "frequency": 1}}),
-    ("everything", {"startTime": "2024-01-01T00:05:00Z", "endTime": "2024-01-01T02:55:00Z",
-                    "groupingFilters": [gf("@.country", ["US", "DE", "FR"], False)],
-                    "excludeEmptyGroupings": True, "includeIncompleteIntervals": False,
-                    "recalculatedInterval": {"type": "MINUTE", "frequency": 20}}),
+    (
+        "incomplete-false-rollup",
+        {
+            "includeIncompleteIntervals": False,
+            "recalculatedInterval": {"type": "HOUR", "frequency": 1},
+        },
+    ),
+    (
+        "everything",
+        {
+            "startTime": "2024-01-01T00:05:00Z",
+            "endTime": "2024-01-01T02:55:00Z",
+            "groupingFilters": [gf("@.country", ["US", "DE", "FR"], False)],
+            "excludeEmptyGroupings": True,
+            "includeIncompleteIntervals": False,
+            "recalculatedInterval": {"type": "MINUTE", "frequency": 20},
+        },
+    ),
 ]
 LIMIT_ORACLE_CASES: list[tuple[str, Query]] = [
     ("top-3", {"limit": 3, "limitType": "Top"}),
     ("bottom-2", {"limit": 2, "limitType": "Bottom"}),
-    ("top-1-rollup-collapse", {"limit": 1, "recalculatedInterval": {"type": "HOUR",
-                                                                     "frequency": 1},
-                               "groupingFilters": [gf("@.country", ["$__agg"], False)]}),
+    (
+        "top-1-rollup-collapse",
+        {
+            "limit": 1,
+            "recalculatedInterval": {"type": "HOUR", "frequency": 1},
+            "groupingFilters": [gf("@.country", ["$__agg"], False)],
+        },
+    ),
 ]
 
 
@@ -1011,7 +1392,7 @@ def gen() -> tuple[Engine, Oracle]:
     events = generated_events(4000, seed=7)
     engine = Engine(INGEST, [filter_def("f")], clock=Clock(GEN_NOW))
     for i in range(0, len(events), 1000):
-        engine.ingest(ndjson(events[i:i + 1000]))
+        engine.ingest(ndjson(events[i : i + 1000]))
     return engine, Oracle(events)
 
 
@@ -1039,8 +1420,9 @@ def test_options_against_oracle(gen: tuple[Engine, Oracle], extra: Query, calc_p
 
 
 @pytest.mark.parametrize("calc_param", [c for c in CALC_PARAMS if not c.startswith("PERC")])
-@pytest.mark.parametrize("extra", [c[1] for c in LIMIT_ORACLE_CASES],
-                         ids=[c[0] for c in LIMIT_ORACLE_CASES])
+@pytest.mark.parametrize(
+    "extra", [c[1] for c in LIMIT_ORACLE_CASES], ids=[c[0] for c in LIMIT_ORACLE_CASES]
+)
 def test_limit_against_oracle(gen: tuple[Engine, Oracle], extra: Query, calc_param: str) -> None:
     """Top/Bottom N per time slice keeps N rows with the N best exact values (ties either way)."""
     engine, oracle = gen
@@ -1061,14 +1443,16 @@ def wide_events(n: int, seed: int) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
     events = []
     for _ in range(n):
-        events.append({
-            "ts": T0 + rnd.randrange(2 * 3600),
-            "device": rnd.choice(["ios", "android"]),
-            "country": rnd.choice(["US", "DE", "FR"]),
-            "v": rnd.randrange(-400, 40_000) / 4,
-            "u": f"user-{rnd.randrange(50_000)}",
-            "w": 10.0 ** rnd.uniform(-12, 12),
-        })
+        events.append(
+            {
+                "ts": T0 + rnd.randrange(2 * 3600),
+                "device": rnd.choice(["ios", "android"]),
+                "country": rnd.choice(["US", "DE", "FR"]),
+                "v": rnd.randrange(-400, 40_000) / 4,
+                "u": f"user-{rnd.randrange(50_000)}",
+                "w": 10.0 ** rnd.uniform(-12, 12),
+            }
+        )
     return events
 
 
@@ -1091,7 +1475,7 @@ def exact() -> Engine:
     engine = Engine(INGEST, EXACT_FILTERS, clock=Clock(T0 + 86_400))
     events = wide_events(24_000, seed=3)
     for i in range(0, len(events), 4000):
-        engine.ingest(ndjson(events[i:i + 4000]))
+        engine.ingest(ndjson(events[i : i + 4000]))
     return engine
 
 
@@ -1102,22 +1486,39 @@ EXACT_CASES: list[tuple[str, str, Query, str]] = [
     ("collapse-country", "f", {"groupingFilters": AGG_COUNTRY}, "fd"),
     ("collapse-both", "f", {"groupingFilters": AGG_BOTH}, "fn"),
     ("rollup", "f", {"recalculatedInterval": HOURLY}, "fh"),
-    ("collapse-and-rollup", "f", {"groupingFilters": AGG_COUNTRY, "recalculatedInterval": HOURLY},
-     "fdh"),
-    ("collapse-both-rollup", "f", {"groupingFilters": AGG_BOTH, "recalculatedInterval": HOURLY},
-     "fnh"),
+    (
+        "collapse-and-rollup",
+        "f",
+        {"groupingFilters": AGG_COUNTRY, "recalculatedInterval": HOURLY},
+        "fdh",
+    ),
+    (
+        "collapse-both-rollup",
+        "f",
+        {"groupingFilters": AGG_BOTH, "recalculatedInterval": HOURLY},
+        "fnh",
+    ),
 ]
 EXACT_CALCS = [(fld, c) for fld in ("v",) for c in CALC_PARAMS] + [
-    ("u", "APPROX_COUNT_DISTINCT"), ("u", "COUNT"),
-    ("w", "PERCENTILES-0.001"), ("w", "PERCENTILES-0.5"), ("w", "PERCENTILES-0.99"),
-    ("w", "PERCENTILES-0.999"), ("w", "MIN"), ("w", "MAX"),
+    ("u", "APPROX_COUNT_DISTINCT"),
+    ("u", "COUNT"),
+    ("w", "PERCENTILES-0.001"),
+    ("w", "PERCENTILES-0.5"),
+    ("w", "PERCENTILES-0.99"),
+    ("w", "PERCENTILES-0.999"),
+    ("w", "MIN"),
+    ("w", "MAX"),
 ]
 
 
-@pytest.mark.parametrize(("fld", "calc_param"), EXACT_CALCS,
-                         ids=[f"{f}-{c}" for f, c in EXACT_CALCS])
-@pytest.mark.parametrize(("source", "extra", "target"), [(c[1], c[2], c[3]) for c in EXACT_CASES],
-                         ids=[c[0] for c in EXACT_CASES])
+@pytest.mark.parametrize(
+    ("fld", "calc_param"), EXACT_CALCS, ids=[f"{f}-{c}" for f, c in EXACT_CALCS]
+)
+@pytest.mark.parametrize(
+    ("source", "extra", "target"),
+    [(c[1], c[2], c[3]) for c in EXACT_CASES],
+    ids=[c[0] for c in EXACT_CASES],
+)
 def test_merged_cells_equal_direct_aggregation(
     exact: Engine, source: str, extra: Query, target: str, fld: str, calc_param: str
 ) -> None:
@@ -1147,8 +1548,9 @@ def go_decodable(mr: dict[str, Any]) -> None:
         parse_rfc3339(mr["dt"])
     # int64: a JSON number with a fraction or exponent is an error in Go
     assert isinstance(mr.get("dtSecLater", 0), int) and not isinstance(mr.get("dtSecLater"), bool)
-    assert mr.get("val") is None or (isinstance(mr["val"], int | float)
-                                     and not isinstance(mr["val"], bool))
+    assert mr.get("val") is None or (
+        isinstance(mr["val"], int | float) and not isinstance(mr["val"], bool)
+    )
     g = mr.get("groupings")
     assert g is None or (isinstance(g, dict) and all(isinstance(v, str) for v in g.values()))
     assert mr.get("queryId") is None or isinstance(mr["queryId"], str)
@@ -1175,8 +1577,10 @@ def decode_multi(rows: list[dict[str, Any]], queries: list[Query]) -> dict[str, 
         query_id = mr.get("queryId")  # null.String: Valid only when present and not null
         if mr.get("isSeperator") is None and single_q:  # !mr.IsSeperator.Valid && single_q
             query_id = qids[0]
-        if query_id is not None and not set_frames.get(query_id, False) and (
-            current_dt_start != EPOCH_MS
+        if (
+            query_id is not None
+            and not set_frames.get(query_id, False)
+            and (current_dt_start != EPOCH_MS)
         ):
             set_frames[query_id] = True
             names[query_id] = list(current_groupings)  # frame columns time, <keys>, value
@@ -1185,8 +1589,11 @@ def decode_multi(rows: list[dict[str, Any]], queries: list[Query]) -> dict[str, 
             assert mr.get("groupings") is not None, "the plugin dereferences *mr.Groupings"
             current_groupings = mr["groupings"]
             continue
-        point = (current_dt_start + 1000 * mr.get("dtSecLater", 0), current_groupings,
-                 float(mr.get("val") or 0))
+        point = (
+            current_dt_start + 1000 * mr.get("dtSecLater", 0),
+            current_groupings,
+            float(mr.get("val") or 0),
+        )
         finals.setdefault(query_id or "", []).append(point)
     out = {}
     for qid in qids:
@@ -1198,8 +1605,10 @@ def decode_multi(rows: list[dict[str, Any]], queries: list[Query]) -> dict[str, 
 
 def as_points(rows: list[Row]) -> list[tuple[int, tuple[tuple[str, str], ...], float]]:
     """Plain rows as sortable points."""
-    return sorted((parse_rfc3339(r["dt"]), tuple(sorted((r["groupings"] or {}).items())),
-                   r["value"]) for r in rows)
+    return sorted(
+        (parse_rfc3339(r["dt"]), tuple(sorted((r["groupings"] or {}).items())), r["value"])
+        for r in rows
+    )
 
 
 def check_multi(engine: Engine, queries: list[Query]) -> list[dict[str, Any]]:
@@ -1219,14 +1628,29 @@ def check_multi(engine: Engine, queries: list[Query]) -> list[dict[str, Any]]:
 
 MULTI_QUERIES: list[Query] = [
     {**GRAFANA_QUERY, "queryId": "A"},
-    {**GRAFANA_QUERY, "queryId": "B", "calculation": "PERCENTILES", "percentile": 0.9,
-     "groupingFilters": [gf("@.country", ["$__agg"], False)]},
+    {
+        **GRAFANA_QUERY,
+        "queryId": "B",
+        "calculation": "PERCENTILES",
+        "percentile": 0.9,
+        "groupingFilters": [gf("@.country", ["$__agg"], False)],
+    },
     {**GRAFANA_QUERY, "queryId": "C", "filterId": "g", "calculation": "COUNT"},
-    {**GRAFANA_QUERY, "queryId": "D", "startTime": "2023-01-01T00:00:00Z",
-     "endTime": "2023-01-02T00:00:00Z"},
-    {**GRAFANA_QUERY, "queryId": "E", "aggregationId": 2, "calculation": "COUNT",
-     "recalculatedInterval": {"type": "SECOND", "frequency": 3600}, "limit": 2,
-     "groupingFilters": [gf("@.device", ["ios", "android"])]},
+    {
+        **GRAFANA_QUERY,
+        "queryId": "D",
+        "startTime": "2023-01-01T00:00:00Z",
+        "endTime": "2023-01-02T00:00:00Z",
+    },
+    {
+        **GRAFANA_QUERY,
+        "queryId": "E",
+        "aggregationId": 2,
+        "calculation": "COUNT",
+        "recalculatedInterval": {"type": "SECOND", "frequency": 3600},
+        "limit": 2,
+        "groupingFilters": [gf("@.device", ["ios", "android"])],
+    },
     {**GRAFANA_QUERY, "queryId": "F", "groupingFilters": AGG_BOTH, "calculation": "AVG"},
 ]
 
@@ -1288,11 +1712,21 @@ def test_multi_on_generated_data(gen: tuple[Engine, Oracle]) -> None:
     engine, _ = gen
     queries = [
         {**GRAFANA_QUERY, "queryId": "A", "endTime": "2024-01-01T03:00:00Z"},
-        {**GRAFANA_QUERY, "queryId": "B", "endTime": "2024-01-01T03:00:00Z",
-         "calculation": "APPROX_COUNT_DISTINCT", "recalculatedInterval": {
-             "type": "MINUTE", "frequency": 10}},
-        {**GRAFANA_QUERY, "queryId": "C", "endTime": "2024-01-01T03:00:00Z",
-         "calculation": "MAX", "groupingFilters": AGG_COUNTRY, "includeIncompleteIntervals": False},
+        {
+            **GRAFANA_QUERY,
+            "queryId": "B",
+            "endTime": "2024-01-01T03:00:00Z",
+            "calculation": "APPROX_COUNT_DISTINCT",
+            "recalculatedInterval": {"type": "MINUTE", "frequency": 10},
+        },
+        {
+            **GRAFANA_QUERY,
+            "queryId": "C",
+            "endTime": "2024-01-01T03:00:00Z",
+            "calculation": "MAX",
+            "groupingFilters": AGG_COUNTRY,
+            "includeIncompleteIntervals": False,
+        },
     ]
     raw = check_multi(engine, queries)
     assert sum(1 for mr in raw if mr.get("isSeperator")) > 20
@@ -1317,8 +1751,14 @@ def test_multi_empty_batch(tiny: Engine) -> None:
 
 def gq(name: str, **extra: Any) -> Query:
     """A variables-mode request of a grouping's distinct values."""
-    return {"filterId": "f", "aggregationId": 2, "calculation": "COUNT", "mode": "variables",
-            "groupingName": name, **extra}
+    return {
+        "filterId": "f",
+        "aggregationId": 2,
+        "calculation": "COUNT",
+        "mode": "variables",
+        "groupingName": name,
+        **extra,
+    }
 
 
 GROUPINGS_CASES: list[tuple[str, Query, list[str]]] = [
@@ -1328,28 +1768,46 @@ GROUPINGS_CASES: list[tuple[str, Query, list[str]]] = [
     ("window-start", gq("@.device", startTime="2024-01-01T00:01:00Z"), ["android", "ios", "web"]),
     ("window-end", gq("@.device", endTime="2024-01-01T00:01:00Z"), ["", "android", "ios"]),
     ("empty-window", gq("@.device", startTime="2025-01-01T00:00:00Z"), []),
-    ("narrowed-by-other-filter", gq("@.device", groupingFilters=[gf("@.country", ["DE"])]),
-     ["android", "ios"]),
+    (
+        "narrowed-by-other-filter",
+        gq("@.device", groupingFilters=[gf("@.country", ["DE"])]),
+        ["android", "ios"],
+    ),
     ("own-filter", gq("@.device", groupingFilters=[gf("@.device", ["ios", "nokia"])]), ["ios"]),
     ("exclude-empty", gq("@.country", excludeEmptyGroupings=True), ["DE", "US"]),
-    ("grafana-fields", {**GRAFANA_QUERY, "mode": "variables", "groupingName": "@.country",
-                        "includeAggregateOption": True, "queryId": "tempvar"}, ["", "DE", "US"]),
+    (
+        "grafana-fields",
+        {
+            **GRAFANA_QUERY,
+            "mode": "variables",
+            "groupingName": "@.country",
+            "includeAggregateOption": True,
+            "queryId": "tempvar",
+        },
+        ["", "DE", "US"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("query", "values"), [(c[1], c[2]) for c in GROUPINGS_CASES],
-                         ids=[c[0] for c in GROUPINGS_CASES])
+@pytest.mark.parametrize(
+    ("query", "values"),
+    [(c[1], c[2]) for c in GROUPINGS_CASES],
+    ids=[c[0] for c in GROUPINGS_CASES],
+)
 def test_grouping_values(tiny: Engine, query: Query, values: list[str]) -> None:
     """Distinct values of ``groupingName`` in the window, as ``[{"value": ...}]``, sorted."""
     assert tiny.groupings(query) == [{"value": v} for v in values]
 
 
-@pytest.mark.parametrize(("query", "name"), [
-    (gq("@.os"), "groupingName"),
-    ({k: v for k, v in gq("x").items() if k != "groupingName"}, "groupingName"),
-    (gq(""), "groupingName"),
-    (gq("@.device", startTime="soon"), "startTime"),
-])
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        (gq("@.os"), "groupingName"),
+        ({k: v for k, v in gq("x").items() if k != "groupingName"}, "groupingName"),
+        (gq(""), "groupingName"),
+        (gq("@.device", startTime="soon"), "startTime"),
+    ],
+)
 def test_grouping_values_invalid(tiny: Engine, query: Query, name: str) -> None:
     """A missing or unknown groupingName is a QueryError naming it."""
     with pytest.raises(QueryError) as info:
@@ -1357,14 +1815,22 @@ def test_grouping_values_invalid(tiny: Engine, query: Query, name: str) -> None:
     assert info.value.field == name
 
 
-@pytest.mark.parametrize("agg_fields", [
-    {"aggregationId": 0, "calculation": ""},  # what Go marshals for an unset variable query
-    {},
-])
+@pytest.mark.parametrize(
+    "agg_fields",
+    [
+        {"aggregationId": 0, "calculation": ""},  # what Go marshals for an unset variable query
+        {},
+    ],
+)
 def test_grouping_values_of_a_grafana_variable(tiny: Engine, agg_fields: Query) -> None:
     """The plugin's variables-mode request (no aggregation chosen) lists the values."""
-    query = {**GRAFANA_QUERY, "mode": "variables", "groupingName": "@.device",
-             "queryId": "tempvar", "includeAggregateOption": True}
+    query = {
+        **GRAFANA_QUERY,
+        "mode": "variables",
+        "groupingName": "@.device",
+        "queryId": "tempvar",
+        "includeAggregateOption": True,
+    }
     for key in ("aggregationId", "calculation"):
         query.pop(key)
     assert tiny.groupings({**query, **agg_fields}) == [
@@ -1388,14 +1854,24 @@ def test_filter_definitions_shape(tiny: Engine) -> None:
     assert [d["id"] for d in defs] == [f["id"] for f in TINY_FILTERS]
     json.dumps(defs)
     for d, source in zip(defs, TINY_FILTERS, strict=True):
-        assert {"id", "name", "filter", "groupings", "groupingItems", "intervalType",
-                "intervalCount", "aggregations"} <= set(d)
+        assert {
+            "id",
+            "name",
+            "filter",
+            "groupings",
+            "groupingItems",
+            "intervalType",
+            "intervalCount",
+            "aggregations",
+        } <= set(d)
         assert d["name"] == source["name"]
         assert d["filter"] in (None, "")
         assert d["groupingItems"] == source["groupingItems"]
         assert d["groupings"] == [g["grouping"] for g in source["groupingItems"]]
-        assert (d["intervalType"], d["intervalCount"]) == (source["intervalType"],
-                                                           source["intervalCount"])
+        assert (d["intervalType"], d["intervalCount"]) == (
+            source["intervalType"],
+            source["intervalCount"],
+        )
         for a, sa in zip(d["aggregations"], source["aggregations"], strict=True):
             assert {"id", "name", "calculations", "calculationField", "subFilter"} <= set(a)
             for key in ("id", "name", "calculations", "calculationField"):

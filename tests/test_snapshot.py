@@ -51,15 +51,27 @@ FLAT_FILTER: dict[str, Any] = {
     "name": "order lines",
     "filter": "$.kind == 'order'",
     "flattenPath": "@.items",
-    "groupingItems": [{"grouping": "@.sku", "alias": None},
-                      {"grouping": "$.device", "alias": "Dev"}],
+    "groupingItems": [
+        {"grouping": "@.sku", "alias": None},
+        {"grouping": "$.device", "alias": "Dev"},
+    ],
     "intervalType": "MONTH",
     "intervalCount": 1,
     "aggregations": [
-        {"id": 1, "name": "qty", "calculations": ["SUM", "COUNT", "MAX"],
-         "calculationField": "@.qty", "subFilter": "@.qty > 1"},
-        {"id": 7, "name": "skus", "calculations": ["APPROX_COUNT_DISTINCT"],
-         "calculationField": "@.sku", "subFilter": None},
+        {
+            "id": 1,
+            "name": "qty",
+            "calculations": ["SUM", "COUNT", "MAX"],
+            "calculationField": "@.qty",
+            "subFilter": "@.qty > 1",
+        },
+        {
+            "id": 7,
+            "name": "skus",
+            "calculations": ["APPROX_COUNT_DISTINCT"],
+            "calculationField": "@.sku",
+            "subFilter": None,
+        },
     ],
 }
 
@@ -73,12 +85,15 @@ def with_calculations(fdef: dict[str, Any], calcs: list[str]) -> dict[str, Any]:
 FILTERS: list[dict[str, Any]] = [
     filter_def("f"),
     # users: strings, so only COUNT and distinct have rows; > 2,048 per day (HyperLogLog)
-    with_calculations(filter_def("u", groupings=(), interval=("DAY", 1), field="@.u"),
-                      ["COUNT", "APPROX_COUNT_DISTINCT"]),
+    with_calculations(
+        filter_def("u", groupings=(), interval=("DAY", 1), field="@.u"),
+        ["COUNT", "APPROX_COUNT_DISTINCT"],
+    ),
     # 24 decades of floats: SUM/AVG would depend on addition order, so they are left out
-    with_calculations(filter_def("w", groupings=(("@.country", "Country"),),
-                                 interval=("MINUTE", 5), field="@.w"),
-                      ["COUNT", "MIN", "MAX", "APPROX_COUNT_DISTINCT", "PERCENTILES"]),
+    with_calculations(
+        filter_def("w", groupings=(("@.country", "Country"),), interval=("MINUTE", 5), field="@.w"),
+        ["COUNT", "MIN", "MAX", "APPROX_COUNT_DISTINCT", "PERCENTILES"],
+    ),
     filter_def("n", groupings=(), interval=("DAY", 1)),
     FLAT_FILTER,
 ]
@@ -105,8 +120,10 @@ def make_events(n: int, seed: int, span_s: int = 2 * 86_400) -> list[dict[str, A
             e["v"] = str(rnd.randrange(5000, 6000))
         if i % 3 == 0:
             e["kind"] = "order"
-            e["items"] = [{"sku": f"sku-{rnd.randrange(40)}", "qty": rnd.randrange(5)}
-                          for _ in range(rnd.randrange(4))]
+            e["items"] = [
+                {"sku": f"sku-{rnd.randrange(40)}", "qty": rnd.randrange(5)}
+                for _ in range(rnd.randrange(4))
+            ]
         events.append(e)
     return events
 
@@ -115,8 +132,8 @@ def engine_with(events: list[dict[str, Any]], batch: int = 2000, **kw: Any) -> E
     """A fresh engine over FILTERS that ingested ``events`` in batches."""
     engine = Engine(INGEST, FILTERS, clock=kw.get("clock") or Clock(T0 + 30 * 86_400))
     for i in range(0, len(events), batch):
-        if events[i:i + batch]:
-            engine.ingest(ndjson(events[i:i + batch]))
+        if events[i : i + batch]:
+            engine.ingest(ndjson(events[i : i + batch]))
     return engine
 
 
@@ -243,8 +260,12 @@ def test_from_bytes_clock_is_used() -> None:
     """The clock given to ``from_bytes``/``load`` decides which intervals are incomplete."""
     engine = Engine(INGEST, [filter_def("g", groupings=())], clock=Clock(T0))
     engine.ingest(ndjson([{"ts": T0 + 10, "v": 1}, {"ts": T0 + 70, "v": 1}]))
-    query = {"filterId": "g", "aggregationId": 2, "calculation": "COUNT",
-             "includeIncompleteIntervals": False}
+    query = {
+        "filterId": "g",
+        "aggregationId": 2,
+        "calculation": "COUNT",
+        "includeIncompleteIntervals": False,
+    }
     assert answer(Engine.from_bytes(engine.to_bytes(), clock=Clock(T0 + 60)), query) == [
         {"dt": "2024-01-01T00:00:00Z", "groupings": None, "value": 1.0}
     ]
@@ -299,21 +320,29 @@ def test_header_layout(small: Engine) -> None:
     magic, version, length, crc = HEADER.unpack_from(data)
     assert magic == b"ETALLY\x00\x01" and version == FORMAT_VERSION
     assert length == len(data) - HEADER.size
-    assert crc == zlib.crc32(data[HEADER.size:])
+    assert crc == zlib.crc32(data[HEADER.size :])
 
 
-@pytest.mark.parametrize(("where", "words"), [
-    ("magic", ("magic",)),
-    ("version", ("version",)),
-    ("length", ("truncated", "trailing")),
-    ("crc", ("checksum",)),
-    ("payload", ("checksum",)),
-])
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        ("magic", ("magic",)),
+        ("version", ("version",)),
+        ("length", ("truncated", "trailing")),
+        ("crc", ("checksum",)),
+        ("payload", ("checksum",)),
+    ],
+)
 def test_flipped_byte_is_refused_everywhere(small: Engine, where: str, words: tuple[str]) -> None:
     """Flipping any byte of any part is refused, with a message naming the problem."""
     data = small.to_bytes()
-    spans = {"magic": (0, 8), "version": (8, 12), "length": (12, 20), "crc": (20, 24),
-             "payload": (24, len(data))}
+    spans = {
+        "magic": (0, 8),
+        "version": (8, 12),
+        "length": (12, 20),
+        "crc": (20, 24),
+        "payload": (24, len(data)),
+    }
     lo, hi = spans[where]
     for pos in range(lo, hi):
         for mask in (0x01, 0x80, 0xFF):
@@ -336,13 +365,16 @@ def test_trailing_bytes_are_refused(small: Engine) -> None:
     assert "trailing" in str(refused(small.to_bytes() + b"\x00")).lower()
 
 
-@pytest.mark.parametrize("data", [
-    b"",
-    b"\x00" * 64,
-    b"PK\x03\x04" + b"\x00" * 60,
-    b'{"ingests": [], "filters": []}',
-    b"ETALLY\x00\x02" + b"\x00" * 40,
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00" * 64,
+        b"PK\x03\x04" + b"\x00" * 60,
+        b'{"ingests": [], "filters": []}',
+        b"ETALLY\x00\x02" + b"\x00" * 40,
+    ],
+)
 def test_foreign_data_is_refused(data: bytes) -> None:
     """Empty, zip, JSON or other data is not a snapshot."""
     message = str(refused(data)).lower()
@@ -371,10 +403,10 @@ def with_valid_checksum(payload: bytes) -> bytes:
 def damaged_grouping_key() -> bytes:
     """The small snapshot with the length of the value ``ios`` inside a grouping tuple key set
     to 65,535 (the key's own length untouched), behind a valid checksum."""
-    payload = bytearray(_SMALL_SNAPSHOT[HEADER.size:])
+    payload = bytearray(_SMALL_SNAPSHOT[HEADER.size :])
     at = payload.find(b"\x03\x00\x00\x00ios")
     assert at > 0
-    payload[at:at + 4] = struct.pack("<I", 0xFFFF)
+    payload[at : at + 4] = struct.pack("<I", 0xFFFF)
     return with_valid_checksum(bytes(payload))
 
 
@@ -390,11 +422,11 @@ def test_structural_damage_never_crashes() -> None:
     rnd = random.Random(2024)
     query_panics = []
     for case in range(400):
-        payload = bytearray(_SMALL_SNAPSHOT[HEADER.size:])
+        payload = bytearray(_SMALL_SNAPSHOT[HEADER.size :])
         for _ in range(rnd.randint(1, 4)):
             payload[rnd.randrange(len(payload))] = rnd.randrange(256)
         if rnd.random() < 0.3:
-            payload = payload[:rnd.randrange(len(payload) + 1)]
+            payload = payload[: rnd.randrange(len(payload) + 1)]
         try:
             loaded = Engine.from_bytes(with_valid_checksum(bytes(payload)))
         except SnapshotError:
@@ -430,8 +462,10 @@ def test_merge_equals_one_engine(events: list[dict[str, Any]]) -> None:
     a = [e for e, left in zip(events, side, strict=True) if left]
     b = [e for e, left in zip(events, side, strict=True) if not left]
     assert_same_answers(merged(a, b), engine_with(a + b), avg_rel=1e-9)
-    daily_users = answer(engine_with(a + b), {"filterId": "u", "aggregationId": 1,
-                                              "calculation": "APPROX_COUNT_DISTINCT"})
+    daily_users = answer(
+        engine_with(a + b),
+        {"filterId": "u", "aggregationId": 1, "calculation": "APPROX_COUNT_DISTINCT"},
+    )
     assert min(r["value"] for r in daily_users) > 2048  # beyond the exact set
 
 
@@ -498,8 +532,12 @@ EVENT = st.fixed_dictionaries(
         "u": st.one_of(st.integers(0, 300), st.text(max_size=3)),
         "w": st.floats(min_value=-1e15, max_value=1e15, allow_nan=False),
         "kind": st.just("order"),
-        "items": st.lists(st.fixed_dictionaries(
-            {"sku": st.sampled_from(["a", "b", "c"]), "qty": st.integers(0, 5)}), max_size=3),
+        "items": st.lists(
+            st.fixed_dictionaries(
+                {"sku": st.sampled_from(["a", "b", "c"]), "qty": st.integers(0, 5)}
+            ),
+            max_size=3,
+        ),
     },
 )
 
@@ -517,14 +555,34 @@ def test_merge_property(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Non
 
 MUTATIONS: list[tuple[str, Any]] = [
     ("interval", lambda fs: [{**fs[0], "intervalCount": 5}, *fs[1:]]),
-    ("alias", lambda fs: [{**fs[0], "groupingItems": [
-        {"grouping": "@.device", "alias": "Dev"}, {"grouping": "@.country", "alias": None}]},
-        *fs[1:]]),
+    (
+        "alias",
+        lambda fs: [
+            {
+                **fs[0],
+                "groupingItems": [
+                    {"grouping": "@.device", "alias": "Dev"},
+                    {"grouping": "@.country", "alias": None},
+                ],
+            },
+            *fs[1:],
+        ],
+    ),
     ("filter-expression", lambda fs: [{**fs[0], "filter": "@.device == 'ios'"}, *fs[1:]]),
-    ("calculations", lambda fs: [{**fs[0], "aggregations": fs[0]["aggregations"][:1]},
-                                 *fs[1:]]),
-    ("sub-filter", lambda fs: [*fs[:-1], {**fs[-1], "aggregations": [
-        {**fs[-1]["aggregations"][0], "subFilter": None}, fs[-1]["aggregations"][1]]}]),
+    ("calculations", lambda fs: [{**fs[0], "aggregations": fs[0]["aggregations"][:1]}, *fs[1:]]),
+    (
+        "sub-filter",
+        lambda fs: [
+            *fs[:-1],
+            {
+                **fs[-1],
+                "aggregations": [
+                    {**fs[-1]["aggregations"][0], "subFilter": None},
+                    fs[-1]["aggregations"][1],
+                ],
+            },
+        ],
+    ),
     ("extra-filter", lambda fs: [*fs, filter_def("extra")]),
     ("missing-filter", lambda fs: fs[:-1]),
     ("renamed-filter", lambda fs: [{**fs[0], "id": "f2"}, *fs[1:]]),
@@ -565,14 +623,15 @@ def test_merge_needs_an_engine(small: Engine) -> None:
 
 def cell_count(engine: Engine, filter_id: str) -> int:
     """Stored cells (bucket, grouping tuple) of a filter: its COUNT rows of aggregation 2."""
-    return len(answer(engine, {"filterId": filter_id, "aggregationId": 2,
-                               "calculation": "COUNT"}))
+    return len(answer(engine, {"filterId": filter_id, "aggregationId": 2, "calculation": "COUNT"}))
 
 
 def dts(engine: Engine, filter_id: str) -> list[str]:
     """Bucket starts present in a filter (COUNT of aggregation 2)."""
-    return [r["dt"] for r in answer(engine, {"filterId": filter_id, "aggregationId": 2,
-                                             "calculation": "COUNT"})]
+    return [
+        r["dt"]
+        for r in answer(engine, {"filterId": filter_id, "aggregationId": 2, "calculation": "COUNT"})
+    ]
 
 
 RETAINED = ["f", "u", "w", "n"]  # filters whose aggregation 2 is a plain COUNT
@@ -585,13 +644,20 @@ def test_drop_before_one_filter(events: list[dict[str, Any]]) -> None:
     horizon = T0 + 1800  # mid-day: the day bucket starting before it goes
     assert engine.drop_before(horizon, filter_id="n") == 1
     assert dts(engine, "n") == ["2024-01-02T00:00:00Z"]
-    query = {"filterId": "n", "aggregationId": 1, "calculation": "PERCENTILES",
-             "percentile": 0.5, "startTime": "2024-01-01T00:30:00Z"}
-    assert answer(engine, query) == answer(reference, {**query, "startTime":
-                                                       "2024-01-02T00:00:00Z"})
+    query = {
+        "filterId": "n",
+        "aggregationId": 1,
+        "calculation": "PERCENTILES",
+        "percentile": 0.5,
+        "startTime": "2024-01-01T00:30:00Z",
+    }
+    assert answer(engine, query) == answer(
+        reference, {**query, "startTime": "2024-01-02T00:00:00Z"}
+    )
     for fid in ("f", "u", "w", "flat"):
         assert engine.results({"filterId": fid, "aggregationId": 1, "calculation": "COUNT"}) == (
-            reference.results({"filterId": fid, "aggregationId": 1, "calculation": "COUNT"}))
+            reference.results({"filterId": fid, "aggregationId": 1, "calculation": "COUNT"})
+        )
 
 
 def test_drop_before_everywhere(events: list[dict[str, Any]]) -> None:
@@ -643,10 +709,15 @@ def test_drop_before_unknown_filter(small: Engine) -> None:
 def test_drop_before_updates_grouping_values() -> None:
     """Grouping values seen only in dropped buckets disappear from ``groupings``."""
     engine = Engine(INGEST, [filter_def("f")], clock=Clock(T0))
-    engine.ingest(ndjson([{"ts": T0, "device": "old", "v": 1},
-                          {"ts": T0 + 3600, "device": "new", "v": 1}]))
-    query = {"filterId": "f", "aggregationId": 2, "calculation": "COUNT",
-             "groupingName": "@.device"}
+    engine.ingest(
+        ndjson([{"ts": T0, "device": "old", "v": 1}, {"ts": T0 + 3600, "device": "new", "v": 1}])
+    )
+    query = {
+        "filterId": "f",
+        "aggregationId": 2,
+        "calculation": "COUNT",
+        "groupingName": "@.device",
+    }
     assert engine.groupings(query) == [{"value": "new"}, {"value": "old"}]
     assert engine.drop_before(T0 + 3600) == 1
     assert engine.groupings(query) == [{"value": "new"}]

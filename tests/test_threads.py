@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from eventtally import ConfigError, JsonError
 from support import (
     agg_def,
     by_group,
@@ -22,7 +23,6 @@ from support import (
     rows,
     snapshot,
 )
-from eventtally import ConfigError, JsonError
 
 THREADS = 8
 BATCHES = 40

@@ -186,7 +186,10 @@ class Engine:
     def ingest(
         self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
     ) -> IngestStats:
-        """Ingests one batch in the ingest's format; atomic. Raises ``JsonError``/``FormatError``."""
+        """Ingests one batch in the ingest's format, atomically.
+
+        Raises ``JsonError`` or ``FormatError`` for a bad batch (nothing is applied).
+        """
         try:
             raw = self._inner.ingest(data, ingest_id, _now_ms(self._clock, received_at))
         except UnicodeEncodeError as exc:
@@ -302,7 +305,9 @@ class Engine:
         return self._inner.to_bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, *, clock: Clock | None = None) -> Engine:
+    def from_bytes(
+        cls, data: bytes | bytearray | memoryview, *, clock: Clock | None = None
+    ) -> Engine:
         """Rebuilds an engine from ``to_bytes()``; raises ``SnapshotError`` when corrupt."""
         return cls._wrap(_core.Engine.from_bytes(data), clock)
 
