@@ -218,8 +218,7 @@ def _last_record_bounds(segment: Path) -> tuple[int, int]:
 
 
 def test_torn_wal_tail_is_cut_logged_and_served(tmp_path: Path) -> None:
-    """A half-written last record (crash mid-write) is cut at start, logged, and nothing acked
-    is lost."""
+    """A torn last WAL record is cut at start and logged; the server serves everything before."""
     write_config(tmp_path, durability={"snapshot_interval_s": 3600})
     with ServerProcess(tmp_path) as srv:
         for i in range(5):

@@ -120,8 +120,7 @@ def wal_config(tmp_path: Path) -> None:
 
 
 def test_offline_wal_backfill_equals_having_had_the_filter_from_the_start(tmp_path: Path) -> None:
-    """Stopped server: ``eventtally backfill --filter`` replays the retained WAL into the new
-    filter only; answers equal a reference that had the filter all along; a repeat is refused."""
+    """Offline WAL backfill equals having had the filter from the start; a repeat is refused."""
     wal_config(tmp_path)
     early, late = bodies("e", 25, 0), bodies("l", 25, 30)
     with ServerProcess(tmp_path) as srv:
@@ -150,8 +149,7 @@ def test_offline_wal_backfill_equals_having_had_the_filter_from_the_start(tmp_pa
 
 
 def test_online_backfill_by_time_range_through_the_admin_api(tmp_path: Path) -> None:
-    """Running server: ``backfill --url`` (POST /admin/v1/backfill) in two time ranges of ingest
-    time; each batch is applied once; an overlapping range is refused; ingest keeps going."""
+    """Online backfill (admin API) in two time ranges applies each batch once; overlap refused."""
     wal_config(tmp_path)
     first, second, late = bodies("a", 12, 0), bodies("b", 12, 20), bodies("c", 12, 40)
     with ServerProcess(tmp_path) as srv:
@@ -186,8 +184,7 @@ def test_online_backfill_by_time_range_through_the_admin_api(tmp_path: Path) -> 
 
 
 def test_backfill_from_gzipped_ndjson_archive_files(tmp_path: Path) -> None:
-    """Archive files (gzipped NDJSON, any name) go through Engine.ingest_file into the new
-    filter only; a repeat of the same file is refused."""
+    """Gzipped NDJSON archives backfill only the new filter; the same file twice is refused."""
     write_config(tmp_path)
     archived, live = bodies("z", 15, 0), bodies("y", 15, 30)
     archives = []

@@ -40,8 +40,7 @@ def metrics(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 
 
 def test_healthz_at_once_readyz_after_recovery(tmp_path: Path) -> None:
-    """/healthz is 200 while the data directory is still locked; /readyz and ingest are 503
-    with Retry-After until recovery finishes, then 200."""
+    """/healthz is 200 at once; /readyz and ingest are 503 + Retry-After until recovery ends."""
     write_config(tmp_path, durability={"lock_timeout_s": 60})
     data = tmp_path / "data"
     data.mkdir()
@@ -137,8 +136,7 @@ def _finish(s: socket.socket, body: bytes) -> bytes:
 
 
 def test_too_many_concurrent_requests_get_503_with_retry_after(tmp_path: Path) -> None:
-    """Past max_concurrent_requests a request is answered 503 + Retry-After at once; probes and
-    /metrics still answer; the held requests complete normally."""
+    """Past max_concurrent_requests: 503 + Retry-After; probes answer; held requests finish."""
     write_config(tmp_path, server={"max_concurrent_requests": 2})
     with ServerProcess(tmp_path) as srv:
         bodies = [batch("c0", 20), batch("c1", 20)]
@@ -163,8 +161,7 @@ def test_too_many_concurrent_requests_get_503_with_retry_after(tmp_path: Path) -
 
 
 def test_state_size_limit_is_429_and_the_refused_batch_is_not_logged(tmp_path: Path) -> None:
-    """Over max_state_bytes_per_org ingest is 429 with Retry-After and a clear message; what
-    was accepted stays, and the refused batch never reaches the log (nothing replays it)."""
+    """Over max_state_bytes_per_org: 429 + Retry-After, clear message, refused batch unlogged."""
     write_config(tmp_path, server={"max_state_bytes_per_org": 6000})
     acked: dict[str, int] = {}
     with ServerProcess(tmp_path) as srv:
@@ -206,8 +203,7 @@ def _events(tag: str, ids: range) -> bytes:
 
 
 def test_dedup_is_opt_in_and_survives_a_crash(tmp_path: Path) -> None:
-    """With dedup on, a resent batch counts once (also after SIGKILL: the window is rebuilt
-    from the log); drops are in /metrics.  Off by default: a resend counts twice."""
+    """Dedup is off by default; on, a resend counts once, also after SIGKILL (window rebuilt)."""
     write_config(tmp_path)
     with ServerProcess(tmp_path) as srv:
         assert post(srv.port, _events("plain", range(10))).status == 200
@@ -227,4 +223,43 @@ def test_dedup_is_opt_in_and_survives_a_crash(tmp_path: Path) -> None:
     with ServerProcess(tmp_path) as srv:
         assert post(srv.port, _events("d", range(100, 210))).status == 200  # 10 new
         assert counts_by_tag(srv.port) == {"plain": 20, "d": 110}
+        assert srv.stop() == 0
+
+
+def test_interim_server_snapshot_is_migrated(tmp_path: Path) -> None:
+    """A data directory of the interim server (state/<org>.snapshot, no WAL) keeps its data."""
+    import eventtally
+    from eventtally.server import MetadataStore
+    from eventtally.server.manage import PLACEHOLDER_INGEST
+
+    write_config(tmp_path)
+    with ServerProcess(tmp_path) as srv:  # creates the metadata
+        assert srv.stop() == 0
+    data = tmp_path / "data"
+    for sub in ("wal", "snapshots", "state"):
+        for f in (data / sub).iterdir():
+            f.unlink()
+    store = MetadataStore(data)
+    snap = store.snapshot
+    ingests = {i.id: i.definition for i in snap.org_ingests(ORG)}
+    filters = {f.id: f.definition for f in snap.filters[ORG]}
+    store.close()
+    engine = eventtally.Engine([dict(PLACEHOLDER_INGEST), *ingests.values()], filters.values())
+    engine.ingest(batch("old", 33), ingest_id="in")
+    meta = {
+        "org": ORG,
+        "ingests": {k: json.dumps(v, sort_keys=True) for k, v in ingests.items()},
+        "filters": {k: json.dumps(v, sort_keys=True) for k, v in filters.items()},
+    }
+    (data / "state" / f"{ORG}.snapshot").write_bytes(
+        b"eventtally-server-snapshot 1\n" + json.dumps(meta).encode() + b"\n" + engine.to_bytes()
+    )
+    with ServerProcess(tmp_path) as srv:
+        assert "loaded the interim server's snapshot of acme" in srv.stderr()
+        assert post(srv.port, batch("new", 2)).status == 200
+        assert counts_by_tag(srv.port) == {"old": 33, "new": 2}
+        assert srv.stop() == 0
+    assert (data / "state" / f"{ORG}.snapshot").is_symlink()
+    with ServerProcess(tmp_path) as srv:
+        assert counts_by_tag(srv.port) == {"old": 33, "new": 2}
         assert srv.stop() == 0

@@ -255,7 +255,7 @@ class EventtallyApp:
         method: str = environ.get("REQUEST_METHOD", "GET").upper()
         probe = path.rstrip("/")
         if probe in _PROBES:
-            if method not in ("GET", "HEAD"):
+            if method != "GET":
                 raise HTTPError(405, "Method not allowed", [("Allow", "GET")])
             if probe == "/healthz":
                 return _json_response(200, {"status": "ok"})

@@ -592,7 +592,10 @@ fn format_error(sc: &Scanner<'_>, reason: &str) -> Error {
     }
     let mut probe = Scanner::new(sc.source(), sc.base());
     probe.set_position(sc.position());
-    if let Err(e) = probe.skip_value().and_then(|_| expect_end(&mut probe)) {
+    if let Err(e) = probe.skip_value() {
+        return *e;
+    }
+    if let Err(e) = expect_end(&mut probe) {
         return e;
     }
     match sc.error_here(reason) {
