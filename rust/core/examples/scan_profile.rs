@@ -26,7 +26,11 @@ fn main() {
         None => Vec::new(),
     };
     let plan = Plan::new(vec![ingest], filters).expect("valid plan");
-    for _ in 0..5 {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    for _ in 0..rounds {
         let t = std::time::Instant::now();
         let delta = plan.prepare(&data, 0, 0).expect("valid batch");
         let secs = t.elapsed().as_secs_f64();
