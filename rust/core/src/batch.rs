@@ -193,6 +193,8 @@ impl<'a> Scanner<'a> {
         *self.err(self.pos, reason)
     }
 
+    // Boxed on purpose: see `Result` above.
+    #[allow(clippy::unnecessary_box_returns)]
     #[cold]
     fn err(&self, at: usize, reason: impl Into<String>) -> Box<Error> {
         Box::new(Error::Json {
@@ -230,6 +232,7 @@ impl<'a> Scanner<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[allow(clippy::unnecessary_box_returns)]
     #[cold]
     fn unexpected(&self, what: &str) -> Box<Error> {
         if self.peek().is_none() {
