@@ -667,6 +667,8 @@ class Runtime:
         self, st: OrgState, org_id: str, ingest_id: str, body: bytes, ms: int
     ) -> eventtally.IngestStats:
         with st.gate.shared():
+            if self.closed:  # checked under the gate: the final snapshot covers every 200
+                raise NotReadyError("shutting down")
             prepared = st.engine.prepare(body, ingest_id=ingest_id, received_at=from_ms(ms))
             wal = self.storage.wal
             if wal is not None:

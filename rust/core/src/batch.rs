@@ -221,6 +221,18 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Skips whitespace and returns the next byte (one bounds check on the compact fast path).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    pub fn peek_non_ws(&mut self) -> Option<u8> {
+        let b = self.buf.get(self.pos).copied();
+        if b.is_some_and(|b| b > b' ') {
+            return b;
+        }
+        self.skip_ws();
+        self.peek()
+    }
+
     #[inline]
     #[must_use]
     pub fn peek(&self) -> Option<u8> {
@@ -250,8 +262,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn expect(&mut self, byte: u8, what: &str) -> Result<()> {
-        self.skip_ws();
-        if self.peek() == Some(byte) {
+        if self.peek_non_ws() == Some(byte) {
             self.pos += 1;
             Ok(())
         } else {
@@ -422,8 +433,7 @@ impl<'a> Scanner<'a> {
 
     /// Skips one value (validating it) and returns, for arrays, their element count.
     pub fn skip_value(&mut self) -> Result<usize> {
-        self.skip_ws();
-        match self.peek() {
+        match self.peek_non_ws() {
             Some(b'{' | b'[') => self.skip_container(),
             Some(b'"') => self.scan_string().map(|_| 0),
             Some(b't') => self.scan_literal(b"true").map(|()| 0),
@@ -494,8 +504,7 @@ impl<'a> Scanner<'a> {
                     return Err(self.unexpected("a member name string"));
                 }
                 self.scan_string()?;
-                self.skip_ws();
-                if self.peek() != Some(b':') {
+                if self.peek_non_ws() != Some(b':') {
                     return Err(self.unexpected("':' after member name"));
                 }
                 self.pos += 1;
@@ -601,13 +610,11 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'{') if !node.keys.is_empty() => {
                 self.enter()?;
-                self.skip_ws();
-                if self.peek() == Some(b'}') {
+                if self.peek_non_ws() == Some(b'}') {
                     self.leave();
                 } else {
                     loop {
-                        self.skip_ws();
-                        if self.peek() != Some(b'"') {
+                        if self.peek_non_ws() != Some(b'"') {
                             return Err(self.unexpected("a member name string"));
                         }
                         let (ks, ke, escaped) = self.scan_string()?;
@@ -636,8 +643,7 @@ impl<'a> Scanner<'a> {
                                 self.skip_value()?;
                             }
                         }
-                        self.skip_ws();
-                        match self.peek() {
+                        match self.peek_non_ws() {
                             Some(b',') => self.pos += 1,
                             Some(b'}') => {
                                 self.leave();
@@ -673,8 +679,7 @@ impl<'a> Scanner<'a> {
                             }
                         }
                         index += 1;
-                        self.skip_ws();
-                        match self.peek() {
+                        match self.peek_non_ws() {
                             Some(b',') => self.pos += 1,
                             Some(b']') => {
                                 self.leave();
