@@ -274,6 +274,12 @@ impl Plan {
         self.ingests.iter().map(|i| &i.def)
     }
 
+    /// The body format of ingest `index`.
+    #[must_use]
+    pub fn ingest_schema(&self, index: usize) -> Schema {
+        self.ingests[index].def.schema
+    }
+
     pub fn ingest_index(&self, id: Option<&str>) -> Result<usize> {
         match id {
             None if !self.ingests.is_empty() => Ok(0),

@@ -126,29 +126,35 @@ pub fn prepare_file(
                 }
                 match is_array {
                     Some(true) => {
-                        // Feed bytes; whenever the chunk has enough whole elements, parse them.
-                        for &b in data {
-                            splitter.push(b);
-                            whole.push(b);
-                            if splitter.at_element_boundary() && whole.len() >= CHUNK_BYTES {
-                                // `whole` holds "[" + elements + ","; close it into a batch.
-                                let cut = whole.len() - 1; // drop the trailing comma
-                                let mut batch = Vec::with_capacity(cut + 1);
-                                batch.extend_from_slice(&whole[..cut]);
-                                batch.push(b']');
-                                plan.prepare_chunk(
-                                    &batch,
-                                    ingest,
-                                    Schema::ArrayOfEvents,
-                                    chunk_offset,
-                                    now_ms,
-                                    &mut delta,
-                                )?;
-                                chunk_offset += cut;
-                                whole.clear();
-                                whole.push(b'[');
-                                progress(read_so_far.get(), total);
+                        // Track structure over the new bytes, remembering the last separator
+                        // between top-level elements; once enough is buffered, everything up to
+                        // that separator becomes one batch.
+                        let mut last_cut = None;
+                        for (i, &b) in data.iter().enumerate() {
+                            if splitter.push(b) {
+                                last_cut = Some(whole.len() + i);
                             }
+                        }
+                        whole.extend_from_slice(data);
+                        if let Some(cut) = last_cut.filter(|_| whole.len() >= CHUNK_BYTES) {
+                            // `whole[..cut]` is "[" + whole elements; the comma at `cut` is dropped.
+                            let mut batch = Vec::with_capacity(cut + 1);
+                            batch.extend_from_slice(&whole[..cut]);
+                            batch.push(b']');
+                            plan.prepare_chunk(
+                                &batch,
+                                ingest,
+                                Schema::ArrayOfEvents,
+                                chunk_offset,
+                                now_ms,
+                                &mut delta,
+                            )?;
+                            chunk_offset += cut;
+                            let rest = whole.split_off(cut + 1);
+                            whole.clear();
+                            whole.push(b'[');
+                            whole.extend_from_slice(&rest);
+                            progress(read_so_far.get(), total);
                         }
                     }
                     Some(false) | None => whole.extend_from_slice(data),
@@ -166,10 +172,11 @@ pub fn prepare_file(
                 }
             }
             if !whole.is_empty() {
-                let schema = if is_array == Some(true) {
-                    Schema::ArrayOfEvents
-                } else {
-                    Schema::SingleObject
+                let schema = match (is_array, plan.ingest_schema(ingest)) {
+                    (Some(true), _) => Schema::ArrayOfEvents,
+                    // An object file follows the ingest when it names an event-array property.
+                    (_, Schema::ObjectWithArrayProperty) => Schema::ObjectWithArrayProperty,
+                    _ => Schema::SingleObject,
                 };
                 plan.prepare_chunk(&whole, ingest, schema, chunk_offset, now_ms, &mut delta)?;
             }
@@ -198,13 +205,12 @@ struct ArraySplitter {
     depth: u32,
     in_string: bool,
     escaped: bool,
-    boundary: bool,
 }
 
 impl ArraySplitter {
-    /// Consumes one byte, noting whether it was a top-level element separator.
-    fn push(&mut self, b: u8) {
-        self.boundary = false;
+    /// Consumes one byte; returns whether it was a separator between top-level elements.
+    #[inline]
+    fn push(&mut self, b: u8) -> bool {
         if self.in_string {
             if self.escaped {
                 self.escaped = false;
@@ -213,18 +219,15 @@ impl ArraySplitter {
             } else if b == b'"' {
                 self.in_string = false;
             }
-            return;
+            return false;
         }
         match b {
             b'"' => self.in_string = true,
             b'[' | b'{' => self.depth += 1,
             b']' | b'}' => self.depth = self.depth.saturating_sub(1),
-            b',' if self.depth == 1 => self.boundary = true,
+            b',' => return self.depth == 1,
             _ => {}
         }
-    }
-
-    fn at_element_boundary(&self) -> bool {
-        self.boundary
+        false
     }
 }
