@@ -299,3 +299,26 @@ def test_ingest_time_buckets_replay_identically(tmp_path: Path) -> None:
         assert after == before
         assert sum(r["value"] for r in before[0]) == 800
         assert srv.stop() == 0
+
+
+def test_damage_in_the_middle_of_the_log_refuses_to_start(tmp_path: Path) -> None:
+    """A bad record followed by good ones is corruption, not a torn tail: exit 1, nothing cut."""
+    write_config(tmp_path, durability={"snapshot_interval_s": 3600})
+    with ServerProcess(tmp_path) as srv:
+        for i in range(3):
+            assert post(srv.port, batch(f"m{i}", 20)).status == 200
+        srv.kill()
+    segment = sorted((tmp_path / "data" / "wal").glob("wal-*.log"))[-1]
+    data = bytearray(segment.read_bytes())
+    data[40 + 200] ^= 0x01  # inside the first record's payload
+    segment.write_bytes(bytes(data))
+    srv = ServerProcess(tmp_path, wait=False)
+    assert srv.proc.wait(60) == 1
+    err = srv.stderr()
+    assert "recovery failed" in err and "record at offset 24 is damaged" in err
+    assert segment.stat().st_size == len(data)
+    write_config(tmp_path, durability={"snapshot_interval_s": 3600, "wal_repair": True})
+    with ServerProcess(tmp_path) as srv:  # the operator's choice: cut there, lose what follows
+        assert "discard" in srv.stderr()
+        assert counts_by_tag(srv.port) == {}
+        assert srv.stop() == 0

@@ -109,7 +109,9 @@ def arrays_rows(engine: Engine, query: Query) -> list[Row]:
     n = len(arr)
     assert arr.dt.shape == arr.values.shape == arr.codes.shape == (n,)
     for col in arr.groupings.values():
-        assert col.dtype.kind == "U" and col.shape == (n,)
+        # Object columns share the distinct value strings (no per-row string, no padding).
+        assert col.dtype == np.dtype(object) and col.shape == (n,)
+        assert all(type(v) is str for v in col)
     ms = arr.dt.astype("int64")
     return [
         {
@@ -1955,3 +1957,16 @@ def test_overflowing_sum_same_both_ways(calc: str) -> None:
         assert rows[0]["value"] == sys.float_info.max
         multi = engine.results_multi([{**query, "queryId": "A"}])
         assert multi[1]["val"] == sys.float_info.max
+
+
+def test_arrays_keep_values_exactly() -> None:
+    """Grouping columns keep every value as is: trailing NULs and long values are not padded or
+    cut, and rows share one string object per distinct value."""
+    engine = Engine(INGEST, [filter_def("f")], clock=Clock(T0))
+    long = "x" * 20_000
+    events = [{"ts": T0, "device": v, "country": "c", "v": 1} for v in ("a\x00", long, "a\x00")]
+    engine.ingest(ndjson(events))
+    arr = engine.results_arrays(q(aggregation_id=1, calculation="COUNT"))
+    col = arr.groupings["Device"]
+    assert sorted(set(col)) == sorted({"a\x00", long})
+    assert col.dtype == np.dtype(object)

@@ -66,14 +66,15 @@ class ResultArrays:
 
     ``dt`` (``datetime64[ms]``), ``values`` (``float64``) and ``codes`` (``uint32``, the row's
     grouping tuple, in ascending order of the tuples' values) are moved out of Rust without a
-    copy; ``dt`` is a zero-copy view of the int64 milliseconds. Each ``groupings[key]`` is a
-    numpy unicode array built by indexing that key's small array of distinct values with per-row
-    codes, so no Python object is created per row; that indexing is the one copy made.
+    copy; ``dt`` is a zero-copy view of the int64 milliseconds. Each ``groupings[key]`` is an
+    ``object`` array built by indexing that key's small array of distinct values with per-row
+    codes: rows share the distinct ``str`` objects (no string is created per row, and no row is
+    padded to the longest value); that indexing is the one copy made.
     """
 
     dt: npt.NDArray[np.datetime64]
     values: npt.NDArray[np.float64]
-    groupings: dict[str, npt.NDArray[np.str_]]
+    groupings: dict[str, npt.NDArray[np.object_]]
     codes: npt.NDArray[np.uint32]
     _key_values: list[list[str]] = field(repr=False, default_factory=list)
     _tuple_codes: list[npt.NDArray[np.uint32]] = field(repr=False, default_factory=list)
@@ -244,9 +245,10 @@ class Engine:
         dt, codes, values, keys, key_values, row_codes, tuple_codes, _grouped = (
             self._inner.results_arrays(_dumps(query, "query"), _now_ms(self._clock, None))
         )
-        groupings: dict[str, npt.NDArray[np.str_]] = {}
+        groupings: dict[str, npt.NDArray[np.object_]] = {}
         for key, distinct, rows in zip(keys, key_values, row_codes, strict=True):
-            table = np.asarray(distinct or [""], dtype=np.str_)
+            table = np.empty(max(len(distinct), 1), dtype=object)
+            table[: len(distinct)] = distinct
             groupings[key] = table[rows]
         return ResultArrays(
             dt=dt.view("datetime64[ms]"),
@@ -342,7 +344,8 @@ class Engine:
     def drop_before(self, horizon: float, *, filter_id: str | None = None) -> int:
         """Retention: drops buckets starting before ``horizon`` (Unix seconds); returns the
         number of cells dropped."""
-        return self._inner.drop_before(round(horizon * 1000), filter_id)
+        horizon_ms = min(max(math.floor(horizon * 1000), -(2**63)), 2**63 - 1)
+        return self._inner.drop_before(horizon_ms, filter_id)
 
     def state_bytes(self) -> int:
         """Approximate memory held by the aggregates, in bytes."""

@@ -73,6 +73,9 @@ class DurabilityConfig:
     dedup_max_ids: int = 1_000_000
     #: Seconds a starting server waits for another process to release the data directory.
     lock_timeout_s: float = 10.0
+    #: Cut the newest WAL segment at a damaged record even when valid records follow it
+    #: (they are discarded and logged as an ERROR).  For one start, after keeping a copy.
+    wal_repair: bool = False
 
     def validate(self) -> DurabilityConfig:
         """Raise :class:`ConfigFileError` for values that cannot work; return ``self``."""
@@ -218,6 +221,7 @@ _DURABILITY_TYPES: dict[str, tuple[type, ...]] = {
     "dedup_window_s": (int, float),
     "dedup_max_ids": (int,),
     "lock_timeout_s": (int, float),
+    "wal_repair": (bool,),
 }
 assert set(_DURABILITY_TYPES) == {f.name for f in fields(DurabilityConfig)}
 

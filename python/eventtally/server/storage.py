@@ -194,6 +194,7 @@ class Storage:
                 retain_bytes=self.cfg.wal_retention_bytes,
                 retain_seconds=self.cfg.wal_retention_seconds,
                 compress_level=self.cfg.wal_compress_level,
+                repair=self.cfg.wal_repair,
             )
         except BaseException:
             self.lock.release()

@@ -274,6 +274,12 @@ impl Plan {
         self.ingests.iter().map(|i| &i.def)
     }
 
+    /// The id of ingest `index`.
+    #[must_use]
+    pub fn ingest_id(&self, index: usize) -> &str {
+        &self.ingests[index].def.id
+    }
+
     /// The body format of ingest `index`.
     #[must_use]
     pub fn ingest_schema(&self, index: usize) -> Schema {
@@ -352,6 +358,11 @@ impl Plan {
         now_ms: i64,
         delta: &mut Delta,
     ) -> Result<()> {
+        if !(crate::time::MIN_MILLIS..=crate::time::MAX_MILLIS).contains(&now_ms) {
+            return Err(Error::Limit {
+                reason: format!("ingest time {now_ms} ms is outside the years 0000-9999"),
+            });
+        }
         let ing = &self.ingests[ingest];
         let (src, bom) = decode_utf8(data).map_err(|e| match e {
             Error::Json { offset, reason } => Error::Json {

@@ -137,7 +137,9 @@ pub fn prepare_file(
                         }
                         whole.extend_from_slice(data);
                         if let Some(cut) = last_cut.filter(|_| whole.len() >= CHUNK_BYTES) {
-                            // `whole[..cut]` is "[" + whole elements; the comma at `cut` is dropped.
+                            // `whole[..cut]` is "[" + whole elements; the comma at `cut` is dropped,
+                            // so check here what the split would hide: an element on each side.
+                            check_elements_around(&whole, cut, chunk_offset)?;
                             let mut batch = Vec::with_capacity(cut + 1);
                             batch.extend_from_slice(&whole[..cut]);
                             batch.push(b']');
@@ -172,6 +174,18 @@ pub fn prepare_file(
                 }
             }
             if !whole.is_empty() {
+                if chunk_offset > 0 {
+                    // The last split comma needs an element after it, not the closing `]`.
+                    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+                    if let Some(i) = whole[1..].iter().position(|b| !is_ws(b)) {
+                        if whole[1 + i] == b']' {
+                            return Err(Error::Json {
+                                offset: chunk_offset + 1 + i,
+                                reason: "unexpected character ']', expected a JSON value".into(),
+                            });
+                        }
+                    }
+                }
                 let schema = match (is_array, plan.ingest_schema(ingest)) {
                     (Some(true), _) => Schema::ArrayOfEvents,
                     // An object file follows the ingest when it names an event-array property.
@@ -184,6 +198,31 @@ pub fn prepare_file(
         }
     }
     Ok(delta)
+}
+
+/// At a split comma (`buf[cut]`), JSON needs a value before it (after the opening `[`) and a
+/// value after it (not `]`). Only whitespace so far after it is fine: the next split or the
+/// final batch sees what follows as its own first element, which this check runs on again.
+fn check_elements_around(buf: &[u8], cut: usize, base: usize) -> Result<()> {
+    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    if buf[1..cut].iter().all(is_ws) {
+        return Err(Error::Json {
+            offset: base + cut,
+            reason: "unexpected character ',', expected a JSON value".into(),
+        });
+    }
+    if let Some(i) = buf[cut + 1..].iter().position(|b| !is_ws(b)) {
+        if matches!(buf[cut + 1 + i], b']' | b',') {
+            return Err(Error::Json {
+                offset: base + cut + 1 + i,
+                reason: format!(
+                    "unexpected character '{}', expected a JSON value",
+                    char::from(buf[cut + 1 + i])
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 struct CountingReader<R> {

@@ -98,7 +98,12 @@ fn string_list(v: &Json, field: &str) -> Result<Vec<String>> {
             .iter()
             .map(|x| match x {
                 Json::String(s) => Ok(s.clone()),
-                Json::Number(n) => Ok(n.to_string()),
+                // Numbers are matched in their grouping form (decision 9): 1.0 is "1".
+                Json::Number(n) => {
+                    let mut text = String::new();
+                    crate::value::write_number_string(&n.to_string(), &mut text);
+                    Ok(text)
+                }
                 Json::Bool(b) => Ok(b.to_string()),
                 Json::Null => Ok(String::new()),
                 _ => Err(qerr(field, "values must be strings")),
@@ -293,7 +298,10 @@ impl Query {
                             "must be a positive integer",
                         )
                     })?;
-                rollup_interval(def.interval, unit, freq)
+                match rollup_interval(def.interval, unit, freq) {
+                    Err(reason) => return Err(qerr("recalculatedInterval.frequency", reason)),
+                    Ok(r) => r,
+                }
             }
             Some(_) => return Err(qerr("recalculatedInterval", "must be an object")),
         };
@@ -364,7 +372,38 @@ fn build_grouping_filter(
 }
 
 /// A rollup coarser than the base interval; `None` when it would not coarsen anything.
-fn rollup_interval(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Interval> {
+/// `Ok(None)` when the rollup would not coarsen anything; `Err` when it is coarser but outside
+/// the supported range (up to 100 years).
+fn rollup_interval(
+    base: Interval,
+    unit: IntervalUnit,
+    freq: i64,
+) -> std::result::Result<Option<Interval>, String> {
+    let rollup = rollup_candidate(base, unit, freq);
+    if rollup.is_none() && coarser_than_range(base, unit, freq) {
+        return Err(format!(
+            "a rollup of {freq} {} is longer than the supported 100 years",
+            unit.name()
+        ));
+    }
+    Ok(rollup)
+}
+
+/// True when `freq` units is longer than 100 years (and so longer than any base).
+fn coarser_than_range(_base: Interval, unit: IntervalUnit, freq: i64) -> bool {
+    let days = match unit {
+        IntervalUnit::Second => freq / 86_400,
+        IntervalUnit::Minute => freq / 1_440,
+        IntervalUnit::Hour => freq / 24,
+        IntervalUnit::Day => freq,
+        IntervalUnit::Week => freq.saturating_mul(7),
+        IntervalUnit::Month => freq.saturating_mul(28),
+        IntervalUnit::Year => freq.saturating_mul(365),
+    };
+    days > 36_525
+}
+
+fn rollup_candidate(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Interval> {
     let unit_ms: i64 = match unit {
         IntervalUnit::Second => 1_000,
         IntervalUnit::Minute => 60_000,

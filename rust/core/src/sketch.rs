@@ -8,15 +8,15 @@
 //!   under any split. The single exception is [`QuantileSketch::sum`], a plain `f64` sum whose
 //!   last bits depend on addition order because float addition is not associative.
 //! - **[`DistinctSketch`]** is exact (a set of 64-bit hashes) up to [`EXACT_LIMIT`] distinct
-//!   hashes; the first hash beyond that converts it to a dense `HyperLogLog` with 2^14 registers,
-//!   read with Ertl's improved estimator (standard error about 0.81 %, no bias tables, no
+//!   hashes; the first hash beyond that converts it to a dense `HyperLogLog` with 2^16 registers,
+//!   read with Ertl's improved estimator (standard error about 0.41 %, no bias tables, no
 //!   small-range switch-over). Hash collisions of the caller's 64-bit hash are not detected.
 //! - **[`QuantileSketch`]** is a `DDSketch` with relative accuracy [`QUANTILE_ALPHA`] = 0.5 %:
 //!   the value it returns for rank `r` is within 0.5 % (relative) of the value at rank `r`,
 //!   unless that value lies in a collapsed bin (see below). Exact `count`, `min`, `max` are
 //!   kept beside it and every answer is clamped to `[min, max]`.
 //! - **Bounded memory.** An empty sketch owns no heap memory. A distinct sketch owns at most
-//!   32 KiB (exact table) or 16 KiB (registers); a quantile sketch at most two stores of
+//!   32 KiB (exact table) or 64 KiB (registers); a quantile sketch at most two stores of
 //!   [`QUANTILE_MAX_BINS`] `u64` counters. When a store would need more bins it folds its
 //!   lowest keys (the magnitudes closest to zero) into the lowest kept bin, the
 //!   "collapsing lowest" convention of `DDSketch`, applied to the positive and the negative
@@ -37,7 +37,7 @@ use std::fmt;
 
 /// Distinct hashes kept exactly before the sketch turns into a `HyperLogLog`.
 pub const EXACT_LIMIT: usize = 2048;
-/// `HyperLogLog` precision: 2^14 registers.
+/// `HyperLogLog` precision: 2^16 registers.
 pub const HLL_PRECISION: u32 = 16;
 const HLL_REGISTERS: usize = 1 << HLL_PRECISION;
 /// Hash bits left after the register index; register values range over `0..=HLL_Q + 1`.
@@ -48,6 +48,8 @@ const HLL_MAX_RANK: u8 = HLL_Q as u8 + 1;
 const HLL_PACKED_BYTES: usize = HLL_REGISTERS / 4 * 3;
 
 const TAG_EXACT: u8 = 0;
+/// Registers a decoded sparse `HyperLogLog` must have set (see `decode`).
+const MIN_SPARSE_REGISTERS: u64 = (EXACT_LIMIT / 2) as u64;
 const TAG_HLL_DENSE: u8 = 1;
 const TAG_HLL_SPARSE: u8 = 2;
 
@@ -69,7 +71,7 @@ enum DistinctRepr {
 /// The hashes are already uniformly mixed, so the low bits index the table directly and no
 /// rehashing is needed. Zero doubles as the empty-slot marker, which is why the zero hash is
 /// a separate flag. The table starts with no allocation and grows by doubling at 3/4 load, so
-/// it peaks at 4096 slots (32 KiB) just before the switch to the 16 KiB `HyperLogLog`.
+/// it peaks at 4096 slots (32 KiB) just before the switch to the 64 KiB `HyperLogLog`.
 /// The slot layout depends on insertion order; equality and encoding therefore go through
 /// set membership and a sorted dump, never the raw slots.
 #[derive(Clone, Default)]
@@ -427,6 +429,12 @@ impl DistinctSketch {
                 let n = r.varint()?;
                 if n > HLL_REGISTERS as u64 {
                     return Err("distinct sketch: too many sparse registers".into());
+                }
+                // A real sketch switched to HyperLogLog after more than EXACT_LIMIT distinct
+                // hashes, which leaves far more than MIN_SPARSE_REGISTERS registers set; fewer
+                // means a forged record (and would let a few bytes claim 64 KiB of memory).
+                if n < MIN_SPARSE_REGISTERS {
+                    return Err("distinct sketch: too few registers for a HyperLogLog".into());
                 }
                 r.need(n as usize * 2)?;
                 let mut regs = zeroed_registers();

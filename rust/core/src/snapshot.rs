@@ -263,7 +263,12 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
         }
         s.aggs[i] = a;
     }
-    s.reindex();
+    if !s.reindex() {
+        return Err(bad(format!(
+            "filter {:?} holds two rows for one cell",
+            def.id
+        )));
+    }
     Ok(s)
 }
 

@@ -18,7 +18,7 @@ pub struct GroupTable {
     index: hashbrown::HashTable<u32>,
     arena: Vec<u8>,
     /// `ends[i]` is the arena offset where tuple `i` ends (it starts where `i - 1` ends).
-    ends: Vec<u32>,
+    ends: Vec<usize>,
 }
 
 #[inline]
@@ -33,12 +33,8 @@ impl GroupTable {
         let hash = hash_key(key);
         let (arena, ends) = (&self.arena, &self.ends);
         let slice = |id: u32| {
-            let end = ends[id as usize] as usize;
-            let start = if id == 0 {
-                0
-            } else {
-                ends[id as usize - 1] as usize
-            };
+            let end = ends[id as usize];
+            let start = if id == 0 { 0 } else { ends[id as usize - 1] };
             &arena[start..end]
         };
         if let Some(&id) = self.index.find(hash, |&id| slice(id) == key) {
@@ -46,14 +42,14 @@ impl GroupTable {
         }
         let id = self.ends.len() as u32;
         self.arena.extend_from_slice(key);
-        self.ends.push(self.arena.len() as u32);
+        self.ends.push(self.arena.len());
         let (arena, ends) = (&self.arena, &self.ends);
         self.index.insert_unique(hash, id, |&other| {
-            let end = ends[other as usize] as usize;
+            let end = ends[other as usize];
             let start = if other == 0 {
                 0
             } else {
-                ends[other as usize - 1] as usize
+                ends[other as usize - 1]
             };
             hash_key(&arena[start..end])
         });
@@ -62,11 +58,11 @@ impl GroupTable {
 
     #[must_use]
     pub fn key(&self, id: u32) -> &[u8] {
-        let end = self.ends[id as usize] as usize;
+        let end = self.ends[id as usize];
         let start = if id == 0 {
             0
         } else {
-            self.ends[id as usize - 1] as usize
+            self.ends[id as usize - 1]
         };
         &self.arena[start..end]
     }
@@ -83,7 +79,7 @@ impl GroupTable {
 
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.ends.capacity() * 4 + self.index.capacity() * 5
+        self.arena.capacity() + self.ends.capacity() * 8 + self.index.capacity() * 5
     }
 
     /// Decodes a tuple key into its values.
@@ -321,11 +317,16 @@ impl FilterState {
         for a in &mut self.aggs {
             a.retain_rows(&keep);
         }
-        self.cells.clear();
-        for (r, (&b, &g)) in self.row_bucket.iter().zip(&self.row_group).enumerate() {
-            self.cells.insert((b, g), r as u32);
+        // Keep only the grouping tuples surviving rows use, so retention bounds memory.
+        let mut groups = GroupTable::default();
+        let mut remap: Vec<Option<u32>> = vec![None; self.groups.len()];
+        for g in &mut self.row_group {
+            let old = *g as usize;
+            *g = *remap[old].get_or_insert_with(|| groups.intern(self.groups.key(*g)));
         }
-        self.last = None;
+        self.groups = groups;
+        let unique = self.reindex();
+        debug_assert!(unique, "retained rows keep distinct cells");
         dropped
     }
 
@@ -338,12 +339,16 @@ impl FilterState {
             + self.aggs.iter().map(AggColumns::heap_bytes).sum::<usize>()
     }
 
-    /// Rebuilds the cell index after the columns were filled directly (snapshot load).
-    pub fn reindex(&mut self) {
+    /// Rebuilds the cell index after the columns were filled directly (snapshot load); returns
+    /// false when two rows claim the same (bucket, tuple) cell.
+    pub fn reindex(&mut self) -> bool {
         self.cells.clear();
-        for (r, (&b, &g)) in self.row_bucket.iter().zip(&self.row_group).enumerate() {
-            self.cells.insert((b, g), r as u32);
-        }
         self.last = None;
+        for (r, (&b, &g)) in self.row_bucket.iter().zip(&self.row_group).enumerate() {
+            if self.cells.insert((b, g), r as u32).is_some() {
+                return false;
+            }
+        }
+        true
     }
 }

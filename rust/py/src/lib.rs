@@ -225,7 +225,8 @@ struct PreparedBatch {
     delta: Mutex<Option<Delta>>,
     stats: IngestStats,
     data: Arc<Input>,
-    ingest: Option<String>,
+    /// The ingest the batch was prepared for, resolved to its id.
+    ingest: String,
     now_ms: i64,
 }
 
@@ -342,7 +343,7 @@ fn multi_rows(rs: &ResultSet, query_id: &str, out: &mut Vec<Json>) {
         }));
         for &i in rows {
             out.push(json!({
-                "dtSecLater": (rs.dt[i] - base).div_euclid(1000),
+                "dtSecLater": rs.dt[i].saturating_sub(base).div_euclid(1000),
                 "val": rs.value[i],
                 "queryId": query_id,
             }));
@@ -376,10 +377,11 @@ impl Engine {
     ) -> PyResult<PreparedBatch> {
         let input = Arc::new(Input::extract(data)?);
         let plan = self.current_plan();
-        let delta = py
+        let (delta, ingest) = py
             .detach(|| {
                 let idx = plan.ingest_index(ingest_id.as_deref())?;
-                plan.prepare(input.as_bytes(), idx, now_ms)
+                let delta = plan.prepare(input.as_bytes(), idx, now_ms)?;
+                Ok((delta, plan.ingest_id(idx).to_owned()))
             })
             .map_err(to_py_err)?;
         Ok(PreparedBatch {
@@ -387,7 +389,7 @@ impl Engine {
             stats: delta.stats.clone(),
             delta: Mutex::new(Some(delta)),
             data: input,
-            ingest: ingest_id,
+            ingest,
             now_ms,
         })
     }
@@ -398,32 +400,38 @@ impl Engine {
         prepared: &Bound<'py, PreparedBatch>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let p = prepared.get();
-        let delta = p
-            .delta
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or_else(|| {
-                to_py_err(Error::Config {
-                    field: "prepared".into(),
-                    reason: "this batch was already applied".into(),
-                })
-            })?;
-        let stats = py
-            .detach(|| -> Result<IngestStats, Error> {
-                let mut store = self.lock_store();
-                let plan = self.current_plan();
-                if Arc::ptr_eq(&plan, &p.plan) {
-                    Ok(store.apply(&plan, delta))
-                } else {
-                    // Filters changed since the batch was prepared: evaluate it again.
-                    let idx = plan.ingest_index(p.ingest.as_deref())?;
-                    let delta = plan.prepare(p.data.as_bytes(), idx, p.now_ms)?;
-                    Ok(store.apply(&plan, delta))
-                }
+        let mut slot = p.delta.lock().unwrap_or_else(PoisonError::into_inner);
+        let delta = slot.take().ok_or_else(|| {
+            to_py_err(Error::Config {
+                field: "prepared".into(),
+                reason: "this batch was already applied".into(),
             })
-            .map_err(to_py_err)?;
-        stats_to_py(py, &stats)
+        })?;
+        let result = py.detach(|| -> Result<IngestStats, Box<(Error, Delta)>> {
+            let mut store = self.lock_store();
+            let plan = self.current_plan();
+            if Arc::ptr_eq(&plan, &p.plan) {
+                return Ok(store.apply(&plan, delta));
+            }
+            // Definitions changed since the batch was prepared: evaluate it again against the
+            // ingest it was prepared for (by id, not by position).
+            let fresh = plan
+                .ingest_index(Some(&p.ingest))
+                .and_then(|idx| plan.prepare(p.data.as_bytes(), idx, p.now_ms));
+            match fresh {
+                Ok(fresh) => Ok(store.apply(&plan, fresh)),
+                Err(e) => Err(Box::new((e, delta))),
+            }
+        });
+        match result {
+            Ok(stats) => stats_to_py(py, &stats),
+            Err(failed) => {
+                let (e, delta) = *failed;
+                // Not applied: the batch stays available for a later `apply`.
+                *slot = Some(delta);
+                Err(to_py_err(e))
+            }
+        }
     }
 
     #[pyo3(signature = (data, ingest_id, now_ms))]
@@ -445,6 +453,9 @@ impl Engine {
                 if Arc::ptr_eq(&plan, &current) {
                     Ok(store.apply(&plan, delta))
                 } else {
+                    // Definitions changed meanwhile: resolve the ingest again by id.
+                    let id = plan.ingest_id(idx).to_owned();
+                    let idx = current.ingest_index(Some(&id))?;
                     let delta = current.prepare(input.as_bytes(), idx, now_ms)?;
                     Ok(store.apply(&current, delta))
                 }
@@ -608,14 +619,18 @@ impl Engine {
         .map_err(to_py_err)
     }
 
-    fn filter_definitions_json(&self) -> String {
-        let plan = self.current_plan();
-        Json::Array(plan.filters().map(FilterDef::to_json).collect()).to_string()
+    fn filter_definitions_json(&self, py: Python<'_>) -> String {
+        py.detach(|| {
+            let plan = self.current_plan();
+            Json::Array(plan.filters().map(FilterDef::to_json).collect()).to_string()
+        })
     }
 
-    fn ingest_definitions_json(&self) -> String {
-        let plan = self.current_plan();
-        Json::Array(plan.ingests().map(IngestDef::to_json).collect()).to_string()
+    fn ingest_definitions_json(&self, py: Python<'_>) -> String {
+        py.detach(|| {
+            let plan = self.current_plan();
+            Json::Array(plan.ingests().map(IngestDef::to_json).collect()).to_string()
+        })
     }
 
     fn add_filter(&self, py: Python<'_>, filter_json: &str) -> PyResult<()> {
@@ -772,8 +787,8 @@ impl Engine {
         .map_err(to_py_err)
     }
 
-    fn state_bytes(&self) -> usize {
-        self.lock_store().heap_bytes()
+    fn state_bytes(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.lock_store().heap_bytes())
     }
 }
 
