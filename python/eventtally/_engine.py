@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -138,10 +138,26 @@ def _now_ms(clock: Clock, received_at: float | None) -> int:
     return math.floor(seconds * 1000)
 
 
-def _lone_surrogate_error(data: str, exc: UnicodeEncodeError) -> JsonError:
-    offset = len(data[: exc.start].encode("utf-8"))
-    reason = "invalid UTF-8: lone surrogate in str input"
-    return JsonError(f"malformed JSON at byte {offset}: {reason}", offset=offset, reason=reason)
+_T = TypeVar("_T")
+
+
+def _with_text_errors(
+    call: Callable[[BatchData, str | None, int], _T],
+    data: BatchData,
+    ingest_id: str | None,
+    now_ms: int,
+) -> _T:
+    """Runs ``call``; a ``str`` that is not valid Unicode (a lone surrogate) becomes a
+    ``JsonError`` at its UTF-8 byte offset, like invalid UTF-8 in bytes."""
+    try:
+        return call(data, ingest_id, now_ms)
+    except UnicodeEncodeError as exc:
+        if not isinstance(data, str):
+            raise
+        offset = len(data[: exc.start].encode("utf-8"))
+        reason = "invalid UTF-8: lone surrogate in str input"
+        message = f"malformed JSON at byte {offset}: {reason}"
+        raise JsonError(message, offset=offset, reason=reason) from exc
 
 
 def _dumps(value: object, what: str) -> str:
@@ -191,24 +207,18 @@ class Engine:
 
         Raises ``JsonError`` or ``FormatError`` for a bad batch (nothing is applied).
         """
-        try:
-            raw = self._inner.ingest(data, ingest_id, _now_ms(self._clock, received_at))
-        except UnicodeEncodeError as exc:
-            if not isinstance(data, str):
-                raise
-            raise _lone_surrogate_error(data, exc) from exc
+        raw = _with_text_errors(
+            self._inner.ingest, data, ingest_id, _now_ms(self._clock, received_at)
+        )
         return IngestStats._from_core(raw)
 
     def prepare(
         self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
     ) -> PreparedBatch:
         """Parses and evaluates a batch without touching the state (raises on a bad batch)."""
-        try:
-            inner = self._inner.prepare(data, ingest_id, _now_ms(self._clock, received_at))
-        except UnicodeEncodeError as exc:
-            if not isinstance(data, str):
-                raise
-            raise _lone_surrogate_error(data, exc) from exc
+        inner = _with_text_errors(
+            self._inner.prepare, data, ingest_id, _now_ms(self._clock, received_at)
+        )
         return PreparedBatch(inner)
 
     def apply(self, prepared: PreparedBatch) -> IngestStats:

@@ -375,33 +375,23 @@ impl Plan {
         let mut work = Work::new(self, now_ms);
         match schema {
             Schema::ArrayOfEvents => {
-                let mut sc = Scanner::new(src, bom);
-                sc.skip_ws();
-                if sc.peek() != Some(b'[') {
-                    return Err(format_error(&sc, "expected a JSON array of events"));
-                }
+                let mut sc = open_body(src, bom, b'[', "expected a JSON array of events")?;
                 self.scan_array(&mut sc, ing, &mut work, delta)?;
                 expect_end(&mut sc)?;
             }
             Schema::SingleObject => {
-                let mut sc = Scanner::new(src, bom);
-                sc.skip_ws();
-                if sc.peek() != Some(b'{') {
-                    return Err(format_error(&sc, "expected a single JSON object"));
-                }
+                let mut sc = open_body(src, bom, b'{', "expected a single JSON object")?;
                 delta.stats.events += 1;
                 self.scan_event(&mut sc, ing, &mut work, delta)?;
                 expect_end(&mut sc)?;
             }
             Schema::ObjectWithArrayProperty => {
-                let mut sc = Scanner::new(src, bom);
-                sc.skip_ws();
-                if sc.peek() != Some(b'{') {
-                    return Err(format_error(
-                        &sc,
-                        "expected a JSON object holding the event array",
-                    ));
-                }
+                let mut sc = open_body(
+                    src,
+                    bom,
+                    b'{',
+                    "expected a JSON object holding the event array",
+                )?;
                 let trie = ing.array_trie.as_ref().expect("validated arrayPath");
                 let mut slot = [None];
                 sc.extract_object(trie, &mut slot)?;
@@ -598,6 +588,17 @@ impl Plan {
             }
         }
         Ok(())
+    }
+}
+
+/// A scanner at the body's first value, which must open with `open` (else a format error).
+fn open_body<'a>(src: &'a str, base: usize, open: u8, expected: &str) -> Result<Scanner<'a>> {
+    let mut sc = Scanner::new(src, base);
+    sc.skip_ws();
+    if sc.peek() == Some(open) {
+        Ok(sc)
+    } else {
+        Err(format_error(&sc, expected))
     }
 }
 

@@ -692,6 +692,23 @@ fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usi
     }
 }
 
+/// The rows whose bucket starts in `[start, end)` and whose tuple passes the grouping filters, as
+/// (row, bucket start, output tuple).
+fn selected_rows<'s>(
+    state: &'s FilterState,
+    gp: &'s GroupPlan,
+    start: i64,
+    end: i64,
+) -> impl Iterator<Item = (usize, i64, u32)> + 's {
+    (0..state.rows()).filter_map(move |row| {
+        let b = state.row_bucket[row];
+        if b < start || b >= end {
+            return None;
+        }
+        gp.map[state.row_group[row] as usize].map(|g| (row, b, g))
+    })
+}
+
 /// Answers a validated query. `now_ms` is the engine clock (for incomplete intervals).
 #[must_use]
 pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> ResultSet {
@@ -711,28 +728,14 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
 
     let mut cells: Vec<(i64, u32, f64)> = Vec::new();
     if q.rollup.is_none() && !gp.collapsing {
-        for row in 0..state.rows() {
-            let b = state.row_bucket[row];
-            if b < start || b >= end {
-                continue;
-            }
-            let Some(g) = gp.map[state.row_group[row] as usize] else {
-                continue;
-            };
+        for (row, b, g) in selected_rows(state, &gp, start, end) {
             if let Some(v) = row_value(cols, row, q.calculation, p) {
                 cells.push((b, g, v));
             }
         }
     } else {
         let mut acc: HashMap<(i64, u32), Acc> = HashMap::new();
-        for row in 0..state.rows() {
-            let b = state.row_bucket[row];
-            if b < start || b >= end {
-                continue;
-            }
-            let Some(g) = gp.map[state.row_group[row] as usize] else {
-                continue;
-            };
+        for (row, b, g) in selected_rows(state, &gp, start, end) {
             acc.entry((out_bucket(b), g))
                 .or_insert_with(|| Acc::new(q.calculation))
                 .add(cols, row);
@@ -806,14 +809,8 @@ pub fn grouping_values(def: &FilterDef, state: &FilterState, q: &Query) -> Resul
     let start = q.start_ms.unwrap_or(i64::MIN);
     let end = q.end_ms.unwrap_or(i64::MAX);
     let mut seen = vec![false; gp.tuples];
-    for row in 0..state.rows() {
-        let b = state.row_bucket[row];
-        if b < start || b >= end {
-            continue;
-        }
-        if let Some(g) = gp.map[state.row_group[row] as usize] {
-            seen[g as usize] = true;
-        }
+    for (_, _, g) in selected_rows(state, &gp, start, end) {
+        seen[g as usize] = true;
     }
     // One returned key: tuple g's only code indexes the sorted values.
     let mut out: Vec<String> = seen
