@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -367,26 +367,48 @@ def _manager(args: argparse.Namespace) -> Any:
     return Manager(MetadataStore(cfg.data_dir), max_filters_per_org=cfg.max_filters_per_org)
 
 
-def cmd_org(args: argparse.Namespace) -> int:
+def _manage(
+    args: argparse.Namespace,
+    *,
+    create: Callable[[Any], None],
+    rows: Callable[[Any], list[dict[str, Any]]],
+    columns: list[str],
+    set_enabled: Callable[[Any, bool], Any],
+    label: str,
+) -> int:
+    """The shared shape of ``org|ingest|filter|key create|list|enable|disable``.
+
+    ``create(manager)`` does and reports the creation, ``rows(manager)`` lists the objects for
+    ``columns``, ``set_enabled(manager, enabled)`` returns the enabled or disabled record.
+    """
     m = _manager(args)
     if args.action == "create":
-        org = m.create_org(args.id, args.name, rate_limit=args.rate_limit)
-        print(f"created organization {org.id}")
+        create(m)
     elif args.action == "list":
-        _print_rows(
-            [o.to_dict() for o in m.list_orgs()],
-            ["id", "name", "enabled", "rateLimit", "source", "createdAt"],
-            args.json,
-        )
+        _print_rows(rows(m), columns, args.json)
     else:
-        org = m.set_org_enabled(args.id, args.action == "enable")
-        print(f"organization {org.id} {'enabled' if org.enabled else 'disabled'}")
+        rec = set_enabled(m, args.action == "enable")
+        print(f"{label} {rec.id} {'enabled' if rec.enabled else 'disabled'}")
     return 0
 
 
+def cmd_org(args: argparse.Namespace) -> int:
+    def create(m: Any) -> None:
+        org = m.create_org(args.id, args.name, rate_limit=args.rate_limit)
+        print(f"created organization {org.id}")
+
+    return _manage(
+        args,
+        create=create,
+        rows=lambda m: [o.to_dict() for o in m.list_orgs()],
+        columns=["id", "name", "enabled", "rateLimit", "source", "createdAt"],
+        set_enabled=lambda m, enabled: m.set_org_enabled(args.id, enabled),
+        label="organization",
+    )
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
-    m = _manager(args)
-    if args.action == "create":
+    def create(m: Any) -> None:
         defn = _read_definition(args) or {}
         for key, value in (
             ("id", args.id),
@@ -405,21 +427,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         ingest = m.create_ingest(args.org, defn)
         print(f"created ingest {ingest.id} ({ingest.schema}) in organization {ingest.org_id}")
         print(f"POST URL path: /{ingest.id}")
-    elif args.action == "list":
-        _print_rows(
-            [i.to_dict() for i in m.list_ingests(args.org)],
-            ["id", "organizationId", "name", "schema", "enabled", "source"],
-            args.json,
-        )
-    else:
-        ingest = m.set_ingest_enabled(args.id, args.action == "enable")
-        print(f"ingest {ingest.id} {'enabled' if ingest.enabled else 'disabled'}")
-    return 0
+
+    return _manage(
+        args,
+        create=create,
+        rows=lambda m: [i.to_dict() for i in m.list_ingests(args.org)],
+        columns=["id", "organizationId", "name", "schema", "enabled", "source"],
+        set_enabled=lambda m, enabled: m.set_ingest_enabled(args.id, enabled),
+        label="ingest",
+    )
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
-    m = _manager(args)
-    if args.action == "create":
+    def create(m: Any) -> None:
         defn = _read_definition(args)
         if defn is None:
             raise ValueError("give the filter definition with --file PATH or --json TEXT")
@@ -427,21 +447,19 @@ def cmd_filter(args: argparse.Namespace) -> int:
             defn["id"] = args.id
         rec = m.create_filter(args.org, defn)
         print(f"created filter {rec.id} in organization {rec.org_id}")
-    elif args.action == "list":
-        _print_rows(
-            [f.to_dict() for f in m.list_filters(args.org)],
-            ["id", "organizationId", "name", "enabled", "source"],
-            args.json,
-        )
-    else:
-        rec = m.set_filter_enabled(args.org, args.id, args.action == "enable")
-        print(f"filter {rec.id} {'enabled' if rec.enabled else 'disabled'}")
-    return 0
+
+    return _manage(
+        args,
+        create=create,
+        rows=lambda m: [f.to_dict() for f in m.list_filters(args.org)],
+        columns=["id", "organizationId", "name", "enabled", "source"],
+        set_enabled=lambda m, enabled: m.set_filter_enabled(args.org, args.id, enabled),
+        label="filter",
+    )
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    m = _manager(args)
-    if args.action == "create":
+    def create(m: Any) -> None:
         record, raw = m.create_key(
             args.org, args.name, args.permissions, org_wide=not args.personal
         )
@@ -452,20 +470,18 @@ def cmd_key(args: argparse.Namespace) -> int:
             print(f"created API key {record.id} ({perms}) in organization {record.org_id}")
             print("The key is shown only now; store it safely:")
             print(raw)
-    elif args.action == "list":
-        rows = [
+
+    return _manage(
+        args,
+        create=create,
+        rows=lambda m: [
             {**k.to_dict(), "permissions": ",".join(k.to_dict()["permissions"])}
             for k in m.list_keys(args.org)
-        ]
-        _print_rows(
-            rows,
-            ["id", "organizationId", "name", "permissions", "orgWide", "enabled", "source"],
-            args.json,
-        )
-    else:
-        rec = m.set_key_enabled(args.id, args.action == "enable")
-        print(f"API key {rec.id} {'enabled' if rec.enabled else 'disabled'}")
-    return 0
+        ],
+        columns=["id", "organizationId", "name", "permissions", "orgWide", "enabled", "source"],
+        set_enabled=lambda m, enabled: m.set_key_enabled(args.id, enabled),
+        label="API key",
+    )
 
 
 # ------------------------------------------------------------------------- parser
@@ -527,25 +543,37 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--json", action="store_true", help="print the result as JSON")
     bf.set_defaults(func=cmd_backfill)
 
-    def actions(name: str, help_text: str) -> argparse._SubParsersAction[Any]:
-        p = sub.add_parser(name, help=help_text)
-        return p.add_subparsers(dest="action", required=True)
+    def actions(
+        name: str,
+        help_text: str,
+        func: Callable[[argparse.Namespace], int],
+        *,
+        list_by_org: bool = True,
+        toggle_in_org: bool = False,
+    ) -> argparse.ArgumentParser:
+        """``name create|list|disable|enable``, all run by ``func``; returns the ``create``
+        parser for the caller to add its options to."""
+        group = sub.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
+        create = group.add_parser("create", parents=[common])
+        p = group.add_parser("list", parents=[common])
+        if list_by_org:
+            p.add_argument("--org")
+        p.add_argument("--json", action="store_true")
+        for action in ("disable", "enable"):
+            p = group.add_parser(action, parents=[common])
+            if toggle_in_org:
+                p.add_argument("--org", required=True)
+            p.add_argument("id")
+        for p in group.choices.values():
+            p.set_defaults(func=func)
+        return create
 
-    org = actions("org", "manage organizations")
-    p = org.add_parser("create", parents=[common])
+    p = actions("org", "manage organizations", cmd_org, list_by_org=False)
     p.add_argument("id", nargs="?", help="organization id (random if omitted)")
     p.add_argument("--name")
     p.add_argument("--rate-limit", type=float, help="ingest requests/s (default: the server's)")
-    p = org.add_parser("list", parents=[common])
-    p.add_argument("--json", action="store_true")
-    for action in ("disable", "enable"):
-        p = org.add_parser(action, parents=[common])
-        p.add_argument("id")
-    for p in org.choices.values():
-        p.set_defaults(func=cmd_org)
 
-    ingest = actions("ingest", "manage ingests")
-    p = ingest.add_parser("create", parents=[common])
+    p = actions("ingest", "manage ingests", cmd_ingest)
     p.add_argument("--org", required=True)
     p.add_argument("--id", help="ingest id, the POST path (random if omitted)")
     p.add_argument("--name")
@@ -563,46 +591,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp-format", help="ISO_8601 (default), UNIX_SECONDS, ...")
     p.add_argument("--file", help="ingest definition JSON file")
     p.add_argument("--json", help="ingest definition as JSON text")
-    p = ingest.add_parser("list", parents=[common])
-    p.add_argument("--org")
-    p.add_argument("--json", action="store_true")
-    for action in ("disable", "enable"):
-        p = ingest.add_parser(action, parents=[common])
-        p.add_argument("id")
-    for p in ingest.choices.values():
-        p.set_defaults(func=cmd_ingest)
 
-    filt = actions("filter", "manage filters")
-    p = filt.add_parser("create", parents=[common])
+    p = actions("filter", "manage filters", cmd_filter, toggle_in_org=True)
     p.add_argument("--org", required=True)
     p.add_argument("--id", help="override the definition's id")
     p.add_argument("--file", help="filter definition JSON file (spec 5.7)")
     p.add_argument("--json", help="filter definition as JSON text")
-    p = filt.add_parser("list", parents=[common])
-    p.add_argument("--org")
-    p.add_argument("--json", action="store_true")
-    for action in ("disable", "enable"):
-        p = filt.add_parser(action, parents=[common])
-        p.add_argument("--org", required=True)
-        p.add_argument("id")
-    for p in filt.choices.values():
-        p.set_defaults(func=cmd_filter)
 
-    key = actions("key", "manage API keys")
-    p = key.add_parser("create", parents=[common])
+    p = actions("key", "manage API keys", cmd_key)
     p.add_argument("--org", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--permissions", default="READ,WRITE", help="READ, WRITE or READ,WRITE")
     p.add_argument("--personal", action="store_true", help="a personal (not org-wide) key")
     p.add_argument("--json", action="store_true")
-    p = key.add_parser("list", parents=[common])
-    p.add_argument("--org")
-    p.add_argument("--json", action="store_true")
-    for action in ("disable", "enable"):
-        p = key.add_parser(action, parents=[common])
-        p.add_argument("id")
-    for p in key.choices.values():
-        p.set_defaults(func=cmd_key)
     return parser
 
 

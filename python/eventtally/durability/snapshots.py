@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from eventtally.durability.wal import _fsync_dir
+
 __all__ = ["SNAPSHOT_VERSION", "SnapshotFile", "SnapshotStore"]
 
 log = logging.getLogger("eventtally.snapshots")
@@ -58,14 +60,6 @@ class SnapshotFile:
 
 class _Invalid(Exception):
     """Internal: a snapshot file does not verify (the message says why)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, parts: list[bytes | bytearray | memoryview]) -> None:

@@ -10,6 +10,7 @@ Guarantees:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import eventtally
@@ -55,6 +56,22 @@ def validate_filter(definition: object) -> dict[str, Any]:
     return defn
 
 
+def _checked_definition(
+    definition: dict[str, Any], validate: Callable[[object], dict[str, Any]]
+) -> dict[str, Any]:
+    """A copy of ``definition`` without an empty ``id``, checked by ``validate``.
+
+    A definition without an id is checked under a probe id; the store generates the real one.
+    """
+    defn = dict(definition)
+    if not defn.get("id"):
+        defn.pop("id", None)
+    probe = dict(defn)
+    probe.setdefault("id", "_eventtally_probe")
+    validate(probe)
+    return defn
+
+
 class Manager:
     """Create, list, enable and disable metadata objects with validation."""
 
@@ -85,12 +102,7 @@ class Manager:
     def create_ingest(
         self, org_id: str, definition: dict[str, Any], *, source: str = "cli"
     ) -> IngestRecord:
-        defn = dict(definition)
-        if not defn.get("id"):
-            defn.pop("id", None)
-        probe = dict(defn)
-        probe.setdefault("id", "_eventtally_probe")
-        validate_ingest(probe)
+        defn = _checked_definition(definition, validate_ingest)
         defn.setdefault("schema", "ARRAY_OF_EVENTS")
         return self.store.create_ingest(org_id, defn, source=source)
 
@@ -106,12 +118,7 @@ class Manager:
     def create_filter(
         self, org_id: str, definition: dict[str, Any], *, source: str = "cli"
     ) -> FilterRecord:
-        defn = dict(definition)
-        if not defn.get("id"):
-            defn.pop("id", None)
-        probe = dict(defn)
-        probe.setdefault("id", "_eventtally_probe")
-        validate_filter(probe)
+        defn = _checked_definition(definition, validate_filter)
         return self.store.create_filter(org_id, defn, max_filters=self.max_filters, source=source)
 
     def list_filters(self, org_id: str | None = None) -> list[FilterRecord]:

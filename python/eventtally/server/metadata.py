@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -35,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "PERMISSIONS",
@@ -257,7 +258,7 @@ class Snapshot:
     verified: dict[bytes, str] = field(default_factory=dict, compare=False, repr=False)
 
     def org_ingests(self, org_id: str) -> list[IngestRecord]:
-        return [i for i in self.ingests.values() if i.org_id == org_id]
+        return _of_org(self.ingests.values(), org_id)
 
 
 _SCHEMA = """
@@ -358,6 +359,31 @@ def _hash_new(digest: bytes) -> tuple[str, bytes, bytes]:
     return params, salt, _scrypt(digest, salt, params)
 
 
+#: The ``WHERE`` clause that names one row of each table.
+_ROW_KEY = {
+    "organizations": "id=?",
+    "ingests": "id=?",
+    "filters": "org_id=? AND id=?",
+    "api_keys": "id=?",
+}
+
+
+def _write_enabled(c: sqlite3.Connection, table: str, enabled: bool, now: float, *key: str) -> None:
+    """Set ``enabled`` (and ``updated_at``) of the one row of ``table`` named by ``key``."""
+    c.execute(
+        f"UPDATE {table} SET enabled=?, updated_at=? WHERE {_ROW_KEY[table]}",
+        (int(enabled), now, *key),
+    )
+
+
+_Owned = TypeVar("_Owned", IngestRecord, FilterRecord, ApiKeyRecord)
+
+
+def _of_org(records: Iterable[_Owned], org_id: str | None) -> list[_Owned]:
+    """``records`` of organization ``org_id`` (all of them when ``None``), in order."""
+    return [r for r in records if org_id is None or r.org_id == org_id]
+
+
 class MetadataStore:
     """The SQLite-backed store.  Thread-safe: one connection behind a lock."""
 
@@ -397,6 +423,16 @@ class MetadataStore:
                 raise
             self._conn.execute("COMMIT")
             self.reload()
+
+    def _set_enabled_by_id(
+        self, table: str, kind: str, obj_id: str, enabled: bool, org_id: str | None
+    ) -> None:
+        """Enable or disable the ingest or key ``obj_id``; with ``org_id``, only if it owns it."""
+        with self._tx() as c:
+            row = c.execute(f"SELECT org_id FROM {table} WHERE id=?", (obj_id,)).fetchone()
+            if row is None or (org_id is not None and row["org_id"] != org_id):
+                raise NotFound(f"{kind} {obj_id!r} not found")
+            _write_enabled(c, table, enabled, _now(), obj_id)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -567,10 +603,7 @@ class MetadataStore:
     def set_org_enabled(self, org_id: str, enabled: bool) -> Organization:
         with self._tx() as c:
             self._require_org(c, org_id)
-            c.execute(
-                "UPDATE organizations SET enabled=?, updated_at=? WHERE id=?",
-                (int(enabled), _now(), org_id),
-            )
+            _write_enabled(c, "organizations", enabled, _now(), org_id)
         return self._snapshot.orgs[org_id]
 
     # ----------------------------------------------------------------- ingests
@@ -639,19 +672,12 @@ class MetadataStore:
             )
 
     def list_ingests(self, org_id: str | None = None) -> list[IngestRecord]:
-        return [i for i in self._snapshot.ingests.values() if org_id is None or i.org_id == org_id]
+        return _of_org(self._snapshot.ingests.values(), org_id)
 
     def set_ingest_enabled(
         self, ingest_id: str, enabled: bool, *, org_id: str | None = None
     ) -> IngestRecord:
-        with self._tx() as c:
-            row = c.execute("SELECT org_id FROM ingests WHERE id=?", (ingest_id,)).fetchone()
-            if row is None or (org_id is not None and row["org_id"] != org_id):
-                raise NotFound(f"ingest {ingest_id!r} not found")
-            c.execute(
-                "UPDATE ingests SET enabled=?, updated_at=? WHERE id=?",
-                (int(enabled), _now(), ingest_id),
-            )
+        self._set_enabled_by_id("ingests", "ingest", ingest_id, enabled, org_id)
         return self._snapshot.ingests[ingest_id]
 
     # ----------------------------------------------------------------- filters
@@ -725,11 +751,7 @@ class MetadataStore:
             )
 
     def list_filters(self, org_id: str | None = None) -> list[FilterRecord]:
-        out: list[FilterRecord] = []
-        for oid, recs in self._snapshot.filters.items():
-            if org_id is None or oid == org_id:
-                out.extend(recs)
-        return out
+        return _of_org(itertools.chain.from_iterable(self._snapshot.filters.values()), org_id)
 
     def set_filter_enabled(
         self, org_id: str, filter_id: str, enabled: bool, *, max_filters: int | None = None
@@ -747,10 +769,7 @@ class MetadataStore:
                 and self.count_enabled_filters(c, org_id) >= max_filters
             ):
                 raise MetadataError(f"organization {org_id!r} already has {max_filters} filters")
-            c.execute(
-                "UPDATE filters SET enabled=?, updated_at=? WHERE org_id=? AND id=?",
-                (int(enabled), _now(), org_id, filter_id),
-            )
+            _write_enabled(c, "filters", enabled, _now(), org_id, filter_id)
         return next(f for f in self._snapshot.filters[org_id] if f.id == filter_id)
 
     # ----------------------------------------------------------------- API keys
@@ -871,19 +890,12 @@ class MetadataStore:
             )
 
     def list_keys(self, org_id: str | None = None) -> list[ApiKeyRecord]:
-        return [k for k in self._snapshot.keys.values() if org_id is None or k.org_id == org_id]
+        return _of_org(self._snapshot.keys.values(), org_id)
 
     def set_key_enabled(
         self, key_id: str, enabled: bool, *, org_id: str | None = None
     ) -> ApiKeyRecord:
-        with self._tx() as c:
-            row = c.execute("SELECT org_id FROM api_keys WHERE id=?", (key_id,)).fetchone()
-            if row is None or (org_id is not None and row["org_id"] != org_id):
-                raise NotFound(f"API key {key_id!r} not found")
-            c.execute(
-                "UPDATE api_keys SET enabled=?, updated_at=? WHERE id=?",
-                (int(enabled), _now(), key_id),
-            )
+        self._set_enabled_by_id("api_keys", "API key", key_id, enabled, org_id)
         return self._snapshot.keys[key_id]
 
     # ----------------------------------------------------------------- provisioning support
@@ -910,23 +922,18 @@ class MetadataStore:
             "SELECT id FROM organizations WHERE source=? AND enabled=1", (source,)
         ).fetchall():
             if r["id"] not in orgs:
-                c.execute(
-                    "UPDATE organizations SET enabled=0, updated_at=? WHERE id=?", (now, r["id"])
-                )
+                _write_enabled(c, "organizations", False, now, r["id"])
         rows = c.execute("SELECT id FROM ingests WHERE source=? AND enabled=1", (source,))
         for r in rows.fetchall():
             if r["id"] not in ingests:
-                c.execute("UPDATE ingests SET enabled=0, updated_at=? WHERE id=?", (now, r["id"]))
+                _write_enabled(c, "ingests", False, now, r["id"])
         for r in c.execute(
             "SELECT org_id, id FROM filters WHERE source=? AND enabled=1", (source,)
         ).fetchall():
             if (r["org_id"], r["id"]) not in filters:
-                c.execute(
-                    "UPDATE filters SET enabled=0, updated_at=? WHERE org_id=? AND id=?",
-                    (now, r["org_id"], r["id"]),
-                )
+                _write_enabled(c, "filters", False, now, r["org_id"], r["id"])
         for r in c.execute(
             "SELECT id, org_id, name FROM api_keys WHERE source=? AND enabled=1", (source,)
         ).fetchall():
             if (r["org_id"], r["name"]) not in keys:
-                c.execute("UPDATE api_keys SET enabled=0, updated_at=? WHERE id=?", (now, r["id"]))
+                _write_enabled(c, "api_keys", False, now, r["id"])
