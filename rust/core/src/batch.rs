@@ -280,7 +280,15 @@ impl<'a> Scanner<'a> {
         loop {
             // Eight bytes at a time: find the first '"', '\\' or control byte. In each test the
             // lowest flagged byte is exact (borrows only propagate upwards), which is all we use.
-            while let Some(chunk) = self.buf.get(i..i + 8) {
+            // A hit lands on the stop byte directly; only the last < 8 bytes of the buffer go
+            // through the byte loop.
+            i = loop {
+                let Some(chunk) = self.buf.get(i..i + 8) else {
+                    while i < self.buf.len() && !STRING_STOP[self.buf[i] as usize] {
+                        i += 1;
+                    }
+                    break i;
+                };
                 let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
                 let quote = x ^ 0x2222_2222_2222_2222;
                 let backslash = x ^ 0x5C5C_5C5C_5C5C_5C5C;
@@ -290,16 +298,11 @@ impl<'a> Scanner<'a> {
                     | (backslash.wrapping_sub(lo) & !backslash)
                     | (x.wrapping_sub(0x2020_2020_2020_2020) & !x);
                 let found = found & hi;
-                if found == 0 {
-                    i += 8;
-                } else {
-                    i += (found.trailing_zeros() / 8) as usize;
-                    break;
+                if found != 0 {
+                    break i + (found.trailing_zeros() / 8) as usize;
                 }
-            }
-            while i < self.buf.len() && !STRING_STOP[self.buf[i] as usize] {
-                i += 1;
-            }
+                i += 8;
+            };
             match self.buf.get(i) {
                 Some(b'"') => {
                     self.pos = i + 1;
