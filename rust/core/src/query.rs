@@ -510,6 +510,21 @@ impl Acc {
         }
     }
 
+    /// Back to the empty state, keeping any buffers for the next cell.
+    fn reset(&mut self) {
+        match self {
+            Acc::Count(n) => *n = 0,
+            Acc::Sum(s, n) => (*s, *n) = (0.0, 0),
+            Acc::Min(m, n) => (*m, *n) = (f64::INFINITY, 0),
+            Acc::Max(m, n) => (*m, *n) = (f64::NEG_INFINITY, 0),
+            Acc::Distinct(d, n) => {
+                d.clear();
+                *n = 0;
+            }
+            Acc::Quantile(q) => q.clear(),
+        }
+    }
+
     fn add(&mut self, c: &AggColumns, row: usize) {
         match self {
             Acc::Count(n) => *n += c.matched[row],
@@ -734,16 +749,43 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
             }
         }
     } else {
-        let mut acc: HashMap<(i64, u32), Acc> = HashMap::new();
+        // Number the output cells, then visit each cell's rows together (a counting sort by
+        // cell), so one accumulator, with its buffers, serves every cell in turn.
+        let mut cell_index: HashMap<(i64, u32), u32> = HashMap::new();
+        let mut keys: Vec<(i64, u32)> = Vec::new();
+        let mut row_cell: Vec<(u32, u32)> = Vec::new();
         for (row, b, g) in selected_rows(state, &gp, start, end) {
-            acc.entry((out_bucket(b), g))
-                .or_insert_with(|| Acc::new(q.calculation))
-                .add(cols, row);
+            let key = (out_bucket(b), g);
+            let next = keys.len() as u32;
+            let cell = *cell_index.entry(key).or_insert_with(|| {
+                keys.push(key);
+                next
+            });
+            row_cell.push((row as u32, cell));
         }
-        cells.extend(
-            acc.into_iter()
-                .filter_map(|((b, g), mut a)| a.value(q.calculation, p).map(|v| (b, g, v))),
-        );
+        let mut first = vec![0u32; keys.len() + 1];
+        for &(_, c) in &row_cell {
+            first[c as usize + 1] += 1;
+        }
+        for i in 1..first.len() {
+            first[i] += first[i - 1];
+        }
+        let mut order = vec![0u32; row_cell.len()];
+        let mut fill = first.clone();
+        for &(row, c) in &row_cell {
+            order[fill[c as usize] as usize] = row;
+            fill[c as usize] += 1;
+        }
+        let mut acc = Acc::new(q.calculation);
+        for (c, &(b, g)) in keys.iter().enumerate() {
+            acc.reset();
+            for &row in &order[first[c] as usize..first[c + 1] as usize] {
+                acc.add(cols, row as usize);
+            }
+            if let Some(v) = acc.value(q.calculation, p) {
+                cells.push((b, g, v));
+            }
+        }
     }
     if !q.include_incomplete_intervals {
         cells.retain(|(b, _, _)| bucket_end(*b) <= now_ms);

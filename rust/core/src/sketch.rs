@@ -551,6 +551,12 @@ impl DistinctMerger {
         Self::default()
     }
 
+    /// Empties the merger, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.hashes.clear();
+        self.sketch = None;
+    }
+
     pub fn add(&mut self, other: &DistinctSketch) {
         match &other.repr {
             DistinctRepr::Exact(set) => {
@@ -619,16 +625,20 @@ impl PairStore {
             return;
         }
         self.pairs.sort_unstable_by_key(|p| p.0);
-        let mut out: Vec<(i32, u64)> = Vec::with_capacity(self.pairs.len());
         let floor = self.pairs.last().map_or(0, |p| p.0) - (QUANTILE_MAX_BINS as i32 - 1);
-        for &(k, c) in &self.pairs {
+        // Coalesce equal keys in place (the buffer is reused across cells).
+        let mut len = 0usize;
+        for i in 0..self.pairs.len() {
+            let (k, c) = self.pairs[i];
             let k = k.max(floor);
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 += c,
-                _ => out.push((k, c)),
+            if len > 0 && self.pairs[len - 1].0 == k {
+                self.pairs[len - 1].1 += c;
+            } else {
+                self.pairs[len] = (k, c);
+                len += 1;
             }
         }
-        self.pairs = out;
+        self.pairs.truncate(len);
         self.sorted = true;
     }
 }
@@ -653,6 +663,18 @@ impl QuantileMerger {
             max: f64::NEG_INFINITY,
             ..Self::default()
         }
+    }
+
+    /// Empties the merger, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.positive.pairs.clear();
+        self.positive.sorted = false;
+        self.negative.pairs.clear();
+        self.negative.sorted = false;
+        self.zero_count = 0;
+        self.count = 0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
     }
 
     pub fn add(&mut self, sketch: &QuantileSketch) {
