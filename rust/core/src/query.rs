@@ -707,6 +707,57 @@ fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usi
     }
 }
 
+/// Merges sketch cells into output cells: numbers the output cells, then visits each cell's rows
+/// together (a counting sort by cell), so one accumulator, with its buffers, serves every cell
+/// in turn instead of one growing buffer per cell.
+#[allow(clippy::too_many_arguments)]
+fn merge_sketch_cells(
+    state: &FilterState,
+    gp: &GroupPlan,
+    cols: &AggColumns,
+    q: &Query,
+    p: f64,
+    (start, end): (i64, i64),
+    out_bucket: &dyn Fn(i64) -> i64,
+    cells: &mut Vec<(i64, u32, f64)>,
+) {
+    let mut cell_index: HashMap<(i64, u32), u32> = HashMap::new();
+    let mut keys: Vec<(i64, u32)> = Vec::new();
+    let mut row_cell: Vec<(u32, u32)> = Vec::new();
+    for (row, b, g) in selected_rows(state, gp, start, end) {
+        let key = (out_bucket(b), g);
+        let next = keys.len() as u32;
+        let cell = *cell_index.entry(key).or_insert_with(|| {
+            keys.push(key);
+            next
+        });
+        row_cell.push((row as u32, cell));
+    }
+    let mut first = vec![0u32; keys.len() + 1];
+    for &(_, c) in &row_cell {
+        first[c as usize + 1] += 1;
+    }
+    for i in 1..first.len() {
+        first[i] += first[i - 1];
+    }
+    let mut order = vec![0u32; row_cell.len()];
+    let mut fill = first.clone();
+    for &(row, c) in &row_cell {
+        order[fill[c as usize] as usize] = row;
+        fill[c as usize] += 1;
+    }
+    let mut acc = Acc::new(q.calculation);
+    for (c, &(b, g)) in keys.iter().enumerate() {
+        acc.reset();
+        for &row in &order[first[c] as usize..first[c + 1] as usize] {
+            acc.add(cols, row as usize);
+        }
+        if let Some(v) = acc.value(q.calculation, p) {
+            cells.push((b, g, v));
+        }
+    }
+}
+
 /// The rows whose bucket starts in `[start, end)` and whose tuple passes the grouping filters, as
 /// (row, bucket start, output tuple).
 fn selected_rows<'s>(
@@ -749,42 +800,30 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
             }
         }
     } else {
-        // Number the output cells, then visit each cell's rows together (a counting sort by
-        // cell), so one accumulator, with its buffers, serves every cell in turn.
-        let mut cell_index: HashMap<(i64, u32), u32> = HashMap::new();
-        let mut keys: Vec<(i64, u32)> = Vec::new();
-        let mut row_cell: Vec<(u32, u32)> = Vec::new();
-        for (row, b, g) in selected_rows(state, &gp, start, end) {
-            let key = (out_bucket(b), g);
-            let next = keys.len() as u32;
-            let cell = *cell_index.entry(key).or_insert_with(|| {
-                keys.push(key);
-                next
-            });
-            row_cell.push((row as u32, cell));
-        }
-        let mut first = vec![0u32; keys.len() + 1];
-        for &(_, c) in &row_cell {
-            first[c as usize + 1] += 1;
-        }
-        for i in 1..first.len() {
-            first[i] += first[i - 1];
-        }
-        let mut order = vec![0u32; row_cell.len()];
-        let mut fill = first.clone();
-        for &(row, c) in &row_cell {
-            order[fill[c as usize] as usize] = row;
-            fill[c as usize] += 1;
-        }
-        let mut acc = Acc::new(q.calculation);
-        for (c, &(b, g)) in keys.iter().enumerate() {
-            acc.reset();
-            for &row in &order[first[c] as usize..first[c + 1] as usize] {
-                acc.add(cols, row as usize);
+        let sketch = matches!(q.calculation, Calc::ApproxCountDistinct | Calc::Percentiles);
+        if sketch {
+            merge_sketch_cells(
+                state,
+                &gp,
+                cols,
+                q,
+                p,
+                (start, end),
+                &out_bucket,
+                &mut cells,
+            );
+        } else {
+            // Scalar accumulators are small: one per output cell in a map, rows in storage order.
+            let mut acc: HashMap<(i64, u32), Acc> = HashMap::new();
+            for (row, b, g) in selected_rows(state, &gp, start, end) {
+                acc.entry((out_bucket(b), g))
+                    .or_insert_with(|| Acc::new(q.calculation))
+                    .add(cols, row);
             }
-            if let Some(v) = acc.value(q.calculation, p) {
-                cells.push((b, g, v));
-            }
+            cells.extend(
+                acc.into_iter()
+                    .filter_map(|((b, g), mut a)| a.value(q.calculation, p).map(|v| (b, g, v))),
+            );
         }
     }
     if !q.include_incomplete_intervals {
