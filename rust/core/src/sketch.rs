@@ -643,6 +643,83 @@ impl PairStore {
     }
 }
 
+/// Counts and exact extremes of a quantile sketch (or of a merge of several).
+#[derive(Clone, Copy)]
+struct QuantileTotals {
+    count: u64,
+    zero_count: u64,
+    min: f64,
+    max: f64,
+}
+
+/// The value at rank `floor(p * (count - 1))` of a sketch given as (key, count) bins in ascending
+/// key order for each sign (negative keys are magnitudes), clamped to `[min, max]`; `p = 1` is
+/// the maximum. High quantiles (the common p99) walk down from the top: far fewer bins to visit,
+/// and the same bin either way.
+fn quantile_of_bins(
+    totals: QuantileTotals,
+    p: f64,
+    negative: impl DoubleEndedIterator<Item = (i32, u64)>,
+    positive: impl DoubleEndedIterator<Item = (i32, u64)>,
+) -> Option<f64> {
+    let QuantileTotals {
+        count,
+        zero_count,
+        min,
+        max,
+    } = totals;
+    if count == 0 || p <= 0.0 || p.is_nan() || p > 1.0 {
+        return None;
+    }
+    if p >= 1.0 {
+        return Some(max);
+    }
+    let rank = (p * (count - 1) as f64).floor() as u64;
+    // Walks bins from one end, returning the value of the bin holding the `target`-th item.
+    let walk = |target: u64,
+                first: &mut dyn Iterator<Item = (i32, u64)>,
+                first_sign: f64,
+                second: &mut dyn Iterator<Item = (i32, u64)>,
+                fallback: f64| {
+        let mut seen = 0u64;
+        for (k, c) in first {
+            seen += c;
+            if seen > target {
+                return first_sign * representative(k);
+            }
+        }
+        seen += zero_count;
+        if seen > target {
+            return 0.0;
+        }
+        for (k, c) in second {
+            seen += c;
+            if seen > target {
+                return -first_sign * representative(k);
+            }
+        }
+        fallback
+    };
+    let value = if rank > count / 2 {
+        walk(
+            count - 1 - rank,
+            &mut positive.rev(),
+            1.0,
+            &mut negative.into_iter(),
+            min,
+        )
+    } else {
+        walk(
+            rank,
+            &mut negative.rev(),
+            -1.0,
+            &mut positive.into_iter(),
+            max,
+        )
+    };
+    Some(value.clamp(min, max))
+}
+
 /// Merges many [`QuantileSketch`]es for one answer (query-time rollups) without rebuilding a
 /// canonical sketch after every merge; `quantile` equals that of the fully merged sketch.
 #[derive(Clone, Debug, Default)]
@@ -691,61 +768,19 @@ impl QuantileMerger {
 
     /// Same contract as [`QuantileSketch::quantile`].
     pub fn quantile(&mut self, p: f64) -> Option<f64> {
-        if self.count == 0 || p <= 0.0 || p.is_nan() || p > 1.0 {
-            return None;
-        }
-        if p >= 1.0 {
-            return Some(self.max);
-        }
         self.positive.finish();
         self.negative.finish();
-        let (pos, neg) = (&self.positive.pairs, &self.negative.pairs);
-        let rank = (p * (self.count - 1) as f64).floor() as u64;
-        if rank > self.count / 2 {
-            let from_top = self.count - 1 - rank;
-            let mut seen = 0u64;
-            let value = 'found: {
-                for &(k, c) in pos.iter().rev() {
-                    seen += c;
-                    if seen > from_top {
-                        break 'found representative(k);
-                    }
-                }
-                seen += self.zero_count;
-                if seen > from_top {
-                    break 'found 0.0;
-                }
-                for &(k, c) in neg {
-                    seen += c;
-                    if seen > from_top {
-                        break 'found -representative(k);
-                    }
-                }
-                self.min
-            };
-            return Some(value.clamp(self.min, self.max));
-        }
-        let mut seen = 0u64;
-        let value = 'found: {
-            for &(k, c) in neg.iter().rev() {
-                seen += c;
-                if seen > rank {
-                    break 'found -representative(k);
-                }
-            }
-            seen += self.zero_count;
-            if seen > rank {
-                break 'found 0.0;
-            }
-            for &(k, c) in pos {
-                seen += c;
-                if seen > rank {
-                    break 'found representative(k);
-                }
-            }
-            self.max
-        };
-        Some(value.clamp(self.min, self.max))
+        quantile_of_bins(
+            QuantileTotals {
+                count: self.count,
+                zero_count: self.zero_count,
+                min: self.min,
+                max: self.max,
+            },
+            p,
+            self.negative.pairs.iter().copied(),
+            self.positive.pairs.iter().copied(),
+        )
     }
 }
 
@@ -761,6 +796,15 @@ struct DenseStore {
 }
 
 impl DenseStore {
+    /// (key, count) for every bin, in ascending key order.
+    fn bins(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
+        let offset = self.offset;
+        self.counts
+            .iter()
+            .enumerate()
+            .map(move |(i, &c)| (offset + i as i32, c))
+    }
+
     fn max_key(&self) -> i32 {
         self.offset + self.counts.len() as i32 - 1
     }
@@ -951,59 +995,17 @@ impl QuantileSketch {
     /// answer is the representative of the bin holding that rank, clamped to `[min, max]`.
     #[must_use]
     pub fn quantile(&self, p: f64) -> Option<f64> {
-        if self.count == 0 || p <= 0.0 || p.is_nan() || p > 1.0 {
-            return None;
-        }
-        if p >= 1.0 {
-            return Some(self.max);
-        }
-        let rank = (p * (self.count - 1) as f64).floor() as u64;
-        // High quantiles (the common p99) walk down from the top: far fewer bins to visit.
-        if rank > self.count / 2 {
-            let from_top = self.count - 1 - rank;
-            let mut seen = 0u64;
-            let value = 'found: {
-                for (i, &c) in self.positive.counts.iter().enumerate().rev() {
-                    seen += c;
-                    if seen > from_top {
-                        break 'found representative(self.positive.offset + i as i32);
-                    }
-                }
-                seen += self.zero_count;
-                if seen > from_top {
-                    break 'found 0.0;
-                }
-                for (i, &c) in self.negative.counts.iter().enumerate() {
-                    seen += c;
-                    if seen > from_top {
-                        break 'found -representative(self.negative.offset + i as i32);
-                    }
-                }
-                self.min
-            };
-            return Some(value.clamp(self.min, self.max));
-        }
-        let mut seen = 0u64;
-        let value = 'found: {
-            for (i, &c) in self.negative.counts.iter().enumerate().rev() {
-                seen += c;
-                if seen > rank {
-                    break 'found -representative(self.negative.offset + i as i32);
-                }
-            }
-            seen += self.zero_count;
-            if seen > rank {
-                break 'found 0.0;
-            }
-            for (i, &c) in self.positive.counts.iter().enumerate() {
-                seen += c;
-                if seen > rank {
-                    break 'found representative(self.positive.offset + i as i32);
-                }
-            }
-            self.max
-        };
-        Some(value.clamp(self.min, self.max))
+        quantile_of_bins(
+            QuantileTotals {
+                count: self.count,
+                zero_count: self.zero_count,
+                min: self.min,
+                max: self.max,
+            },
+            p,
+            self.negative.bins(),
+            self.positive.bins(),
+        )
     }
 
     /// Number of finite values added.
