@@ -4,7 +4,27 @@
 //!
 //! Thread safety: `Engine` is a frozen pyclass. Its compiled plan sits behind an `RwLock` (swapped
 //! when filters change) and its state behind a `Mutex`; batches are parsed and evaluated without
-//! holding either lock and only the merge takes the state lock. Lock order: state, then plan.
+//! holding either lock and only the merge takes the state lock.
+//!
+//! # The lock rule
+//!
+//! The Rust locks Python can reach, and the only order in which they may be nested:
+//!
+//! 1. `PreparedBatch::slot` (`Mutex<Slot>`): held just long enough to move the slot between
+//!    `Ready`, `Applying` and `Applied`; nothing else is locked or waited for while it is held, and
+//!    a second `apply` of one batch is refused at once instead of waiting.
+//! 2. `Engine::store` (`Mutex<Store>`): the aggregate state.
+//! 3. `Engine::plan` (`RwLock<Arc<Plan>>`): read (an `Arc` clone) under the store lock, written
+//!    only by `replace_definitions`, which holds the store lock first.
+//!
+//! `merge` never holds two engines' store locks together: it clones the other state first.
+//!
+//! **No lock is ever taken, or waited for, while attached to Python**, and no guard lives across
+//! a GIL release or re-acquisition: every `lock()`/`read()`/`write()` happens inside a
+//! `py.detach` closure and its guard is dropped before the closure returns. A thread that waited
+//! for a Rust lock while holding the GIL could block the lock's holder forever the moment it
+//! needed the GIL back (to convert an error, or to call a progress callback). The only attach from
+//! detached code is `ingest_file`'s progress callback, which runs while no lock is held.
 
 // pyo3 hands #[pymethods] their arguments as owned values, and `map_err(to_py_err)` needs a
 // by-value `fn(Error)`; borrowing would only add conversions.
@@ -217,17 +237,51 @@ fn stats_to_py<'py>(py: Python<'py>, s: &IngestStats) -> PyResult<Bound<'py, PyD
     Ok(d)
 }
 
+/// Where a prepared batch is in its life: the one `apply` that takes it moves it from `Ready` to
+/// `Applying`, and on to `Applied` (or back to `Ready` when applying failed and nothing changed).
+enum Slot {
+    Ready(Delta),
+    Applying,
+    Applied,
+}
+
 /// A batch parsed and evaluated against a plan, not yet applied.
 #[pyclass(frozen, module = "eventtally._core")]
 struct PreparedBatch {
     plan: Arc<Plan>,
-    /// Taken by the one `apply` that consumes it.
-    delta: Mutex<Option<Delta>>,
+    /// Lock 1 of the lock rule: held only to move the slot, never while another lock is waited for.
+    slot: Mutex<Slot>,
     stats: IngestStats,
     data: Arc<Input>,
     /// The ingest the batch was prepared for, resolved to its id.
     ingest: String,
     now_ms: i64,
+}
+
+impl PreparedBatch {
+    /// Takes the delta for the caller's `apply`; a second caller is refused at once (it never
+    /// waits for the first one to finish).
+    fn take_for_apply(&self) -> Result<Delta, Error> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *slot, Slot::Applying) {
+            Slot::Ready(delta) => Ok(delta),
+            Slot::Applying => Err(Error::Config {
+                field: "prepared".into(),
+                reason: "this batch is being applied by another thread".into(),
+            }),
+            Slot::Applied => {
+                *slot = Slot::Applied;
+                Err(Error::Config {
+                    field: "prepared".into(),
+                    reason: "this batch was already applied".into(),
+                })
+            }
+        }
+    }
+
+    fn set_slot(&self, next: Slot) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = next;
+    }
 }
 
 #[pymethods]
@@ -376,18 +430,19 @@ impl Engine {
         now_ms: i64,
     ) -> PyResult<PreparedBatch> {
         let input = Arc::new(Input::extract(data)?);
-        let plan = self.current_plan();
-        let (delta, ingest) = py
+        let (plan, delta, ingest) = py
             .detach(|| {
+                let plan = self.current_plan();
                 let idx = plan.ingest_index(ingest_id.as_deref())?;
                 let delta = plan.prepare(input.as_bytes(), idx, now_ms)?;
-                Ok((delta, plan.ingest_id(idx).to_owned()))
+                let ingest = plan.ingest_id(idx).to_owned();
+                Ok((plan, delta, ingest))
             })
             .map_err(to_py_err)?;
         Ok(PreparedBatch {
             plan,
             stats: delta.stats.clone(),
-            delta: Mutex::new(Some(delta)),
+            slot: Mutex::new(Slot::Ready(delta)),
             data: input,
             ingest,
             now_ms,
@@ -400,38 +455,38 @@ impl Engine {
         prepared: &Bound<'py, PreparedBatch>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let p = prepared.get();
-        let mut slot = p.delta.lock().unwrap_or_else(PoisonError::into_inner);
-        let delta = slot.take().ok_or_else(|| {
-            to_py_err(Error::Config {
-                field: "prepared".into(),
-                reason: "this batch was already applied".into(),
+        // Every lock below (the batch's slot, the state, the plan) is taken only while detached,
+        // and no guard outlives the closure: see the lock rule at the top of this file.
+        let stats = py
+            .detach(|| -> Result<IngestStats, Error> {
+                let delta = p.take_for_apply()?;
+                let mut store = self.lock_store();
+                let plan = self.current_plan();
+                if Arc::ptr_eq(&plan, &p.plan) {
+                    let stats = store.apply(&plan, delta);
+                    p.set_slot(Slot::Applied);
+                    return Ok(stats);
+                }
+                // Definitions changed since the batch was prepared: evaluate it again against the
+                // ingest it was prepared for (by id, not by position).
+                let fresh = plan
+                    .ingest_index(Some(&p.ingest))
+                    .and_then(|idx| plan.prepare(p.data.as_bytes(), idx, p.now_ms));
+                match fresh {
+                    Ok(fresh) => {
+                        let stats = store.apply(&plan, fresh);
+                        p.set_slot(Slot::Applied);
+                        Ok(stats)
+                    }
+                    Err(e) => {
+                        // Not applied: the batch stays available for a later `apply`.
+                        p.set_slot(Slot::Ready(delta));
+                        Err(e)
+                    }
+                }
             })
-        })?;
-        let result = py.detach(|| -> Result<IngestStats, Box<(Error, Delta)>> {
-            let mut store = self.lock_store();
-            let plan = self.current_plan();
-            if Arc::ptr_eq(&plan, &p.plan) {
-                return Ok(store.apply(&plan, delta));
-            }
-            // Definitions changed since the batch was prepared: evaluate it again against the
-            // ingest it was prepared for (by id, not by position).
-            let fresh = plan
-                .ingest_index(Some(&p.ingest))
-                .and_then(|idx| plan.prepare(p.data.as_bytes(), idx, p.now_ms));
-            match fresh {
-                Ok(fresh) => Ok(store.apply(&plan, fresh)),
-                Err(e) => Err(Box::new((e, delta))),
-            }
-        });
-        match result {
-            Ok(stats) => stats_to_py(py, &stats),
-            Err(failed) => {
-                let (e, delta) = *failed;
-                // Not applied: the batch stays available for a later `apply`.
-                *slot = Some(delta);
-                Err(to_py_err(e))
-            }
-        }
+            .map_err(to_py_err)?;
+        stats_to_py(py, &stats)
     }
 
     #[pyo3(signature = (data, ingest_id, now_ms))]
