@@ -29,8 +29,12 @@ FILTER = {
     "intervalType": "HOUR",
     "intervalCount": 1,
     "aggregations": [
-        {"id": 1, "name": "n", "calculations": ["COUNT", "SUM", "PERCENTILES"],
-         "calculationField": "@.v"}
+        {
+            "id": 1,
+            "name": "n",
+            "calculations": ["COUNT", "SUM", "PERCENTILES"],
+            "calculationField": "@.v",
+        }
     ],
 }
 QUERY = {
@@ -43,67 +47,72 @@ QUERY = {
 
 
 def batch(round_no: int) -> bytes:
-    return json.dumps([{"g": i % 4, "v": round_no * PER_BATCH + i} for i in range(PER_BATCH)]).encode()
+    return json.dumps(
+        [{"g": i % 4, "v": round_no * PER_BATCH + i} for i in range(PER_BATCH)]
+    ).encode()
 
 
 def total(engine: eventtally.Engine) -> float:
     return sum(row["value"] for row in engine.results(QUERY))
 
 
+def run_round(engine: eventtally.Engine, round_no: int) -> int:
+    """One round; returns how many side ingests landed."""
+    prepared = engine.prepare(batch(round_no))
+    barrier = threading.Barrier(APPLIERS + 3)
+    wins: list[int] = []
+    refusals: list[str] = []
+    failures: list[BaseException] = []
+    side_done = [0]
+
+    def applier(i: int) -> None:
+        barrier.wait()
+        try:
+            engine.apply(prepared)
+            wins.append(i)
+        except eventtally.ConfigError as exc:
+            refusals.append(exc.field)
+        except BaseException as exc:
+            failures.append(exc)
+
+    def ingester() -> None:
+        barrier.wait()
+        try:
+            engine.ingest(batch(10_000 + round_no))
+            side_done[0] += 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    def reader() -> None:
+        barrier.wait()
+        try:
+            total(engine)
+        except BaseException as exc:
+            failures.append(exc)
+
+    def snapshotter() -> None:
+        barrier.wait()
+        try:
+            eventtally.Engine.from_bytes(engine.to_bytes())
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=applier, args=(i,)) for i in range(APPLIERS)]
+    threads += [threading.Thread(target=f) for f in (ingester, reader, snapshotter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    if len(wins) != 1 or refusals != ["prepared"] * (APPLIERS - 1):
+        raise AssertionError(f"round {round_no}: wins {wins}, refusals {refusals}")
+    return side_done[0]
+
+
 def run(rounds: int) -> None:
     engine = eventtally.Engine(INGEST, [FILTER], clock=lambda: 1715688000.0)
-    side_ingests = 0
-    for round_no in range(rounds):
-        prepared = engine.prepare(batch(round_no))
-        barrier = threading.Barrier(APPLIERS + 3)
-        wins: list[int] = []
-        refusals: list[str] = []
-        failures: list[BaseException] = []
-        side_done = [0]
-
-        def applier(i: int) -> None:
-            barrier.wait()
-            try:
-                engine.apply(prepared)
-                wins.append(i)
-            except eventtally.ConfigError as exc:
-                refusals.append(exc.field)
-            except BaseException as exc:
-                failures.append(exc)
-
-        def ingester() -> None:
-            barrier.wait()
-            try:
-                engine.ingest(batch(10_000 + round_no))
-                side_done[0] += 1
-            except BaseException as exc:
-                failures.append(exc)
-
-        def reader() -> None:
-            barrier.wait()
-            try:
-                total(engine)
-            except BaseException as exc:
-                failures.append(exc)
-
-        def snapshotter() -> None:
-            barrier.wait()
-            try:
-                eventtally.Engine.from_bytes(engine.to_bytes())
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=applier, args=(i,)) for i in range(APPLIERS)]
-        threads += [threading.Thread(target=f) for f in (ingester, reader, snapshotter)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if failures:
-            raise failures[0]
-        if len(wins) != 1 or refusals != ["prepared"] * (APPLIERS - 1):
-            raise AssertionError(f"round {round_no}: wins {wins}, refusals {refusals}")
-        side_ingests += side_done[0]
+    side_ingests = sum(run_round(engine, round_no) for round_no in range(rounds))
     expected = (rounds + side_ingests) * PER_BATCH
     if total(engine) != expected:
         raise AssertionError(f"counted {total(engine)}, expected {expected}")
