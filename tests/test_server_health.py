@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest_server import (
     BETA_INGEST,
     BETA_KEY,
@@ -21,7 +22,6 @@ from conftest_server import (
     fixture_bytes,
     running_server,
 )
-
 from eventtally.server import EventtallyHTTPServer
 from eventtally.server import health as health_mod
 

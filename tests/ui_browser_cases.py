@@ -16,10 +16,10 @@ import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest_server import (
     BASE_TOML,
     INGEST,
@@ -30,7 +30,6 @@ from conftest_server import (
     parse_dt,
     running_server,
 )
-
 from eventtally.server import EventtallyHTTPServer
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -258,7 +257,8 @@ def test_filters_charts_and_health_match_the_api(page: Any, loaded: Loaded) -> N
             "condition": d.get("filter") or "",
             "interval": f"{d['intervalCount']} × {d['intervalType']}",
             "groupings": [
-                [g.get("alias") or g["grouping"], g["grouping"]] for g in d.get("groupingItems") or []
+                [g.get("alias") or g["grouping"], g["grouping"]]
+                for g in d.get("groupingItems") or []
             ],
             "aggregations": [
                 {
@@ -278,7 +278,10 @@ def test_filters_charts_and_health_match_the_api(page: Any, loaded: Loaded) -> N
     # One chart per filter × aggregation × calculation, points equal to the API's rows.
     charts = chart_points(page)
     assert sorted((c["filterId"], c["aggregationId"], c["calculation"]) for c in charts) == sorted(
-        (d["id"], a["id"], calc) for d in defs for a in d["aggregations"] for calc in a["calculations"]
+        (d["id"], a["id"], calc)
+        for d in defs
+        for a in d["aggregations"]
+        for calc in a["calculations"]
     )
     nonempty = 0
     for c in charts:
@@ -307,7 +310,8 @@ def test_filters_charts_and_health_match_the_api(page: Any, loaded: Loaded) -> N
     refused = page.text_content(f"{card} .ingest-rejected dd") or ""
     assert refused == f"{len(loaded.refused)} (400: {len(loaded.refused)})"
     messages = page.eval_on_selector_all(
-        f"{card} tr.rejected-batch", "rows => rows.map(r => r.querySelector('.message').textContent)"
+        f"{card} tr.rejected-batch",
+        "rows => rows.map(r => r.querySelector('.message').textContent)",
     )
     assert messages == loaded.refused[::-1]
     assert page.text_content(f"{card} tr.rejected-batch .body-prefix") == '{"an": "object"}'
@@ -336,7 +340,7 @@ def test_top_n_and_percentile_controls(page: Any, loaded: Loaded) -> None:
     page.fill(f"{fig} input.percentile", "50")
     page.press(f"{fig} input.percentile", "Tab")
     page.wait_for_function(
-        f"() => JSON.parse(document.querySelector(\"{fig}\").dataset.query).percentile === 0.5"
+        f'() => JSON.parse(document.querySelector("{fig}").dataset.query).percentile === 0.5'
         f" && !document.querySelector(\"{fig}\").hasAttribute('aria-busy')",
         timeout=WAIT_MS,
     )
@@ -350,7 +354,9 @@ def test_top_n_and_percentile_controls(page: Any, loaded: Loaded) -> None:
 def test_keyboard_only_use(page: Any, loaded: Loaded) -> None:
     """Type the key and Enter; Tab reaches a chart; arrow keys read its points aloud."""
     page.goto(loaded.server.url + "/ui/")
-    page.wait_for_function("() => document.activeElement && document.activeElement.name === 'apiKey'")
+    page.wait_for_function(
+        "() => document.activeElement && document.activeElement.name === 'apiKey'"
+    )
     page.keyboard.type(READ_KEY)
     page.keyboard.press("Enter")
     wait_charts(page)

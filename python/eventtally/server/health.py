@@ -264,8 +264,10 @@ class IngestHealth:
                     },
                     "lastBatchAt": ing.last_batch_at,
                     "lastEventAt": ing.last_event_at,
-                    "series": [_Minute(m.minute, m.received, m.accepted, dict(m.dropped),
-                                       dict(m.rejected)) for m in series],  # fmt: skip
+                    "series": [
+                        _Minute(m.minute, m.received, m.accepted, dict(m.dropped), dict(m.rejected))
+                        for m in series
+                    ],  # fmt: skip
                     "rejectedBatches": refused,
                 }
         for doc in out.values():
@@ -365,7 +367,7 @@ def server_info(health: IngestHealth, runtime: Runtime, org_id: str) -> dict[str
     if wal is not None:
         stats = wal.stats()
         segments = wal.segments()
-        ages = []
+        ages: list[float | None] = []
         for seg in (segments[0], segments[-1]) if segments else ():
             try:
                 ages.append(round(max(0.0, now - seg.path.stat().st_mtime), 3))
