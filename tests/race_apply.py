@@ -29,12 +29,8 @@ FILTER = {
     "intervalType": "HOUR",
     "intervalCount": 1,
     "aggregations": [
-        {
-            "id": 1,
-            "name": "n",
-            "calculations": ["COUNT", "SUM", "PERCENTILES"],
-            "calculationField": "@.v",
-        }
+        {"id": 1, "name": "n", "calculations": ["COUNT", "SUM", "PERCENTILES"],
+         "calculationField": "@.v"}
     ],
 }
 QUERY = {
@@ -47,9 +43,7 @@ QUERY = {
 
 
 def batch(round_no: int) -> bytes:
-    return json.dumps(
-        [{"g": i % 4, "v": round_no * PER_BATCH + i} for i in range(PER_BATCH)]
-    ).encode()
+    return json.dumps([{"g": i % 4, "v": round_no * PER_BATCH + i} for i in range(PER_BATCH)]).encode()
 
 
 def total(engine: eventtally.Engine) -> float:

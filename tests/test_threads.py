@@ -290,14 +290,8 @@ def test_a_prepared_batch_applies_once_under_a_race() -> None:
     the GIL cannot be interrupted inside this process, so it must not happen in it.
     """
     result = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("race_apply.py")),
-            "--rounds",
-            "50",
-            "--deadline",
-            "60",
-        ],
+        [sys.executable, str(Path(__file__).with_name("race_apply.py")), "--rounds", "50",
+         "--deadline", "60"],
         capture_output=True,
         text=True,
         timeout=90,

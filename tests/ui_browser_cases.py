@@ -159,7 +159,8 @@ def wait_charts(page: Any, draws: int = 1) -> None:
         """(draws) => {
             const figs = [...document.querySelectorAll('figure.chart')];
             return figs.length > 0 && document.querySelector('article.ingest') &&
-                figs.every(f => Number(f.dataset.drawn || 0) >= draws && !f.hasAttribute('aria-busy'));
+                figs.every(f => Number(f.dataset.drawn || 0) >= draws &&
+                    !f.hasAttribute('aria-busy'));
         }""",
         arg=draws,
         timeout=WAIT_MS,

@@ -267,7 +267,7 @@ class IngestHealth:
                     "series": [
                         _Minute(m.minute, m.received, m.accepted, dict(m.dropped), dict(m.rejected))
                         for m in series
-                    ],  # fmt: skip
+                    ],
                     "rejectedBatches": refused,
                 }
         for doc in out.values():
