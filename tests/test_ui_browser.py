@@ -4,7 +4,8 @@ The child gets its own process group and a hard timeout: if chromium or Playwrig
 hangs, the group gets SIGTERM (Playwright's driver then closes its browsers), then SIGKILL, and
 any process still carrying this run's marker variable (chromium starts in a session of its own)
 is killed by id; the test then fails with the child's output instead of stalling the suite.
-Without chromium the test is skipped locally but fails in CI (``CI`` set), so the browser tests cannot silently stop running there.
+Without chromium the test is skipped locally but fails in CI (``CI`` set), so the browser
+tests cannot silently stop running there.
 """
 
 from __future__ import annotations
