@@ -172,6 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"eventtally: error: recovery failed: {exc}", file=sys.stderr)
         return 1
     print(f"eventtally serving on {server.url} (data: {Path(cfg.data_dir).resolve()})", flush=True)
+    print(f"Dashboard: {base}/ui/ (sign in with a key that has Read)", flush=True)
     if args.demo:
         demo = ensure_demo(app.manager)
         app.runtime.sync()

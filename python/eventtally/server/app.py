@@ -10,7 +10,11 @@ Guarantees:
   format (400, the message names the problem and its byte offset).  A batch is applied whole or
   not at all; success is ``200`` with an empty body.
 - Every error is ``{"message": "..."}`` with ``Content-Type: application/json``; wrong methods
-  get 405 with ``Allow``; nothing ever redirects; every response has a ``Content-Length``.
+  get 405 with ``Allow``; nothing redirects but ``GET /`` and ``GET /ui`` (to the dashboard,
+  ``ui.py``); every response has a ``Content-Length``.
+- ``GET /ui/`` serves the dashboard (no key; ``ui.py``).  ``GET /api/v1/ingest-health`` and
+  ``GET /api/v1/server-info`` need Read (``health.py``); every ingest request refused after its
+  ingest was found in the key's organization is recorded there, with its first bytes only.
 - Reads need Read; ``ping`` needs any valid key; ``ping-w`` needs Write and an ingest of the
   key's organization with the given schema.  A key never sees another organization's data.
 - The admin API is off (404) unless an admin token is configured; it needs
@@ -42,6 +46,7 @@ from urllib.parse import parse_qs
 
 import eventtally
 
+from . import health, ui
 from .config import ServerConfig
 from .manage import Manager
 from .metadata import ApiKeyRecord, Conflict, MetadataError, NotFound
@@ -137,6 +142,7 @@ _API_ROUTES: dict[str, str] = {
     "metrics/groupings": "POST",
     "organization/ping": "GET",
     "organization/ping-w": "GET",
+    **health.ROUTES,
 }
 
 
@@ -165,6 +171,7 @@ class EventtallyApp:
         self._in_flight_lock = threading.Lock()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
+        self.health = health.IngestHealth(clock=runtime.clock)
         r = runtime.registry
         self.m_requests = r.counter(
             "eventtally_http_requests_total",
@@ -270,6 +277,8 @@ class EventtallyApp:
             if not self.config.metrics:
                 raise HTTPError(404, "Not found")
             return 200, [("Content-Type", METRICS_CONTENT_TYPE)], self.runtime.registry.render()
+        if ui.handles(method, path):  # static: served while recovering too
+            return ui.respond(path)
         if not self.runtime.ready:
             raise NotReadyError(self.runtime.status)
         if path.startswith("/api/v1/"):
@@ -281,7 +290,11 @@ class EventtallyApp:
             ingest_id = ingest_id[:-1]
         if not ingest_id or "/" in ingest_id:
             raise HTTPError(404, "Not found")
-        return self.ingest(environ, method, ingest_id)
+        try:
+            return self.ingest(environ, method, ingest_id)
+        except HTTPError as exc:
+            self.health.refused_from_environ(environ, exc.status, exc.message)
+            raise
 
     # ------------------------------------------------------------------ helpers
 
@@ -408,6 +421,7 @@ class EventtallyApp:
         # Another organization's ingest is answered exactly like a missing one.
         if ingest is None or ingest.org_id != key.org_id or not ingest.enabled:
             raise HTTPError(404, "Ingest not found")
+        environ[health.ENV_INGEST] = (key.org_id, ingest_id)  # refusals from here on count
         org = self.store.snapshot.orgs[key.org_id]
         wait = self.limiter.acquire(org.id, org.rate_limit)
         if wait > 0:
@@ -419,9 +433,10 @@ class EventtallyApp:
         declared = self._content_length(environ)
         if declared is not None and declared > self.config.max_body_bytes:
             raise self._too_large()  # the body is never read (DECISIONS.md #4)
-        body = self.decode_body(environ, self.read_body(environ))
+        environ[health.ENV_BODY] = raw = self.read_body(environ)
+        environ[health.ENV_BODY] = body = self.decode_body(environ, raw)
         try:
-            self.runtime.ingest(org.id, ingest_id, body)
+            stats = self.runtime.ingest(org.id, ingest_id, body)
         except eventtally.EventtallyError as exc:
             raise _engine_error(exc) from exc
         except StateLimitError as exc:
@@ -433,6 +448,8 @@ class EventtallyApp:
                 "Could not persist the batch; retry later",
                 [("Retry-After", str(RETRY_PERSIST))],
             ) from exc
+        self.health.record_batch(org.id, ingest_id, stats.events, stats.accepted, stats.dropped,
+                                 stats.timestamp_fallback)  # fmt: skip
         return _empty(200)
 
     # ------------------------------------------------------------------ Metrics API
@@ -450,6 +467,8 @@ class EventtallyApp:
             return self.ping_w(environ, key)
         if not key.can_read:
             raise HTTPError(403, "This API key does not have the Read permission")
+        if route in health.ROUTES:
+            return self.health_route(environ, route, key)
         try:
             engine = self.runtime.engine(key.org_id)
         except KeyError as exc:  # pragma: no cover - the key's org always exists
@@ -477,6 +496,19 @@ class EventtallyApp:
             return _json_response(200, engine.results(query))
         except (eventtally.EventtallyError, TypeError) as exc:
             raise _engine_error(exc) from exc
+
+    def health_route(self, environ: dict[str, Any], route: str, key: ApiKeyRecord) -> Response:
+        """``ingest-health`` and ``server-info`` (``health.py``), for the key's organization."""
+        if route == "server-info":
+            return _json_response(200, health.server_info(self.health, self.runtime, key.org_id))
+        ingests = self.store.snapshot.org_ingests(key.org_id)
+        try:
+            doc = health.ingest_health(
+                self.health, ingests, key.org_id, environ.get("QUERY_STRING", "")
+            )
+        except health.QueryError as exc:
+            raise HTTPError(400, str(exc)) from exc
+        return _json_response(200, doc)
 
     def ping_w(self, environ: dict[str, Any], key: ApiKeyRecord) -> Response:
         """Segment's credential test: Write, and the ingest exists with that schema."""
