@@ -288,9 +288,10 @@ def test_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
 
 
 def test_trailing_slash_is_served_not_redirected(client: Client) -> None:
-    """``POST /abc123/`` is handled directly: the server never answers 3xx."""
+    """``POST /abc123/`` is handled directly: only ``GET /`` (to the dashboard) redirects."""
     assert client.ingest(TRACK, ingest=f"{INGEST}/").status == 200
-    assert client.request("GET", "/").status == 404
+    assert client.request("POST", "/", b"[]").status == 404
+    assert client.request("GET", "/").status == 302
     assert client.request("POST", "/a/b", b"[]").status == 404
 
 
