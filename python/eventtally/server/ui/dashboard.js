@@ -231,6 +231,7 @@
     return Promise.all([api("server-info"), api("filter-definitions")]).then(function (docs) {
       try { sessionStorage.setItem(STORAGE_KEY, key); } catch (e) { /* storage disabled */ }
       $("apiKey").value = "";
+      $("status").textContent = "";
       $("signin-panel").hidden = true;
       $("dashboard").hidden = false;
       $("signout").hidden = false;
