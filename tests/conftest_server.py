@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eventtally.server import EventtallyHTTPServer, ServerConfig, load_config, start_server
 
 HERE = Path(__file__).resolve().parent
@@ -372,3 +374,18 @@ def expected_by_type(
         else:
             out[key] = out.get(key, 0.0) + 1.0
     return out
+
+
+# The in-process server and a keep-alive client on it: the fixtures the test_server_* suites
+# share, registered for every suite by `tests/conftest.py`.
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EventtallyHTTPServer]:
+    with running_server(tmp_path) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: EventtallyHTTPServer) -> Iterator[Client]:
+    c = Client(server)
+    yield c
+    c.close()

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from conftest_server import (
     BETA_INGEST,
@@ -22,21 +19,7 @@ from conftest_server import (
     fixture_bytes,
     running_server,
 )
-from eventtally.server import EventtallyHTTPServer
 from eventtally.server import health as health_mod
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EventtallyHTTPServer]:
-    with running_server(tmp_path) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: EventtallyHTTPServer) -> Iterator[Client]:
-    c = Client(server)
-    yield c
-    c.close()
 
 
 def _health(client: Client, key: str = READ_KEY, query: str = "") -> dict[str, Any]:

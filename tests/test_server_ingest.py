@@ -33,19 +33,6 @@ TRACK = fixture_bytes("request-body-single-track.json")
 BATCH = fixture_bytes("request-body-batch.json")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EventtallyHTTPServer]:
-    with running_server(tmp_path) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: EventtallyHTTPServer) -> Iterator[Client]:
-    c = Client(server)
-    yield c
-    c.close()
-
-
 def _count(client: Client) -> float:
     rows = client.results(query("all-events")).json()
     return sum(r["value"] for r in rows)

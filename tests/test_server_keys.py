@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,19 +27,6 @@ from eventtally.server import EventtallyHTTPServer, Manager, MetadataStore
 from eventtally.server.metadata import MetadataError
 
 BODY = b'[{"type":"track","event":"A","receivedAt":"2024-05-14T10:00:00Z"}]'
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EventtallyHTTPServer]:
-    with running_server(tmp_path) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: EventtallyHTTPServer) -> Iterator[Client]:
-    c = Client(server)
-    yield c
-    c.close()
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from conftest_server import (
     BETA_INGEST,
@@ -24,24 +20,10 @@ from conftest_server import (
     fixture_bytes,
     query,
     raw_exchange,
-    running_server,
     segment_headers,
     simple_points,
 )
 from eventtally.server import EventtallyHTTPServer
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[EventtallyHTTPServer]:
-    with running_server(tmp_path) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: EventtallyHTTPServer) -> Iterator[Client]:
-    c = Client(server)
-    yield c
-    c.close()
 
 
 def batch_of_300() -> list[dict[str, Any]]:
