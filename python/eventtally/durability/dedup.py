@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventtally._safejson import ENGINE_MAX_DEPTH, TooDeepError, check_depth
+
 __all__ = ["DedupPlan", "DedupStats", "MessageIdDeduplicator", "message_id_hash"]
 
 _DEC = json.JSONDecoder()
@@ -211,6 +213,10 @@ class _Parsed:
 
 
 def _parse_body(body: bytes, schema: str, array_path: str | None) -> _Parsed:
+    try:
+        check_depth(body, ENGINE_MAX_DEPTH)  # the parsers below recurse per level
+    except TooDeepError:
+        raise _Unparsable("nested too deep") from None  # the engine refuses it with a 400
     if schema == "NEWLINE_DELIMITED":
         return _parse_ndjson(body)
     try:
