@@ -15,12 +15,16 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest_server import (
+    TYPES_FILTER,
     Client,
     expected_by_type,
     fixture_bytes,
@@ -60,11 +64,46 @@ def test_safejson_limit_is_exact_and_strings_do_not_count() -> None:
     tricky = json.dumps({"s": "[[[[{{{{" * 100, "e": '\\"[[[', "n": [[["x"]]]})
     assert safejson.loads(tricky) == json.loads(tricky)
     assert safejson.depth(tricky.encode()) == 4
-    assert safejson.depth(b'"unterminated [[[') == 3  # no string match: brackets count
+    assert safejson.depth(b'"unterminated [[[') == 0  # all inside the (bad) string
+    assert safejson.depth(b'["a\\\\", ["b\\"]"]]') == 2  # escaped backslash, escaped quote
+    assert safejson.depth(b"[[],[[],[[]") == 1  # unbalanced: a lower bound; the parser refuses it
+    with pytest.raises(safejson.TooDeepError):  # unclosed openers past the limit: refused too
+        safejson.loads(b"[[]," * 30 + b"[" * 70)
+    assert safejson.depth(b"[" * 100 + b"[]", limit=64) == 65
+    interleaved = b"[[]," * 70 + b"1" + b"]" * 70  # no run of openers: peeled level by level
+    assert safejson.depth(interleaved) == 71 and json.loads(interleaved)
+    with pytest.raises(safejson.TooDeepError):
+        safejson.loads(interleaved)
     with pytest.raises(safejson.TooDeepError):
         safejson.loads(_deep_object())
     with pytest.raises(ValueError):
         safejson.loads(b'{"a": ')  # malformed stays a JSONDecodeError
+
+
+def _reference_depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_reference_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_reference_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+_TEXT = st.text(alphabet='[]{}"\\,:ab \n\u00e9', max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_TEXT, children, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.booleans())
+def test_depth_scan_matches_a_recursive_walk(value: Any, ascii_only: bool) -> None:
+    """The C-level scan equals the recursive depth, whatever brackets, quotes and backslashes the
+    strings (and keys) hold, in either escaping style."""
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert safejson.depth(raw) == _reference_depth(value)
+    assert safejson.loads(raw, max_depth=64) == value
 
 
 @pytest.mark.parametrize("body", [_deep_array(), _deep_object()], ids=["array", "object"])
@@ -124,6 +163,15 @@ def test_deep_ingest_body_is_the_engines_400_with_dedup_on(tmp_path: Path) -> No
         assert c.ingest(BATCH).status == 200
         assert c.ingest(BATCH).status == 200  # the resend is deduplicated
         assert simple_points(c.results(query()).json()) == expected_by_type(json.loads(BATCH))
+        # Deeper than the scan's 64 levels but within the engine's 512: counted, not deduplicated.
+        deep = b'[{"messageId": "deep-1", "v": ' + _deep_array(100) + b"}]"
+        dedup = srv.app.runtime.storage.dedup
+        before = dedup.stats().unparsed
+        assert c.ingest(deep).status == 200
+        assert c.ingest(deep).status == 200
+        assert dedup.stats().unparsed == before + 2
+        total = sum(r["value"] for r in c.results(query("all-events")).json())
+        assert total == len(json.loads(BATCH)) + 2
         c.close()
 
 
@@ -257,6 +305,41 @@ def test_readyz_is_503_once_the_wal_is_closed(server: EventtallyHTTPServer, clie
     ready = client.request("GET", "/readyz")
     assert ready.status == 503
     assert "is closed" in ready.message
+
+
+def test_readyz_is_503_while_definitions_wait_for_a_snapshot(tmp_path: Path) -> None:
+    """A snapshot that fails after a definition change (its directory replaced by a file, a
+    real ENOTDIR) refuses the organization's ingest; /readyz names it until a retry lands."""
+    with running_server(tmp_path, {"admin_token": ADMIN, "save_interval": 0.2}) as srv:
+        c = Client(srv)
+        snapshots = tmp_path / "data" / "snapshots"
+        moved = tmp_path / "data" / "snapshots.away"
+        snapshots.rename(moved)
+        snapshots.write_bytes(b"not a directory")
+        try:
+            headers = {"authorization": f"Bearer {ADMIN}"}
+            reply = c.request(
+                "POST",
+                "/admin/v1/organizations/acme/filters",
+                {**TYPES_FILTER, "id": "by-type-2"},
+                headers,
+                key=False,
+            )
+            assert reply.status == 201, reply.body
+            assert c.ingest(BATCH).status == 503
+            ready = c.request("GET", "/readyz")
+            assert ready.status == 503
+            assert "organization(s) acme are not persisted" in ready.message
+        finally:
+            snapshots.unlink()
+            moved.rename(snapshots)
+        for _ in range(200):  # the maintenance thread retries every save_interval
+            if c.request("GET", "/readyz").status == 200:
+                break
+            time.sleep(0.05)
+        assert c.request("GET", "/readyz").json() == {"status": "ready"}
+        assert c.ingest(BATCH).status == 200
+        c.close()
 
 
 # ---------------------------------------------------------------- /metrics read key
