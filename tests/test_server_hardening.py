@@ -66,11 +66,11 @@ def test_safejson_limit_is_exact_and_strings_do_not_count() -> None:
     assert safejson.depth(tricky.encode()) == 4
     assert safejson.depth(b'"unterminated [[[') == 0  # all inside the (bad) string
     assert safejson.depth(b'["a\\\\", ["b\\"]"]]') == 2  # escaped backslash, escaped quote
-    assert safejson.depth(b"[[],[[],[[]") == 1  # unbalanced: a lower bound; the parser refuses it
+    assert safejson.depth(b"[[],[[],[[]") == 4  # unbalanced: as deep as a parser could get
     with pytest.raises(safejson.TooDeepError):  # unclosed openers past the limit: refused too
         safejson.loads(b"[[]," * 30 + b"[" * 70)
-    assert safejson.depth(b"[" * 100 + b"[]", limit=64) == 65
-    interleaved = b"[[]," * 70 + b"1" + b"]" * 70  # no run of openers: peeled level by level
+    assert safejson.depth(b"[" * 100 + b"[]") == 101
+    interleaved = b"[[]," * 70 + b"1" + b"]" * 70  # no run of openers
     assert safejson.depth(interleaved) == 71 and json.loads(interleaved)
     with pytest.raises(safejson.TooDeepError):
         safejson.loads(interleaved)
