@@ -250,11 +250,12 @@ def test_other_organizations_ingest_is_404_like_unknown(client: Client) -> None:
 
 
 def test_wrong_method_is_405_with_allow(client: Client) -> None:
-    """GET, PUT and DELETE on an ingest URL are 405 with ``Allow: POST``."""
-    for method in ("GET", "PUT", "DELETE", "PATCH"):
+    """GET, DELETE and OPTIONS on an ingest URL are 405 with ``Allow: POST, PUT, PATCH``."""
+    for method in ("GET", "DELETE", "OPTIONS"):
         reply = client.request(method, f"/{INGEST}")
         _assert_json_error(reply, 405)
-        assert reply.header("Allow") == "POST"
+        assert reply.message == "Method not allowed; ingest with POST, PUT or PATCH"
+        assert reply.header("Allow") == "POST, PUT, PATCH"
 
 
 def test_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ What this package guarantees (each module states its own guarantees in detail):
   snapshots atomically, tagged with the WAL position they cover, and falls back to older ones.
 - :mod:`~eventtally.durability.recovery`: :func:`recover` = newest valid snapshot + the WAL after
   it, applied exactly once, with ``received_at`` preserved.
+- :mod:`~eventtally.durability.files`: everything in the data directory is created ``0600``
+  (files) / ``0700`` (directories), whatever the umask; new directories' parents are fsynced.
 - :mod:`~eventtally.durability.dedup`: opt-in :class:`MessageIdDeduplicator` on ``messageId``
   in a bounded window.
 

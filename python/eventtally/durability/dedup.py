@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventtally._safejson import MAX_DEPTH, TooDeepError, check_depth
+
 __all__ = ["DedupPlan", "DedupStats", "MessageIdDeduplicator", "message_id_hash"]
 
 _DEC = json.JSONDecoder()
@@ -211,6 +213,12 @@ class _Parsed:
 
 
 def _parse_body(body: bytes, schema: str, array_path: str | None) -> _Parsed:
+    try:
+        # The parsers below recurse per level. Deeper bodies go to the engine undeduplicated
+        # (it refuses past 512): no real event nests 64 levels, and the scan stays cheap.
+        check_depth(body, MAX_DEPTH)
+    except TooDeepError:
+        raise _Unparsable("nested too deep") from None
     if schema == "NEWLINE_DELIMITED":
         return _parse_ndjson(body)
     try:

@@ -35,6 +35,8 @@ from urllib.parse import quote, unquote
 
 from eventtally.durability.wal import _fsync_dir
 
+from .files import make_private_dirs, open_private
+
 __all__ = ["SNAPSHOT_VERSION", "SnapshotFile", "SnapshotStore"]
 
 log = logging.getLogger("eventtally.snapshots")
@@ -103,7 +105,7 @@ class SnapshotStore:
             raise ValueError("keep must be at least 1")
         self.directory = Path(directory)
         self.keep = keep
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         self._lock = threading.Lock()
         self._org_locks: dict[str, threading.Lock] = {}
         # Temporary files of writes interrupted by a crash are garbage.
@@ -148,7 +150,7 @@ class SnapshotStore:
         tmp = self.directory / f".{final.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}"
         with self._org_lock(org_id):
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
+                fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC)
                 try:
                     _write_all(fd, [head, org, engine_bytes, _CRC.pack(crc)])
                     os.fsync(fd)

@@ -17,7 +17,9 @@ What this module guarantees:
 - Failures are retryable and sticky. ``append`` raises only :class:`OSError` for I/O trouble (so
   a server answers 503, never 400). A failed write is cut back off the file; a failed fsync
   poisons the log (the kernel may have dropped the dirty pages), and every later append raises
-  :class:`WalFailedError` until the log is reopened and recovered.
+  :class:`WalFailedError` until the log is reopened and recovered. :meth:`WriteAheadLog.refusal`
+  says whether (and why) an append would be refused now; after a failed write it probes the disk
+  with a write of the same size, cut off again, so readiness returns once the disk has room.
 - Crash recovery of the file itself. Opening the log scans the newest segment; a torn last
   record (short header, short payload, CRC mismatch at the tail, zero fill) is cut off at the last
   good record, logged as a WARNING on ``eventtally.wal`` and reported in
@@ -36,6 +38,7 @@ per record.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import mmap
 import os
@@ -51,6 +54,8 @@ from pathlib import Path
 from typing import Literal
 
 from eventtally.exceptions import EventtallyIOError
+
+from .files import make_private_dirs, open_private
 
 __all__ = [
     "FLAG_USER_MAX",
@@ -109,6 +114,9 @@ FSYNC_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 """Upper bounds (seconds) of the fsync latency histogram in :class:`WalStats`; ``+Inf`` is added."""
+
+#: Largest write a readiness probe makes (``refusal``): a batch is at most a few MiB.
+_MAX_PROBE = 16 << 20
 
 _sync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
 
@@ -402,6 +410,9 @@ class WriteAheadLog:
         self._syncing = False
         self._pending_close: list[int] = []
         self._failed: OSError | None = None
+        # The last append's write failed (not sticky: disk full clears); probe size in bytes.
+        self._write_error: OSError | None = None
+        self._probe_bytes = 0
         self._closed = False
         self._records = 0
         self._bytes_written = 0
@@ -411,7 +422,7 @@ class WriteAheadLog:
 
         #: What opening cut off the newest segment, or ``None`` when it ended cleanly.
         self.torn_tail: TornTail | None = None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         self._open(repair)
 
         self._stop = threading.Event()
@@ -522,7 +533,7 @@ class WriteAheadLog:
     def _create_segment(self, first_seq: int) -> int:
         path = self._path(first_seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags, 0o644)
+        fd = open_private(path, flags)
         try:
             _writev_all(fd, [_SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq)])
             if self.fsync != "never":
@@ -583,9 +594,12 @@ class WriteAheadLog:
             frame = _FRAME.pack(RECORD_MAGIC, length, crc) + head
             try:
                 written = _writev_all(self._fd, [frame, payload])
-            except OSError:
+            except OSError as exc:
+                self._write_error = exc
+                self._probe_bytes = len(frame) + len(payload)
                 self._undo_write()
                 raise
+            self._write_error = None
             self._offset += written
             self._bytes_written += written
             self._records += 1
@@ -604,6 +618,40 @@ class WriteAheadLog:
                 f"write-ahead log {self.directory} failed earlier ({self._failed}); "
                 "restart to recover"
             ) from self._failed
+
+    def refusal(self) -> str | None:
+        """Why an append would be refused now, or ``None`` when the log takes appends.
+
+        A closed or failed (sticky) log always refuses.  After a failed write (disk full, I/O
+        error: not sticky) the log probes the disk: it writes as many zero bytes as the failed
+        record past the end of the active segment and cuts them off again.  When that succeeds, an
+        append of that size would too, and the refusal clears (a crash mid-probe leaves a zero
+        fill, which opening cuts as a torn tail).  Cheap when healthy: no I/O at all.
+        """
+        with self._cond:
+            if self._closed:
+                return f"the write-ahead log {self.directory} is closed"
+            if self._failed is not None:
+                return f"the write-ahead log failed ({self._failed}); restart to recover"
+            if self._write_error is None:
+                return None
+            size = min(self._probe_bytes, _MAX_PROBE)
+            try:
+                done = 0
+                while done < size:
+                    n = os.pwrite(self._fd, bytes(min(size - done, 1 << 20)), self._offset + done)
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, "the probe write made no progress")
+                    done += n
+            except OSError as exc:
+                self._write_error = exc
+                return f"the write-ahead log cannot write ({exc})"
+            finally:
+                self._undo_write()
+            if self._failed is not None:
+                return f"the write-ahead log failed ({self._failed}); restart to recover"
+            self._write_error = None
+            return None
 
     def _undo_write(self) -> None:
         """Cut a partly written record so the segment stays well-formed (lock held)."""

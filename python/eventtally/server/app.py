@@ -2,6 +2,8 @@
 admin API under ``/admin/v1``.
 
 Guarantees:
+- ``PUT`` and ``PATCH`` on an ingest URL are the same ingest as ``POST`` (same checks, statuses
+  and bodies): Segment's Webhooks (Actions) destination lets the user pick any of the three.
 - Ingest checks run in the order of DECISIONS.md #4, all before the body is read:
   401 (no ``x-api-token``: exactly ``No Authorization Header``; unknown or disabled key),
   403 (no Write), 404 (no such ingest *in the key's organization*: another organization's
@@ -9,6 +11,8 @@ Guarantees:
   the limit).  Then the body: size while reading (chunked too), gunzip (bounded), JSON and
   format (400, the message names the problem and its byte offset).  A batch is applied whole or
   not at all; success is ``200`` with an empty body.
+- Every JSON request body (queries, admin documents) is parsed by ``safejson``: nested deeper
+  than ``safejson.MAX_DEPTH`` it is a 400 naming the limit, never a ``RecursionError``/500.
 - Every error is ``{"message": "..."}`` with ``Content-Type: application/json``; wrong methods
   get 405 with ``Allow``; nothing redirects but ``GET /`` and ``GET /ui`` (to the dashboard,
   ``ui.py``); every response has a ``Content-Length``.
@@ -21,7 +25,11 @@ Guarantees:
   ``Authorization: Bearer <token>``.
 - ``GET /healthz`` answers 200 while the process runs; ``GET /readyz`` answers 503 until
   recovery has finished (every other route, except ``/metrics``, answers 503 with
-  ``Retry-After`` meanwhile).  ``GET /metrics`` is the Prometheus text format.
+  ``Retry-After`` meanwhile), and again, with the reason, whenever ingest would answer 503
+  because of the server (write-ahead log closed, failed or unable to write; definitions not
+  persisted), back to 200 as soon as writes work again.  ``GET /metrics`` is the Prometheus text
+  format; with ``metrics_token`` configured it needs that token (``Authorization: Bearer`` or
+  ``x-api-token``), else 401.
 - At most ``max_concurrent_requests`` requests are processed at once; more are answered at once
   with 503, ``Retry-After: 1`` and a JSON message, before their body is read.  Probes and
   ``/metrics`` are not counted.
@@ -46,6 +54,7 @@ from urllib.parse import parse_qs
 
 import eventtally
 
+from .. import _safejson as safejson
 from . import health, ui
 from .config import ServerConfig
 from .manage import Manager
@@ -115,6 +124,10 @@ RETRY_STATE_LIMIT = 60
 
 _PROBES = ("/healthz", "/readyz", "/metrics")
 
+#: Methods an ingest URL takes.  Segment's Webhooks (Actions) destination sends POST, PUT or
+#: PATCH (the user's choice), so all three are the same ingest, with the same checks.
+INGEST_METHODS = ("POST", "PUT", "PATCH")
+
 
 def _route_label(path: str) -> str:
     """A low-cardinality route name for metrics (ingest ids are not labels)."""
@@ -165,6 +178,7 @@ class EventtallyApp:
             self.store, max_filters_per_org=config.max_filters_per_org
         )
         self.admin_token = config.resolved_admin_token()
+        self.metrics_token = config.resolved_metrics_token()
         limit = config.max_concurrent_requests
         self._slots = threading.BoundedSemaphore(limit) if limit else None
         self._in_flight = 0
@@ -267,15 +281,10 @@ class EventtallyApp:
             if probe == "/healthz":
                 return _json_response(200, {"status": "ok"})
             if probe == "/readyz":
-                if self.runtime.ready:
-                    return _json_response(200, {"status": "ready"})
-                return _json_response(
-                    503,
-                    {"status": self.runtime.status, "message": "Not ready: " + self.runtime.status},
-                    [("Retry-After", str(RETRY_BUSY))],
-                )
+                return self.readyz()
             if not self.config.metrics:
                 raise HTTPError(404, "Not found")
+            self.check_metrics_token(environ)
             return 200, [("Content-Type", METRICS_CONTENT_TYPE)], self.runtime.registry.render()
         if ui.handles(method, path):  # static: served while recovering too
             return ui.respond(path)
@@ -295,6 +304,42 @@ class EventtallyApp:
         except HTTPError as exc:
             self.health.refused_from_environ(environ, exc.status, exc.message)
             raise
+
+    # ------------------------------------------------------------------ probes
+
+    def readyz(self) -> Response:
+        """200 when a batch would be accepted now; 503 with the reason while it would be 503."""
+        if not self.runtime.ready:
+            return _json_response(
+                503,
+                {"status": self.runtime.status, "message": "Not ready: " + self.runtime.status},
+                [("Retry-After", str(RETRY_BUSY))],
+            )
+        reason = self.runtime.write_refusal()
+        if reason is None:
+            return _json_response(200, {"status": "ready"})
+        return _json_response(
+            503,
+            {"status": "not accepting writes", "message": "Not ready: " + reason},
+            [("Retry-After", str(RETRY_PERSIST))],
+        )
+
+    def check_metrics_token(self, environ: dict[str, Any]) -> None:
+        """With ``metrics_token`` set, ``/metrics`` needs it (Bearer or ``x-api-token``): 401."""
+        expected = self.metrics_token
+        if expected is None:
+            return
+        scheme, _, bearer = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
+        given = bearer.strip() if scheme.lower() == "bearer" else None
+        if given is None:
+            given = environ.get("HTTP_X_API_TOKEN")
+        challenge = [("WWW-Authenticate", 'Bearer realm="metrics"')]
+        if given is None:
+            raise HTTPError(
+                401, "Missing metrics token (Authorization: Bearer or x-api-token)", challenge
+            )
+        if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            raise HTTPError(401, "Invalid metrics token", challenge)
 
     # ------------------------------------------------------------------ helpers
 
@@ -400,17 +445,24 @@ class EventtallyApp:
         return b"".join(out)
 
     def read_json(self, environ: dict[str, Any]) -> Any:
+        """The body parsed as JSON; 400 when malformed or nested deeper than the limit."""
         body = self.decode_body(environ, self.read_body(environ))
         try:
-            return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return safejson.loads(body)
+        except safejson.TooDeepError as exc:
+            raise HTTPError(400, f"Request body rejected: {exc}") from exc
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise HTTPError(400, f"Malformed JSON request body: {exc}") from exc
 
     # ------------------------------------------------------------------ ingest
 
     def ingest(self, environ: dict[str, Any], method: str, ingest_id: str) -> Response:
-        if method != "POST":
-            raise HTTPError(405, "Method not allowed; ingest with POST", [("Allow", "POST")])
+        if method not in INGEST_METHODS:
+            raise HTTPError(
+                405,
+                "Method not allowed; ingest with POST, PUT or PATCH",
+                [("Allow", ", ".join(INGEST_METHODS))],
+            )
         key = self.authenticate(environ)
         if not key.can_write:
             raise HTTPError(403, "This API key does not have the Write permission")

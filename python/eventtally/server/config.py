@@ -33,6 +33,7 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_DATA_DIR = "eventtally-data"
 ADMIN_TOKEN_ENV = "EVENTTALLY_ADMIN_TOKEN"
+METRICS_TOKEN_ENV = "EVENTTALLY_METRICS_TOKEN"
 
 
 class ConfigFileError(ValueError):
@@ -134,8 +135,12 @@ class ServerConfig:
     #: Aggregate state per organization (``Engine.state_bytes()``) past which ingest is refused
     #: with 429 and ``Retry-After`` (``0`` = no limit).
     max_state_bytes_per_org: int = 1 << 30
-    #: Serve the Prometheus text format at ``GET /metrics`` (no key needed).
+    #: Serve the Prometheus text format at ``GET /metrics`` (no key needed unless
+    #: ``metrics_token`` is set).
     metrics: bool = True
+    #: Read key for ``GET /metrics`` (``Authorization: Bearer <token>`` or ``x-api-token``);
+    #: ``None`` (the default) leaves it open.  Also ``EVENTTALLY_METRICS_TOKEN``.
+    metrics_token: str | None = None
     #: The ``[durability]`` table.
     durability: DurabilityConfig = field(default_factory=DurabilityConfig)
 
@@ -166,9 +171,17 @@ class ServerConfig:
                 raise ConfigFileError(f"server.{name}: must not be negative")
         if self.rate_burst is not None and self.rate_burst < 1:
             raise ConfigFileError("server.rate_burst: must be at least 1")
+        if self.metrics_token is not None and not self.metrics_token.strip():
+            raise ConfigFileError(
+                "server.metrics_token: must not be empty (omit it to leave /metrics open)"
+            )
         if self.max_decompressed_bytes < self.max_body_bytes:
             raise ConfigFileError("server.max_decompressed_bytes: smaller than max_body_bytes")
         return self
+
+    def resolved_metrics_token(self) -> str | None:
+        """The ``/metrics`` token: the config's, else ``EVENTTALLY_METRICS_TOKEN``, or ``None``."""
+        return self.metrics_token or os.environ.get(METRICS_TOKEN_ENV) or None
 
     def resolved_admin_token(self) -> str | None:
         """The admin token from the config, else from ``EVENTTALLY_ADMIN_TOKEN``, else ``None``."""
@@ -204,6 +217,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_concurrent_requests": (int,),
     "max_state_bytes_per_org": (int,),
     "metrics": (bool,),
+    "metrics_token": (str,),
 }
 assert set(_FIELD_TYPES) | {"durability"} == {f.name for f in fields(ServerConfig)}
 

@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from eventtally.durability.files import make_private_dirs, open_private
+
 __all__ = [
     "PERMISSIONS",
     "ApiKeyRecord",
@@ -320,7 +322,7 @@ def _load_pepper(data_dir: Path) -> bytes:
     except FileNotFoundError:
         pass
     tmp = data_dir / f".{PEPPER_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
@@ -389,11 +391,15 @@ class MetadataStore:
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.data_dir)
         self._pepper = _load_pepper(self.data_dir)
+        db = self.data_dir / DB_NAME
+        if not db.exists():
+            # SQLite gives its -wal and -shm files the database file's mode: create it 0600.
+            os.close(open_private(db, os.O_RDWR | os.O_CREAT))
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
-            self.data_dir / DB_NAME, timeout=10.0, isolation_level=None, check_same_thread=False
+            db, timeout=10.0, isolation_level=None, check_same_thread=False
         )
         self._conn.row_factory = sqlite3.Row
         with self._lock:

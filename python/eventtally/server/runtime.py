@@ -20,6 +20,7 @@ Guarantees:
   (falling back to older ones), replays the log after it, cuts a torn tail (logged), and only
   then sets :attr:`Runtime.ready`.  :meth:`Runtime.close` fsyncs the log, snapshots every changed
   organization, deletes covered log segments (outside the retention) and releases the directory.
+- :meth:`Runtime.write_refusal` says why ingest would answer 503 right now (``/readyz``).
 - Backfill applies a filter to batches it never saw: log records numbered at most the sequence
   number the filter was added at (and in a time range), or archive files, through a temporary
   engine merged into the organization's engine, so other filters are untouched and nothing is
@@ -544,6 +545,31 @@ class Runtime:
 
     def org_ids(self) -> list[str]:
         return sorted(self._orgs)
+
+    def write_refusal(self) -> str | None:
+        """Why ingest would be refused with 503 now (``/readyz``), or ``None`` when it works.
+
+        Covers everything that makes a well-formed batch a 503 for reasons of the server, not
+        of load: recovery not finished, shutting down, the write-ahead log closed, failed or
+        unable to write (probed, see ``WriteAheadLog.refusal``), and organizations whose
+        definitions wait for a snapshot that failed (retried every snapshot interval).
+        """
+        if not self.ready:
+            return self.status
+        if self.closed:
+            return "shutting down"
+        wal = self.storage.wal
+        if wal is not None:
+            reason = wal.refusal()
+            if reason is not None:
+                return reason
+        pending = sorted(o for o, st in self._orgs.items() if st.needs_snapshot)
+        if pending:
+            return (
+                "the definitions of organization(s) " + ", ".join(pending) + " are not persisted "
+                "yet (a snapshot failed; retried every snapshot interval)"
+            )
+        return None
 
     # ------------------------------------------------------------------ startup
 

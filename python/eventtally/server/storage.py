@@ -37,6 +37,7 @@ from typing import Any
 
 import eventtally
 from eventtally.durability import MessageIdDeduplicator, SnapshotStore, WriteAheadLog
+from eventtally.durability.files import make_private_dirs, open_private
 
 from .config import DurabilityConfig
 
@@ -88,8 +89,8 @@ class DataDirLock:
     def try_acquire(self) -> bool:
         if self._fd >= 0:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        make_private_dirs(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -182,7 +183,7 @@ class Storage:
         """
         self.lock.acquire(self.cfg.lock_timeout_s, stop)
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.state_dir)
             self.snapshots = SnapshotStore(
                 self.data_dir / "snapshots", keep=self.cfg.snapshots_keep
             )
