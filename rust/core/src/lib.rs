@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod file;
 pub mod jpath;
+pub mod parallel;
 pub mod path;
 pub mod query;
 pub mod sketch;
