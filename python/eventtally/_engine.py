@@ -255,6 +255,25 @@ class Engine:
         )
         return IngestStats._from_core(raw)
 
+    def ingest_file_bytes(
+        self,
+        data: bytes | bytearray | memoryview,
+        name: str,
+        *,
+        ingest_id: str | None = None,
+        received_at: float | None = None,
+    ) -> IngestStats:
+        """Ingests the raw bytes of one whole file, e.g. fetched from object storage, exactly as
+        ``ingest_file`` reads a file on disk: ``name`` decides the kind (``.json``,
+        ``.ndjson``/``.jsonl``, optionally ``.gz``, decompressed in Rust) and is the file that
+        error messages name. Atomic."""
+        if isinstance(data, str):
+            raise TypeError("ingest_file_bytes() takes the file's bytes, not str")
+        raw = self._inner.ingest_file_bytes(
+            data, name, ingest_id, _now_ms(self._clock, received_at)
+        )
+        return IngestStats._from_core(raw)
+
     def ingest_files(
         self,
         paths: Iterable[str | os.PathLike[str]],

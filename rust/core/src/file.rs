@@ -78,15 +78,55 @@ pub fn prepare_file_into(
     delta: &mut Delta,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
-    let (kind, gz) = FileKind::from_path(path)?;
+    FileKind::from_path(path)?;
     let file = File::open(path).map_err(|e| io_err(path, &e))?;
     let total = file.metadata().map_or(0, |m| m.len());
+    prepare_source_into(plan, path, file, total, ingest, now_ms, delta, progress)
+}
+
+/// Reads the bytes of a whole file already in memory (fetched from object storage, say) as
+/// [`prepare_file`] reads a file: `name` decides the kind (`.ndjson`, `.json`, `.gz`, ...) and
+/// is the path errors name.
+pub fn prepare_file_bytes(
+    plan: &Plan,
+    name: &str,
+    data: &[u8],
+    ingest: usize,
+    now_ms: i64,
+) -> Result<Delta> {
+    let mut delta = plan.empty_delta();
+    prepare_source_into(
+        plan,
+        name,
+        data,
+        data.len() as u64,
+        ingest,
+        now_ms,
+        &mut delta,
+        &mut |_, _| {},
+    )?;
+    Ok(delta)
+}
+
+/// Reads `source`, the raw (maybe compressed) bytes of the file `path`, `total` bytes long.
+#[allow(clippy::too_many_arguments)]
+fn prepare_source_into(
+    plan: &Plan,
+    path: &str,
+    source: impl Read,
+    total: u64,
+    ingest: usize,
+    now_ms: i64,
+    delta: &mut Delta,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let (kind, gz) = FileKind::from_path(path)?;
     let counter = CountingReader {
-        inner: file,
+        inner: source,
         count: std::rc::Rc::new(std::cell::Cell::new(0)),
     };
     let read_so_far = counter.count.clone();
-    let reader: Box<dyn Read> = if gz {
+    let reader: Box<dyn Read + '_> = if gz {
         Box::new(flate2::read::MultiGzDecoder::new(counter))
     } else {
         Box::new(counter)

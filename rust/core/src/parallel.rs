@@ -42,7 +42,8 @@ pub fn default_threads() -> usize {
 }
 
 /// Names the file in errors that carry only an offset.
-fn in_file(e: Error, path: &str) -> Error {
+#[must_use]
+pub fn in_file(e: Error, path: &str) -> Error {
     match e {
         Error::Json { offset, reason } => Error::Json {
             offset,

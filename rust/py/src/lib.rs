@@ -598,6 +598,43 @@ impl Engine {
         stats_to_py(py, &stats)
     }
 
+    /// Ingests the raw bytes of one whole file (`name` gives its kind, as for `ingest_file`,
+    /// and is the path errors name); atomic.
+    #[pyo3(signature = (data, name, ingest_id, now_ms))]
+    fn ingest_file_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        name: String,
+        ingest_id: Option<String>,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let input = Input::extract(data)?;
+        let stats = py
+            .detach(|| -> Result<IngestStats, Error> {
+                let plan = self.current_plan();
+                let idx = plan.ingest_index(ingest_id.as_deref())?;
+                let delta = eventtally_core::file::prepare_file_bytes(
+                    &plan,
+                    &name,
+                    input.as_bytes(),
+                    idx,
+                    now_ms,
+                )
+                .map_err(|e| eventtally_core::parallel::in_file(e, &name))?;
+                let mut store = self.lock_store();
+                if !Arc::ptr_eq(&plan, &self.current_plan()) {
+                    return Err(Error::Limit {
+                        reason: "filters changed while the file was being read; ingest it again"
+                            .into(),
+                    });
+                }
+                store.apply(&plan, delta)
+            })
+            .map_err(to_py_err)?;
+        stats_to_py(py, &stats)
+    }
+
     /// Rows of a plain query as a JSON array text.
     fn results_json(&self, py: Python<'_>, query_json: &str, now_ms: i64) -> PyResult<String> {
         let q = parse_json(query_json, "query")?;
