@@ -58,3 +58,4 @@ bench: ## Benchmarks with timing enabled (pytest-benchmark), then the one-run ra
 	$(PYTHON) -m pytest benches -q --benchmark-enable --benchmark-only --benchmark-columns=min,median,ops
 	$(PYTHON) benches/run_ingest.py
 	$(PYTHON) benches/run_query.py
+	$(PYTHON) benches/run_scale.py
