@@ -45,6 +45,23 @@ class Engine:
         progress: Callable[[int, int], object] | None = None,
     ) -> dict[str, object]:
         """Ingests a .json/.ndjson/.jsonl file, optionally gzipped, in bounded memory."""
+    def ingest_files(
+        self,
+        paths: list[str],
+        ingest_id: str | None,
+        now_ms: int,
+        threads: int | None = None,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> dict[str, object]:
+        """Ingests many files on worker threads without the GIL; all or nothing."""
+    def ingest_file_bytes(
+        self,
+        data: bytes | bytearray | memoryview | str,
+        name: str,
+        ingest_id: str | None,
+        now_ms: int,
+    ) -> dict[str, object]:
+        """Ingests the raw bytes of one whole file; ``name`` gives its kind."""
     def results_json(self, query_json: str, now_ms: int) -> str:
         """Rows of a Metrics API query as JSON text."""
     def results_arrays(

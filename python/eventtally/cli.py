@@ -10,6 +10,8 @@ Guarantees:
 - ``eventtally backfill`` applies a filter to batches it never saw, from the write-ahead log or
   from archive files: on the data directory when no server runs, or through a running server's
   admin API (``--url``).  It prints progress on stderr and never counts a batch twice.
+  ``eventtally backfill --snapshot FILE --org ORG`` merges an engine snapshot aggregated offline
+  into the organization's live state, durably, once (a repeat is refused by content hash).
 - ``--demo`` creates the quick-start organization, ingest and filter and prints a fresh
   Read+Write key with two ``curl`` lines that work as printed.  Without ``--demo`` nothing is
   created implicitly.
@@ -302,12 +304,98 @@ def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
     return 0
 
 
+def _backfill_snapshot_remote(args: argparse.Namespace) -> int:
+    """``--snapshot`` through a running server: ``POST /admin/v1/backfill`` answers once the
+    merge is durable (the server reads the file, so it must see the path)."""
+    from .server import load_config
+
+    token = args.admin_token or os.environ.get("EVENTTALLY_ADMIN_TOKEN")
+    if not token:
+        path = _config_path(args)
+        token = load_config(path).server.admin_token if path is not None else None
+    if not token:
+        raise ValueError("--url needs the server's admin token (--admin-token)")
+    body = {"organization": args.org, "snapshot": str(Path(args.snapshot).resolve())}
+    req = urllib.request.Request(
+        args.url.rstrip("/") + "/admin/v1/backfill",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            result = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("message", str(exc))
+        except ValueError:
+            message = str(exc)
+        raise ValueError(f"server answered {exc.code}: {message}") from None
+    _print_snapshot_backfill(result, args.json)
+    return 0
+
+
+def _print_snapshot_backfill(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"merged snapshot {', '.join(result.get('files') or [])} into "
+        f"{result['organization']} (filters {result['filter']}) in {result.get('seconds', 0)} s"
+    )
+
+
+def _cmd_backfill_snapshot(args: argparse.Namespace) -> int:
+    """``eventtally backfill --snapshot FILE --org ORG``: merge an engine snapshot aggregated
+    offline into the organization's live state (on the data directory, or through --url)."""
+    from dataclasses import replace
+
+    from .server import BackfillError, DataDirBusyError, MetadataStore, Runtime
+
+    if args.filter or args.file or args.start or args.end:
+        raise ValueError("--snapshot carries its own filters; drop --filter/--file/--from/--to")
+    if not args.org:
+        raise ValueError("--snapshot needs --org")
+    if args.url:
+        return _backfill_snapshot_remote(args)
+    data = Path(args.snapshot).read_bytes()
+    cfg, _loaded = _load(args)
+    store = MetadataStore(cfg.data_dir)
+    runtime = Runtime(
+        store,
+        durability=replace(cfg.durability, lock_timeout_s=0.0),
+        snapshot_interval=0.0,
+        max_state_bytes=0,
+    )
+    try:
+        try:
+            runtime.open()
+        except DataDirBusyError as exc:
+            raise ValueError(
+                f"{exc}; merge it through the server: eventtally backfill --snapshot FILE "
+                "--org ORG --url http://HOST:PORT --admin-token TOKEN"
+            ) from None
+        try:
+            result = runtime.backfill_snapshot(args.org, data, source=str(args.snapshot))
+        except BackfillError as exc:
+            raise ValueError(str(exc)) from None
+        _print_snapshot_backfill(result.to_dict(), args.json)
+    finally:
+        runtime.close()
+        store.close()
+    return 0
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .server import BackfillError, DataDirBusyError, MetadataStore, Runtime
     from .server.runtime import parse_time_ms
 
+    if args.snapshot:
+        return _cmd_backfill_snapshot(args)
+    if not args.filter:
+        raise ValueError("backfill needs --filter (or --snapshot FILE)")
     if args.file and (args.start or args.end):
         raise ValueError("--from/--to select logged batches; they do not apply to --file")
     progress = _Progress(args.quiet)
@@ -529,7 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
         "data directory while no server runs; with a running server pass --url and the admin "
         "token. Progress goes to stderr.",
     )
-    bf.add_argument("--filter", required=True, help="filter id")
+    bf.add_argument("--filter", help="filter id (not with --snapshot)")
+    bf.add_argument(
+        "--snapshot",
+        help="merge this engine snapshot (Engine.save, eventtally.dask) into --org's live state",
+    )
     bf.add_argument("--org", help="organization (default: the only one with that filter)")
     bf.add_argument(
         "--from", dest="start", help="ingest time from (ISO 8601 or Unix seconds; inclusive)"

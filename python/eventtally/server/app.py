@@ -49,6 +49,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -62,7 +63,14 @@ from .metadata import ApiKeyRecord, Conflict, MetadataError, NotFound
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Family
 from .ratelimit import RateLimiter, retry_after_header
-from .runtime import BackfillError, NotReadyError, Runtime, StateLimitError, parse_time_ms
+from .runtime import (
+    BackfillError,
+    NotReadyError,
+    RepeatedBackfillError,
+    Runtime,
+    StateLimitError,
+    parse_time_ms,
+)
 
 __all__ = ["EventtallyApp", "HTTPError"]
 
@@ -686,6 +694,30 @@ class EventtallyApp:
 
     # ------------------------------------------------------------------ admin backfill
 
+    def _admin_backfill_snapshot(self, body: dict[str, Any]) -> Response:
+        """``POST /admin/v1/backfill`` with ``{"organization", "snapshot": server-side path}``:
+        merges the engine snapshot into the organization's live state and answers 200 once the
+        merge is durable; 400 for a bad or mismatched snapshot, 404 for an unknown
+        organization, 409 for a snapshot merged before."""
+        org_id, path = body.get("organization"), body.get("snapshot")
+        if not isinstance(org_id, str) or not isinstance(path, str) or not path:
+            raise HTTPError(400, "snapshot backfill needs organization and snapshot (a path)")
+        extra = sorted(set(body) - {"organization", "snapshot"})
+        if extra:
+            raise HTTPError(400, f"snapshot backfill takes no {', '.join(extra)}")
+        if org_id not in self.runtime.org_ids():
+            raise HTTPError(404, f"organization {org_id!r} not found")
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise HTTPError(400, f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            result = self.runtime.backfill_snapshot(org_id, data, source=path)
+        except BackfillError as exc:
+            status = 409 if isinstance(exc, RepeatedBackfillError) else 400
+            raise HTTPError(status, str(exc)) from exc
+        return _json_response(200, result.to_dict())
+
     def admin_backfill(self, environ: dict[str, Any], method: str, rest: list[str]) -> Response:
         """``POST /admin/v1/backfill`` starts a job (202); ``GET .../backfill[/{id}]`` reports."""
         if rest:
@@ -703,6 +735,8 @@ class EventtallyApp:
         if method != "POST":
             raise HTTPError(405, "Method not allowed", [("Allow", "GET, POST")])
         body = self._admin_body(environ)
+        if "snapshot" in body:
+            return self._admin_backfill_snapshot(body)
         org_id = body.get("organization")
         filter_id = body.get("filter")
         if not isinstance(filter_id, str) or not isinstance(org_id, str | None):

@@ -25,6 +25,10 @@ Guarantees:
   number the filter was added at (and in a time range), or archive files, through a temporary
   engine merged into the organization's engine, so other filters are untouched and nothing is
   counted twice.  Each backfill is recorded in the snapshot; an overlapping one is refused.
+- A snapshot backfill merges an engine snapshot aggregated offline into an organization's live
+  state: validated like any snapshot, refused unless its filter definitions equal the
+  organization's, refused when the same bytes (SHA-256) were merged before, and durable (a new
+  organization snapshot is written) before the call returns.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ __all__ = [
     "NotReadyError",
     "OrgState",
     "RWGate",
+    "RepeatedBackfillError",
     "Runtime",
     "StateLimitError",
     "parse_time_ms",
@@ -87,6 +92,10 @@ class StateLimitError(Exception):
 
 class BackfillError(ValueError):
     """A backfill that cannot run (unknown filter, no log, overlapping an earlier one...)."""
+
+
+class RepeatedBackfillError(BackfillError):
+    """A snapshot backfill of bytes already merged into the organization."""
 
 
 class RWGate:
@@ -1035,6 +1044,81 @@ class Runtime:
             org_id, filter_id, len(files), result.events,
         )  # fmt: skip
         return result
+
+    # ------------------------------------------------------------- snapshot backfill
+
+    def backfill_snapshot(
+        self, org_id: str, data: bytes, *, source: str = "snapshot"
+    ) -> BackfillResult:
+        """Merge an engine snapshot (``Engine.to_bytes``/``save``, e.g. from
+        ``eventtally.dask.aggregate``) into ``org_id``'s live state.
+
+        The bytes are untrusted: they are decoded and validated like any snapshot. The
+        snapshot's filter definitions must equal the organization's enabled filters (same ids,
+        same definitions; the error names what differs). A snapshot already merged (same
+        SHA-256 of its bytes) is refused. The merge, its record and a new snapshot of the
+        organization are written before this returns, so the result survives a crash."""
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            st = self.org(org_id)
+        except KeyError:
+            raise BackfillError(f"unknown organization {org_id!r}") from None
+        try:
+            incoming = eventtally.Engine.from_bytes(data, clock=self.clock)
+        except eventtally.SnapshotError as exc:
+            raise BackfillError(f"{source}: not a valid engine snapshot: {exc}") from exc
+        theirs = {f["id"]: f for f in incoming.filter_definitions()}
+        t0 = time.perf_counter()
+        result = BackfillResult(org_id, ",".join(sorted(theirs)), "snapshot", files=[source])
+        record = {"filter": None, "kind": "snapshot", "sha256": digest, "source": source}
+        with st.save_lock:
+            with st.gate.exclusive():
+                for b in st.backfills:
+                    if b.get("kind") == "snapshot" and b.get("sha256") == digest:
+                        raise RepeatedBackfillError(
+                            f"{source}: this snapshot (sha256 {digest[:16]}...) was already "
+                            f"merged into {org_id!r}"
+                        )
+                mine = {f["id"]: f for f in st.engine.filter_definitions()}
+                problem = _definition_difference(mine, theirs, org_id)
+                if problem:
+                    raise BackfillError(f"{source}: {problem}")
+                try:
+                    st.engine.merge(incoming)
+                except eventtally.EventtallyError as exc:
+                    raise BackfillError(f"{source}: {exc}") from exc
+                st.backfills.append({**record, "at": time.time()})
+                mark, state = self._capture(st)
+            self._write_snapshot(st, mark, state)
+        result.records = 1
+        result.seconds = time.perf_counter() - t0
+        log.info("merged snapshot %s (sha256 %s) into %s", source, digest[:16], org_id)
+        return result
+
+
+def _definition_difference(
+    mine: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]], org_id: str
+) -> str:
+    """Why a snapshot with filters ``theirs`` cannot merge into an organization with
+    ``mine`` ("" when they are equal): the ids only on one side, and for each shared id the
+    definition fields that differ."""
+    parts = []
+    only_theirs = sorted(set(theirs) - set(mine))
+    only_mine = sorted(set(mine) - set(theirs))
+    if only_theirs:
+        parts.append(f"filters {only_theirs} are in the snapshot but not enabled in {org_id!r}")
+    if only_mine:
+        parts.append(f"filters {only_mine} of {org_id!r} are not in the snapshot")
+    for fid in sorted(set(mine) & set(theirs)):
+        a, b = mine[fid], theirs[fid]
+        fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if fields:
+            parts.append(f"filter {fid!r} differs in {', '.join(fields)}")
+    if parts:
+        return "filter definitions differ: " + "; ".join(parts)
+    return ""
 
 
 def parse_time_ms(value: object, what: str = "time") -> int | None:

@@ -3,7 +3,8 @@
 //!
 //! Guarantees:
 //! - A batch is atomic: [`Plan::prepare`] reads the whole batch into a [`Delta`] without touching
-//!   the state, and fails without side effects on malformed input. [`Store::apply`] cannot fail.
+//!   the state, and fails without side effects on malformed input. [`Store::apply`] fails only
+//!   when a counter would overflow (checked by [`Store::check_apply`] before anything changes).
 //! - Each event is scanned once; only the paths some filter, grouping, aggregation or timestamp
 //!   reads are extracted (one path trie for the root event, one per flattened array).
 //! - Everything dropped is counted by reason in [`IngestStats`].
@@ -153,12 +154,17 @@ pub struct Delta {
 }
 
 impl Delta {
-    /// Folds `other` (prepared by the same plan) into this delta.
-    pub fn absorb(&mut self, other: &Delta) {
+    /// Folds `other` (prepared by the same plan) into this delta; refused, changing nothing,
+    /// when a counter would overflow.
+    pub fn absorb(&mut self, other: &Delta) -> Result<()> {
+        for (s, o) in self.states.iter().zip(&other.states) {
+            s.check_merge(o)?;
+        }
         for (s, o) in self.states.iter_mut().zip(&other.states) {
-            s.merge_from(o);
+            s.merge_from(o)?;
         }
         self.stats.add(&other.stats);
+        Ok(())
     }
 }
 
@@ -776,22 +782,34 @@ impl Store {
         }
     }
 
+    /// Refuses a delta whose merge would overflow a counter of this store.
+    pub fn check_apply(&self, plan: &Plan, delta: &Delta) -> Result<()> {
+        for (f, s) in plan.filters.iter().zip(&delta.states) {
+            if let Some(mine) = self.states.get(&f.def.id) {
+                mine.check_merge(s)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Merges a delta prepared by `plan` (the plan this store is synced to). A state that is
-    /// still empty takes the delta's state as it is, without copying.
-    pub fn apply(&mut self, plan: &Plan, delta: Delta) -> IngestStats {
+    /// still empty takes the delta's state as it is, without copying. Atomic: refused, changing
+    /// nothing, when a counter would overflow.
+    pub fn apply(&mut self, plan: &Plan, delta: Delta) -> Result<IngestStats> {
+        self.check_apply(plan, &delta)?;
         for (f, s) in plan.filters.iter().zip(delta.states) {
             if s.rows() == 0 {
                 continue;
             }
             match self.states.get_mut(&f.def.id) {
-                Some(mine) if mine.rows() > 0 => mine.merge_from(&s),
+                Some(mine) if mine.rows() > 0 => mine.merge_from(&s)?,
                 Some(mine) => *mine = s,
                 None => {
                     self.states.insert(f.def.id.clone(), s);
                 }
             }
         }
-        delta.stats
+        Ok(delta.stats)
     }
 
     #[must_use]
@@ -824,6 +842,6 @@ impl Engine {
     ) -> Result<IngestStats> {
         let idx = self.plan.ingest_index(ingest_id)?;
         let delta = self.plan.prepare(data, idx, now_ms)?;
-        Ok(self.store.apply(&self.plan, delta))
+        self.store.apply(&self.plan, delta)
     }
 }

@@ -64,48 +64,89 @@ pub fn prepare_file(
     now_ms: i64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Delta> {
-    let (kind, gz) = FileKind::from_path(path)?;
+    let mut delta = plan.empty_delta();
+    prepare_file_into(plan, path, ingest, now_ms, &mut delta, progress)?;
+    Ok(delta)
+}
+
+/// Like [`prepare_file`], accumulating into `delta` (which may hold part of the file on error).
+pub fn prepare_file_into(
+    plan: &Plan,
+    path: &str,
+    ingest: usize,
+    now_ms: i64,
+    delta: &mut Delta,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    FileKind::from_path(path)?;
     let file = File::open(path).map_err(|e| io_err(path, &e))?;
     let total = file.metadata().map_or(0, |m| m.len());
+    prepare_source_into(plan, path, file, total, ingest, now_ms, delta, progress)
+}
+
+/// Reads the bytes of a whole file already in memory (fetched from object storage, say) as
+/// [`prepare_file`] reads a file: `name` decides the kind (`.ndjson`, `.json`, `.gz`, ...) and
+/// is the path errors name.
+pub fn prepare_file_bytes(
+    plan: &Plan,
+    name: &str,
+    data: &[u8],
+    ingest: usize,
+    now_ms: i64,
+) -> Result<Delta> {
+    let mut delta = plan.empty_delta();
+    prepare_source_into(
+        plan,
+        name,
+        data,
+        data.len() as u64,
+        ingest,
+        now_ms,
+        &mut delta,
+        &mut |_, _| {},
+    )?;
+    Ok(delta)
+}
+
+/// Reads `source`, the raw (maybe compressed) bytes of the file `path`, `total` bytes long.
+#[allow(clippy::too_many_arguments)]
+fn prepare_source_into(
+    plan: &Plan,
+    path: &str,
+    source: impl Read,
+    total: u64,
+    ingest: usize,
+    now_ms: i64,
+    delta: &mut Delta,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let (kind, gz) = FileKind::from_path(path)?;
     let counter = CountingReader {
-        inner: file,
+        inner: source,
         count: std::rc::Rc::new(std::cell::Cell::new(0)),
     };
     let read_so_far = counter.count.clone();
-    let reader: Box<dyn Read> = if gz {
+    let reader: Box<dyn Read + '_> = if gz {
         Box::new(flate2::read::MultiGzDecoder::new(counter))
     } else {
         Box::new(counter)
     };
     let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let mut delta = plan.empty_delta();
-    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + (1 << 16));
     let mut chunk_offset = 0usize;
     match kind {
-        FileKind::Ndjson => loop {
-            chunk.clear();
-            while chunk.len() < CHUNK_BYTES {
-                let n = reader
-                    .read_until(b'\n', &mut chunk)
-                    .map_err(|e| io_err(path, &e))?;
-                if n == 0 {
-                    break;
-                }
-            }
-            if chunk.is_empty() {
-                break;
-            }
-            plan.prepare_chunk(
-                &chunk,
+        FileKind::Ndjson => {
+            let mut report = |_chunk: u64| progress(read_so_far.get(), total);
+            ndjson_chunks(
+                plan,
+                path,
+                &mut reader,
+                0,
                 ingest,
-                Schema::NewlineDelimited,
-                chunk_offset,
                 now_ms,
-                &mut delta,
+                delta,
+                &mut report,
             )?;
-            chunk_offset += chunk.len();
-            progress(read_so_far.get(), total);
-        },
+        }
         FileKind::Json => {
             let mut splitter = ArraySplitter::default();
             let mut first = true;
@@ -149,7 +190,7 @@ pub fn prepare_file(
                                 Schema::ArrayOfEvents,
                                 chunk_offset,
                                 now_ms,
-                                &mut delta,
+                                delta,
                             )?;
                             chunk_offset += cut;
                             let rest = whole.split_off(cut + 1);
@@ -192,12 +233,132 @@ pub fn prepare_file(
                     (_, Schema::ObjectWithArrayProperty) => Schema::ObjectWithArrayProperty,
                     _ => Schema::SingleObject,
                 };
-                plan.prepare_chunk(&whole, ingest, schema, chunk_offset, now_ms, &mut delta)?;
+                plan.prepare_chunk(&whole, ingest, schema, chunk_offset, now_ms, delta)?;
             }
             progress(read_so_far.get(), total);
         }
     }
-    Ok(delta)
+    Ok(())
+}
+
+/// Parses newline-delimited records from `reader` in chunks of about [`CHUNK_BYTES`] (whole
+/// lines), the first byte at file offset `base`; `report(chunk_bytes)` runs after each chunk.
+#[allow(clippy::too_many_arguments)]
+fn ndjson_chunks(
+    plan: &Plan,
+    path: &str,
+    reader: &mut dyn BufRead,
+    base: usize,
+    ingest: usize,
+    now_ms: i64,
+    delta: &mut Delta,
+    report: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + (1 << 16));
+    let mut chunk_offset = base;
+    loop {
+        chunk.clear();
+        while chunk.len() < CHUNK_BYTES {
+            let n = reader
+                .read_until(b'\n', &mut chunk)
+                .map_err(|e| io_err(path, &e))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        plan.prepare_chunk(
+            &chunk,
+            ingest,
+            Schema::NewlineDelimited,
+            chunk_offset,
+            now_ms,
+            delta,
+        )?;
+        chunk_offset += chunk.len();
+        report(chunk.len() as u64);
+    }
+}
+
+/// Reads bytes `start..end` of an uncompressed NDJSON file (both line starts, from
+/// [`line_boundaries`]) into `delta`; error offsets are offsets into the whole file.
+/// `progress(bytes)` reports the bytes of each chunk once it is parsed.
+pub fn prepare_ndjson_range(
+    plan: &Plan,
+    path: &str,
+    range: (u64, u64),
+    ingest: usize,
+    now_ms: i64,
+    delta: &mut Delta,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let (start, end) = range;
+    let mut file = File::open(path).map_err(|e| io_err(path, &e))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| io_err(path, &e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file.take(end - start));
+    let base = usize::try_from(start).map_err(|_| Error::Limit {
+        reason: format!("{path}: offset {start} does not fit in memory addresses"),
+    })?;
+    ndjson_chunks(
+        plan,
+        path,
+        &mut reader,
+        base,
+        ingest,
+        now_ms,
+        delta,
+        &mut |chunk| progress(chunk),
+    )
+}
+
+/// Splits an uncompressed file of `len` bytes into at most `parts` ranges of at least
+/// `min_part` bytes that start at line starts (a range boundary moves forward to just after the
+/// next newline), so each range holds whole records.
+pub fn line_boundaries(
+    path: &str,
+    len: u64,
+    parts: usize,
+    min_part: u64,
+) -> Result<Vec<(u64, u64)>> {
+    use std::io::{Seek, SeekFrom};
+    let parts = (parts as u64).clamp(1, (len / min_part.max(1)).max(1));
+    let mut file = File::open(path).map_err(|e| io_err(path, &e))?;
+    let mut cuts = vec![0u64];
+    let mut buf = vec![0u8; 64 << 10];
+    for i in 1..parts {
+        let mut pos = (len / parts * i).max(*cuts.last().expect("non-empty"));
+        file.seek(SeekFrom::Start(pos))
+            .map_err(|e| io_err(path, &e))?;
+        // Move forward to the byte after the next newline (or the end of the file).
+        loop {
+            let n = file.read(&mut buf).map_err(|e| io_err(path, &e))?;
+            if n == 0 {
+                pos = len;
+                break;
+            }
+            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                pos += i as u64 + 1;
+                break;
+            }
+            pos += n as u64;
+        }
+        if pos >= len {
+            break;
+        }
+        if pos > *cuts.last().expect("non-empty") {
+            cuts.push(pos);
+        }
+    }
+    cuts.push(len);
+    Ok(cuts
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .filter(|(a, b)| b > a)
+        .collect())
 }
 
 /// At a split comma (`buf[cut]`), JSON needs a value before it (after the opening `[`) and a

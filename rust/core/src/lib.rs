@@ -4,7 +4,8 @@
 //! paths some filter reads; `jpath` compiles conditions; `time` parses timestamps and truncates
 //! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
-//! `query` answers Metrics API requests; `snapshot` persists and merges state.
+//! `query` answers Metrics API requests; `snapshot` persists and merges state; `file` reads
+//! archive files in bounded memory and `parallel` reads many of them on every core.
 
 pub mod batch;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod file;
 pub mod jpath;
+pub mod parallel;
 pub mod path;
 pub mod query;
 pub mod sketch;

@@ -525,24 +525,26 @@ impl Acc {
         }
     }
 
+    // Saturating: every cell's counter fits in u64 (merges are checked), but the sum over a
+    // window of cells merged in process need not.
     fn add(&mut self, c: &AggColumns, row: usize) {
         match self {
-            Acc::Count(n) => *n += c.matched[row],
+            Acc::Count(n) => *n = n.saturating_add(c.matched[row]),
             Acc::Sum(s, n) => {
                 *s += c.sum[row];
-                *n += c.numeric[row];
+                *n = n.saturating_add(c.numeric[row]);
             }
             Acc::Min(m, n) => {
                 *m = m.min(c.min[row]);
-                *n += c.numeric[row];
+                *n = n.saturating_add(c.numeric[row]);
             }
             Acc::Max(m, n) => {
                 *m = m.max(c.max[row]);
-                *n += c.numeric[row];
+                *n = n.saturating_add(c.numeric[row]);
             }
             Acc::Distinct(d, n) => {
                 d.add(&c.distinct[row]);
-                *n += c.matched[row];
+                *n = n.saturating_add(c.matched[row]);
             }
             Acc::Quantile(q) => q.add(&c.quantile[row]),
         }

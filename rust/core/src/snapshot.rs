@@ -11,7 +11,10 @@
 //! ```
 //! Guarantees: a truncated, corrupt (checksum), foreign (magic) or newer (version) snapshot is
 //! refused with `Error::Snapshot` naming the problem, before any state is built; decoding never
-//! trusts a length field beyond the bytes present.
+//! trusts a length field beyond the bytes present; a well-formed snapshot holding a state no
+//! ingestion could produce (`FilterState::validate`: a numeric count above the COUNT, counters
+//! that cannot sum, MIN/MAX without values) is refused too, so forged bytes cannot make a later
+//! merge or query overflow.
 
 use serde_json::{json, Value as Json};
 
@@ -269,6 +272,8 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
             def.id
         )));
     }
+    s.validate()
+        .map_err(|reason| bad(format!("filter {:?}: impossible state: {reason}", def.id)))?;
     Ok(s)
 }
 

@@ -5,10 +5,16 @@
 //! (COUNT, MIN, MAX and the sketches are exactly order-independent), and `merge_from` gives the
 //! same state as replaying the other state's updates (the property snapshots, batch atomicity and
 //! distributed merge rely on).
+//!
+//! Merges use checked arithmetic: a merge whose COUNT or numeric-value count would overflow is
+//! refused with `Error::Limit` before any row changes (a wrapped counter would silently turn a
+//! bucket into an empty one). [`FilterState::validate`] checks the invariants every state built
+//! by ingestion and merges holds, for states that come from outside (snapshots).
 
 use hashbrown::HashMap;
 
 use crate::config::{Calc, CalcSet, FilterDef};
+use crate::error::{Error, Result};
 use crate::sketch::{DistinctSketch, QuantileSketch};
 
 /// Interned grouping-value tuples. A tuple is encoded as a sequence of (u32 LE length, bytes);
@@ -54,6 +60,13 @@ impl GroupTable {
             hash_key(&arena[start..end])
         });
         id
+    }
+
+    /// The id of an interned tuple, without interning it.
+    #[must_use]
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        let hash = hash_key(key);
+        self.index.find(hash, |&id| self.key(id) == key).copied()
     }
 
     #[must_use]
@@ -177,10 +190,34 @@ impl AggColumns {
         }
     }
 
-    fn merge_row(&mut self, row: usize, other: &AggColumns, orow: usize) {
-        self.matched[row] += other.matched[orow];
+    /// Whether `other`'s row `orow` can be added into row `row` (`None`: a row not created yet)
+    /// without a counter overflowing.
+    fn check_merge_row(&self, row: Option<usize>, other: &AggColumns, orow: usize) -> bool {
+        let Some(row) = row else { return true };
+        let fits = |mine: &[u64], theirs: &[u64]| {
+            mine.is_empty() || mine[row].checked_add(theirs[orow]).is_some()
+        };
+        fits(&self.matched, &other.matched) && fits(&self.numeric, &other.numeric)
+    }
+
+    /// Adds `other`'s row `orow` into row `row`. Counters are added with checked arithmetic; an
+    /// overflow leaves the row unchanged and returns `false` ([`FilterState::merge_from`] checks
+    /// every row first, so a merge never stops halfway).
+    fn merge_row(&mut self, row: usize, other: &AggColumns, orow: usize) -> bool {
+        let Some(matched) = self.matched[row].checked_add(other.matched[orow]) else {
+            return false;
+        };
+        let numeric = if self.numeric.is_empty() {
+            0
+        } else {
+            match self.numeric[row].checked_add(other.numeric[orow]) {
+                Some(n) => n,
+                None => return false,
+            }
+        };
+        self.matched[row] = matched;
         if !self.numeric.is_empty() {
-            self.numeric[row] += other.numeric[orow];
+            self.numeric[row] = numeric;
             self.sum[row] += other.sum[orow];
             self.min[row] = self.min[row].min(other.min[orow]);
             self.max[row] = self.max[row].max(other.max[orow]);
@@ -191,6 +228,12 @@ impl AggColumns {
         if !self.quantile.is_empty() {
             self.quantile[row].merge(&other.quantile[orow]);
         }
+        true
+    }
+
+    /// Sum of a counter column over every row, `None` when it does not fit in `u64`.
+    fn total(column: &[u64]) -> Option<u64> {
+        column.iter().try_fold(0u64, |acc, &n| acc.checked_add(n))
     }
 
     fn heap_bytes(&self) -> usize {
@@ -284,7 +327,11 @@ impl FilterState {
     }
 
     /// Adds every row of `other` (a state of the same filter definition) into this one.
-    pub fn merge_from(&mut self, other: &FilterState) {
+    ///
+    /// Atomic: every cell is checked first, and a merge in which a COUNT or numeric-value
+    /// counter would overflow is refused with `Error::Limit` naming the cell, changing nothing.
+    pub fn merge_from(&mut self, other: &FilterState) -> Result<()> {
+        self.check_merge(other)?;
         let mut group_map: Vec<Option<u32>> = vec![None; other.groups.len()];
         for orow in 0..other.rows() {
             let og = other.row_group[orow];
@@ -292,9 +339,88 @@ impl FilterState {
                 .get_or_insert_with(|| self.groups.intern(other.groups.key(og)));
             let row = self.row(other.row_bucket[orow], g);
             for (a, oa) in self.aggs.iter_mut().zip(&other.aggs) {
-                a.merge_row(row, oa, orow);
+                let merged = a.merge_row(row, oa, orow);
+                debug_assert!(merged, "check_merge admitted every row");
             }
         }
+        Ok(())
+    }
+
+    /// Refuses a merge of `other` into this state in which any cell's counter would overflow.
+    pub fn check_merge(&self, other: &FilterState) -> Result<()> {
+        if self.rows() == 0 {
+            return Ok(());
+        }
+        let mut group_map: Vec<Option<Option<u32>>> = vec![None; other.groups.len()];
+        for orow in 0..other.rows() {
+            let og = other.row_group[orow];
+            let g = *group_map[og as usize]
+                .get_or_insert_with(|| self.groups.find(other.groups.key(og)));
+            let row = g.and_then(|g| {
+                self.cells
+                    .get(&(other.row_bucket[orow], g))
+                    .map(|&r| r as usize)
+            });
+            for (i, (a, oa)) in self.aggs.iter().zip(&other.aggs).enumerate() {
+                if !a.check_merge_row(row, oa, orow) {
+                    return Err(Error::Limit {
+                        reason: format!(
+                            "merging would overflow the counters of the aggregation at index {i} in the cell \
+                             of bucket {} ms, grouping {:?}",
+                            other.row_bucket[orow],
+                            GroupTable::decode(other.groups.key(og)),
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants ingestion and merges keep, for a state built from outside bytes:
+    /// per aggregation and cell, the numeric-value count is at most the COUNT; per aggregation,
+    /// the counters of all cells sum without overflow (queries over a window add them up); a
+    /// cell without numeric values has no SUM/MIN/MAX, and one with values has finite
+    /// `min <= max` (values are finite numbers). The error names the aggregation and cell.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (i, a) in self.aggs.iter().enumerate() {
+            let cell = |row: usize| {
+                format!(
+                    "aggregation at index {i}, cell of bucket {} ms, grouping {:?}",
+                    self.row_bucket[row],
+                    GroupTable::decode(self.groups.key(self.row_group[row]))
+                )
+            };
+            if AggColumns::total(&a.matched).is_none() {
+                return Err(format!(
+                    "the COUNT cells of the aggregation at index {i} sum beyond 2^64 - 1"
+                ));
+            }
+            for row in 0..a.numeric.len() {
+                let (n, m) = (a.numeric[row], a.matched[row]);
+                if n > m {
+                    return Err(format!(
+                        "{}: {n} numeric values but a COUNT of {m}",
+                        cell(row)
+                    ));
+                }
+                let (sum, lo, hi) = (a.sum[row], a.min[row], a.max[row]);
+                let empty = sum == 0.0 && lo == f64::INFINITY && hi == f64::NEG_INFINITY;
+                if n == 0 && !empty {
+                    return Err(format!(
+                        "{}: SUM/MIN/MAX without any numeric value",
+                        cell(row)
+                    ));
+                }
+                if n > 0 && !(lo <= hi && lo.is_finite() && hi.is_finite()) {
+                    return Err(format!(
+                        "{}: MIN {lo} and MAX {hi} are not finite values with MIN <= MAX",
+                        cell(row)
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Drops rows whose bucket starts before `horizon_ms`; returns how many were dropped.
@@ -350,5 +476,90 @@ impl FilterState {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn def(calcs: &[&str]) -> FilterDef {
+        FilterDef::from_json(&json!({
+            "id": "f", "name": "f", "filter": "", "groupingItems": [],
+            "intervalType": "MINUTE", "intervalCount": 1,
+            "aggregations": [{"id": 1, "name": "a", "calculations": calcs,
+                              "calculationField": "$.v", "subFilter": null}],
+        }))
+        .expect("valid filter")
+    }
+
+    fn one_cell(d: &FilterDef, matched: u64, numeric: u64, bucket: i64) -> FilterState {
+        let mut s = FilterState::new(d);
+        let g = s.groups.intern(&[]);
+        let row = s.row(bucket, g);
+        s.aggs[0].matched[row] = matched;
+        if !s.aggs[0].numeric.is_empty() {
+            s.aggs[0].numeric[row] = numeric;
+            if numeric > 0 {
+                s.aggs[0].sum[row] = 1.0;
+                s.aggs[0].min[row] = 1.0;
+                s.aggs[0].max[row] = 1.0;
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_merge_that_would_wrap_a_count_is_refused_and_changes_nothing() {
+        let d = def(&["COUNT"]);
+        let forged = one_cell(&d, 1 << 63, 0, 0);
+        let mut mine = forged.clone();
+        let err = mine.merge_from(&forged).expect_err("2^63 + 2^63 overflows");
+        assert!(
+            matches!(&err, Error::Limit { reason } if reason.contains("overflow")),
+            "{err}"
+        );
+        assert_eq!(mine.aggs[0].matched, vec![1 << 63]);
+        // A cell the merge does not share is added as it is.
+        let other_bucket = one_cell(&d, 1 << 63, 0, 60_000);
+        mine.merge_from(&other_bucket)
+            .expect("distinct cells do not add up");
+        assert_eq!(mine.aggs[0].matched, vec![1 << 63, 1 << 63]);
+    }
+
+    #[test]
+    fn numeric_counters_are_checked_too() {
+        let d = def(&["SUM"]);
+        let mut mine = one_cell(&d, u64::MAX, u64::MAX, 0);
+        let mut other = one_cell(&d, 0, 1, 0);
+        other.aggs[0].matched[0] = 0;
+        assert!(mine.merge_from(&other).is_err());
+        assert_eq!(mine.aggs[0].numeric, vec![u64::MAX]);
+        let small = one_cell(&d, 2, 2, 0);
+        let mut fine = one_cell(&d, 3, 1, 0);
+        fine.merge_from(&small).expect("fits");
+        assert_eq!((fine.aggs[0].matched[0], fine.aggs[0].numeric[0]), (5, 3));
+    }
+
+    #[test]
+    fn validate_refuses_impossible_states() {
+        let d = def(&["SUM"]);
+        assert!(one_cell(&d, 3, 2, 0).validate().is_ok());
+        let err = one_cell(&d, 2, 3, 0)
+            .validate()
+            .expect_err("numeric above count");
+        assert!(err.contains("3 numeric values but a COUNT of 2"), "{err}");
+        let mut two = one_cell(&d, u64::MAX, 0, 0);
+        two.merge_from(&one_cell(&d, 1, 0, 60_000))
+            .expect("cells fit");
+        let err = two.validate().expect_err("cells cannot sum");
+        assert!(err.contains("sum beyond"), "{err}");
+        let mut no_values = one_cell(&d, 1, 0, 0);
+        no_values.aggs[0].max[0] = 5.0;
+        assert!(no_values.validate().is_err());
+        let mut inverted = one_cell(&d, 1, 1, 0);
+        inverted.aggs[0].min[0] = 2.0;
+        assert!(inverted.validate().unwrap_err().contains("MIN 2 and MAX 1"));
     }
 }

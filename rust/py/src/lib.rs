@@ -463,7 +463,12 @@ impl Engine {
                 let mut store = self.lock_store();
                 let plan = self.current_plan();
                 if Arc::ptr_eq(&plan, &p.plan) {
-                    let stats = store.apply(&plan, delta);
+                    if let Err(e) = store.check_apply(&plan, &delta) {
+                        // Not applied (a counter would overflow): the batch stays available.
+                        p.set_slot(Slot::Ready(delta));
+                        return Err(e);
+                    }
+                    let stats = store.apply(&plan, delta)?;
                     p.set_slot(Slot::Applied);
                     return Ok(stats);
                 }
@@ -473,11 +478,16 @@ impl Engine {
                     .ingest_index(Some(&p.ingest))
                     .and_then(|idx| plan.prepare(p.data.as_bytes(), idx, p.now_ms));
                 match fresh {
-                    Ok(fresh) => {
-                        let stats = store.apply(&plan, fresh);
-                        p.set_slot(Slot::Applied);
-                        Ok(stats)
-                    }
+                    Ok(fresh) => match store.apply(&plan, fresh) {
+                        Ok(stats) => {
+                            p.set_slot(Slot::Applied);
+                            Ok(stats)
+                        }
+                        Err(e) => {
+                            p.set_slot(Slot::Ready(delta));
+                            Err(e)
+                        }
+                    },
                     Err(e) => {
                         // Not applied: the batch stays available for a later `apply`.
                         p.set_slot(Slot::Ready(delta));
@@ -506,13 +516,13 @@ impl Engine {
                 let mut store = self.lock_store();
                 let current = self.current_plan();
                 if Arc::ptr_eq(&plan, &current) {
-                    Ok(store.apply(&plan, delta))
+                    store.apply(&plan, delta)
                 } else {
                     // Definitions changed meanwhile: resolve the ingest again by id.
                     let id = plan.ingest_id(idx).to_owned();
                     let idx = current.ingest_index(Some(&id))?;
                     let delta = current.prepare(input.as_bytes(), idx, now_ms)?;
-                    Ok(store.apply(&current, delta))
+                    store.apply(&current, delta)
                 }
             })
             .map_err(to_py_err)?;
@@ -556,9 +566,72 @@ impl Engine {
                     reason: "filters changed while the file was being read; ingest it again".into(),
                 }));
             }
-            Ok(Ok(store.apply(&plan, delta)))
+            Ok(store.apply(&plan, delta))
         })?;
         let stats = result.map_err(to_py_err)?;
+        stats_to_py(py, &stats)
+    }
+
+    /// Ingests many files on `threads` workers (all cores when `None`) without the GIL; all or
+    /// nothing. `progress(done, total)` (compressed bytes) runs on this thread, with the GIL,
+    /// about every 100 ms and at the end; an exception it raises stops the work.
+    #[pyo3(signature = (paths, ingest_id, now_ms, threads=None, progress=None))]
+    fn ingest_files<'py>(
+        &self,
+        py: Python<'py>,
+        paths: Vec<String>,
+        ingest_id: Option<String>,
+        now_ms: i64,
+        threads: Option<usize>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| {
+            ingest_files_detached(
+                self,
+                &paths,
+                ingest_id.as_deref(),
+                now_ms,
+                threads,
+                progress.as_ref(),
+            )
+        })?;
+        stats_to_py(py, &stats)
+    }
+
+    /// Ingests the raw bytes of one whole file (`name` gives its kind, as for `ingest_file`,
+    /// and is the path errors name); atomic.
+    #[pyo3(signature = (data, name, ingest_id, now_ms))]
+    fn ingest_file_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        name: String,
+        ingest_id: Option<String>,
+        now_ms: i64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let input = Input::extract(data)?;
+        let stats = py
+            .detach(|| -> Result<IngestStats, Error> {
+                let plan = self.current_plan();
+                let idx = plan.ingest_index(ingest_id.as_deref())?;
+                let delta = eventtally_core::file::prepare_file_bytes(
+                    &plan,
+                    &name,
+                    input.as_bytes(),
+                    idx,
+                    now_ms,
+                )
+                .map_err(|e| eventtally_core::parallel::in_file(e, &name))?;
+                let mut store = self.lock_store();
+                if !Arc::ptr_eq(&plan, &self.current_plan()) {
+                    return Err(Error::Limit {
+                        reason: "filters changed while the file was being read; ingest it again"
+                            .into(),
+                    });
+                }
+                store.apply(&plan, delta)
+            })
+            .map_err(to_py_err)?;
         stats_to_py(py, &stats)
     }
 
@@ -807,9 +880,15 @@ impl Engine {
                     reason: "engines with different filter definitions cannot be merged".into(),
                 });
             }
+            // Every filter is checked before any changes, so a refused merge changes nothing.
+            for (id, state) in &other_store.states {
+                if let Some(mine) = store.states.get(id) {
+                    mine.check_merge(state)?;
+                }
+            }
             for (id, state) in &other_store.states {
                 if let Some(mine) = store.states.get_mut(id) {
-                    mine.merge_from(state);
+                    mine.merge_from(state)?;
                 }
             }
             Ok(())
@@ -845,6 +924,69 @@ impl Engine {
     fn state_bytes(&self, py: Python<'_>) -> usize {
         py.detach(|| self.lock_store().heap_bytes())
     }
+}
+
+/// The body of `Engine.ingest_files`, run detached: no lock is held while the workers read and
+/// while `progress` is called (it attaches from this, the calling, thread only); the state lock
+/// is taken once, to apply the merged result.
+fn ingest_files_detached(
+    engine: &Engine,
+    paths: &[String],
+    ingest_id: Option<&str>,
+    now_ms: i64,
+    threads: Option<usize>,
+    progress: Option<&Py<PyAny>>,
+) -> PyResult<IngestStats> {
+    let plan = engine.current_plan();
+    let idx = plan.ingest_index(ingest_id).map_err(to_py_err)?;
+    if !(eventtally_core::time::MIN_MILLIS..=eventtally_core::time::MAX_MILLIS).contains(&now_ms) {
+        return Err(to_py_err(Error::Limit {
+            reason: format!("ingest time {now_ms} ms is outside the years 0000-9999"),
+        }));
+    }
+    let threads = match threads {
+        Some(0) => {
+            return Err(to_py_err(Error::Config {
+                field: "threads".into(),
+                reason: "must be at least 1".into(),
+            }))
+        }
+        Some(n) => n,
+        None => eventtally_core::parallel::default_threads(),
+    };
+    let mut callback_error: Option<PyErr> = None;
+    let mut poll = |done: u64, total: u64| -> bool {
+        let Some(cb) = progress else { return true };
+        match Python::attach(|py| cb.call1(py, (done, total)).map(|_| ())) {
+            Ok(()) => true,
+            Err(e) => {
+                callback_error = Some(e);
+                false
+            }
+        }
+    };
+    let result =
+        eventtally_core::parallel::prepare_files(&plan, paths, idx, now_ms, threads, &mut poll);
+    if let Some(e) = callback_error {
+        return Err(e);
+    }
+    let Some(delta) = result.map_err(to_py_err)? else {
+        return Err(to_py_err(Error::Limit {
+            reason: "ingest_files was stopped".into(),
+        }));
+    };
+    // The guard is dropped before any error is converted (conversion attaches to Python).
+    let applied = {
+        let mut store = engine.lock_store();
+        if Arc::ptr_eq(&plan, &engine.current_plan()) {
+            store.apply(&plan, delta)
+        } else {
+            Err(Error::Limit {
+                reason: "filters changed while the files were being read; ingest them again".into(),
+            })
+        }
+    };
+    applied.map_err(to_py_err)
 }
 
 /// Builds a list of row dicts directly (faster than JSON text for large answers).
