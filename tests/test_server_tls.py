@@ -158,3 +158,23 @@ def test_slots_share_between_organizations() -> None:
     assert slots.held_by("ingest", "a") == 1
     unlimited = Slots(ingest=0, reads=0)
     assert all(unlimited.try_acquire("ingest", "a") for _ in range(100))
+
+
+def test_serve_tls_flags_serve_https(tmp_path: Path, ca: trustme.CA) -> None:
+    """``eventtally serve --tls-cert --tls-key`` answers over HTTPS and stops cleanly."""
+    from conftest_server import write_config
+    from ops_support import ServerProcess
+
+    cert, key = _pem_files(ca, tmp_path)
+    write_config(tmp_path)
+    with ServerProcess(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key)) as srv:
+        assert "serving on https://127.0.0.1:" in srv.stdout()
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", srv.port, timeout=10, context=_client_context(ca)
+        )
+        try:
+            conn.request("GET", "/readyz")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+        assert srv.stop() == 0
