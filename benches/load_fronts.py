@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -157,7 +158,7 @@ def wrk(port: int, path: str, conns: int, seconds: float, body_file: Path, key: 
             "-s",
             str(lua),
             f"http://127.0.0.1:{port}{path}",
-        ],  # fmt: skip
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -185,7 +186,7 @@ def count(port: int, key: str) -> float:
 
 def _pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
 
 
 def scenario_throughput(front: str, body_file: Path, counted: int, seconds: float) -> dict:
@@ -285,10 +286,8 @@ def scenario_flood(front: str, conns: int, lines: int = 95) -> dict:
         t = threading.Thread(target=sample)
         t.start()
         started = time.monotonic()
-        try:
+        with contextlib.suppress(TimeoutError):
             asyncio.run(run())
-        except TimeoutError:
-            pass
         elapsed = time.monotonic() - started
         t0 = time.perf_counter()
         with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
