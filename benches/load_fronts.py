@@ -50,6 +50,7 @@ KEY_A = "front-bench-key-a-" + "x" * 30
 KEY_B = "front-bench-key-b-" + "y" * 30
 HERE = Path(__file__).resolve().parent
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
+EXTRA: dict[str, Any] = json.loads(os.environ.get("ET_FRONT_SETTINGS", "{}"))
 
 LUA = r"""
 local f = io.open(os.getenv("ET_BODY_FILE"), "rb")
@@ -117,6 +118,12 @@ class Server:
             self.stop()
             raise SystemExit(f"server did not start: {(self.tmp / 'server.log').read_text()}")
         self.port = int(m.group(1))
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def rss_kib(self) -> int:
         text = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -192,8 +199,12 @@ def _pct(values: list[float], p: float) -> float:
 def scenario_throughput(front: str, body_file: Path, counted: int, seconds: float) -> dict:
     out: dict[str, Any] = {}
     for conns in (16, 64):
-        with Server(front, {"max_concurrent_requests": 0}) as srv:
+        with Server(front, {"max_concurrent_requests": 0, **EXTRA}) as srv:
+            u0, s0 = srv.cpu_seconds()
             r = wrk(srv.port, f"/{BENCH_INGEST['id']}-alpha", conns, seconds, body_file, KEY_A)
+            u1, s1 = srv.cpu_seconds()
+            r["cpu_user_ms"] = (u1 - u0) * 1000 / max(1, r["requests"])
+            r["cpu_sys_ms"] = (s1 - s0) * 1000 / max(1, r["requests"])
             ok = r["requests"] - r["non2xx"]
             got = count(srv.port, KEY_A) / counted
             # wrk stops with up to `conns` requests in flight that the server may still apply.
@@ -368,6 +379,7 @@ def main() -> int:
     p.add_argument("--idle", type=int, default=2000)
     p.add_argument("--flood", type=int, default=300, help="flood connections, new front")
     p.add_argument("--flood-old", type=int, default=40, help="flood connections, old front")
+    p.add_argument("--scenarios", default="throughput,idle,flood,trickle")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
     body = batches(generate_events(300, seed=1), 300)[0]
@@ -378,17 +390,22 @@ def main() -> int:
         body_file.write_bytes(body)
         for front in args.fronts.split(","):
             r: dict[str, Any] = {}
-            print(f"[{front}] throughput", file=sys.stderr, flush=True)
-            r["throughput"] = scenario_throughput(front, body_file, counted, args.duration)
-            print(f"[{front}] {args.idle} idle connections", file=sys.stderr, flush=True)
-            r["idle"] = scenario_idle(front, body_file, args.duration, args.idle)
-            print(f"[{front}] header flood", file=sys.stderr, flush=True)
-            n = args.flood if front == "asyncio" else args.flood_old
-            r["flood"] = [scenario_flood(front, n)]
-            if front == "asyncio" and args.flood_old != n:
-                r["flood"].append(scenario_flood(front, args.flood_old))
-            print(f"[{front}] trickles", file=sys.stderr, flush=True)
-            r["trickle"] = scenario_trickle(front, args.duration)
+            todo = args.scenarios.split(",")
+            if "throughput" in todo:
+                print(f"[{front}] throughput", file=sys.stderr, flush=True)
+                r["throughput"] = scenario_throughput(front, body_file, counted, args.duration)
+            if "idle" in todo:
+                print(f"[{front}] {args.idle} idle connections", file=sys.stderr, flush=True)
+                r["idle"] = scenario_idle(front, body_file, args.duration, args.idle)
+            if "flood" in todo:
+                print(f"[{front}] header flood", file=sys.stderr, flush=True)
+                n = args.flood if front == "asyncio" else args.flood_old
+                r["flood"] = [scenario_flood(front, n)]
+                if front == "asyncio" and args.flood_old != n:
+                    r["flood"].append(scenario_flood(front, args.flood_old))
+            if "trickle" in todo:
+                print(f"[{front}] trickles", file=sys.stderr, flush=True)
+                r["trickle"] = scenario_trickle(front, args.duration)
             results[front] = r
     print(f"body: {len(body)} bytes, 300 events; wrk -t2, {args.duration:.0f} s per run\n")
     print("| measure | " + " | ".join(results) + " |")
@@ -408,6 +425,12 @@ def main() -> int:
         row(f"{c[1:]} conns: p50 ms", lambda r, c=c: f"{r['throughput'][c]['p50_us'] / 1000:.1f}")
         row(f"{c[1:]} conns: p99 ms", lambda r, c=c: f"{r['throughput'][c]['p99_us'] / 1000:.1f}")
         row(f"{c[1:]} conns: non-2xx", lambda r, c=c: str(r["throughput"][c]["non2xx"]))
+        row(
+            f"{c[1:]} conns: server CPU ms/request (user + sys)",
+            lambda r, c=c: (
+                f"{r['throughput'][c]['cpu_user_ms']:.2f} + {r['throughput'][c]['cpu_sys_ms']:.2f}"
+            ),
+        )
     row(f"{args.idle} idle: /healthz p99 ms", lambda r: f"{r['idle']['healthz_p99_ms']:.1f}")
     row(f"{args.idle} idle: ingest req/s (16 conns)", lambda r: f"{r['idle']['rps']:.0f}")
     row(
