@@ -1,32 +1,29 @@
-"""Serve a config with either HTTP front, for ``load_fronts.py``'s same-run comparison.
+"""Serve a config with the server's HTTP front, for ``load_fronts.py``.
 
-``--front asyncio`` is the server's front (``eventtally.server.httpd``); ``--front threaded`` is
-the thread-per-connection front it replaced (``httpd_threaded``), kept only while the comparison
-numbers are taken.  Prints ``PORT <n>`` once serving; SIGTERM stops it gracefully.
+Builds the app and ``eventtally.server.httpd.EventtallyHTTPServer`` directly (not through
+``eventtally serve``) so a comparison can swap the front: the same-run comparison with the old
+thread-per-connection front (``httpd_threaded.py``, since deleted) was taken at commit 252c955
+with ``--front threaded``.  Prints ``PORT <n>`` once serving; SIGTERM stops it gracefully.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 import threading
 
 from eventtally.server import load_config, make_app
+from eventtally.server.httpd import EventtallyHTTPServer
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
-    parser.add_argument("--front", choices=["asyncio", "threaded"], default="asyncio")
     args = parser.parse_args()
     loaded = load_config(args.config)
     cfg = loaded.server
     app = make_app(cfg, provisioning=loaded)
-    module = importlib.import_module(
-        "eventtally.server.httpd" if args.front == "asyncio" else "eventtally.server.httpd_threaded"
-    )
 
     def close_app() -> None:
         try:
@@ -34,13 +31,7 @@ def main() -> int:
         finally:
             app.store.close()
 
-    server = module.EventtallyHTTPServer(
-        (cfg.host, cfg.port),
-        app,
-        keepalive_timeout=cfg.keepalive_timeout,
-        shutdown_grace=cfg.shutdown_grace,
-        on_close=close_app,
-    )
+    server = EventtallyHTTPServer((cfg.host, cfg.port), app, on_close=close_app)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, daemon=True)

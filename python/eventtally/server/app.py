@@ -452,7 +452,7 @@ class EventtallyApp:
             return self._read_body(environ)
         except TimeoutError as exc:
             raise HTTPError(408, "Timed out reading the request body") from exc
-        except ValueError as exc:  # malformed chunked framing, early EOF (httpd.BodyError)
+        except ValueError as exc:  # another WSGI server's input: bad chunked framing, early EOF
             raise HTTPError(400, f"Invalid request body: {exc}") from exc
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
