@@ -148,11 +148,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(host=args.host, port=args.port)
     if args.admin_token:
         cfg = cfg.with_overrides(admin_token=args.admin_token)
+    if args.tls_cert or args.tls_key:
+        cfg = cfg.with_overrides(
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+        )
     server = make_server(cfg, provisioning=loaded, recover=False)
     app = server.app
     host = str(server.server_address[0])
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    base = f"http://[{shown}]:{server.port}" if ":" in shown else f"http://{shown}:{server.port}"
+    scheme = server.url.split(":", 1)[0]
+    base = (
+        f"{scheme}://[{shown}]:{server.port}"
+        if ":" in shown
+        else f"{scheme}://{shown}:{server.port}"
+    )
     thread = serve_in_thread(server)
     print(
         f"eventtally listening on {server.url}; recovering state (GET /readyz answers 503 "
@@ -600,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-token",
         help="enable /admin/v1 with this bearer token (or set EVENTTALLY_ADMIN_TOKEN)",
     )
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )

@@ -2,8 +2,8 @@
 
 Guarantees:
 - :func:`make_app` returns a plain WSGI callable; :func:`start_server` runs it on the stdlib
-  threaded HTTP/1.1 server and returns ``(server, thread)`` for embedding and tests (bind
-  127.0.0.1 by default; port 0 picks a free port, see ``server.port``).
+  event-driven HTTP/1.1 front (``httpd.py``) and returns ``(server, thread)`` for embedding and
+  tests (bind 127.0.0.1 by default; port 0 picks a free port, see ``server.port``).
 - :func:`make_app` (and so :func:`start_server`) recovers the data directory before returning:
   newest valid snapshot per organization, then the write-ahead log after it.  ``recover=False``
   defers that to ``app.runtime.open()`` (``eventtally serve`` answers ``/healthz`` meanwhile).

@@ -30,9 +30,15 @@ Guarantees:
   persisted), back to 200 as soon as writes work again.  ``GET /metrics`` is the Prometheus text
   format; with ``metrics_token`` configured it needs that token (``Authorization: Bearer`` or
   ``x-api-token``), else 401.
-- At most ``max_concurrent_requests`` requests are processed at once; more are answered at once
-  with 503, ``Retry-After: 1`` and a JSON message, before their body is read.  Probes and
-  ``/metrics`` are not counted.
+- At most ``max_concurrent_requests`` ingest requests and ``max_concurrent_reads`` other requests
+  are in flight at once, each organization holding at most ``org_slot_share`` of a pool
+  (``slots.py``); more are answered at once with 503, ``Retry-After: 1`` and a JSON message,
+  before their body is read.  Probes, ``/metrics`` and the dashboard's files are not counted.
+- :meth:`EventtallyApp.admit` runs every check that needs no body (DECISIONS.md #4: key,
+  permission, ingest, rate limit, declared length) and names the organization, so an
+  event-driven front (``httpd.py``) takes a fair slot and reads the body only for admitted
+  requests; the WSGI call then skips the checks already made and answers exactly as before.
+- Access-log lines escape control characters (``%0a`` in a path cannot forge a line).
 - A batch is answered 200 only after it is in the write-ahead log per the fsync policy.  A log
   failure is 503 (Segment retries), never 400; an organization over its state-size limit gets
   429 with ``Retry-After`` (Segment retries; see ``docs/server.md`` for the reasoning).
@@ -43,11 +49,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -71,8 +79,17 @@ from .runtime import (
     StateLimitError,
     parse_time_ms,
 )
+from .slots import Pool, Slots
 
-__all__ = ["EventtallyApp", "HTTPError"]
+__all__ = [
+    "ENV_ADMITTED",
+    "ENV_FRONT",
+    "ENV_REFUSAL",
+    "ENV_STARTED",
+    "Admission",
+    "EventtallyApp",
+    "HTTPError",
+]
 
 log = logging.getLogger("eventtally.server")
 
@@ -81,6 +98,26 @@ Response = tuple[int, Headers, bytes]
 StartResponse = Callable[..., Any]
 
 JSON_TYPE = "application/json"
+
+
+#: environ keys between the front (``httpd.py``) and the app.  ``ENV_FRONT``: the front holds
+#: the slot (the app takes none).  ``ENV_REFUSAL``: the answer decided before the body, sent
+#: instead of dispatching.  ``ENV_ADMITTED``: the organization whose ingest head passed
+#: :meth:`EventtallyApp.admit` (its rate-limit token is spent; the checks are not repeated).
+ENV_FRONT = "eventtally.front"
+ENV_REFUSAL = "eventtally.refusal"
+ENV_ADMITTED = "eventtally.admitted"
+ENV_STARTED = "eventtally.started"  # perf_counter() when the head arrived
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def log_safe(text: object) -> str:
+    """``text`` with control characters (and backslash) escaped, for one-line log records."""
+    s = str(text)
+    if _CONTROL.search(s) is None:
+        return s
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
 
 
 class HTTPError(Exception):
@@ -103,6 +140,19 @@ def _json_response(status: int, obj: Any, headers: Headers | None = None) -> Res
 
 def _empty(status: int = 200) -> Response:
     return status, [], b""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What :meth:`EventtallyApp.admit` decided from a request head.
+
+    ``refusal`` set: answer it without reading the body.  Otherwise ``pool`` (``None``: no slot
+    needed) and ``org`` (the organization the slot is charged to, if known).
+    """
+
+    pool: Pool | None = None
+    org: str | None = None
+    refusal: Response | None = None
 
 
 def _engine_error(exc: Exception) -> HTTPError:
@@ -150,6 +200,15 @@ def _route_label(path: str) -> str:
     return "ingest"
 
 
+def _ingest_id(path: str) -> str | None:
+    ingest_id = path[1:]
+    if ingest_id.endswith("/"):
+        ingest_id = ingest_id[:-1]
+    if not ingest_id or "/" in ingest_id:
+        return None
+    return ingest_id
+
+
 def _parse_time_ms(value: object, what: str) -> int | None:
     try:
         return parse_time_ms(value, what)
@@ -187,10 +246,9 @@ class EventtallyApp:
         )
         self.admin_token = config.resolved_admin_token()
         self.metrics_token = config.resolved_metrics_token()
-        limit = config.max_concurrent_requests
-        self._slots = threading.BoundedSemaphore(limit) if limit else None
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
+        self.slots = Slots(
+            config.max_concurrent_requests, config.max_concurrent_reads, config.org_slot_share
+        )
         self._jobs: dict[str, dict[str, Any]] = {}
         self._jobs_lock = threading.Lock()
         self.health = health.IngestHealth(clock=runtime.clock)
@@ -212,7 +270,7 @@ class EventtallyApp:
 
     def _collect(self) -> Iterable[Family]:
         yield Family("eventtally_http_requests_in_flight", "gauge", "Requests being processed").add(
-            self._in_flight
+            self.slots.in_flight
         )
         yield Family(
             "eventtally_http_max_concurrent_requests", "gauge", "The concurrency limit (0: none)"
@@ -221,30 +279,23 @@ class EventtallyApp:
     # ------------------------------------------------------------------ WSGI entry
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        started = time.perf_counter()
+        started = environ.get(ENV_STARTED) or time.perf_counter()
         path: str = environ.get("PATH_INFO") or "/"
         route = _route_label(path)
-        probe = route in ("healthz", "readyz", "metrics")
-        slots = None if probe else self._slots
-        if probe:
+        refusal = environ.pop(ENV_REFUSAL, None)
+        pool = None if environ.get(ENV_FRONT) else self.pool_of(environ)
+        if refusal is not None:
+            status, headers, body = refusal
+        elif pool is None:
             status, headers, body = self._respond(environ)
-        elif slots is not None and not slots.acquire(blocking=False):
-            self.m_overload.inc()
-            status, headers, body = _json_response(
-                503,
-                {"message": "Server busy: too many concurrent requests; retry later"},
-                [("Retry-After", str(RETRY_BUSY))],
-            )
+        elif not self.slots.try_acquire(pool, None):
+            status, headers, body = self.busy()
         else:
-            with self._in_flight_lock:
-                self._in_flight += 1
             try:
                 status, headers, body = self._respond(environ)
             finally:
-                with self._in_flight_lock:
-                    self._in_flight -= 1
-                if slots is not None:
-                    slots.release()
+                self.slots.release(pool, None)
+        headers = list(headers)
         self.m_requests.inc(route, str(status))
         if route == "ingest" and status == 200:
             self.m_ingest_latency.observe(time.perf_counter() - started)
@@ -253,14 +304,82 @@ class EventtallyApp:
         if self.config.access_log and log.isEnabledFor(logging.INFO):
             log.info(
                 '%s "%s %s" %d %d %.1fms',
-                environ.get("REMOTE_ADDR", "-"),
-                environ.get("REQUEST_METHOD"),
-                environ.get("PATH_INFO"),
+                log_safe(environ.get("REMOTE_ADDR", "-")),
+                log_safe(environ.get("REQUEST_METHOD")),
+                log_safe(environ.get("PATH_INFO")),
                 status,
                 len(body),
                 (time.perf_counter() - started) * 1000.0,
             )
         return [body]
+
+    def pool_of(self, environ: dict[str, Any]) -> Pool | None:
+        """The slot pool a request needs: ``None`` for probes, ``/metrics`` and static files."""
+        path: str = environ.get("PATH_INFO") or "/"
+        route = _route_label(path)
+        if route in ("healthz", "readyz", "metrics"):
+            return None
+        if ui.handles(environ.get("REQUEST_METHOD", "GET").upper(), path):
+            return None
+        return "ingest" if route == "ingest" else "read"
+
+    def busy(self) -> Response:
+        """The 503 for a request that found no free slot (counted in the overload metric)."""
+        self.m_overload.inc()
+        return _json_response(
+            503,
+            {"message": "Server busy: too many concurrent requests; retry later"},
+            [("Retry-After", str(RETRY_BUSY))],
+        )
+
+    def admit(self, environ: dict[str, Any]) -> Admission:
+        """Every check that needs no body, in DECISIONS.md #4 order, and the slot pool and
+        organization to charge.  Never raises; a refusal carries its response.
+
+        An admitted ingest has spent its rate-limit token: the WSGI call that follows must get
+        the same ``environ`` (it carries ``ENV_ADMITTED``).
+        """
+        path: str = environ.get("PATH_INFO") or "/"
+        method: str = environ.get("REQUEST_METHOD", "GET").upper()
+        route = _route_label(path)
+        if self.pool_of(environ) is None:
+            return Admission()
+        try:
+            if not self.runtime.ready:
+                raise NotReadyError(self.runtime.status)
+            if route == "ingest":
+                ingest_id = _ingest_id(path)
+                if ingest_id is None:
+                    raise HTTPError(404, "Not found")
+                try:
+                    org_id = self.ingest_head(environ, method, ingest_id)
+                except HTTPError as exc:
+                    self.health.refused_from_environ(environ, exc.status, exc.message)
+                    raise
+                environ[ENV_ADMITTED] = org_id
+                return Admission("ingest", org_id)
+            if route == "admin":
+                self.check_admin(environ)
+                return Admission("read", None)
+            api = path[len("/api/v1/") :].rstrip("/")
+            if _API_ROUTES.get(api) == method:
+                return Admission("read", self.authenticate(environ).org_id)
+            return Admission("read", None)  # 404/405: the dispatch answers, the key is not needed
+        except HTTPError as exc:
+            return Admission(refusal=_json_response(exc.status, {"message": exc.message},
+                                                    exc.headers))  # fmt: skip
+        except NotReadyError:
+            return Admission(refusal=self._not_ready())
+        except Exception:
+            log.exception("unhandled error admitting %s %s", log_safe(method), log_safe(path))
+            return Admission(refusal=_json_response(500, {"message": "Internal server error"}))
+
+    def _not_ready(self) -> Response:
+        return _json_response(
+            503,
+            {"message": f"Server not ready ({self.runtime.status}); retry later"},
+            [("Retry-After", str(RETRY_BUSY))],
+        )
 
     def _respond(self, environ: dict[str, Any]) -> Response:
         try:
@@ -268,14 +387,12 @@ class EventtallyApp:
         except HTTPError as exc:
             return _json_response(exc.status, {"message": exc.message}, exc.headers)
         except NotReadyError:
-            return _json_response(
-                503,
-                {"message": f"Server not ready ({self.runtime.status}); retry later"},
-                [("Retry-After", str(RETRY_BUSY))],
-            )
+            return self._not_ready()
         except Exception:
             log.exception(
-                "unhandled error for %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+                "unhandled error for %s %s",
+                log_safe(environ.get("REQUEST_METHOD")),
+                log_safe(environ.get("PATH_INFO")),
             )
             return _json_response(500, {"message": "Internal server error"})
 
@@ -302,10 +419,8 @@ class EventtallyApp:
             return self.api(environ, method, path[len("/api/v1/") :].rstrip("/"))
         if path == "/admin" or path.startswith("/admin/"):
             return self.admin(environ, method, path)
-        ingest_id = path[1:]
-        if ingest_id.endswith("/"):
-            ingest_id = ingest_id[:-1]
-        if not ingest_id or "/" in ingest_id:
+        ingest_id = _ingest_id(path)
+        if ingest_id is None:
             raise HTTPError(404, "Not found")
         try:
             return self.ingest(environ, method, ingest_id)
@@ -390,7 +505,7 @@ class EventtallyApp:
             return self._read_body(environ)
         except TimeoutError as exc:
             raise HTTPError(408, "Timed out reading the request body") from exc
-        except ValueError as exc:  # malformed chunked framing, early EOF (httpd.BodyError)
+        except ValueError as exc:  # another WSGI server's input: bad chunked framing, early EOF
             raise HTTPError(400, f"Invalid request body: {exc}") from exc
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
@@ -465,6 +580,28 @@ class EventtallyApp:
     # ------------------------------------------------------------------ ingest
 
     def ingest(self, environ: dict[str, Any], method: str, ingest_id: str) -> Response:
+        org_id = environ.get(ENV_ADMITTED) or self.ingest_head(environ, method, ingest_id)
+        environ[health.ENV_BODY] = raw = self.read_body(environ)
+        environ[health.ENV_BODY] = body = self.decode_body(environ, raw)
+        try:
+            stats = self.runtime.ingest(org_id, ingest_id, body)
+        except eventtally.EventtallyError as exc:
+            raise _engine_error(exc) from exc
+        except StateLimitError as exc:
+            raise HTTPError(429, str(exc), [("Retry-After", str(RETRY_STATE_LIMIT))]) from exc
+        except OSError as exc:  # the write-ahead log could not persist it: retryable
+            log.error("could not persist a batch for %s: %s", org_id, exc)
+            raise HTTPError(
+                503,
+                "Could not persist the batch; retry later",
+                [("Retry-After", str(RETRY_PERSIST))],
+            ) from exc
+        self.health.record_batch(org_id, ingest_id, stats.events, stats.accepted, stats.dropped,
+                                 stats.timestamp_fallback)  # fmt: skip
+        return _empty(200)
+
+    def ingest_head(self, environ: dict[str, Any], method: str, ingest_id: str) -> str:
+        """The checks of DECISIONS.md #4 that need no body; the organization's id, else raise."""
         if method not in INGEST_METHODS:
             raise HTTPError(
                 405,
@@ -493,24 +630,7 @@ class EventtallyApp:
         declared = self._content_length(environ)
         if declared is not None and declared > self.config.max_body_bytes:
             raise self._too_large()  # the body is never read (DECISIONS.md #4)
-        environ[health.ENV_BODY] = raw = self.read_body(environ)
-        environ[health.ENV_BODY] = body = self.decode_body(environ, raw)
-        try:
-            stats = self.runtime.ingest(org.id, ingest_id, body)
-        except eventtally.EventtallyError as exc:
-            raise _engine_error(exc) from exc
-        except StateLimitError as exc:
-            raise HTTPError(429, str(exc), [("Retry-After", str(RETRY_STATE_LIMIT))]) from exc
-        except OSError as exc:  # the write-ahead log could not persist it: retryable
-            log.error("could not persist a batch for %s: %s", org.id, exc)
-            raise HTTPError(
-                503,
-                "Could not persist the batch; retry later",
-                [("Retry-After", str(RETRY_PERSIST))],
-            ) from exc
-        self.health.record_batch(org.id, ingest_id, stats.events, stats.accepted, stats.dropped,
-                                 stats.timestamp_fallback)  # fmt: skip
-        return _empty(200)
+        return org.id
 
     # ------------------------------------------------------------------ Metrics API
 
@@ -591,7 +711,8 @@ class EventtallyApp:
 
     # ------------------------------------------------------------------ admin API
 
-    def admin(self, environ: dict[str, Any], method: str, path: str) -> Response:
+    def check_admin(self, environ: dict[str, Any]) -> None:
+        """404 while the admin API is off; 401 without the right bearer token."""
         if not self.admin_token:
             raise HTTPError(404, "Not found")
         auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -600,6 +721,9 @@ class EventtallyApp:
             token.strip().encode(), self.admin_token.encode()
         ):
             raise HTTPError(401, "Invalid admin token", [("WWW-Authenticate", "Bearer")])
+
+    def admin(self, environ: dict[str, Any], method: str, path: str) -> Response:
+        self.check_admin(environ)
         parts = [p for p in path.split("/") if p][2:]  # drop "admin", "v1"
         if path.split("/")[2:3] == ["v1"] and parts and parts[0] == "backfill":
             return self.admin_backfill(environ, method, parts[1:])

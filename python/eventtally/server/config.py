@@ -4,14 +4,16 @@ command-line overrides.
 Guarantees:
 - Every setting has a documented default (``docs/server.md``, ``docs/durability.md``); the
   defaults bind to 127.0.0.1 and are durable (write-ahead log, fsync ``always``).
-- ``data_dir`` and filter ``file = ...`` paths in a config file are resolved relative to the
-  directory holding that file, so a config works from any working directory.
+- ``data_dir``, ``tls_cert``, ``tls_key`` and filter ``file = ...`` paths in a config file are
+  resolved relative to the directory holding that file, so a config works from any working
+  directory.
 - Unknown keys in ``[server]`` or ``[durability]`` are an error (a typo must not silently fall
   back to a default).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -129,9 +131,32 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     #: Log one INFO line per request on the ``eventtally.server`` logger.
     access_log: bool = True
-    #: Requests processed at once; more are answered 503 with ``Retry-After`` (``0`` = no limit).
-    #: ``/healthz``, ``/readyz`` and ``/metrics`` are not counted.
+    #: Ingest requests in flight at once (from an authenticated head until the answer); more
+    #: are answered 503 with ``Retry-After`` (``0`` = no limit).  Probes, ``/metrics`` and the
+    #: dashboard's static files are not counted.
     max_concurrent_requests: int = 64
+    #: Read (Metrics API, admin) requests in flight at once, a pool of their own (``0`` = no limit).
+    max_concurrent_reads: int = 32
+    #: The share of each pool one organization may hold: ``ceil(limit x share)`` slots.
+    org_slot_share: float = 0.75
+    #: Open connections at most; past it a new connection is answered 503 and closed.
+    max_connections: int = 4096
+    #: Total bytes of a request head (request line and headers); larger heads get 431.
+    max_header_bytes: int = 32768
+    #: Seconds from a request's first byte until its whole head has arrived (else 408 and close).
+    header_timeout: float = 10.0
+    #: Seconds a request body may take at most (else 408 and close) ...
+    body_timeout: float = 60.0
+    #: ... and the slowest sustained body rate accepted, bytes/second after a 2-second grace
+    #: (``0`` = none), so a trickle cannot hold a slot for the whole ``body_timeout``.
+    body_min_rate: float = 8192.0
+    #: Threads running the application (parse, WAL append, apply); connections need none.
+    worker_threads: int = 8
+    #: PEM certificate chain and private key: serve HTTPS (TLS 1.2 or newer) instead of HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Peers (IP addresses or CIDR networks) whose ``X-Forwarded-For`` names the client.
+    trusted_proxies: tuple[str, ...] = ()
     #: Aggregate state per organization (``Engine.state_bytes()``) past which ingest is refused
     #: with 429 and ``Retry-After`` (``0`` = no limit).
     max_state_bytes_per_org: int = 1 << 30
@@ -162,9 +187,34 @@ class ServerConfig:
         for name in ("max_body_bytes", "max_decompressed_bytes", "max_filters_per_org"):
             if getattr(self, name) <= 0:
                 raise ConfigFileError(f"server.{name}: must be positive")
-        for name in ("max_concurrent_requests", "max_state_bytes_per_org"):
+        for name in ("max_concurrent_requests", "max_concurrent_reads", "max_state_bytes_per_org"):
             if getattr(self, name) < 0:
                 raise ConfigFileError(f"server.{name}: must not be negative")
+        if not 0 < self.org_slot_share <= 1:
+            raise ConfigFileError("server.org_slot_share: must be greater than 0 and at most 1")
+        for name in ("max_connections", "worker_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigFileError(f"server.{name}: must be at least 1")
+        if self.max_header_bytes < 1024:
+            raise ConfigFileError("server.max_header_bytes: must be at least 1024")
+        for name in ("header_timeout", "body_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigFileError(f"server.{name}: must be positive")
+        if self.body_min_rate < 0:
+            raise ConfigFileError("server.body_min_rate: must not be negative")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigFileError("server.tls_cert and server.tls_key: set both or neither")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigFileError(f"server.{name}: {path} is not a readable file")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigFileError(
+                    f"server.trusted_proxies: {proxy!r} is not an IP address or network"
+                ) from None
         self.durability.validate()
         for name in ("rate_limit", "save_interval", "keepalive_timeout", "shutdown_grace"):
             if getattr(self, name) < 0:
@@ -215,6 +265,17 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "shutdown_grace": (int, float),
     "access_log": (bool,),
     "max_concurrent_requests": (int,),
+    "max_concurrent_reads": (int,),
+    "org_slot_share": (int, float),
+    "max_connections": (int,),
+    "max_header_bytes": (int,),
+    "header_timeout": (int, float),
+    "body_timeout": (int, float),
+    "body_min_rate": (int, float),
+    "worker_threads": (int,),
+    "tls_cert": (str,),
+    "tls_key": (str,),
+    "trusted_proxies": (list,),
     "max_state_bytes_per_org": (int,),
     "metrics": (bool,),
     "metrics_token": (str,),
@@ -266,9 +327,15 @@ def _server_from_table(
     table: dict[str, Any], base_dir: Path, durability: DurabilityConfig
 ) -> ServerConfig:
     kwargs = _typed(table, _FIELD_TYPES, "server")
-    if "data_dir" in kwargs:
-        path = Path(str(kwargs["data_dir"])).expanduser()
-        kwargs["data_dir"] = path if path.is_absolute() else base_dir / path
+    for name in ("data_dir", "tls_cert", "tls_key"):
+        if name in kwargs:
+            path = Path(str(kwargs[name])).expanduser()
+            kwargs[name] = path if path.is_absolute() else base_dir / path
+    if "trusted_proxies" in kwargs:
+        proxies = kwargs["trusted_proxies"]
+        if not all(isinstance(p, str) for p in proxies):
+            raise ConfigFileError("server.trusted_proxies: expected an array of strings")
+        kwargs["trusted_proxies"] = tuple(proxies)
     return ServerConfig(**kwargs, durability=durability).validate()
 
 

@@ -1,42 +1,59 @@
-"""A threaded HTTP/1.1 server for the WSGI app, on stdlib ``wsgiref`` (STYLE.md habit 13).
+"""The event-driven HTTP/1.1 front for the WSGI app: one ``asyncio`` loop, a small worker pool.
 
-``wsgiref`` alone speaks HTTP/1.0 and closes after every response; this module adds:
+Connections are coroutines on one event loop (no thread each): an idle or slow connection costs
+a few KiB.  The application (admission, parse, WAL append, apply) runs on ``worker_threads``
+threads; probes and the dashboard's static files are answered on the loop itself, so they answer
+while every worker is busy.
 
 Guarantees:
-- HTTP/1.1 keep-alive, and ``Connection: close`` (or an HTTP/1.0 client) closes after the
-  response.  Every response carries ``Content-Length`` and goes out in one ``send`` with
-  ``TCP_NODELAY``, so keep-alive clients never wait on Nagle/delayed-ACK.
-- ``wsgi.input`` yields exactly the request body and then EOF (``wsgi.input_terminated``):
-  ``Content-Length`` bodies and ``Transfer-Encoding: chunked`` bodies alike.  Both headers at
-  once, several differing lengths, or another transfer coding are refused with 400.
-- ``Expect: 100-continue`` is answered only when the application starts reading the body, so a
-  request refused from its headers alone (401/403/404/429/400) never makes the client send it.
-- A body the application did not read is drained when small (≤ 64 KiB) so the connection can be
-  reused; otherwise the response says ``Connection: close`` and the connection is closed.
-- Idle connections time out after ``keepalive_timeout`` seconds.  :meth:`EventtallyHTTPServer.close`
-  stops accepting, lets in-flight requests finish (up to ``shutdown_grace``), closes idle
-  connections, then saves every organization's state.
-- Protocol errors are answered as JSON ``{"message"}`` like every other error.
+- Heads are parsed strictly (``http11.py``); any violation answers 400 (414, 417, 505) as JSON
+  ``{"message"}`` and closes the connection.  A head larger than ``max_header_bytes`` is 431; one
+  not complete ``header_timeout`` seconds after its first byte is 408; both close.
+- :meth:`EventtallyApp.admit` decides from the head alone (key, permission, ingest, rate limit,
+  declared size): a refused request never has its body read and never makes a client that sent
+  ``Expect: 100-continue`` send it.  An admitted request then takes a fair slot (``slots.py``; 503
+  with ``Retry-After`` if none is free) and holds it while its body arrives and the app runs.
+  The slot is released before the response is written, so a client that got its answer can
+  always start the next request.
+- A body must arrive within ``body_timeout`` and, after a 2-second grace, at ``body_min_rate``
+  bytes/second at least; otherwise 408 and close, so a trickle cannot hold a slot.
+- HTTP/1.1 keep-alive and pipelining; ``Connection: close`` or an HTTP/1.0 request without
+  ``keep-alive`` closes after the response.  Every response has ``Content-Length`` and goes out
+  in one write with ``TCP_NODELAY``.  A small unread body (≤ 64 KiB) is drained so the connection
+  can be reused; otherwise the response says ``Connection: close``.
+- At most ``max_connections`` connections are open; past it a connection gets 503 and is
+  closed.  Idle keep-alive connections close after ``keepalive_timeout``.
+- :meth:`EventtallyHTTPServer.close` stops accepting, lets in-flight requests finish (up to
+  ``shutdown_grace``), closes idle connections, waits for the workers, then saves state.
+- With ``tls_cert``/``tls_key`` the front speaks HTTPS only (stdlib ``ssl``, TLS 1.2 or newer).
+- ``X-Forwarded-For`` names the client (``REMOTE_ADDR``) only when the peer is one of the
+  ``trusted_proxies``; the rightmost address that is not a trusted proxy wins.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import email.utils
+import io
+import ipaddress
 import json
 import logging
 import socket
-import socketserver
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import IO, Any, cast
-from wsgiref.handlers import SimpleHandler
-from wsgiref.headers import Headers
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from typing import Any
+from urllib.parse import unquote
 
-from .app import EventtallyApp
+from . import http11
+from .app import ENV_FRONT, ENV_REFUSAL, ENV_STARTED, EventtallyApp, Response, log_safe
+from .config import ServerConfig
+from .slots import Pool
 
 __all__ = ["EventtallyHTTPServer", "serve_in_thread"]
 
@@ -44,7 +61,12 @@ log = logging.getLogger("eventtally.server")
 
 DRAIN_LIMIT = 65536
 LINGER_SECONDS = 2.0
-_MAX_LINE = 65536
+#: A body may start slowly; the minimum rate applies after this many seconds.
+BODY_RATE_GRACE = 2.0
+_READ = 65536
+_BODY_READ = 1 << 20
+_HEAD_READ = 16384
+_STREAM_LIMIT = 32768  # asyncio pauses a connection's reads past twice this in its buffer
 
 
 def _software() -> str:
@@ -57,390 +79,120 @@ def _software() -> str:
 
 
 SERVER_SOFTWARE = _software()
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 
-class BodyError(ValueError):
-    """The request body is malformed at the HTTP level (bad chunked encoding, early EOF)."""
+class _Date:
+    """The ``Date`` header value, formatted at most once a second."""
+
+    second = -1
+    value = ""
+
+    @classmethod
+    def now(cls) -> str:
+        t = int(time.time())
+        if t != cls.second:
+            cls.second, cls.value = t, email.utils.formatdate(t, usegmt=True)
+        return cls.value
 
 
-class _BodyReader:
-    """``wsgi.input``: the request body only, de-chunked, then EOF."""
+class _Fail(Exception):
+    """Answer ``status`` with ``message`` and close the connection."""
 
-    def __init__(
-        self,
-        rfile: IO[bytes],
-        length: int | None,
-        chunked: bool,
-        send_continue: Callable[[], None] | None,
-    ) -> None:
-        self._rfile = rfile
-        self._remaining = 0 if length is None else length
-        self.chunked = chunked
-        self._chunk_left = 0
-        self._eof = not chunked and not self._remaining
-        self._send_continue = send_continue
-        self.broken = False
-
-    @property
-    def expect_pending(self) -> bool:
-        return self._send_continue is not None
-
-    @property
-    def finished(self) -> bool:
-        return self._eof
-
-    @property
-    def remaining(self) -> int:
-        return self._remaining
-
-    def _continue(self) -> None:
-        if self._send_continue is not None:
-            send, self._send_continue = self._send_continue, None
-            send()
-
-    def _next_chunk(self) -> None:
-        line = self._rfile.readline(_MAX_LINE + 1)
-        if not line.endswith(b"\n") or len(line) > _MAX_LINE:
-            raise BodyError("malformed chunked body: bad chunk size line")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise BodyError("malformed chunked body: bad chunk size") from None
-        if size < 0 or not size_text.isalnum():
-            raise BodyError("malformed chunked body: bad chunk size")
-        if size == 0:
-            while True:  # trailer section, ends with an empty line
-                trailer = self._rfile.readline(_MAX_LINE + 1)
-                if not trailer:
-                    raise BodyError("malformed chunked body: missing final CRLF")
-                if trailer in (b"\r\n", b"\n"):
-                    break
-            self._eof = True
-        self._chunk_left = size
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._eof:
-            return b""
-        self._continue()
-        try:
-            return self._read(size)
-        except (BodyError, OSError):
-            self.broken = True
-            raise
-
-    def _read(self, size: int | None) -> bytes:
-        if not self.chunked:
-            n = self._remaining if size is None or size < 0 else min(size, self._remaining)
-            data = self._rfile.read(n)
-            self._remaining -= len(data)
-            if len(data) < n:
-                raise BodyError("connection closed before the whole body arrived")
-            if not self._remaining:
-                self._eof = True
-            return data
-        parts: list[bytes] = []
-        want = -1 if size is None or size < 0 else size
-        while not self._eof and want != 0:
-            if not self._chunk_left:
-                self._next_chunk()
-                if self._eof:
-                    break
-            n = self._chunk_left if want < 0 else min(want, self._chunk_left)
-            data = self._rfile.read(n)
-            if len(data) < n:
-                raise BodyError("connection closed before the whole body arrived")
-            parts.append(data)
-            self._chunk_left -= n
-            if want > 0:
-                want -= n
-            if not self._chunk_left and self._rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise BodyError("malformed chunked body: missing CRLF after a chunk")
-        return b"".join(parts)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        # Rarely used by WSGI apps; byte-wise is simple and correct.
-        out = bytearray()
-        while size is None or size < 0 or len(out) < size:
-            b = self.read(1)
-            if not b:
-                break
-            out += b
-            if b == b"\n":
-                break
-        return bytes(out)
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        return list(iter(self.readline, b""))
-
-    def __iter__(self) -> Any:
-        return iter(self.readline, b"")
-
-    def drain(self) -> bool:
-        """Discard a small unread ``Content-Length`` body; False if the connection must close."""
-        if self._eof:
-            return True
-        if self.chunked or self.expect_pending or self._remaining > DRAIN_LIMIT or self.broken:
-            return False
-        try:
-            self.read()
-        except (BodyError, OSError):
-            return False
-        return True
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
-class _ServerHandler(SimpleHandler):
-    """wsgiref's handler, speaking HTTP/1.1 and buffering each response into one send."""
+class _Closed(Exception):
+    """The peer went away (or the server is stopping): nothing more to send."""
 
-    headers: Headers  # set by start_response (declared for the type checker)
-    http_version = "1.1"
-    server_software = SERVER_SOFTWARE
-    os_environ: dict[str, str] = {}  # noqa: RUF012 - don't copy the process env into requests
-    error_status = "500 Internal Server Error"
-    error_headers = [("Content-Type", "application/json")]  # noqa: RUF012
-    error_body = b'{"message":"Internal server error"}'
 
-    def __init__(
-        self, request_handler: _RequestHandler, reader: _BodyReader, environ: dict[str, Any]
-    ) -> None:
-        super().__init__(
-            cast(IO[bytes], reader),
-            cast(IO[bytes], request_handler.wfile),
-            sys.stderr,
-            environ,
-            multithread=True,
-            multiprocess=False,
-        )
-        self.request_handler = request_handler
+class _Held:
+    """A slot released exactly once, by the worker (before the answer goes out) or on failure."""
+
+    __slots__ = ("_lock", "org", "pool", "slots")
+
+    def __init__(self, slots: Any, pool: Pool | None, org: str | None) -> None:
+        self.slots, self.pool, self.org = slots, pool, org
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            pool, self.pool = self.pool, None
+        if pool is not None:
+            self.slots.release(pool, self.org)
+
+
+class _Conn:
+    __slots__ = ("buf", "busy", "peer", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
-        self._out: list[bytes] = []
-
-    def _write(self, data: bytes) -> None:
-        self._out.append(data)
-
-    def _flush(self) -> None:
-        if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self.stdout.write(data)
-
-    def flush_all(self) -> None:
-        self._flush()
-
-    def cleanup_headers(self) -> None:
-        super().cleanup_headers()
-        assert self.headers is not None
-        if "Content-Length" not in self.headers:
-            # Only reached for multi-chunk iterables, which this app never returns; without a
-            # length the only honest framing is to close after the body.
-            self.request_handler.close_connection = True
-        if self.request_handler.decide_close(self.reader):
-            self.headers["Connection"] = "close"
-        elif self.request_handler.request_version == "HTTP/1.0":
-            self.headers["Connection"] = "keep-alive"
-
-    def log_exception(self, exc_info: Any) -> None:
-        log.error("error in the WSGI application", exc_info=exc_info)
-
-    def close(self) -> None:
-        SimpleHandler.close(self)
+        self.writer = writer
+        self.buf = bytearray()
+        self.busy = False
+        peer = writer.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
 
 
-class _RequestHandler(WSGIRequestHandler):
-    """One connection: any number of requests while keep-alive holds."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: EventtallyHTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        # Idle keep-alive connections and stalled requests time out.
-        self.connection.settimeout(self.server.keepalive_timeout or None)
-        self.server.track(self.connection, busy=False)
-
-    _linger = False
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-            if self._linger:
-                self._lingering_close()
-        finally:
-            self.server.untrack(self.connection)
-
-    def _lingering_close(self) -> None:
-        """Close after refusing a request whose body is still arriving.
-
-        Closing a socket with unread input makes the kernel send RST, which can destroy the
-        response before the client reads it.  So: send FIN, discard input for a moment
-        (bounded by LINGER_SECONDS), then close.
-        """
-        sock = self.connection
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + LINGER_SECONDS
-            while (left := deadline - time.monotonic()) > 0 and not self.server.draining:
-                sock.settimeout(min(left, 0.25))
-                try:
-                    if not sock.recv(65536):
-                        break
-                except TimeoutError:
-                    continue
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-    def handle(self) -> None:
-        self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection:
-            self.handle_one_request()
-
-    def handle_expect_100(self) -> bool:
-        # Deferred: the body reader sends "100 Continue" when the app first reads the body.
-        self._expect_100 = True
-        return True
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Protocol-level errors as JSON ``{"message"}``; always closes the connection."""
-        self.close_connection = True
-        self._linger = True
-        if getattr(self, "request_version", "HTTP/0.9") in ("HTTP/0.9", ""):
-            # HTTP/0.9 responses have no status line; nobody speaks it, so answer in 1.1.
-            self.request_version = "HTTP/1.1"
-        try:
-            phrase = HTTPStatus(code).phrase
-        except ValueError:
-            phrase = "Error"
-        body = json.dumps({"message": message or phrase}).encode()
-        self.send_response(code, phrase)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        log.info('%s "%s" %d %d', self.client_address[0], self.requestline, code, len(body))
-
-    def decide_close(self, reader: _BodyReader) -> bool:
-        """Whether this response ends the connection (decided before its headers go out)."""
-        if self.server.draining or (
-            not reader.finished
-            and (
-                reader.chunked
-                or reader.expect_pending
-                or reader.broken
-                or reader.remaining > DRAIN_LIMIT
-            )
-        ):
-            self.close_connection = True
-        return bool(self.close_connection)
-
-    def _send_continue(self) -> None:
-        self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def handle_one_request(self) -> None:
-        try:
-            self.raw_requestline = self.rfile.readline(_MAX_LINE + 1)
-        except OSError:  # idle timeout, reset, or shutdown while idle
-            self.close_connection = True
-            return
-        if not self.raw_requestline:
-            self.close_connection = True
-            return
-        if len(self.raw_requestline) > _MAX_LINE:
-            self.requestline = ""
-            self.request_version = ""
-            self.command = ""
-            self.send_error(414)
-            return
-        self.server.set_busy(self.connection, True)
-        try:
-            self._handle_request()
-        except OSError:
-            self.close_connection = True
-        finally:
-            self.server.set_busy(self.connection, False)
-
-    def _handle_request(self) -> None:
-        self._expect_100 = False
-        if not self.parse_request():
-            return
-        lengths = self.headers.get_all("Content-Length") or []
-        te = self.headers.get_all("Transfer-Encoding") or []
-        length: int | None = None
-        chunked = False
-        if te:
-            if [t.strip().lower() for t in ",".join(te).split(",")] != ["chunked"]:
-                self.send_error(400, "Unsupported Transfer-Encoding")
-                return
-            if lengths:
-                self.send_error(400, "Both Content-Length and Transfer-Encoding")
-                return
-            chunked = True
-        elif lengths:
-            values = {v.strip() for v in lengths}
-            if len(values) != 1 or not next(iter(values)).isdigit():
-                self.send_error(400, "Invalid Content-Length header")
-                return
-            length = int(next(iter(values)))
-        environ = self.get_environ()
-        environ["wsgi.input_terminated"] = True
-        if chunked:
-            environ.pop("CONTENT_LENGTH", None)
-        send_continue = self._send_continue if self._expect_100 and (chunked or length) else None
-        reader = _BodyReader(cast(IO[bytes], self.rfile), length, chunked, send_continue)
-        handler = _ServerHandler(self, reader, environ)
-        handler.run(self.server.app)
-        handler.flush_all()
-        if not self.close_connection and not reader.finished and not reader.drain():
-            self.close_connection = True
-        if self.close_connection and not reader.finished:
-            self._linger = True
+def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
-class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
-    """The threaded server.  ``server.app`` is the WSGI app, ``server.port`` the bound port."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 256
+class EventtallyHTTPServer:
+    """The server.  ``server.app`` is the WSGI app, ``server.port`` the bound port."""
 
     def __init__(
         self,
         address: tuple[str, int],
         app: EventtallyApp,
         *,
-        keepalive_timeout: float = 30.0,
-        shutdown_grace: float = 10.0,
+        keepalive_timeout: float | None = None,
+        shutdown_grace: float | None = None,
         on_close: Callable[[], None] | None = None,
+        config: ServerConfig | None = None,
     ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.keepalive_timeout = keepalive_timeout
-        self.shutdown_grace = shutdown_grace
-        self.draining = False
-        self._on_close = on_close
-        self._conns: dict[socket.socket, bool] = {}  # connection → busy with a request
-        self._cond = threading.Condition()
-        self._serving = False
-        self._closed = False
-        super().__init__(address, _RequestHandler)
+        cfg = config or app.config
         self.app = app
-        self.set_app(app)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would call socket.getfqdn(), a reverse DNS lookup that can
-        # stall for seconds on machines without DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-        self.setup_environ()
+        self.config = cfg
+        self.keepalive_timeout = (
+            cfg.keepalive_timeout if keepalive_timeout is None else keepalive_timeout
+        )
+        self.shutdown_grace = cfg.shutdown_grace if shutdown_grace is None else shutdown_grace
+        self.ssl_context = _tls_context(cfg)
+        self._trusted = [ipaddress.ip_network(p, strict=False) for p in cfg.trusted_proxies]
+        self._on_close = on_close
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(1024)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.socket = sock
+        self.server_address: tuple[Any, ...] = sock.getsockname()
+        self.server_name = str(self.server_address[0])
+        self._executor = ThreadPoolExecutor(cfg.worker_threads, "eventtally-worker")
+        self._conns: set[_Conn] = set()
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self.draining = False
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
     @property
     def port(self) -> int:
@@ -448,51 +200,461 @@ class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
 
     @property
     def url(self) -> str:
-        host = str(self.server_address[0])
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = self.server_name
+        return (
+            f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
+        )
 
-    # connection bookkeeping for graceful shutdown
-    def track(self, conn: socket.socket, busy: bool) -> None:
-        with self._cond:
-            self._conns[conn] = busy
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
 
-    def untrack(self, conn: socket.socket) -> None:
-        with self._cond:
-            self._conns.pop(conn, None)
-            self._cond.notify_all()
-
-    def set_busy(self, conn: socket.socket, busy: bool) -> None:
-        with self._cond:
-            if conn in self._conns:
-                self._conns[conn] = busy
-            self._cond.notify_all()
+    # ------------------------------------------------------------------ lifecycle
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self._serving = True
+        """Serve until :meth:`close` (``poll_interval`` is accepted for compatibility)."""
+        with self._lock:
+            if self._closed or self._started:
+                return
+            self._started = True
         try:
-            super().serve_forever(poll_interval)
+            asyncio.run(self._serve())
         finally:
-            self._serving = False
+            self._ready.set()
+            self._done.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(
+            self._handle,
+            sock=self.socket,
+            limit=_STREAM_LIMIT,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=self.config.header_timeout if self.ssl_context else None,
+        )
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()  # stop accepting; open connections stay
+            deadline = time.monotonic() + self.shutdown_grace
+            while any(c.busy for c in self._conns) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            for c in list(self._conns):
+                c.writer.transport.abort()
+            await asyncio.sleep(0)
 
     def close(self) -> None:
         """Graceful stop: no new connections, finish in-flight requests, save state."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started
         self.draining = True
-        if self._serving:
-            self.shutdown()  # returns once serve_forever has left its loop
-        self.server_close()  # the listening socket: new connections are refused
-        deadline = time.monotonic() + self.shutdown_grace
-        with self._cond:
-            while any(self._conns.values()) and time.monotonic() < deadline:
-                self._cond.wait(max(0.0, min(0.1, deadline - time.monotonic())))
-            leftovers = list(self._conns)
-        for conn in leftovers:  # idle keep-alive connections (or requests past the grace)
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        if started:
+            self._ready.wait(10)
+            loop, stop = self._loop, self._stop
+            if loop is not None and stop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already ended
+                    loop.call_soon_threadsafe(stop.set)
+            self._done.wait(self.shutdown_grace + 10)
+        self.socket.close()
+        self._executor.shutdown(wait=True)
         if self._on_close is not None:
             self._on_close()
+
+    # ------------------------------------------------------------------ connections
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(reader, writer)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if len(self._conns) >= self.config.max_connections or self.draining:
+            await self._refuse_connection(conn)
+            return
+        self._conns.add(conn)
+        try:
+            await self._serve_connection(conn)
+        except (_Closed, ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("error on a connection from %s", conn.peer)
+        finally:
+            self._conns.discard(conn)
+            writer.close()
+
+    async def _refuse_connection(self, conn: _Conn) -> None:
+        self.app.m_requests.inc("connection", "503")
+        log.warning("refused a connection from %s: max_connections reached", conn.peer)
+        body = b'{"message":"Server busy: too many open connections; retry later"}'
+        with contextlib.suppress(Exception):
+            await self._send(conn, 503, [("Content-Type", "application/json"),
+                                         ("Retry-After", "1")], body, close=True)  # fmt: skip
+            await self._linger(conn, 0.5)
+        conn.writer.transport.abort()
+
+    async def _serve_connection(self, conn: _Conn) -> None:
+        first = True
+        while not self.draining:
+            block = await self._read_head(conn, first)
+            if block is None:
+                return
+            first = False
+            started = time.perf_counter()
+            try:
+                head = http11.parse_head(block)
+            except http11.ProtocolError as exc:
+                await self._protocol_error(conn, exc.status, exc.message, block)
+                return
+            conn.busy = True
+            try:
+                keep = await self._request(conn, head, started)
+            finally:
+                conn.busy = False
+            if not keep:
+                return
+
+    async def _read(self, conn: _Conn, n: int, timeout: float | None) -> bytes:
+        if timeout is not None and timeout <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(timeout):
+            data = await conn.reader.read(n)
+        return data
+
+    async def _read_head(self, conn: _Conn, first: bool) -> bytes | None:
+        """The next request head (without its empty line), or ``None`` to close quietly."""
+        buf = conn.buf
+        cfg = self.config
+        if not buf:
+            idle = cfg.header_timeout if first else (self.keepalive_timeout or None)
+            try:
+                data = await self._read(conn, _HEAD_READ, idle)
+            except TimeoutError:
+                return None
+            if not data:
+                return None
+            buf += data
+        deadline = time.monotonic() + cfg.header_timeout
+        limit = cfg.max_header_bytes
+        while True:
+            end = buf.find(b"\r\n\r\n", 0, limit + 4)
+            if end >= 0:
+                block = bytes(buf[:end])
+                del buf[: end + 4]
+                return block
+            if len(buf) >= limit + 4:
+                status = 431 if buf.find(b"\r\n", 0, 8192) >= 0 or len(buf) < 8192 else 414
+                msg = (
+                    f"Request header fields too large (more than {limit} bytes)"
+                    if status == 431
+                    else "Request line too long"
+                )
+                await self._protocol_error(conn, status, msg, bytes(buf[:200]))
+                return None
+            try:
+                data = await self._read(conn, _HEAD_READ, deadline - time.monotonic())
+            except TimeoutError:
+                await self._protocol_error(
+                    conn, 408, "Timed out waiting for the request headers", bytes(buf[:200])
+                )
+                return None
+            if not data:
+                return None
+            buf += data
+
+    async def _protocol_error(self, conn: _Conn, status: int, message: str, head: bytes) -> None:
+        line = head.split(b"\r\n", 1)[0][:200].decode("latin-1")
+        self.app.m_requests.inc("protocol", str(status))
+        log.info('%s "%s" %d (%s)', conn.peer, log_safe(line), status, message)
+        body = json.dumps({"message": message}).encode()
+        with contextlib.suppress(Exception):
+            await self._send(conn, status, [("Content-Type", "application/json")], body, close=True)
+            await self._linger(conn, LINGER_SECONDS)
+
+    # ------------------------------------------------------------------ one request
+
+    def _environ(self, conn: _Conn, head: http11.RequestHead, started: float) -> dict[str, Any]:
+        target = head.target
+        if not target.startswith("/") and "://" in target:  # absolute-form (RFC 9112 3.2.2)
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        path, _, query = target.partition("?")
+        env: dict[str, Any] = {
+            "REQUEST_METHOD": head.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(path, "iso-8859-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": self.server_name,
+            "SERVER_PORT": str(self.port),
+            "SERVER_PROTOCOL": head.version,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "REMOTE_ADDR": conn.peer,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "https" if self.ssl_context is not None else "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.input": io.BytesIO(b""),
+            ENV_FRONT: True,
+            ENV_STARTED: started,
+        }
+        for name, value in head.headers:
+            if "_" in name:
+                continue  # x_api_token must not pass for x-api-token (as wsgiref does)
+            if name == "content-type":
+                env["CONTENT_TYPE"] = value
+                continue
+            if name in ("content-length", "transfer-encoding"):
+                continue  # framing is the front's; the app sees the decoded length
+            key = "HTTP_" + name.upper().replace("-", "_")
+            env[key] = f"{env[key]},{value}" if key in env else value
+        if head.has_body:
+            env["CONTENT_LENGTH"] = str(head.content_length or 0)
+        elif head.content_length == 0:
+            env["CONTENT_LENGTH"] = "0"
+        if self._trusted and "HTTP_X_FORWARDED_FOR" in env:
+            env["REMOTE_ADDR"] = self._client_address(conn.peer, env["HTTP_X_FORWARDED_FOR"])
+        return env
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    def _client_address(self, peer: str, forwarded: str) -> str:
+        if not self._is_trusted(peer):
+            return peer
+        client = peer
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                break  # not an address: stop trusting the chain here
+            client = hop
+            if not self._is_trusted(hop):
+                break
+        return client
+
+    async def _request(self, conn: _Conn, head: http11.RequestHead, started: float) -> bool:
+        """Serve one request; whether the connection may carry another."""
+        app = self.app
+        loop = asyncio.get_running_loop()
+        env = self._environ(conn, head, started)
+        pool = app.pool_of(env)
+        held = _Held(app.slots, None, None)
+        body_done = not head.has_body
+        try:
+            if pool is not None:
+                adm = await loop.run_in_executor(self._executor, app.admit, env)
+                if adm.refusal is not None:
+                    env[ENV_REFUSAL] = adm.refusal
+                elif adm.pool is not None and not app.slots.try_acquire(adm.pool, adm.org):
+                    env[ENV_REFUSAL] = app.busy()
+                else:
+                    held = _Held(app.slots, adm.pool, adm.org)
+            if not body_done and ENV_REFUSAL not in env:
+                if head.expect_continue:
+                    conn.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                try:
+                    body = await self._read_body(conn, head)
+                except _Fail as exc:
+                    held.release()
+                    env[ENV_REFUSAL] = _error(exc.status, exc.message)
+                    await self._answer(conn, head, env, held, close=True)
+                    return False
+                env["wsgi.input"] = io.BytesIO(body)
+                env["CONTENT_LENGTH"] = str(len(body))
+                body_done = True
+            elif not body_done and self._may_drain(head):
+                body_done = await self._drain(conn, head)
+            close = not head.keep_alive or not body_done or self.draining
+            await self._answer(conn, head, env, held, close=close, inline=pool is None)
+            if close and not body_done:
+                await self._linger(conn, LINGER_SECONDS)
+            return not close
+        finally:
+            held.release()
+
+    def _may_drain(self, head: http11.RequestHead) -> bool:
+        return (
+            not head.chunked
+            and not head.expect_continue
+            and (head.content_length or 0) <= DRAIN_LIMIT
+        )
+
+    async def _drain(self, conn: _Conn, head: http11.RequestHead) -> bool:
+        try:
+            await self._read_body(conn, head)
+        except (_Fail, _Closed):
+            return False
+        return True
+
+    async def _read_body(self, conn: _Conn, head: http11.RequestHead) -> bytes:
+        cfg = self.config
+        limit = cfg.max_body_bytes
+        too_large = _Fail(
+            400, f"Body larger than the maximum payload ({limit} bytes); send smaller batches"
+        )
+        buf = conn.buf
+        start = time.monotonic()
+        deadline = start + cfg.body_timeout
+        received = 0
+        parts: list[bytes] = []
+        decoder = http11.ChunkedDecoder() if head.chunked else None
+        want = head.content_length or 0
+        if decoder is None and want > limit:
+            raise too_large
+        total = 0
+        if decoder is None and buf:
+            n = min(want, len(buf))
+            parts.append(bytes(buf[:n]))
+            del buf[:n]
+            total = n
+        while True:
+            if decoder is None:
+                if total == want:
+                    return b"".join(parts)
+            else:
+                try:
+                    piece = decoder.decode(buf)
+                except http11.ProtocolError as exc:
+                    raise _Fail(400, f"Invalid request body: {exc.message}") from None
+                total += len(piece)
+                parts.append(piece)
+                if total > limit:
+                    raise too_large
+                if decoder.done:
+                    return b"".join(parts)
+                if len(buf) > http11.MAX_CHUNK_LINE + http11.MAX_TRAILER_BYTES:
+                    raise _Fail(400, "Invalid request body: malformed chunked framing")
+            now = time.monotonic()
+            elapsed = now - start
+            if (
+                cfg.body_min_rate
+                and elapsed > BODY_RATE_GRACE
+                and received < cfg.body_min_rate * (elapsed - BODY_RATE_GRACE)
+            ):
+                raise _Fail(408, "Request body too slow (under body_min_rate); send it faster")
+            wait = deadline - now
+            if cfg.body_min_rate:
+                wait = min(wait, 0.5)  # wake up to check the rate even when nothing arrives
+            try:
+                # Content-Length bodies go straight to `parts` (no copy through `buf`); a read
+                # never asks past the body, so pipelined bytes stay in the stream.
+                size = _READ if decoder is not None else min(_BODY_READ, want - total)
+                data = await self._read(conn, size, wait)
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise _Fail(408, "Timed out reading the request body") from None
+                continue
+            if not data:
+                raise _Closed
+            received += len(data)
+            if decoder is None:
+                parts.append(data)
+                total += len(data)
+            else:
+                buf += data
+
+    def _run_app(self, env: dict[str, Any], held: _Held) -> Response:
+        """Call the WSGI app (on a worker, or inline for probes); release the slot at once."""
+        out: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            out["status"] = int(status.split(" ", 1)[0])
+            out["headers"] = headers
+            return lambda data: None
+
+        try:
+            body = b"".join(self.app(env, start_response))
+        finally:
+            held.release()
+        return out["status"], out["headers"], body
+
+    async def _answer(
+        self,
+        conn: _Conn,
+        head: http11.RequestHead,
+        env: dict[str, Any],
+        held: _Held,
+        *,
+        close: bool,
+        inline: bool = False,
+    ) -> None:
+        if inline:
+            status, headers, body = self._run_app(env, held)
+        else:
+            loop = asyncio.get_running_loop()
+            status, headers, body = await loop.run_in_executor(
+                self._executor, self._run_app, env, held
+            )
+        if head.method == "HEAD":
+            body = b""
+        extra = [] if close or head.version != "HTTP/1.0" else [("Connection", "keep-alive")]
+        await self._send(conn, status, headers + extra, body, close=close, has_length=True)
+
+    async def _send(
+        self,
+        conn: _Conn,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        *,
+        close: bool,
+        has_length: bool = False,
+    ) -> None:
+        lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if not has_length:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append(f"Date: {_Date.now()}")
+        lines.append(f"Server: {SERVER_SOFTWARE}")
+        if close:
+            lines.append("Connection: close")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        w = conn.writer
+        if w.transport.is_closing():
+            raise _Closed
+        w.write(data)
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                await w.drain()
+        except TimeoutError:
+            raise _Closed from None
+
+    async def _linger(self, conn: _Conn, seconds: float) -> None:
+        """Close after refusing a request whose body may still be arriving.
+
+        Closing with unread input makes the kernel send RST, which can destroy the response
+        before the client reads it.  So: send FIN, discard input for a bounded moment, close.
+        """
+        w = conn.writer
+        with contextlib.suppress(Exception):
+            if w.can_write_eof():
+                w.write_eof()
+            end = time.monotonic() + seconds
+            while not self.draining and (left := end - time.monotonic()) > 0:
+                try:
+                    data = await self._read(conn, _READ, min(left, 0.25))
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+        w.close()
+
+
+def _error(status: int, message: str) -> Response:
+    return status, [("Content-Type", "application/json")], json.dumps({"message": message}).encode()
 
 
 def serve_in_thread(server: EventtallyHTTPServer) -> threading.Thread:

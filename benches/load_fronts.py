@@ -1,0 +1,457 @@
+"""The HTTP front under load and under attack, on loopback.
+
+    python benches/load_fronts.py                     # every scenario
+    python benches/load_fronts.py --scenarios throughput --duration 5
+
+The same-run comparison with the old thread-per-connection front in ``benches/README.md`` was
+taken at commit 252c955, where ``--fronts asyncio,threaded`` ran both (the old front has since
+been deleted).
+
+What this script guarantees:
+
+- Loopback only; each scenario starts a fresh server (``serve_front.py``, a subprocess, throw-away
+  data directory) and stops it; every phase is bounded in time and count.
+- Scenarios (issue 9's performance section):
+  1. 300-event Segment batches (≈ 300 KB), fsync ``always`` (group commit), rate limit off, with
+     ``wrk`` at 16 and 64 connections: req/s, p50, p99.  The answer is checked: COUNT through
+     the Metrics API must match the acknowledged batches (within the requests wrk left in flight).
+  2. 2,000 idle keep-alive connections open: ``/healthz`` p99 (a prober issuing one request
+     every 20 ms) while wrk ingests at 16 connections, and that ingest rate as a ratio to
+     scenario 1's 16-connection rate.
+  3. Header flood: connections each sending up to 95 header lines of 60 KB; the server's peak
+     RSS growth (``/proc/<pid>/status``, sampled every 20 ms), at ``--flood`` connections and
+     at ``--flood-old`` (the count the old front could be measured with: it kept every line).
+  4. 64 trickled uploads from one organization (1 byte/s, reconnecting when cut) while another
+     organization posts small batches one after the other: its statuses and p99.
+- Results go to stdout as a markdown table and, with ``--json``, to a file; the server's CPU
+  time per request (user + system) is reported beside each throughput figure, since on shared
+  cores it varies far less than the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from segment_gen import BENCH_FILTER, BENCH_INGEST, batches, generate_events
+
+KEY_A = "front-bench-key-a-" + "x" * 30
+KEY_B = "front-bench-key-b-" + "y" * 30
+HERE = Path(__file__).resolve().parent
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+EXTRA: dict[str, Any] = json.loads(os.environ.get("ET_FRONT_SETTINGS", "{}"))
+
+LUA = r"""
+local f = io.open(os.getenv("ET_BODY_FILE"), "rb")
+wrk.method = os.getenv("ET_METHOD") or "POST"
+if wrk.method == "POST" then wrk.body = f:read("*a") end
+f:close()
+wrk.headers["x-api-token"] = os.getenv("ET_KEY")
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non2xx":%d,' ..
+    '"errors":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def _config(tmp: Path, server: dict[str, Any]) -> Path:
+    (tmp / "filter.json").write_text(json.dumps(BENCH_FILTER))
+    ts = BENCH_INGEST["timestamp"]
+    ingest_ts = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in ts.items()) + " }"
+    settings = {"host": "127.0.0.1", "port": 0, "data_dir": "data", "rate_limit": 0, **server}
+    lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines += ["[durability]", 'fsync = "always"']
+    for org, key in (("alpha", KEY_A), ("beta", KEY_B)):
+        lines += [
+            "[[organizations]]",
+            f'id = "{org}"',
+            "[[organizations.api_keys]]",
+            'name = "load"',
+            f'key = "{key}"',
+            'permissions = ["READ", "WRITE"]',
+            "[[organizations.ingests]]",
+            f'id = "{BENCH_INGEST["id"]}-{org}"',
+            f'schema = "{BENCH_INGEST["schema"]}"',
+            f"timestamp = {ingest_ts}",
+            "[[organizations.filters]]",
+            'file = "filter.json"',
+        ]
+    path = tmp / "eventtally.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Server:
+    """One server subprocess with one front."""
+
+    def __init__(self, front: str, server: dict[str, Any]) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="et-fronts-"))
+        cfg = _config(self.tmp, server)
+        self.log = (self.tmp / "server.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "serve_front.py"), "--config", str(cfg)],
+            cwd=self.tmp,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.match(r"PORT (\d+)", line)
+        if not m:
+            self.stop()
+            raise SystemExit(f"server did not start: {(self.tmp / 'server.log').read_text()}")
+        self.port = int(m.group(1))
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+
+    def rss_kib(self) -> int:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wrk(port: int, path: str, conns: int, seconds: float, body_file: Path, key: str) -> dict:
+    lua = body_file.parent / "post.lua"
+    lua.write_text(LUA)
+    env = {**os.environ, "ET_BODY_FILE": str(body_file), "ET_KEY": key, "ET_METHOD": "POST"}
+    out = subprocess.run(
+        [
+            WRK,
+            "-t",
+            "2",
+            "-c",
+            str(conns),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(lua),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    m = re.search(r"^JSON (.*)$", out, re.M)
+    assert m, out
+    r = json.loads(m.group(1))
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    return r
+
+
+def count(port: int, key: str) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    q = {"filterId": BENCH_FILTER["id"], "aggregationId": 1, "calculation": "COUNT",
+         "startTime": "1970-01-01T00:00:00Z", "endTime": "2100-01-01T00:00:00Z"}  # fmt: skip
+    conn.request("POST", "/api/v1/metrics/results", json.dumps(q), {"x-api-token": key})
+    resp = conn.getresponse()
+    rows = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 200, rows
+    return float(sum(r["value"] for r in rows))
+
+
+def _pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
+
+
+def scenario_throughput(front: str, body_file: Path, counted: int, seconds: float) -> dict:
+    out: dict[str, Any] = {}
+    for conns in (16, 64):
+        with Server(front, {"max_concurrent_requests": 0, **EXTRA}) as srv:
+            u0, s0 = srv.cpu_seconds()
+            r = wrk(srv.port, f"/{BENCH_INGEST['id']}-alpha", conns, seconds, body_file, KEY_A)
+            u1, s1 = srv.cpu_seconds()
+            r["cpu_user_ms"] = (u1 - u0) * 1000 / max(1, r["requests"])
+            r["cpu_sys_ms"] = (s1 - s0) * 1000 / max(1, r["requests"])
+            ok = r["requests"] - r["non2xx"]
+            got = count(srv.port, KEY_A) / counted
+            # wrk stops with up to `conns` requests in flight that the server may still apply.
+            assert ok <= got <= ok + conns + r["errors"], (ok, got, r)
+            out[f"c{conns}"] = r
+    return out
+
+
+def _open_idle(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n")
+        socks.append(s)
+    for s in socks:  # each answered once: now an idle keep-alive connection
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            chunk = s.recv(4096)
+            assert chunk
+            data += chunk
+    return socks
+
+
+def _probe(port: int, stop: threading.Event, out: list[float]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        t = time.perf_counter()
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        out.append(time.perf_counter() - t)
+        time.sleep(0.02)
+    conn.close()
+
+
+def scenario_idle(front: str, body_file: Path, seconds: float, idle: int) -> dict:
+    with Server(front, {"max_concurrent_requests": 0, "keepalive_timeout": 120.0}) as srv:
+        socks = _open_idle(srv.port, idle)
+        try:
+            lat: list[float] = []
+            stop = threading.Event()
+            t = threading.Thread(target=_probe, args=(srv.port, stop, lat))
+            t.start()
+            r = wrk(srv.port, f"/{BENCH_INGEST['id']}-alpha", 16, seconds, body_file, KEY_A)
+            stop.set()
+            t.join()
+            rss = srv.rss_kib()
+        finally:
+            for s in socks:
+                s.close()
+    return {"rps": r["rps"], "healthz_p99_ms": _pct(lat, 99) * 1000, "probes": len(lat),
+            "rss_mib": rss / 1024}  # fmt: skip
+
+
+async def _flood_one(port: int, lines: int, line: bytes) -> None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"POST /{BENCH_INGEST['id']}-alpha HTTP/1.1\r\nHost: b\r\n".encode())
+        for _ in range(lines):
+            writer.write(line)
+            await writer.drain()
+        writer.write(b"\r\n")
+        await writer.drain()
+        await reader.read(65536)
+        writer.close()
+    except (ConnectionError, OSError):
+        pass
+
+
+def scenario_flood(front: str, conns: int, lines: int = 95) -> dict:
+    with Server(front, {}) as srv:
+        time.sleep(0.5)
+        base = srv.rss_kib()
+        peak = base
+        line = b"X-Flood: " + b"a" * 60_000 + b"\r\n"
+
+        async def run() -> None:
+            tasks = [_flood_one(srv.port, lines, line) for _ in range(conns)]
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, srv.rss_kib())
+                time.sleep(0.02)
+
+        t = threading.Thread(target=sample)
+        t.start()
+        started = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            asyncio.run(run())
+        elapsed = time.monotonic() - started
+        t0 = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            ok = s.recv(100).startswith(b"HTTP/1.1 200")
+        healthz_ms = (time.perf_counter() - t0) * 1000
+        done.set()
+        t.join()
+    return {"conns": conns, "rss_growth_mib": (peak - base) / 1024, "seconds": elapsed,
+            "healthz_after_ms": healthz_ms, "healthz_ok": ok}  # fmt: skip
+
+
+def scenario_trickle(front: str, seconds: float, trickles: int = 64) -> dict:
+    with Server(front, {}) as srv:
+        stop = threading.Event()
+        cut = [0]
+
+        async def trickle() -> None:
+            head = (
+                f"POST /{BENCH_INGEST['id']}-alpha HTTP/1.1\r\nHost: b\r\nx-api-token: {KEY_A}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n["
+            ).encode()
+            while not stop.is_set():
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+                    writer.write(head)
+                    while not stop.is_set():
+                        try:
+                            data = await asyncio.wait_for(reader.read(4096), 1.0)
+                        except TimeoutError:
+                            writer.write(b" ")
+                            await writer.drain()
+                            continue
+                        if not data or data.startswith(b"HTTP/"):
+                            cut[0] += 1
+                            break
+                    writer.close()
+                except (ConnectionError, OSError):
+                    await asyncio.sleep(0.05)
+
+        async def attack() -> None:
+            await asyncio.gather(*(trickle() for _ in range(trickles)))
+
+        t = threading.Thread(target=lambda: asyncio.run(attack()))
+        t.start()
+        time.sleep(2.0)  # let the trickles take their slots
+        body = json.dumps([{"type": "track", "event": "small",
+                            "receivedAt": "2024-05-14T10:00:00Z"}] * 10).encode()  # fmt: skip
+        statuses: dict[int, int] = {}
+        lat: list[float] = []
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", f"/{BENCH_INGEST['id']}-beta", body, {"x-api-token": KEY_B})
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (ConnectionError, OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+                status = 0
+            lat.append(time.perf_counter() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+            time.sleep(0.01)
+        conn.close()
+        stop.set()
+        t.join(30)
+    return {"statuses": statuses, "p99_ms": _pct(lat, 99) * 1000, "requests": len(lat),
+            "trickles_cut": cut[0]}  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--fronts", default="asyncio", help=argparse.SUPPRESS)
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    p.add_argument("--idle", type=int, default=2000)
+    p.add_argument("--flood", type=int, default=300, help="flood connections (first flood)")
+    p.add_argument("--flood-old", type=int, default=40, help="flood connections (second flood)")
+    p.add_argument("--scenarios", default="throughput,idle,flood,trickle")
+    p.add_argument("--json", help="write the results here too")
+    args = p.parse_args()
+    body = batches(generate_events(300, seed=1), 300)[0]
+    counted = sum(1 for e in json.loads(body) if e.get("type") in ("track", "page", "screen"))
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as d:
+        body_file = Path(d) / "body.json"
+        body_file.write_bytes(body)
+        for front in args.fronts.split(","):
+            r: dict[str, Any] = {}
+            todo = args.scenarios.split(",")
+            if "throughput" in todo:
+                print(f"[{front}] throughput", file=sys.stderr, flush=True)
+                r["throughput"] = scenario_throughput(front, body_file, counted, args.duration)
+            if "idle" in todo:
+                print(f"[{front}] {args.idle} idle connections", file=sys.stderr, flush=True)
+                r["idle"] = scenario_idle(front, body_file, args.duration, args.idle)
+            if "flood" in todo:
+                print(f"[{front}] header flood", file=sys.stderr, flush=True)
+                r["flood"] = [scenario_flood(front, args.flood)]
+                if args.flood_old != args.flood:
+                    r["flood"].append(scenario_flood(front, args.flood_old))
+            if "trickle" in todo:
+                print(f"[{front}] trickles", file=sys.stderr, flush=True)
+                r["trickle"] = scenario_trickle(front, args.duration)
+            results[front] = r
+    print(f"body: {len(body)} bytes, 300 events; wrk -t2, {args.duration:.0f} s per run\n")
+    print("| measure | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+
+    def row(name: str, fn: Any) -> None:
+        cells = []
+        for r in results.values():
+            try:
+                cells.append(fn(r))
+            except (KeyError, IndexError):
+                cells.append("-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    for c in ("c16", "c64"):
+        row(f"{c[1:]} conns: req/s", lambda r, c=c: f"{r['throughput'][c]['rps']:.0f}")
+        row(f"{c[1:]} conns: p50 ms", lambda r, c=c: f"{r['throughput'][c]['p50_us'] / 1000:.1f}")
+        row(f"{c[1:]} conns: p99 ms", lambda r, c=c: f"{r['throughput'][c]['p99_us'] / 1000:.1f}")
+        row(f"{c[1:]} conns: non-2xx", lambda r, c=c: str(r["throughput"][c]["non2xx"]))
+        row(
+            f"{c[1:]} conns: server CPU ms/request (user + sys)",
+            lambda r, c=c: (
+                f"{r['throughput'][c]['cpu_user_ms']:.2f} + {r['throughput'][c]['cpu_sys_ms']:.2f}"
+            ),
+        )
+    row(f"{args.idle} idle: /healthz p99 ms", lambda r: f"{r['idle']['healthz_p99_ms']:.1f}")
+    row(f"{args.idle} idle: ingest req/s (16 conns)", lambda r: f"{r['idle']['rps']:.0f}")
+    row(
+        f"{args.idle} idle: ingest vs without",
+        lambda r: f"{r['idle']['rps'] / r['throughput']['c16']['rps']:.0%}",
+    )
+    row(f"{args.idle} idle: server RSS MiB", lambda r: f"{r['idle']['rss_mib']:.0f}")
+    for i in range(2):
+        row(
+            f"flood #{i + 1}: conns x 95 x 60 KB, RSS growth MiB",
+            lambda r, i=i: f"{r['flood'][i]['conns']}: {r['flood'][i]['rss_growth_mib']:.0f}",
+        )
+    row("64 trickles: other org statuses", lambda r: json.dumps(r["trickle"]["statuses"]))
+    row("64 trickles: other org p99 ms", lambda r: f"{r['trickle']['p99_ms']:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
