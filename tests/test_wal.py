@@ -253,12 +253,15 @@ def test_replay_does_not_read_records_it_leaves_out(tmp_path: Path) -> None:
 
 def test_replay_while_appending_sees_a_consistent_prefix(tmp_path: Path) -> None:
     """A replay running while other threads append yields whole, valid records, in order."""
+    # The writer is bounded: unbounded, each replay reads a longer log than the last, and on a
+    # loaded machine the replays fall ever further behind (quadratic work, a timeout).
+    max_records = 1500
     with WriteAheadLog(tmp_path, fsync="never", segment_bytes=64 << 10) as wal:
         stop = threading.Event()
 
         def writer() -> None:
             i = 0
-            while not stop.is_set():
+            while not stop.is_set() and i < max_records:
                 i += 1
                 wal.append(rec(i, 3000))
 
@@ -272,6 +275,9 @@ def test_replay_while_appending_sees_a_consistent_prefix(tmp_path: Path) -> None
         finally:
             stop.set()
             t.join()
+        got = list(wal.replay())
+        assert [r.seq for r in got] == list(range(1, len(got) + 1))
+        assert 0 < len(got) <= max_records
 
 
 # --------------------------------------------------------------------------------------------
