@@ -8,9 +8,9 @@ help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: ## Install eventtally (release build of the Rust core) with test and bench extras
+install: ## Install eventtally (release build of the Rust core) with test, bench, dev and dataframes extras
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[test,bench,dev]"
+	$(PIP) install -q -e ".[test,bench,dev,dataframes]"
 
 .PHONY: build-dev
 build-dev: ## Rebuild the extension in place (debug profile: fast to compile, slow to run)

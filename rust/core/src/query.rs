@@ -288,19 +288,28 @@ impl Query {
                         format!("unknown interval {unit_name:?}"),
                     )
                 })?;
-                let freq = r
-                    .get("frequency")
-                    .and_then(int_of)
-                    .filter(|f| *f >= 1)
-                    .ok_or_else(|| {
-                        qerr(
-                            "recalculatedInterval.frequency",
-                            "must be a positive integer",
-                        )
-                    })?;
-                match rollup_interval(def.interval, unit, freq) {
-                    Err(reason) => return Err(qerr("recalculatedInterval.frequency", reason)),
-                    Ok(r) => r,
+                // Decision 12 (docs/decisions.md): frequency 0 or null means no rollup. The
+                // Grafana plugin sends `int64(seconds)` of the panel interval, 0 below a second.
+                // An absent frequency stays an error: that is a typo rather than a client's way
+                // of saying "no rollup".
+                let freq = match r.get("frequency") {
+                    None => None,
+                    Some(Json::Null) => Some(0),
+                    Some(v) => int_of(v).filter(|f| *f >= 0),
+                }
+                .ok_or_else(|| {
+                    qerr(
+                        "recalculatedInterval.frequency",
+                        "must be a non-negative integer (0 or null: no rollup)",
+                    )
+                })?;
+                if freq == 0 {
+                    None
+                } else {
+                    match rollup_interval(def.interval, unit, freq) {
+                        Err(reason) => return Err(qerr("recalculatedInterval.frequency", reason)),
+                        Ok(r) => r,
+                    }
                 }
             }
             Some(_) => return Err(qerr("recalculatedInterval", "must be an object")),
