@@ -217,12 +217,13 @@ def decode_results(body: bytes | str) -> list[tuple[datetime, dict[str, str], fl
     for i, raw in enumerate(_list(loads(body), "answer")):
         where = f"row {i}"
         row = _object(raw, where)
-        if row.get("groupings") is None:
-            raise _fail(where, "groupings must be an object", row)
+        # A filter without groupings answers `groupings: null` here (spec 7.2), which Go reads
+        # as an empty map; only the compact multi encoding's separators must carry an object.
+        groupings = row.get("groupings")
         out.append(
             (
                 go_time(row.get("dt"), f"{where}.dt"),
-                go_string_map(row["groupings"], f"{where}.groupings"),
+                {} if groupings is None else go_string_map(groupings, f"{where}.groupings"),
                 go_float(row.get("value"), f"{where}.value"),
             )
         )

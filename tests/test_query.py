@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+import strict_decoder
 from eventtally import Engine, EventtallyError, NotFoundError, QueryError
 
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -1609,8 +1610,11 @@ def as_points(rows: list[Row]) -> list[tuple[int, tuple[tuple[str, str], ...], f
 
 
 def check_multi(engine: Engine, queries: list[Query]) -> list[dict[str, Any]]:
-    """Decoded multi rows == the plain answer of every query; returns the raw rows."""
+    """Decoded multi rows == the plain answer of every query, and the rows pass the strict Go
+    decoder (``strict_decoder.py``: the text is re-made from the parsed rows, which keeps NaN and
+    the integer/float literal kinds); returns the raw rows."""
     raw = engine.results_multi(queries)
+    strict_decoder.decode_multi(json.dumps(raw), [str(qo["queryId"]) for qo in queries])
     decoded = decode_multi(raw, queries)
     for query in queries:
         plain = answer(engine, query)
