@@ -1,4 +1,4 @@
-"""Accuracy of APPROX_COUNT_DISTINCT and PERCENTILES against exact answers (issue 3 section 5).
+"""Accuracy of APPROX_COUNT_DISTINCT and PERCENTILES against exact answers (docs/accuracy.md).
 
 What this script does and guarantees:
 

@@ -1,4 +1,4 @@
-"""End-to-end ingest benchmark of issue 2 section 9: eventtally against the reference and DuckDB.
+"""End-to-end ingest benchmark (benches/README.md): eventtally against the reference and DuckDB.
 
 Run it as a script::
 

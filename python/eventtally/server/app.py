@@ -2,7 +2,7 @@
 admin API under ``/admin/v1``.
 
 Guarantees:
-- Ingest checks run in the order of DECISIONS.md #4, all before the body is read:
+- Ingest checks run in the order of decision 4 (docs/decisions.md), all before the body is read:
   401 (no ``x-api-token``: exactly ``No Authorization Header``; unknown or disabled key),
   403 (no Write), 404 (no such ingest *in the key's organization*: another organization's
   ingest answers exactly like an unknown one), 429 (``Retry-After``), 400 (declared length over
@@ -432,7 +432,7 @@ class EventtallyApp:
             )
         declared = self._content_length(environ)
         if declared is not None and declared > self.config.max_body_bytes:
-            raise self._too_large()  # the body is never read (DECISIONS.md #4)
+            raise self._too_large()  # the body is never read (decision 4, docs/decisions.md)
         environ[health.ENV_BODY] = raw = self.read_body(environ)
         environ[health.ENV_BODY] = body = self.decode_body(environ, raw)
         try:
