@@ -303,11 +303,12 @@ class EventtallyApp:
         raw = environ.get("HTTP_X_API_TOKEN")
         if raw is None:
             raise HTTPError(401, "No Authorization Header")
+        # Every authentication first picks up what another process (the CLI) committed to the
+        # metadata: one `PRAGMA data_version` when nothing changed. So a key disabled (or an
+        # organization disabled, a key created) by a command that has returned is seen by the
+        # next request, not a poll interval later.
+        self.runtime.poll(min_interval=0.0)
         key = self.store.authenticate(raw)
-        if key is None:
-            # The key may have been created a moment ago by the CLI in another process.
-            self.runtime.poll(min_interval=0.05)
-            key = self.store.authenticate(raw)
         if key is None:
             raise HTTPError(401, "Invalid API Key")
         if not key.enabled:
@@ -657,11 +658,17 @@ class EventtallyApp:
             raise HTTPError(400, "filter (and organization, if given) must be strings")
         if org_id is None:
             having = [o for o in self.runtime.org_ids() if filter_id in self.runtime.org(o).filters]
-            if len(having) != 1:
+            if not having:
+                raise HTTPError(
+                    404,
+                    f"unknown filter {filter_id!r}: no organization has an enabled filter "
+                    "with that id",
+                )
+            if len(having) > 1:
                 raise HTTPError(
                     400,
-                    f"name the organization (filter {filter_id!r} is enabled in "
-                    f"{', '.join(having) or 'none'})",
+                    f"filter {filter_id!r} exists in several organizations "
+                    f"({', '.join(having)}); name one with organization",
                 )
             org_id = having[0]
         files = body.get("files")

@@ -22,6 +22,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import socket
@@ -402,6 +403,33 @@ class _RequestHandler(WSGIRequestHandler):
             self._linger = True
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, as :class:`EventtallyHTTPServer` binds it.
+
+    A failure raises ``OSError`` (same ``errno``) whose message names the address, e.g.
+    ``cannot listen on 127.0.0.1:8080: Address already in use``.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if EventtallyHTTPServer.allow_reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(EventtallyHTTPServer.request_queue_size)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        hint = (
+            " (another process uses the port; stop it or choose another with --port)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        err = OSError(f"cannot listen on {where}: {exc.strerror or exc}{hint}")
+        err.errno = exc.errno
+        raise err from exc
+    return sock
+
+
 class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
     """The threaded server.  ``server.app`` is the WSGI app, ``server.port`` the bound port."""
 
@@ -418,7 +446,10 @@ class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
         keepalive_timeout: float = 30.0,
         shutdown_grace: float = 10.0,
         on_close: Callable[[], None] | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
+        """``listener``: a socket :func:`listen_socket` already bound and listening, so a port
+        clash is found before anything (the data directory) is created; else bind here."""
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.keepalive_timeout = keepalive_timeout
@@ -429,7 +460,12 @@ class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
         self._cond = threading.Condition()
         self._serving = False
         self._closed = False
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, _RequestHandler, bind_and_activate=listener is None)
+        if listener is not None:
+            self.socket.close()
+            self.socket = listener
+            self.server_address = listener.getsockname()
+            self._bound()
         self.app = app
         self.set_app(app)
 
@@ -437,6 +473,9 @@ class EventtallyHTTPServer(socketserver.ThreadingMixIn, WSGIServer):
         # HTTPServer.server_bind would call socket.getfqdn(), a reverse DNS lookup that can
         # stall for seconds on machines without DNS.
         socketserver.TCPServer.server_bind(self)
+        self._bound()
+
+    def _bound(self) -> None:
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
