@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {dist} | {n:,} | {r.groups} | {cells} | {r.outside} |", flush=True)
 
     print(
-        f"\n### PERCENTILES of Segment-like per-minute cells ({args.segment_events:,} events, "
+        f"\n### PERCENTILES of Segment-like cells ({args.segment_events:,} events, "
         "one day; values of `properties.value`)\n"
     )
     print("| cells | p | cells | of them <= 100 values (exact) | answers > 1 % off numpy "
