@@ -644,6 +644,8 @@ ROLLUP_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     # no rollup, like one that is not coarser than the filter's interval.
     ("zero-is-noop", {"type": "SECOND", "frequency": 0}, ALL_MINUTES),
     ("null-is-noop", {"type": "SECOND", "frequency": None}, ALL_MINUTES),
+    ("zero-needs-no-type", {"frequency": 0}, ALL_MINUTES),
+    ("zero-ignores-an-empty-type", {"type": "", "frequency": 0}, ALL_MINUTES),
     ("finer-is-noop", {"type": "SECOND", "frequency": 30}, ALL_MINUTES),
     ("equal-is-noop", {"type": "SECOND", "frequency": 60}, ALL_MINUTES),
     ("null", None, ALL_MINUTES),

@@ -278,20 +278,10 @@ impl Query {
         let rollup = match o.get("recalculatedInterval") {
             None | Some(Json::Null) => None,
             Some(Json::Object(r)) => {
-                let unit_name = r
-                    .get("type")
-                    .and_then(Json::as_str)
-                    .ok_or_else(|| qerr("recalculatedInterval.type", "is required"))?;
-                let unit = IntervalUnit::from_name(unit_name).ok_or_else(|| {
-                    qerr(
-                        "recalculatedInterval.type",
-                        format!("unknown interval {unit_name:?}"),
-                    )
-                })?;
-                // Decision 12 (docs/decisions.md): frequency 0 or null means no rollup. The
-                // Grafana plugin sends `int64(seconds)` of the panel interval, 0 below a second.
-                // An absent frequency stays an error: that is a typo rather than a client's way
-                // of saying "no rollup".
+                // Decision 12 (docs/decisions.md): frequency 0 or null means no rollup, whatever
+                // the type says. The Grafana plugin sends `int64(seconds)` of the panel
+                // interval, 0 below a second. An absent frequency stays an error: that is a
+                // typo rather than a client's way of saying "no rollup".
                 let freq = match r.get("frequency") {
                     None => None,
                     Some(Json::Null) => Some(0),
@@ -306,6 +296,16 @@ impl Query {
                 if freq == 0 {
                     None
                 } else {
+                    let unit_name = r
+                        .get("type")
+                        .and_then(Json::as_str)
+                        .ok_or_else(|| qerr("recalculatedInterval.type", "is required"))?;
+                    let unit = IntervalUnit::from_name(unit_name).ok_or_else(|| {
+                        qerr(
+                            "recalculatedInterval.type",
+                            format!("unknown interval {unit_name:?}"),
+                        )
+                    })?;
                     match rollup_interval(def.interval, unit, freq) {
                         Err(reason) => return Err(qerr("recalculatedInterval.frequency", reason)),
                         Ok(r) => r,
