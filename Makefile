@@ -8,9 +8,9 @@ help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: ## Install eventtally (release build of the Rust core) with test, bench, dev and dask extras
+install: ## Install eventtally (release build of the Rust core) with test, bench, dev, dask and dataframes extras
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[test,bench,dev,dask]"
+	$(PIP) install -q -e ".[test,bench,dev,dask,dataframes]"
 
 .PHONY: build-dev
 build-dev: ## Rebuild the extension in place (debug profile: fast to compile, slow to run)

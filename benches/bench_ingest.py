@@ -1,4 +1,5 @@
-"""pytest-benchmark suites for issue 2 section 9: Segment events, raw bytes to columnar answers.
+"""pytest-benchmark suites for ingest (benches/README.md): Segment events, raw bytes to columnar
+answers.
 
 What this module guarantees:
 

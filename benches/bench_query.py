@@ -1,4 +1,5 @@
-"""pytest-benchmark suites for the read side (issue 3): queries, and snapshots of the state.
+"""pytest-benchmark suites for the read side (benches/README.md): queries, and snapshots of the
+state.
 
 - The workload, queries and checks come from ``run_query.py``: one event per (minute, grouping
   combination), SUM answered ``plain``, rolled up to 1 hour, and with ``$__agg`` on ``@.b``;

@@ -1,4 +1,4 @@
-"""Write-ahead log and recovery benchmarks (issue 5 "Performance").
+"""Write-ahead log and recovery benchmarks (docs/durability.md).
 
 Run it as a script for the numbers in ``docs/durability.md``::
 

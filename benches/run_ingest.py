@@ -1,4 +1,4 @@
-"""End-to-end ingest benchmark of issue 2 section 9: eventtally against the reference and DuckDB.
+"""End-to-end ingest benchmark (benches/README.md): eventtally against the reference and DuckDB.
 
 Run it as a script::
 
@@ -342,8 +342,8 @@ def _compare_column(
 
 SKETCH_TOLERANCE = {"distinct": 0.02, "p50": 0.02}
 """eventtally's sketch guarantees (semantics 6): distinct counts within 2 % in every cell (exact
-up to 2,048 per cell); DDSketch at 0.5 % relative accuracy, so 2 % leaves room for the
-reference's "lower" order statistic on a heavy tail."""
+up to 2,048 per cell); PERCENTILE_CONT exact up to 100 values per cell and within 0.5 % of it
+beyond (both ranks it interpolates between), so 2 % leaves room for zero crossings."""
 
 
 def compare(got: Answer, want: Answer, *, sketches: dict[str, float] | None) -> list[str]:

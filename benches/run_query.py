@@ -1,4 +1,4 @@
-"""Query and snapshot benchmark of issue 3: eventtally's read side against DuckDB.
+"""Query and snapshot benchmark (benches/README.md): eventtally's read side against DuckDB.
 
 Run it as a script (one run, prints markdown tables with ratios)::
 

@@ -3,6 +3,11 @@
 They start the real server in-process on 127.0.0.1 port 0 through the public
 ``(server, thread)`` API, speak HTTP with ``http.client`` (keep-alive) or raw sockets, and decode
 ``?multi=true`` answers exactly as the Grafana plugin does (spec 7.3).
+
+Every 200 answer of the Metrics API that a :class:`Client` receives (``/metrics/results``, plain
+and ``?multi=true``, ``/metrics/groupings``, ``/filter-definitions``) goes through the strict
+decoder of ``strict_decoder.py`` first, so each test that reads through the server also holds
+the answer to the Go plugin's typed decoding and to the rules of ``docs/queries.md``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
+import strict_decoder
 from eventtally.server import EventtallyHTTPServer, ServerConfig, load_config, start_server
 
 HERE = Path(__file__).resolve().parent
@@ -272,7 +279,9 @@ class Client:
         self.conn.request(method, path, body=data, headers=h)
         resp = self.conn.getresponse()
         payload = resp.read()
-        return Reply(resp.status, dict(resp.getheaders()), payload)
+        reply = Reply(resp.status, dict(resp.getheaders()), payload)
+        strict_check(path, data, reply)
+        return reply
 
     def ingest(self, body: bytes, ingest: str = INGEST, **kw: Any) -> Reply:
         return self.request("POST", f"/{ingest}", body, **kw)
@@ -282,6 +291,26 @@ class Client:
 
     def multi(self, queries: list[dict[str, Any]], **kw: Any) -> Reply:
         return self.request("POST", "/api/v1/metrics/results?multi=true", queries, **kw)
+
+
+def strict_check(path: str, sent: bytes | None, reply: Reply) -> None:
+    """Decode a 200 Metrics API answer as strictly as the Grafana plugin's Go backend."""
+    if reply.status != 200:
+        return
+    route, _, qs = path.partition("?")
+    if route == "/api/v1/filter-definitions":
+        strict_decoder.decode_filter_definitions(reply.body)
+    elif route == "/api/v1/metrics/groupings":
+        strict_decoder.decode_groupings(reply.body)
+    elif route == "/api/v1/metrics/results":
+        multi = parse_qs(qs).get("multi", [""])[-1].lower() in ("true", "1", "yes")
+        if not multi:
+            strict_decoder.decode_results(reply.body)
+            return
+        queries = json.loads(sent or b"[]")
+        queries = [queries] if isinstance(queries, dict) else queries
+        ids = [str(q["queryId"]) for q in queries if q.get("queryId") is not None]
+        strict_decoder.decode_multi(reply.body, ids)
 
 
 def raw_exchange(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
@@ -321,9 +350,10 @@ def decode_multi(
     """Decode the compact ``?multi=true`` rows as the Grafana plugin's ``queryMulti`` does.
 
     Returns ``(queryId, time, value, groupings)`` points.  Asserts the invariants the plugin
-    relies on: separators carry a non-null ``groupings`` object; with several queries every value
-    row names its query.
+    relies on (``strict_decoder.decode_multi``): separators carry a non-null ``groupings``
+    object; every value row names its query.
     """
+    strict_decoder.decode_multi(json.dumps(rows, allow_nan=True), query_ids)
     points = []
     base: datetime | None = None
     groupings: dict[str, str] | None = None

@@ -6,9 +6,12 @@ What this module guarantees:
   contract leaves a detail open, the choice made here is written next to the code as
   ``(reference choice)`` so the Rust core can be held to the same answer or the contract amended.
 - Every calculation is EXACT: COUNT, SUM (``math.fsum``), MIN, MAX, AVG; APPROX_COUNT_DISTINCT is
-  the exact number of distinct ``(type tag, string form)`` pairs; PERCENTILES is the exact order
-  statistic ``sorted(values)[floor(p * (n - 1))]`` for ``p < 1`` and the maximum for ``p == 1``
-  (the "lower" convention). The Rust core uses sketches, so compare those two with a tolerance.
+  the exact number of distinct ``(type tag, string form)`` pairs; PERCENTILES is the exact
+  PERCENTILE_CONT (decision 11 in ``docs/decisions.md``, numpy's ``linear`` method): the value at
+  rank ``h = p * (n - 1)`` of the sorted values, interpolated linearly between ranks
+  ``floor(h)`` and ``floor(h) + 1`` and rounded as numpy rounds it (:func:`percentile_cont`). The
+  Rust core answers the same bits for cells of at most 100 values and uses sketches beyond (and
+  for distinct counts), so compare those with a tolerance.
 - Batches are atomic: a batch is parsed and evaluated completely before any state changes; a
   malformed batch raises :class:`JsonError` or :class:`FormatError` (both ``ValueError``) and
   leaves the engine untouched.
@@ -1545,7 +1548,19 @@ def _calculate(calc: str, cell: _Cell, p: float | None) -> float | None:
     if calc == "MAX":
         return max(nums)
     assert calc == "PERCENTILES" and p is not None
-    if p >= 1:
-        return max(nums)
-    ordered = sorted(nums)
-    return ordered[math.floor(p * (len(ordered) - 1))]
+    return percentile_cont(sorted(nums), p)
+
+
+def percentile_cont(ordered: list[float], p: float) -> float:
+    """PERCENTILE_CONT of ascending values for ``0 < p <= 1``, bit for bit ``numpy.quantile``.
+
+    numpy interpolates as ``a + (b - a) * t``, but from ``b`` as ``b - (b - a) * (1 - t)`` when
+    ``t >= 0.5``; the same rounding keeps exact answers equal to numpy's to the last bit.
+    """
+    n = len(ordered)
+    h = p * (n - 1)
+    lo = math.floor(h)
+    if lo >= n - 1:
+        return ordered[-1]
+    a, b, t = ordered[lo], ordered[lo + 1], h - lo
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t

@@ -5,6 +5,7 @@ carries structured attributes, and ``_core.pyi`` matches the compiled module (st
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import inspect
 import shutil
@@ -209,8 +210,21 @@ def test_every_error_is_an_eventtally_error(name: str) -> None:
     """Each documented error class derives from ``EventtallyError`` directly."""
     cls = getattr(eventtally, name)
     assert issubclass(cls, eventtally.EventtallyError)
-    assert cls.__bases__ == (eventtally.EventtallyError,)
+    # The file error is also an OSError, so `except OSError` around file work catches it.
+    extra = (OSError,) if name == "EventtallyIOError" else ()
+    assert cls.__bases__ == (eventtally.EventtallyError, *extra)
     assert cls.__doc__
+
+
+def test_io_error_is_an_os_error_with_errno_and_filename() -> None:
+    """A missing file raises EventtallyIOError: an OSError with ENOENT and the path."""
+    with pytest.raises(OSError) as info:
+        _raise_io()
+    err = info.value
+    assert isinstance(err, eventtally.EventtallyIOError)
+    assert err.errno == errno.ENOENT
+    assert err.filename == "/nonexistent/eventtally/batch.ndjson"
+    assert str(err).startswith("I/O error on /nonexistent/eventtally/batch.ndjson")
 
 
 def test_no_undocumented_error_classes() -> None:

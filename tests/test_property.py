@@ -4,8 +4,9 @@ the pure-Python reference oracle (``tests/reference.py``), batches compose
 state.
 
 Tolerances: COUNT, APPROX_COUNT_DISTINCT (exact while small), MIN and MAX are exact; SUM and AVG
-within 1e-9 relative (float addition order); PERCENTILES within 1 % relative of the exact order
-statistic (the DDSketch guarantees 0.5 %).
+within 1e-9 relative (float addition order); PERCENTILES within 1 % relative of the exact
+PERCENTILE_CONT (equal for cells of at most 100 values; the sketch beyond guarantees 0.5 % per
+rank).
 """
 
 from __future__ import annotations

@@ -880,10 +880,10 @@ ENGINE_CASES: list[EngineCase] = [
         [
             (_q(1, "COUNT"), [_row(B0921, 5.0)]),
             (_q(1, "SUM"), [_row(B0921, 15.0)]),
-            # sorted [1, 2, 3, 4, 5]: index floor(p * 4) ("lower"); p = 1 is the max
+            # sorted [1, 2, 3, 4, 5]: PERCENTILE_CONT at rank p * 4; p = 1 is the max
             (_q(1, "PERCENTILES", percentile=0.5), [_row(B0921, 3.0)]),
             (_q(1, "PERCENTILES", percentile=0.25), [_row(B0921, 2.0)]),
-            (_q(1, "PERCENTILES", percentile=0.99), [_row(B0921, 4.0)]),
+            (_q(1, "PERCENTILES", percentile=0.99), [_row(B0921, 4.96)]),
             (_q(1, "PERCENTILES", percentile=1.0), [_row(B0921, 5.0)]),
         ],
     ),

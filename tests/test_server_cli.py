@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +19,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import eventtally
 from conftest_server import ALL_FILTER, INGEST, SEGMENT_KEY, fixture_bytes, write_config
-from eventtally.cli import main
+from eventtally.cli import build_parser, main
 
 
 class ServeProcess:
@@ -285,3 +290,130 @@ def test_cli_changes_reach_a_running_server(
         raw = out.strip().splitlines()[-1]
         assert _post(url, f"/{INGEST}", b"[{}]", raw) == 200
         assert p.stop() == 0
+
+
+# ---------------------------------------------------------------- new-user rough edges
+
+
+def _walk(parser: argparse.ArgumentParser, path: str = "eventtally") -> Iterator[tuple[str, Any]]:
+    """Every (command path, parser) of the CLI, depth first."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, f"{path} {name}")
+
+
+def test_every_subcommand_and_option_has_help_text() -> None:
+    """`--help` at every level describes each subcommand and each option."""
+    for path, parser in _walk(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                described = {a.dest for a in action._choices_actions if a.help}
+                assert described == set(action.choices), f"{path}: {set(action.choices)}"
+            elif action.dest != "help":
+                assert action.help, f"{path} {action.option_strings or action.dest}"
+        if path != "eventtally":
+            assert parser.description, path
+
+
+@pytest.mark.parametrize("group", ["key", "org", "ingest", "filter"])
+def test_group_help_lists_actions_with_descriptions(
+    group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`eventtally key --help` (and org, ingest, filter) describes create/list/disable/enable."""
+    with pytest.raises(SystemExit) as info:
+        main([group, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for action in ("create", "list", "disable", "enable"):
+        assert re.search(rf"^\s+{action}\s+\S", out, re.M), (action, out)
+
+
+def test_version_flag_and_module_attribute(capsys: pytest.CaptureFixture[str]) -> None:
+    """`eventtally --version` prints the installed version, also `eventtally.__version__`."""
+    assert eventtally.__version__ == importlib.metadata.version("eventtally")
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"eventtally {eventtally.__version__}\n"
+
+
+def test_key_create_and_list_give_permissions_one_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`key create --json` and `key list --json` both give permissions as a list."""
+    d = ["--data-dir", str(tmp_path / "data")]
+    assert _cli(capsys, "org", "create", "acme", *d)[0] == 0
+    code, out, _ = _cli(
+        capsys,
+        "key",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "r",
+        "--permissions",
+        "READ",
+        "--json",
+        *d,
+    )
+    created = json.loads(out)
+    assert code == 0 and created["permissions"] == ["READ"]
+    code, out, _ = _cli(capsys, "key", "list", "--json", *d)
+    (listed,) = json.loads(out)
+    assert listed["permissions"] == ["READ"]
+    assert {k: v for k, v in created.items() if k != "key"} == listed
+    code, out, _ = _cli(capsys, "key", "list", *d)
+    assert "READ" in out and "['READ']" not in out  # the table joins the list
+
+
+def test_port_clash_names_the_port_and_creates_nothing(tmp_path: Path) -> None:
+    """A taken port is reported with its address before any data directory is created."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "eventtally", "serve", "--port", str(port), "--demo",
+             "--data-dir", str(tmp_path / "data")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "--port" in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_backfill_of_an_unknown_filter_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`backfill --filter nope` names the unknown filter instead of "enabled in none"."""
+    d = ["--data-dir", str(tmp_path / "data")]
+    assert _cli(capsys, "org", "create", "acme", *d)[0] == 0
+    code, _, err = _cli(capsys, "backfill", "--filter", "nope", *d)
+    assert code == 1
+    assert "unknown filter 'nope'" in err and "none" not in err
+
+
+def test_key_disabled_by_the_cli_is_refused_when_the_command_returns(tmp_path: Path) -> None:
+    """`eventtally key disable` in another process: the very next request is refused."""
+    from conftest_server import WRITE_KEY, Client, running_server
+    from eventtally.server import MetadataStore
+
+    with running_server(tmp_path) as srv:
+        c = Client(srv, key=WRITE_KEY)
+        assert c.ingest(b"[{}]").status == 200
+        store = MetadataStore(tmp_path / "data")
+        try:
+            key_id = next(k.id for k in store.list_keys("acme") if k.name == "writer")
+        finally:
+            store.close()
+        done = subprocess.run(
+            [sys.executable, "-m", "eventtally", "key", "disable", key_id,
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert c.ingest(b"[{}]").message == "Disabled API Key"
+        c.close()

@@ -69,7 +69,7 @@ def _rows(data_dir: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 def test_issue_example_config_serves(tmp_path: Path) -> None:
-    """The exact TOML of issue 4 loads; data_dir and filter files resolve beside the file."""
+    """A complete provisioning TOML loads; data_dir and filter files resolve beside the file."""
     (tmp_path / "filters").mkdir()
     (tmp_path / "filters" / "events.json").write_text(json.dumps({**ALL_FILTER, "id": "events"}))
     cfg_path = tmp_path / "eventtally.toml"

@@ -1,4 +1,4 @@
-"""Snapshots, exact merge and retention (issue 3 section 4; decision 8).
+"""Snapshots, exact merge and retention (docs/snapshot-format.md; decision 8 of docs/decisions.md).
 
 - ``to_bytes``/``from_bytes`` and ``save``/``load`` keep every answer identical and carry the
   ingest and filter definitions; a corrupt, truncated, foreign or newer snapshot is refused with

@@ -3,6 +3,8 @@
 Wire-compatible with Aggregations.io's ingest and Metrics API; usable in-process with no server.
 """
 
+from importlib import metadata as _metadata
+
 from eventtally._engine import Engine, IngestStats, PreparedBatch, ResultArrays
 from eventtally.exceptions import (
     ConfigError,
@@ -33,3 +35,9 @@ __all__ = [
     "ResultArrays",
     "SnapshotError",
 ]
+
+try:
+    #: The installed distribution's version (the Rust crates' version, via maturin).
+    __version__: str = _metadata.version("eventtally")
+except _metadata.PackageNotFoundError:  # pragma: no cover - imported from an unbuilt source tree
+    __version__ = "0+unknown"

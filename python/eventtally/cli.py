@@ -17,8 +17,10 @@ Guarantees:
   created implicitly.
 - The config file is ``--config``, else ``./eventtally.toml`` when it exists.  The data directory
   is ``--data-dir``, else the config's ``server.data_dir``, else ``./eventtally-data``.
-- Management commands work on the data directory's SQLite directly, also while a server runs
-  (it picks the change up within a second).  Raw keys are printed once and never stored.
+- Management commands work on the data directory's SQLite directly, also while a server runs:
+  it checks the metadata for changes on every authentication, so a key or organization
+  disabled by a command that has returned is refused on the next request.  Raw keys are
+  printed once and never stored.
 - Exit status: 0 success, 1 a refused operation (message on stderr), 2 a usage error.
 """
 
@@ -70,7 +72,15 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -
     if not rows:
         print("(none)")
         return
-    table = [[str(r.get(c, "")) if r.get(c) is not None else "" for c in columns] for r in rows]
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    table = [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in table:
@@ -450,9 +460,16 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def _only_org_with(runtime: Any, filter_id: str) -> str:
     orgs = [o for o in runtime.org_ids() if filter_id in runtime.org(o).filters]
-    if len(orgs) != 1:
-        found = ", ".join(orgs) or "none"
-        raise ValueError(f"name the organization with --org (filter {filter_id!r} in: {found})")
+    if not orgs:
+        raise ValueError(
+            f"unknown filter {filter_id!r}: no organization has an enabled filter with that id "
+            "(`eventtally filter list` shows them)"
+        )
+    if len(orgs) > 1:
+        raise ValueError(
+            f"filter {filter_id!r} exists in several organizations ({', '.join(orgs)}); "
+            "name one with --org"
+        )
     return str(orgs[0])
 
 
@@ -573,10 +590,9 @@ def cmd_key(args: argparse.Namespace) -> int:
     return _manage(
         args,
         create=create,
-        rows=lambda m: [
-            {**k.to_dict(), "permissions": ",".join(k.to_dict()["permissions"])}
-            for k in m.list_keys(args.org)
-        ],
+        # The same record shape as `key create --json` (permissions a list); only the table
+        # joins the list into one cell.
+        rows=lambda m: [k.to_dict() for k in m.list_keys(args.org)],
         columns=["id", "organizationId", "name", "permissions", "orgWide", "enabled", "source"],
         set_enabled=lambda m, enabled: m.set_key_enabled(args.id, enabled),
         label="API key",
@@ -587,6 +603,8 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config (default: ./eventtally.toml if present)")
     common.add_argument(
@@ -595,10 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventtally",
         description="Self-hosted, Aggregations.io-compatible event aggregation server.",
+        epilog="Run `eventtally COMMAND --help` for a command's options.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action="version", version=f"eventtally {__version__}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", parents=[common], help="run the HTTP server")
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the HTTP server",
+        description="Run the ingest endpoint, the Metrics API, the admin API and the dashboard.",
+    )
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8080; 0 picks a free one)")
     serve.add_argument(
@@ -613,7 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log verbosity on stderr (default INFO)",
     )
     serve.add_argument(
         "--port-file", help="write the bound port to this file once ready (useful with --port 0)"
@@ -650,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def actions(
         name: str,
-        help_text: str,
+        noun: str,
         func: Callable[[argparse.Namespace], int],
         *,
         list_by_org: bool = True,
@@ -658,30 +689,48 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         """``name create|list|disable|enable``, all run by ``func``; returns the ``create``
         parser for the caller to add its options to."""
-        group = sub.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
-        create = group.add_parser("create", parents=[common])
-        p = group.add_parser("list", parents=[common])
+        plural = f"{noun}s"
+        group_parser = sub.add_parser(
+            name,
+            help=f"manage {plural}",
+            description=f"Create, list, disable or enable {plural} in the data directory's "
+            "metadata. A server running on the same data directory applies the change to "
+            "every request it authenticates after the command returns.",
+        )
+        group = group_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        create = group.add_parser(
+            "create", parents=[common], help=f"create {noun_article(noun)}",
+            description=f"Create {noun_article(noun)}.",
+        )  # fmt: skip
+        p = group.add_parser(
+            "list", parents=[common], help=f"list {plural}", description=f"List {plural}."
+        )
         if list_by_org:
-            p.add_argument("--org")
-        p.add_argument("--json", action="store_true")
+            p.add_argument("--org", help="only this organization's (default: every organization)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         for action in ("disable", "enable"):
-            p = group.add_parser(action, parents=[common])
+            p = group.add_parser(
+                action,
+                parents=[common],
+                help=f"{action} {noun_article(noun)}",
+                description=f"{action.capitalize()} {noun_article(noun)} by id.",
+            )
             if toggle_in_org:
-                p.add_argument("--org", required=True)
-            p.add_argument("id")
+                p.add_argument("--org", required=True, help="the filter's organization")
+            p.add_argument("id", help=f"the {noun}'s id")
         for p in group.choices.values():
             p.set_defaults(func=func)
         return create
 
-    p = actions("org", "manage organizations", cmd_org, list_by_org=False)
+    p = actions("org", "organization", cmd_org, list_by_org=False)
     p.add_argument("id", nargs="?", help="organization id (random if omitted)")
-    p.add_argument("--name")
+    p.add_argument("--name", help="display name (default: the id)")
     p.add_argument("--rate-limit", type=float, help="ingest requests/s (default: the server's)")
 
-    p = actions("ingest", "manage ingests", cmd_ingest)
-    p.add_argument("--org", required=True)
+    p = actions("ingest", "ingest", cmd_ingest)
+    p.add_argument("--org", required=True, help="organization the ingest belongs to")
     p.add_argument("--id", help="ingest id, the POST path (random if omitted)")
-    p.add_argument("--name")
+    p.add_argument("--name", help="display name")
     p.add_argument(
         "--schema",
         choices=[
@@ -690,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
             "OBJECT_WITH_ARRAY_PROPERTY",
             "SINGLE_OBJECT",
         ],
+        help="body format (default ARRAY_OF_EVENTS)",
     )
     p.add_argument("--array-path", help="JPath of the event array (OBJECT_WITH_ARRAY_PROPERTY)")
     p.add_argument("--timestamp-path", help="JPath of the event time (default: ingest time)")
@@ -697,19 +747,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="ingest definition JSON file")
     p.add_argument("--json", help="ingest definition as JSON text")
 
-    p = actions("filter", "manage filters", cmd_filter, toggle_in_org=True)
-    p.add_argument("--org", required=True)
+    p = actions("filter", "filter", cmd_filter, toggle_in_org=True)
+    p.add_argument("--org", required=True, help="organization the filter belongs to")
     p.add_argument("--id", help="override the definition's id")
     p.add_argument("--file", help="filter definition JSON file (spec 5.7)")
     p.add_argument("--json", help="filter definition as JSON text")
 
-    p = actions("key", "manage API keys", cmd_key)
-    p.add_argument("--org", required=True)
-    p.add_argument("--name", required=True)
+    p = actions("key", "API key", cmd_key)
+    p.add_argument("--org", required=True, help="organization the key belongs to")
+    p.add_argument("--name", required=True, help="a label to recognise the key by")
     p.add_argument("--permissions", default="READ,WRITE", help="READ, WRITE or READ,WRITE")
     p.add_argument("--personal", action="store_true", help="a personal (not org-wide) key")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the new key's record as JSON")
     return parser
+
+
+def noun_article(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiouAEIOU' else 'a'} {noun}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

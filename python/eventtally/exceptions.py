@@ -1,11 +1,15 @@
 """The eventtally exception tree.
 
-Every error the engine raises is an ``EventtallyError`` (a ``ValueError``) carrying structured
-attributes, so callers and the HTTP server can react without parsing messages. The Rust core maps
-its errors to these classes at a single conversion point.
+Every error the engine raises is an ``EventtallyError`` (a ``ValueError``; the file error
+``EventtallyIOError`` is also an ``OSError``) carrying structured attributes, so callers and the
+HTTP server can react without parsing messages. The Rust core maps its errors to these classes
+at a single conversion point.
 """
 
 from __future__ import annotations
+
+import os
+import re
 
 __all__ = [
     "ConfigError",
@@ -87,8 +91,27 @@ class LimitError(EventtallyError):
     reason: str
 
 
-class EventtallyIOError(EventtallyError):
-    """A file could not be read or written."""
+class EventtallyIOError(EventtallyError, OSError):
+    """A file could not be read or written (``path``, ``reason``).
+
+    Also an ``OSError``, so ``except OSError`` catches it next to the standard library's own
+    file errors, with ``filename`` set to ``path`` and ``errno`` to the operating system's code
+    when the reason carries one (``errno.ENOENT`` for a missing file). It is not a
+    ``FileNotFoundError``: test ``exc.errno`` rather than catching that subclass.
+    """
 
     path: str
     reason: str
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.filename = details.get("path")
+        # Rust's io::Error text ends in "(os error N)"; recover N for callers that test errno.
+        match = re.search(r"\(os error (\d+)\)", str(details.get("reason", "")))
+        if match:
+            self.errno = int(match.group(1))
+            self.strerror = os.strerror(self.errno)
+
+    def __str__(self) -> str:
+        # OSError would format "[Errno 2] ...: 'path'"; keep the engine's own message.
+        return self.message

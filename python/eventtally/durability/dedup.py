@@ -1,4 +1,4 @@
-"""Opt-in deduplication of Segment events on ``messageId`` in a bounded window (issue 5 §3).
+"""Opt-in deduplication of Segment events on ``messageId`` in a bounded window (docs/durability.md).
 
 What this module guarantees:
 

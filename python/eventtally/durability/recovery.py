@@ -1,4 +1,5 @@
-"""Crash recovery: newest valid snapshot per organization, then the WAL after it (issue 5 §2).
+"""Crash recovery: newest valid snapshot per organization, then the WAL after it
+(docs/durability.md).
 
 What this module guarantees:
 

@@ -1,4 +1,4 @@
-"""Per-organization engine snapshots tagged with the WAL position they cover (issue 5 §2).
+"""Per-organization engine snapshots tagged with the WAL position they cover (docs/durability.md).
 
 What this module guarantees:
 

@@ -1,4 +1,4 @@
-"""Write-ahead log of accepted ingest batches (issue 5 §1).
+"""Write-ahead log of accepted ingest batches (docs/durability.md).
 
 What this module guarantees:
 

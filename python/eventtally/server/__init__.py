@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .app import EventtallyApp, HTTPError
 from .config import ConfigFileError, DurabilityConfig, LoadedConfig, ServerConfig, load_config
-from .httpd import EventtallyHTTPServer, serve_in_thread
+from .httpd import EventtallyHTTPServer, listen_socket, serve_in_thread
 from .manage import Manager
 from .metadata import MetadataError, MetadataStore
 from .provisioning import ProvisioningError, apply_provisioning, ensure_demo
@@ -107,9 +107,18 @@ def make_server(
     clock: Callable[[], float] | None = None,
     recover: bool = True,
 ) -> EventtallyHTTPServer:
-    """Bind (not yet serving) a server for :func:`make_app`'s app."""
+    """Bind (not yet serving) a server for :func:`make_app`'s app.
+
+    The port is bound first: when it is taken, the ``OSError`` names the address and nothing
+    has been created (no data directory, no metadata, no provisioning applied).
+    """
     config = (config or ServerConfig()).validate()
-    app = make_app(config, provisioning=provisioning, clock=clock, recover=recover)
+    listener = listen_socket(config.host, config.port)
+    try:
+        app = make_app(config, provisioning=provisioning, clock=clock, recover=recover)
+    except BaseException:
+        listener.close()
+        raise
 
     def close_app() -> None:
         try:
@@ -124,8 +133,10 @@ def make_server(
             keepalive_timeout=config.keepalive_timeout,
             shutdown_grace=config.shutdown_grace,
             on_close=close_app,
+            listener=listener,
         )
     except BaseException:
+        listener.close()
         close_app()
         raise
 

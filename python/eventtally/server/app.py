@@ -4,7 +4,7 @@ admin API under ``/admin/v1``.
 Guarantees:
 - ``PUT`` and ``PATCH`` on an ingest URL are the same ingest as ``POST`` (same checks, statuses
   and bodies): Segment's Webhooks (Actions) destination lets the user pick any of the three.
-- Ingest checks run in the order of DECISIONS.md #4, all before the body is read:
+- Ingest checks run in the order of decision 4 (docs/decisions.md), all before the body is read:
   401 (no ``x-api-token``: exactly ``No Authorization Header``; unknown or disabled key),
   403 (no Write), 404 (no such ingest *in the key's organization*: another organization's
   ingest answers exactly like an unknown one), 429 (``Retry-After``), 400 (declared length over
@@ -34,7 +34,7 @@ Guarantees:
   are in flight at once, each organization holding at most ``org_slot_share`` of a pool
   (``slots.py``); more are answered at once with 503, ``Retry-After: 1`` and a JSON message,
   before their body is read.  Probes, ``/metrics`` and the dashboard's files are not counted.
-- :meth:`EventtallyApp.admit` runs every check that needs no body (DECISIONS.md #4: key,
+- :meth:`EventtallyApp.admit` runs every check that needs no body (decision 4 in docs/decisions.md: key,
   permission, ingest, rate limit, declared length) and names the organization, so an
   event-driven front (``httpd.py``) takes a fair slot and reads the body only for admitted
   requests; the WSGI call then skips the checks already made and answers exactly as before.
@@ -333,7 +333,7 @@ class EventtallyApp:
         )
 
     def admit(self, environ: dict[str, Any]) -> Admission:
-        """Every check that needs no body, in DECISIONS.md #4 order, and the slot pool and
+        """Every check that needs no body, in the order of decision 4 (docs/decisions.md), and the slot pool and
         organization to charge.  Never raises; a refusal carries its response.
 
         An admitted ingest has spent its rate-limit token: the WSGI call that follows must get
@@ -471,11 +471,12 @@ class EventtallyApp:
         raw = environ.get("HTTP_X_API_TOKEN")
         if raw is None:
             raise HTTPError(401, "No Authorization Header")
+        # Every authentication first picks up what another process (the CLI) committed to the
+        # metadata: one `PRAGMA data_version` when nothing changed. So a key disabled (or an
+        # organization disabled, a key created) by a command that has returned is seen by the
+        # next request, not a poll interval later.
+        self.runtime.poll(min_interval=0.0)
         key = self.store.authenticate(raw)
-        if key is None:
-            # The key may have been created a moment ago by the CLI in another process.
-            self.runtime.poll(min_interval=0.05)
-            key = self.store.authenticate(raw)
         if key is None:
             raise HTTPError(401, "Invalid API Key")
         if not key.enabled:
@@ -601,7 +602,7 @@ class EventtallyApp:
         return _empty(200)
 
     def ingest_head(self, environ: dict[str, Any], method: str, ingest_id: str) -> str:
-        """The checks of DECISIONS.md #4 that need no body; the organization's id, else raise."""
+        """The checks of decision 4 (docs/decisions.md) that need no body; the organization's id, else raise."""
         if method not in INGEST_METHODS:
             raise HTTPError(
                 405,
@@ -629,7 +630,7 @@ class EventtallyApp:
             )
         declared = self._content_length(environ)
         if declared is not None and declared > self.config.max_body_bytes:
-            raise self._too_large()  # the body is never read (DECISIONS.md #4)
+            raise self._too_large()  # the body is never read (decision 4, docs/decisions.md)
         return org.id
 
     # ------------------------------------------------------------------ Metrics API
@@ -867,11 +868,17 @@ class EventtallyApp:
             raise HTTPError(400, "filter (and organization, if given) must be strings")
         if org_id is None:
             having = [o for o in self.runtime.org_ids() if filter_id in self.runtime.org(o).filters]
-            if len(having) != 1:
+            if not having:
+                raise HTTPError(
+                    404,
+                    f"unknown filter {filter_id!r}: no organization has an enabled filter "
+                    "with that id",
+                )
+            if len(having) > 1:
                 raise HTTPError(
                     400,
-                    f"name the organization (filter {filter_id!r} is enabled in "
-                    f"{', '.join(having) or 'none'})",
+                    f"filter {filter_id!r} exists in several organizations "
+                    f"({', '.join(having)}); name one with organization",
                 )
             org_id = having[0]
         files = body.get("files")

@@ -27,10 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
+
+import eventtally
 
 if TYPE_CHECKING:
     from .metadata import IngestRecord
@@ -351,10 +352,7 @@ def ingest_health(
 
 
 def _version() -> str:
-    try:
-        return importlib_metadata.version("eventtally")
-    except importlib_metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
-        return "unknown"
+    return eventtally.__version__
 
 
 def server_info(health: IngestHealth, runtime: Runtime, org_id: str) -> dict[str, Any]:

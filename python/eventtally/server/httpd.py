@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import io
 import ipaddress
 import json
@@ -147,6 +148,35 @@ def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+LISTEN_BACKLOG = 1024
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, as :class:`EventtallyHTTPServer` binds it.
+
+    A failure raises ``OSError`` (same ``errno``) whose message names the address, e.g.
+    ``cannot listen on 127.0.0.1:8080: Address already in use``.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        hint = (
+            " (another process uses the port; stop it or choose another with --port)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        err = OSError(f"cannot listen on {where}: {exc.strerror or exc}{hint}")
+        err.errno = exc.errno
+        raise err from exc
+    return sock
+
+
 class EventtallyHTTPServer:
     """The server.  ``server.app`` is the WSGI app, ``server.port`` the bound port."""
 
@@ -159,7 +189,10 @@ class EventtallyHTTPServer:
         shutdown_grace: float | None = None,
         on_close: Callable[[], None] | None = None,
         config: ServerConfig | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
+        """``listener``: a socket :func:`listen_socket` already bound and listening, so a port
+        clash is found before anything (the data directory) is created; else bind here."""
         cfg = config or app.config
         self.app = app
         self.config = cfg
@@ -170,16 +203,8 @@ class EventtallyHTTPServer:
         self.ssl_context = _tls_context(cfg)
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in cfg.trusted_proxies]
         self._on_close = on_close
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = listener if listener is not None else listen_socket(*address)
+        sock.setblocking(False)
         self.socket = sock
         self.server_address: tuple[Any, ...] = sock.getsockname()
         self.server_name = str(self.server_address[0])

@@ -278,29 +278,38 @@ impl Query {
         let rollup = match o.get("recalculatedInterval") {
             None | Some(Json::Null) => None,
             Some(Json::Object(r)) => {
-                let unit_name = r
-                    .get("type")
-                    .and_then(Json::as_str)
-                    .ok_or_else(|| qerr("recalculatedInterval.type", "is required"))?;
-                let unit = IntervalUnit::from_name(unit_name).ok_or_else(|| {
+                // Decision 12 (docs/decisions.md): frequency 0 or null means no rollup, whatever
+                // the type says. The Grafana plugin sends `int64(seconds)` of the panel
+                // interval, 0 below a second. An absent frequency stays an error: that is a
+                // typo rather than a client's way of saying "no rollup".
+                let freq = match r.get("frequency") {
+                    None => None,
+                    Some(Json::Null) => Some(0),
+                    Some(v) => int_of(v).filter(|f| *f >= 0),
+                }
+                .ok_or_else(|| {
                     qerr(
-                        "recalculatedInterval.type",
-                        format!("unknown interval {unit_name:?}"),
+                        "recalculatedInterval.frequency",
+                        "must be a non-negative integer (0 or null: no rollup)",
                     )
                 })?;
-                let freq = r
-                    .get("frequency")
-                    .and_then(int_of)
-                    .filter(|f| *f >= 1)
-                    .ok_or_else(|| {
+                if freq == 0 {
+                    None
+                } else {
+                    let unit_name = r
+                        .get("type")
+                        .and_then(Json::as_str)
+                        .ok_or_else(|| qerr("recalculatedInterval.type", "is required"))?;
+                    let unit = IntervalUnit::from_name(unit_name).ok_or_else(|| {
                         qerr(
-                            "recalculatedInterval.frequency",
-                            "must be a positive integer",
+                            "recalculatedInterval.type",
+                            format!("unknown interval {unit_name:?}"),
                         )
                     })?;
-                match rollup_interval(def.interval, unit, freq) {
-                    Err(reason) => return Err(qerr("recalculatedInterval.frequency", reason)),
-                    Ok(r) => r,
+                    match rollup_interval(def.interval, unit, freq) {
+                        Err(reason) => return Err(qerr("recalculatedInterval.frequency", reason)),
+                        Ok(r) => r,
+                    }
                 }
             }
             Some(_) => return Err(qerr("recalculatedInterval", "must be an object")),

@@ -11,10 +11,11 @@
 //! ```
 //! Guarantees: a truncated, corrupt (checksum), foreign (magic) or newer (version) snapshot is
 //! refused with `Error::Snapshot` naming the problem, before any state is built; decoding never
-//! trusts a length field beyond the bytes present; a well-formed snapshot holding a state no
-//! ingestion could produce (`FilterState::validate`: a numeric count above the COUNT, counters
-//! that cannot sum, MIN/MAX without values) is refused too, so forged bytes cannot make a later
-//! merge or query overflow.
+//! trusts a length field beyond the bytes present. Every version this build ever wrote still
+//! loads: version 1 differs only in the percentile state (bins only, see [`read_quantile`]). A
+//! well-formed snapshot holding a state no ingestion could produce (`FilterState::validate`: a
+//! numeric count above the COUNT, counters that cannot sum, MIN/MAX without values) is refused
+//! too, so forged bytes cannot make a later merge or query overflow.
 
 use serde_json::{json, Value as Json};
 
@@ -25,7 +26,9 @@ use crate::sketch::{DistinctSketch, QuantileSketch};
 use crate::state::{AggColumns, FilterState, GroupTable};
 
 pub const MAGIC: &[u8; 8] = b"ETALLY\x00\x01";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version `decode` still reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 fn bad(reason: impl Into<String>) -> Error {
@@ -179,7 +182,22 @@ fn write_state(w: &mut Writer, id: &str, s: &FilterState) {
     }
 }
 
-fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
+/// The percentile state of one cell in the layout of format `version`: version 2 keeps small
+/// cells' values (`QuantileSketch::decode`); version 1 had bins only
+/// (`QuantileSketch::decode_v1`), so such cells load binned.
+fn read_quantile(r: &mut Reader<'_>, version: u32) -> Result<QuantileSketch> {
+    let input = &r.buf[r.pos..];
+    let (q, used) = if version == 1 {
+        QuantileSketch::decode_v1(input)
+    } else {
+        QuantileSketch::decode(input)
+    }
+    .map_err(bad)?;
+    r.pos += used;
+    Ok(q)
+}
+
+fn read_state(r: &mut Reader<'_>, def: &FilterDef, version: u32) -> Result<FilterState> {
     let mut s = FilterState::new(def);
     let groups = r.count(4)?;
     for g in 0..groups {
@@ -246,9 +264,7 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef) -> Result<FilterState> {
         if r.u8()? == 1 {
             a.quantile.reserve(rows);
             for _ in 0..rows {
-                let (q, used) = QuantileSketch::decode(&r.buf[r.pos..]).map_err(bad)?;
-                r.pos += used;
-                a.quantile.push(q);
+                a.quantile.push(read_quantile(r, version)?);
             }
         }
         let has = |empty: bool, wanted: bool| rows == 0 || empty != wanted;
@@ -317,9 +333,10 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
         return Err(bad("not an eventtally snapshot (bad magic bytes)"));
     }
     let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(bad(format!(
-            "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            "format version {version} is not supported (this build reads versions \
+             {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})"
         )));
     }
     let len = u64::from_le_bytes(data[12..20].try_into().expect("8 bytes"));
@@ -371,7 +388,7 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
                 def.id
             )));
         }
-        let state = read_state(&mut r, def)?;
+        let state = read_state(&mut r, def, version)?;
         engine.store.states.insert(def.id.clone(), state);
     }
     if r.pos != payload.len() {
