@@ -762,12 +762,16 @@ pub fn distinct_hash(type_tag: u8, bytes: &[u8]) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct Store {
     pub states: HashMap<String, FilterState>,
+    /// Retention layout of every filter that has been compacted (`retention` module).
+    pub layouts: HashMap<String, crate::retention::TierLayout>,
 }
 
 impl Store {
     /// Makes sure every filter of `plan` has a state and drops states of removed filters.
     pub fn sync(&mut self, plan: &Plan) {
         self.states
+            .retain(|id, _| plan.filters.iter().any(|f| &f.def.id == id));
+        self.layouts
             .retain(|id, _| plan.filters.iter().any(|f| &f.def.id == id));
         for f in &plan.filters {
             self.states
@@ -779,9 +783,12 @@ impl Store {
     /// Merges a delta prepared by `plan` (the plan this store is synced to). A state that is
     /// still empty takes the delta's state as it is, without copying.
     pub fn apply(&mut self, plan: &Plan, delta: Delta) -> IngestStats {
-        for (f, s) in plan.filters.iter().zip(delta.states) {
+        for (f, mut s) in plan.filters.iter().zip(delta.states) {
             if s.rows() == 0 {
                 continue;
+            }
+            if let Some(layout) = self.layouts.get(&f.def.id) {
+                crate::retention::route_delta(&mut s, layout);
             }
             match self.states.get_mut(&f.def.id) {
                 Some(mine) if mine.rows() > 0 => mine.merge_from(&s),

@@ -7,7 +7,8 @@
 //! version u32      FORMAT_VERSION
 //! length  u64      payload length
 //! crc32   u32      CRC-32 (IEEE) of the payload
-//! payload          definitions JSON, then one state block per filter
+//! payload          definitions JSON, then one state block per filter, then (version 2)
+//!                  the retention tier section
 //! ```
 //! Guarantees: a truncated, corrupt (checksum), foreign (magic) or newer (version) snapshot is
 //! refused with `Error::Snapshot` naming the problem, before any state is built; decoding never
@@ -22,7 +23,9 @@ use crate::sketch::{DistinctSketch, QuantileSketch};
 use crate::state::{AggColumns, FilterState, GroupTable};
 
 pub const MAGIC: &[u8; 8] = b"ETALLY\x00\x01";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build still reads (version 1 has no tier section).
+pub const MIN_FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 fn bad(reason: impl Into<String>) -> Error {
@@ -290,6 +293,7 @@ pub fn encode(plan: &Plan, store: &Store) -> Vec<u8> {
         };
         write_state(&mut w, &f.id, state);
     }
+    crate::retention::encode_layouts(&store.layouts, &mut w.out);
     let payload = w.out;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
@@ -312,9 +316,9 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
         return Err(bad("not an eventtally snapshot (bad magic bytes)"));
     }
     let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(bad(format!(
-            "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
+            "format version {version} is not supported (this build reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
         )));
     }
     let len = u64::from_le_bytes(data[12..20].try_into().expect("8 bytes"));
@@ -368,6 +372,11 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
         }
         let state = read_state(&mut r, def)?;
         engine.store.states.insert(def.id.clone(), state);
+    }
+    if version >= 2 {
+        let (layouts, used) = crate::retention::decode_layouts(&r.buf[r.pos..], &engine.plan)?;
+        r.pos += used;
+        engine.store.layouts = layouts;
     }
     if r.pos != payload.len() {
         return Err(bad("unread bytes at the end of the payload"));
