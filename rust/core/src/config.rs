@@ -547,7 +547,7 @@ impl FilterDef {
         };
         let retention = match obj.get("retention") {
             None | Some(Json::Null) => Vec::new(),
-            Some(v) => parse_retention(v, interval, "retention")?,
+            Some(v) => parse_retention(v, Some(interval), "retention")?,
         };
         Ok(FilterDef {
             id,
@@ -640,9 +640,14 @@ pub fn nests_in(fine: Interval, coarse: Interval) -> bool {
     }
 }
 
-/// Parses and validates a `retention` list for a filter whose interval is `base`. `field` names
-/// the list in error messages (`retention`, or a TOML default's name).
-pub fn parse_retention(v: &Json, base: Interval, field: &str) -> Result<Vec<RetentionTier>> {
+/// Parses and validates a `retention` list for a filter whose interval is `base` (`None` for a
+/// default list, whose first tier may be anything). `field` names the list in error messages
+/// (`retention`, or a TOML default's name).
+pub fn parse_retention(
+    v: &Json,
+    base: Option<Interval>,
+    field: &str,
+) -> Result<Vec<RetentionTier>> {
     let items = v
         .as_array()
         .ok_or_else(|| cfg(field, "must be a list of tiers"))?;
@@ -700,7 +705,7 @@ pub fn parse_retention(v: &Json, base: Interval, field: &str) -> Result<Vec<Rete
             ));
         }
         let keep_ms = keep * 1000;
-        if i == 0 && interval != base {
+        if let Some(base) = base.filter(|b| i == 0 && interval != *b) {
             return Err(cfg(
                 format!("{f}.intervalCount"),
                 format!(
@@ -783,5 +788,5 @@ pub fn fit_default_retention(default: &[RetentionTier], base: Interval) -> Vec<R
     let n = out.len();
     out[n - 1].keep_ms = last.keep_ms;
     // Re-validate through the one parser so a fitted list obeys exactly the same rules.
-    parse_retention(&retention_json(&out), base, "retention").unwrap_or_default()
+    parse_retention(&retention_json(&out), Some(base), "retention").unwrap_or_default()
 }

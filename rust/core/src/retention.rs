@@ -788,7 +788,7 @@ mod tests {
                 {"intervalType": "HOUR", "intervalCount": 1, "keepSeconds": 34_560_000},
                 {"intervalType": "DAY", "intervalCount": 1, "keepSeconds": 0}
             ]),
-            Interval::new(IntervalUnit::Minute, 1).unwrap(),
+            None,
             "retention",
         )
         .unwrap();
@@ -813,7 +813,7 @@ mod tests {
     #[test]
     fn retention_is_validated_with_the_field_named() {
         let base = Interval::new(IntervalUnit::Minute, 1).unwrap();
-        let err = |v: Json| match parse_retention(&v, base, "retention") {
+        let err = |v: Json| match parse_retention(&v, Some(base), "retention") {
             Err(Error::Config { field, reason }) => format!("{field}: {reason}"),
             other => panic!("expected an error, got {other:?}"),
         };
@@ -846,7 +846,7 @@ mod tests {
                 t("MONTH", 3, 6000),
                 t("YEAR", 1, 0)
             ]),
-            base,
+            Some(base),
             "retention",
         )
         .unwrap();
@@ -889,5 +889,23 @@ mod tests {
         assert_eq!(res.as_array().unwrap().len(), 2);
         assert_eq!(res[0]["intervalType"], "MINUTE");
         assert_eq!(res[1]["intervalType"], "MONTH");
+    }
+
+    #[test]
+    fn version_1_snapshots_of_main_still_load_and_compact() {
+        // Written by `tests/data/snapshots/mk_v1.rs` with main at 71c3196 (format version 1).
+        let v1 = include_bytes!("../../../tests/data/snapshots/v1-main-71c3196.etsnap");
+        assert_eq!(&v1[8..12], &1u32.to_le_bytes());
+        let mut e = crate::snapshot::decode(v1).unwrap();
+        assert!(e.store.layouts.is_empty());
+        let rows = e.store.states["f"].rows();
+        assert!(rows > 0);
+        let default = parse_retention(&tiers(), None, "default").unwrap();
+        let now = T0 + 2 * DAY;
+        let report = compact_store(&mut e.store, &e.plan, now, &default);
+        assert!(report.cells_merged > 0);
+        assert!(e.store.states["f"].rows() < rows);
+        let again = crate::snapshot::decode(&crate::snapshot::encode(&e.plan, &e.store)).unwrap();
+        assert_eq!(again.store.layouts, e.store.layouts);
     }
 }
