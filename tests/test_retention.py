@@ -380,4 +380,3 @@ def test_a_corrupt_tier_section_is_refused() -> None:
     data[20:24] = zlib.crc32(payload).to_bytes(4, "little")
     with pytest.raises(SnapshotError, match="tier"):
         Engine.from_bytes(bytes(data))
-

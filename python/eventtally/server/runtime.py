@@ -79,7 +79,7 @@ class StateLimitError(Exception):
             f"State size limit reached for organization {org_id} ({used} of {limit} bytes); "
             "batches are refused until compaction frees space or an operator raises "
             "max_state_bytes_per_org; to keep less, lower the keepSeconds of the filters' "
-            "retention tiers (a filter's own \"retention\", else server.retention or "
+            'retention tiers (a filter\'s own "retention", else server.retention or '
             "server.org_retention) and run eventtally compact"
         )
         self.used = used
