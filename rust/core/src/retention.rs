@@ -144,73 +144,92 @@ fn merge_within(c: &mut AggColumns, dst: usize, src: usize) {
     }
 }
 
-fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
-    if v.is_empty() {
-        return;
-    }
-    let mut i = 0;
-    v.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
-    // Give memory back once a compaction removed a good share of the rows.
-    if v.len() * 4 < v.capacity() * 3 {
-        v.shrink_to_fit();
-    }
+/// What one [`relayout_step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    pub merged: u64,
+    pub dropped: u64,
+    pub released: u64,
+    /// True when no row is left out of place.
+    pub done: bool,
 }
 
-/// Moves every row of `state` to where `layout` says it belongs, merging rows that land in
-/// one cell and dropping rows below the last floor. Returns (merged, dropped, groups released).
-pub fn relayout(state: &mut FilterState, layout: &TierLayout) -> (u64, u64, u64) {
+/// Moves up to `budget` rows of `state` to where `layout` says they belong, merging rows that
+/// land in one cell and dropping rows below the last floor; the work is proportional to the
+/// scan plus the rows moved, so the caller can release its lock between steps. Merges into a
+/// cell run in source-bucket order (chronological), the order an uncompacted rollup adds in.
+///
+/// Between two steps a coarse cell may hold part of its fine cells while the rest still wait:
+/// every event is still counted exactly once (rollups are exact), only the resolution of
+/// unrolled answers is mixed until the last step. When done, unused grouping tuples are
+/// released if they are a quarter of the table or more.
+pub fn relayout_step(state: &mut FilterState, layout: &TierLayout, budget: usize) -> Step {
     let floor0 = layout.floors[0];
-    let n = state.rows();
-    let mut moves: Vec<(u32, i64)> = Vec::new();
-    let mut drop_rows: Vec<u32> = Vec::new();
-    for r in 0..n {
+    let mut moves: Vec<(i64, u32, i64, u32)> = Vec::new();
+    let mut drops: Vec<u32> = Vec::new();
+    for r in 0..state.rows() {
         let b = state.row_bucket[r];
         if b >= floor0 {
             continue;
         }
         match layout.target(b) {
-            None => drop_rows.push(r as u32),
+            None => drops.push(r as u32),
             Some(nb) if nb == b => {}
-            Some(nb) => moves.push((r as u32, nb)),
+            Some(nb) => moves.push((nb, state.row_group[r], b, r as u32)),
         }
     }
-    if moves.is_empty() && drop_rows.is_empty() {
-        return (0, 0, 0);
+    let total = moves.len() + drops.len();
+    let budget = budget.max(1);
+    drops.truncate(budget);
+    let take = budget.saturating_sub(drops.len()).min(moves.len());
+    if take < moves.len() {
+        moves.select_nth_unstable(take);
+        moves.truncate(take);
     }
-    for &(src, nb) in &moves {
-        let src = src as usize;
-        let g = state.row_group[src];
+    moves.sort_unstable();
+    for &(nb, g, _, src) in &moves {
         // A target maps to itself (it is aligned to its tier), so it is never moved or dropped.
         let dst = state.row(nb, g);
         for c in &mut state.aggs {
-            merge_within(c, dst, src);
+            merge_within(c, dst, src as usize);
         }
     }
-    let mut keep = vec![true; state.rows()];
-    for &(src, _) in &moves {
-        keep[src as usize] = false;
+    let mut remove: Vec<u32> = moves
+        .iter()
+        .map(|m| m.3)
+        .chain(drops.iter().copied())
+        .collect();
+    remove.sort_unstable_by(|a, b| b.cmp(a));
+    // Highest first: the last row, moved into each hole, is never one still to be removed.
+    for &r in &remove {
+        state.swap_remove_row(r as usize);
     }
-    for &r in &drop_rows {
-        keep[r as usize] = false;
+    let done = moves.len() + drops.len() == total;
+    let mut step = Step {
+        merged: moves.len() as u64,
+        dropped: drops.len() as u64,
+        released: 0,
+        done,
+    };
+    if done && total > 0 {
+        step.released = release_groups(state);
+        state.shrink_if_sparse();
     }
-    retain(&mut state.row_bucket, &keep);
-    retain(&mut state.row_group, &keep);
-    for c in &mut state.aggs {
-        retain(&mut c.matched, &keep);
-        retain(&mut c.numeric, &keep);
-        retain(&mut c.sum, &keep);
-        retain(&mut c.min, &keep);
-        retain(&mut c.max, &keep);
-        retain(&mut c.distinct, &keep);
-        retain(&mut c.quantile, &keep);
+    step
+}
+
+/// [`relayout_step`] until done; returns (merged, dropped, groups released).
+pub fn relayout(state: &mut FilterState, layout: &TierLayout) -> (u64, u64, u64) {
+    let mut out = (0, 0, 0);
+    loop {
+        let s = relayout_step(state, layout, usize::MAX);
+        out.0 += s.merged;
+        out.1 += s.dropped;
+        out.2 += s.released;
+        if s.done {
+            return out;
+        }
     }
-    let released = release_groups(state);
-    let unique = state.reindex();
-    debug_assert!(unique, "relayout keeps one row per cell");
-    (moves.len() as u64, drop_rows.len() as u64, released)
 }
 
 /// Rebuilds the grouping table with only the tuples rows still use; returns how many went.
@@ -220,7 +239,9 @@ fn release_groups(state: &mut FilterState) -> u64 {
     for &g in &state.row_group {
         used[g as usize] = true;
     }
-    if used.iter().all(|u| *u) {
+    let unused = used.iter().filter(|u| !**u).count();
+    // Renumbering tuples means re-keying every cell: worth it only for a real share of them.
+    if unused == 0 || unused * 4 < before {
         return 0;
     }
     let mut groups = GroupTable::default();
@@ -236,6 +257,8 @@ fn release_groups(state: &mut FilterState) -> u64 {
     }
     let released = before - groups.len();
     state.groups = groups;
+    let unique = state.reindex();
+    debug_assert!(unique, "renumbered tuples keep one row per cell");
     released as u64
 }
 
@@ -249,14 +272,20 @@ pub fn effective_tiers(def: &FilterDef, default: &[RetentionTier]) -> Vec<Retent
     }
 }
 
-/// Compacts every filter of `store` at `now_ms`. `default` applies to filters without tiers.
-pub fn compact_store(
+/// One bounded step of compaction at `now_ms`: moves the floors forward (idempotent), then
+/// moves at most `budget` rows over all filters. Returns the step's report and whether every
+/// filter is done; callers holding a lock release it between steps. `default` applies to
+/// filters without tiers.
+pub fn compact_step(
     store: &mut Store,
     plan: &Plan,
     now_ms: i64,
     default: &[RetentionTier],
-) -> CompactReport {
+    budget: usize,
+) -> (CompactReport, bool) {
     let mut report = CompactReport::default();
+    let mut left = budget;
+    let mut all_done = true;
     for def in plan.filters() {
         let tiers = effective_tiers(def, default);
         if tiers.is_empty() || (tiers.len() == 1 && tiers[0].keep_ms == 0) {
@@ -281,19 +310,54 @@ pub fn compact_store(
             }
         }
         layout.floors = layout.advanced(&tiers, now_ms);
+        report.filters += 1;
+        if left == 0 {
+            all_done = false;
+            continue;
+        }
         let Some(state) = store.states.get_mut(&def.id) else {
             continue;
         };
         let before = state.heap_bytes();
-        let (merged, dropped, released) = relayout(state, layout);
+        let step = relayout_step(state, layout, left);
         let after = state.heap_bytes();
-        report.filters += 1;
-        report.cells_merged += merged;
-        report.cells_dropped += dropped;
-        report.groups_released += released;
+        left = left.saturating_sub((step.merged + step.dropped) as usize);
+        all_done &= step.done;
+        report.cells_merged += step.merged;
+        report.cells_dropped += step.dropped;
+        report.groups_released += step.released;
         report.bytes_freed += before.saturating_sub(after) as u64;
     }
-    report
+    (report, all_done)
+}
+
+/// Adds a step's report into a running total.
+pub fn add_report(total: &mut CompactReport, step: &CompactReport) {
+    total.cells_merged += step.cells_merged;
+    total.cells_dropped += step.cells_dropped;
+    total.groups_released += step.groups_released;
+    total.bytes_freed += step.bytes_freed;
+    total.filters = total.filters.max(step.filters);
+    if total.skipped.is_empty() {
+        total.skipped.clone_from(&step.skipped);
+    }
+}
+
+/// Compacts every filter of `store` at `now_ms` in one go (see [`compact_step`]).
+pub fn compact_store(
+    store: &mut Store,
+    plan: &Plan,
+    now_ms: i64,
+    default: &[RetentionTier],
+) -> CompactReport {
+    let mut total = CompactReport::default();
+    loop {
+        let (step, done) = compact_step(store, plan, now_ms, default, usize::MAX);
+        add_report(&mut total, &step);
+        if done {
+            return total;
+        }
+    }
 }
 
 /// Fits an incoming delta state (one batch) to the stored layout, so rows older than a floor
@@ -907,5 +971,43 @@ mod tests {
         assert!(e.store.states["f"].rows() < rows);
         let again = crate::snapshot::decode(&crate::snapshot::encode(&e.plan, &e.store)).unwrap();
         assert_eq!(again.store.layouts, e.store.layouts);
+    }
+
+    #[test]
+    fn small_steps_give_the_one_step_answer() {
+        let mut stepped = engine(&filter(Some(tiers())));
+        let mut whole = engine(&filter(Some(tiers())));
+        for b in batches(5) {
+            stepped.ingest(&b, None, T0).unwrap();
+            whole.ingest(&b, None, T0).unwrap();
+        }
+        let now = T0 + 5 * DAY;
+        let one = compact_store(&mut whole.store, &whole.plan, now, &[]);
+        let mut total = CompactReport::default();
+        let mut steps = 0;
+        loop {
+            let (step, done) = compact_step(&mut stepped.store, &stepped.plan, now, &[], 97);
+            assert!(step.cells_merged + step.cells_dropped <= 97);
+            add_report(&mut total, &step);
+            steps += 1;
+            if done {
+                break;
+            }
+            // A batch between two steps is routed like any other.
+            if steps == 3 {
+                let late = br#"[{"t":1704200000000,"g":"a","v":2,"u":"q"}]"#;
+                stepped.ingest(late, None, T0).unwrap();
+                whole.ingest(late, None, T0).unwrap();
+            }
+        }
+        assert!(steps > 10);
+        assert_eq!(total.cells_merged, one.cells_merged);
+        for (agg, calc) in CALCS {
+            assert_eq!(
+                run(&stepped, &q(agg, calc, T0, now, None)),
+                run(&whole, &q(agg, calc, T0, now, None)),
+                "{calc}"
+            );
+        }
     }
 }

@@ -293,6 +293,9 @@ impl PreparedBatch {
     }
 }
 
+/// Rows one compaction step may move while holding the state lock (about 10 ms of work).
+const COMPACT_STEP_ROWS: usize = 50_000;
+
 #[pyclass(frozen, module = "eventtally._core")]
 struct Engine {
     plan: RwLock<Arc<Plan>>,
@@ -860,10 +863,22 @@ impl Engine {
                 None | Some(Json::Null) => Vec::new(),
                 Some(v) => eventtally_core::config::parse_retention(v, None, "default_retention")?,
             };
-            let mut store = self.lock_store();
-            let plan = self.current_plan();
-            let report = retention::compact_store(&mut store, &plan, now_ms, &tiers);
-            Ok(retention::report_json(&report).to_string())
+            // Bounded steps, the state lock released between them, so batches keep being
+            // applied while a large compaction runs.
+            let mut total = retention::CompactReport::default();
+            loop {
+                let (step, done) = {
+                    let mut store = self.lock_store();
+                    let plan = self.current_plan();
+                    retention::compact_step(&mut store, &plan, now_ms, &tiers, COMPACT_STEP_ROWS)
+                };
+                retention::add_report(&mut total, &step);
+                if done {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            Ok(retention::report_json(&total).to_string())
         })
         .map_err(to_py_err)
     }
