@@ -13,7 +13,8 @@ What this module guarantees:
   cell per grouping and minute, the cell count of the issue's 1,000 req/s x 300 events load.
 - The engine uses the server's documented default tiers (minutes 7 days, hours 400 days, days
   forever) and is compacted every ``--compact-every`` simulated minutes (default 1,440: daily;
-  the state sampled at the end of each day does not depend on it, only the work per call does); state bytes (``Engine.state_bytes``) and rows per tier are reported per simulated day,
+  the state sampled at the end of each day does not depend on it, only the work per call
+  does); state bytes (``Engine.state_bytes``) and rows per tier are reported per simulated day,
   beside an engine without retention over the same days (``--baseline-days``).
 - Compaction time: one day of minute cells (``groupings x 1,440``, 1.44 M at 1,000 groupings)
   moved into hours in one ``compact`` call, best of ``--repeat`` fresh copies; checked: the hourly

@@ -169,17 +169,17 @@ pub fn relayout_step(state: &mut FilterState, layout: &TierLayout, budget: usize
     let mut moves: Vec<(i64, u32, i64, u32)> = Vec::new();
     let mut drops: Vec<u32> = Vec::new();
     let mut remove: Vec<u32> = Vec::new();
+    // The oldest row out of place decides each round: the coarse bucket holding it (all of its
+    // fine rows at once, so each coarse cell is merged in one round, in order), or everything
+    // below the last floor. Each round's scan also finds the next round's oldest row.
+    let mut next_min = state
+        .row_bucket
+        .iter()
+        .copied()
+        .filter(|&b| out_of_place(b))
+        .min();
     loop {
-        // The oldest row out of place decides this round: the coarse bucket holding it (all
-        // of its fine rows at once, so each coarse cell is merged in one round, in order), or
-        // everything below the last floor.
-        let Some(b_min) = state
-            .row_bucket
-            .iter()
-            .copied()
-            .filter(|&b| out_of_place(b))
-            .min()
-        else {
+        let Some(b_min) = next_min else {
             step.done = true;
             break;
         };
@@ -192,9 +192,14 @@ pub fn relayout_step(state: &mut FilterState, layout: &TierLayout, budget: usize
         };
         moves.clear();
         drops.clear();
+        next_min = None;
         for r in 0..state.rows() {
             let b = state.row_bucket[r];
-            if b >= window_end || !out_of_place(b) {
+            if !out_of_place(b) {
+                continue;
+            }
+            if b >= window_end {
+                next_min = Some(next_min.map_or(b, |m: i64| m.min(b)));
                 continue;
             }
             match layout.target(b) {
