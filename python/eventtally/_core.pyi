@@ -105,6 +105,12 @@ class Engine:
         """Drops buckets starting before the horizon; returns cells dropped."""
     def state_bytes(self) -> int:
         """Approximate bytes held by aggregates."""
+    def compact(self, now_ms: int, default_retention_json: str | None = None) -> str:
+        """Compacts old buckets into coarser retention tiers; the report as JSON text."""
+    def resolutions_json(self, query_json: str) -> str:
+        """The tiers serving a query window, finest first, as JSON text."""
+    def tier_usage_json(self) -> str:
+        """Per filter, per tier: interval, rows and bytes, as JSON text."""
 
 def _rows_from_arrays(
     dt: npt.NDArray[np.int64], values: npt.NDArray[np.float64]

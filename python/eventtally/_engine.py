@@ -434,6 +434,40 @@ class Engine:
         """Approximate memory held by the aggregates, in bytes."""
         return self._inner.state_bytes()
 
+    # -- retention -----------------------------------------------------------------------
+
+    def compact(
+        self,
+        now: float | None = None,
+        *,
+        default_retention: Sequence[Mapping[str, Any]] | None = None,
+    ) -> JsonDict:
+        """Moves every bucket older than its retention tier keeps into the next tier, merging
+        cells exactly, and drops data past the last tier (decision 13).
+
+        ``now`` is Unix seconds (default: the engine's clock). ``default_retention`` is the
+        tier list for filters without a ``retention`` of their own (fitted to each filter's
+        interval, see ``docs/python-api.md``). Returns ``cells_merged``, ``cells_dropped``,
+        ``groups_released``, ``bytes_freed``, ``filters`` (compacted) and ``skipped``.
+        """
+        now_ms = _now_ms(self._clock, now)
+        default = None if default_retention is None else _dumps(default_retention, "retention")
+        report: JsonDict = json.loads(self._inner.compact(now_ms, default))
+        return report
+
+    def resolutions(self, query: Mapping[str, Any]) -> list[JsonDict]:
+        """The resolutions that answer ``query``'s window, finest first: one
+        ``{"intervalType", "intervalCount", "startTime", "endTime"}`` per tier whose range meets
+        the window (``None`` = open end). See ``docs/queries.md``."""
+        rows: list[JsonDict] = json.loads(self._inner.resolutions_json(_dumps(query, "query")))
+        return rows
+
+    def tier_usage(self) -> dict[str, list[JsonDict]]:
+        """Per filter, per retention tier: ``tier``, ``intervalType``, ``intervalCount``,
+        ``rows`` and approximate ``bytes``."""
+        usage: dict[str, list[JsonDict]] = json.loads(self._inner.tier_usage_json())
+        return usage
+
 
 def _from_pickle(data: bytes, clock: Clock) -> Engine:
     """Unpickles an ``Engine`` (see ``Engine.__reduce__``); the bytes are validated like any

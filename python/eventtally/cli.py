@@ -1,4 +1,4 @@
-"""The ``eventtally`` command: ``serve``, ``backfill`` and
+"""The ``eventtally`` command: ``serve``, ``backfill``, ``compact`` and
 ``org|ingest|filter|key create|list|enable|disable``.
 
 Guarantees:
@@ -12,6 +12,8 @@ Guarantees:
   admin API (``--url``).  It prints progress on stderr and never counts a batch twice.
   ``eventtally backfill --snapshot FILE --org ORG`` merges an engine snapshot aggregated offline
   into the organization's live state, durably, once (a repeat is refused by content hash).
+- ``eventtally compact`` runs retention compaction now, the same way (data directory, or
+  ``--url``); the compacted state is snapshotted before it exits.
 - ``--demo`` creates the quick-start organization, ingest and filter and prints a fresh
   Read+Write key with two ``curl`` lines that work as printed.  Without ``--demo`` nothing is
   created implicitly.
@@ -458,6 +460,97 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_call(args: argparse.Namespace, method: str, path: str, data: Any) -> Any:
+    """One admin API call to ``args.url`` with the admin token; errors become ``ValueError``."""
+    from .server import load_config
+
+    token = args.admin_token or os.environ.get("EVENTTALLY_ADMIN_TOKEN")
+    if not token:
+        cfg_path = _config_path(args)
+        token = load_config(cfg_path).server.admin_token if cfg_path is not None else None
+    if not token:
+        raise ValueError("--url needs the server's admin token (--admin-token)")
+    req = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        data=json.dumps(data).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("message", str(exc))
+        except ValueError:
+            message = str(exc)
+        raise ValueError(f"server answered {exc.code}: {message}") from None
+
+
+def _print_compaction(reports: dict[str, dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"organizations": reports}, indent=2))
+        return
+    for org_id, r in sorted(reports.items()):
+        print(
+            f"compacted {org_id}: {r['cells_merged']:,} cell(s) merged into coarser tiers, "
+            f"{r['cells_dropped']:,} dropped past the last tier, "
+            f"{r['groups_released']:,} grouping tuple(s) released, "
+            f"{r['bytes_freed']:,} bytes freed"
+        )
+        for skipped in r.get("skipped", []):
+            print(f"  skipped filter {skipped['filter_id']}: {skipped['reason']}")
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Compact now: retention tiers merge old buckets, data past the last tier goes."""
+    from dataclasses import replace
+
+    from .server import DataDirBusyError, MetadataStore, Runtime
+    from .server.runtime import parse_time_ms
+
+    now_ms = parse_time_ms(args.now, "--now")
+    if args.url:
+        body: dict[str, Any] = {}
+        if args.org:
+            body["organization"] = args.org
+        if now_ms is not None:
+            body["now"] = now_ms / 1000
+        result = _admin_call(args, "POST", "/admin/v1/compact", body)
+        _print_compaction(result["organizations"], args.json)
+        return 0
+    cfg, _loaded = _load(args)
+    store = MetadataStore(cfg.data_dir)
+    runtime = Runtime(
+        store,
+        durability=replace(cfg.durability, lock_timeout_s=0.0),
+        snapshot_interval=0.0,
+        max_state_bytes=0,
+        retention=cfg.retention_for,
+    )
+    try:
+        try:
+            runtime.open()
+        except DataDirBusyError as exc:
+            raise ValueError(
+                f"{exc}; compact through it: eventtally compact --url http://HOST:PORT "
+                "--admin-token TOKEN (POST /admin/v1/compact)"
+            ) from None
+        now = None if now_ms is None else now_ms / 1000
+        if args.org:
+            if args.org not in runtime.org_ids():
+                raise ValueError(f"organization {args.org!r} not found")
+            reports = {args.org: runtime.compact_org(args.org, now=now)}
+        else:
+            reports = runtime.compact_all(now=now)
+        _print_compaction(reports, args.json)
+    finally:
+        # close() snapshots every compacted organization, so the work is kept.
+        runtime.close()
+        store.close()
+    return 0
+
+
 def _only_org_with(runtime: Any, filter_id: str) -> str:
     orgs = [o for o in runtime.org_ids() if filter_id in runtime.org(o).filters]
     if not orgs:
@@ -678,6 +771,21 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--quiet", action="store_true", help="no progress output")
     bf.add_argument("--json", action="store_true", help="print the result as JSON")
     bf.set_defaults(func=cmd_backfill)
+
+    cp = sub.add_parser(
+        "compact",
+        parents=[common],
+        help="compact now: merge old buckets into coarser retention tiers, drop expired data",
+        description="Run compaction now (the server also runs it every "
+        "server.compaction_interval seconds). Works on the data directory while no server "
+        "runs; with a running server pass --url and the admin token.",
+    )
+    cp.add_argument("--org", help="only this organization (default: all)")
+    cp.add_argument("--now", help="compact as of this time (ISO 8601 or Unix seconds)")
+    cp.add_argument("--url", help="a running server's base URL (uses POST /admin/v1/compact)")
+    cp.add_argument("--admin-token", help="admin token for --url (or EVENTTALLY_ADMIN_TOKEN)")
+    cp.add_argument("--json", action="store_true", help="print the reports as JSON")
+    cp.set_defaults(func=cmd_compact)
 
     def actions(
         name: str,

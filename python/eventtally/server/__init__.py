@@ -89,6 +89,8 @@ def make_app(
             durability=config.durability,
             snapshot_interval=config.snapshot_interval,
             max_state_bytes=config.max_state_bytes_per_org,
+            retention=config.retention_for,
+            compaction_interval=config.compaction_interval,
         )
         if recover:
             runtime.open()

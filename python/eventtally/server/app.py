@@ -674,7 +674,10 @@ class EventtallyApp:
                 return _json_response(200, engine.results_multi(query))
             if not isinstance(query, dict):
                 raise HTTPError(400, "Expected a JSON object (send arrays with ?multi=true)")
-            return _json_response(200, engine.results(query))
+            rows = engine.results(query)
+            # Which tiers served the window (docs/queries.md); the body keeps the spec's shape.
+            resolutions = _json_bytes(engine.resolutions(query)).decode()
+            return _json_response(200, rows, [("X-Eventtally-Resolutions", resolutions)])
         except (eventtally.EventtallyError, TypeError) as exc:
             raise _engine_error(exc) from exc
 
@@ -728,6 +731,8 @@ class EventtallyApp:
         parts = [p for p in path.split("/") if p][2:]  # drop "admin", "v1"
         if path.split("/")[2:3] == ["v1"] and parts and parts[0] == "backfill":
             return self.admin_backfill(environ, method, parts[1:])
+        if path.split("/")[2:3] == ["v1"] and parts == ["compact"]:
+            return self.admin_compact(environ, method)
         if path.split("/")[2:3] != ["v1"] or not parts or parts[0] != "organizations":
             raise HTTPError(404, "Not found")
         try:
@@ -816,6 +821,26 @@ class EventtallyApp:
                 return _json_response(200, m.set_filter_enabled(org_id, obj_id, enabled).to_dict())
             return _json_response(200, m.set_key_enabled(obj_id, enabled, org_id=org_id).to_dict())
         raise HTTPError(404, "Not found")
+
+    # ------------------------------------------------------------------ admin compaction
+
+    def admin_compact(self, environ: dict[str, Any], method: str) -> Response:
+        """``POST /admin/v1/compact`` compacts now: every organization, or ``{"organization":
+        id}``; ``"now"`` (Unix seconds or RFC 3339) overrides the clock.  Answers the reports by
+        organization id."""
+        if method != "POST":
+            raise HTTPError(405, "Method not allowed", [("Allow", "POST")])
+        body = self._admin_body(environ)
+        org = body.get("organization")
+        if org is not None and (not isinstance(org, str) or org not in self.runtime.org_ids()):
+            raise HTTPError(404, f"Organization {org!r} not found")
+        now_ms = _parse_time_ms(body.get("now"), "now")
+        now = None if now_ms is None else now_ms / 1000
+        if org is not None:
+            reports = {org: self.runtime.compact_org(org, now=now)}
+        else:
+            reports = self.runtime.compact_all(now=now)
+        return _json_response(200, {"organizations": reports})
 
     # ------------------------------------------------------------------ admin backfill
 

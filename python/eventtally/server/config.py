@@ -14,6 +14,7 @@ Guarantees:
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -36,6 +37,14 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_DATA_DIR = "eventtally-data"
 ADMIN_TOKEN_ENV = "EVENTTALLY_ADMIN_TOKEN"
 METRICS_TOKEN_ENV = "EVENTTALLY_METRICS_TOKEN"
+
+#: The documented default tiers (``docs/server.md``): minutes for 7 days, hours for 400 days
+#: (about 13 months), days forever.
+DEFAULT_RETENTION: tuple[dict[str, Any], ...] = (
+    {"intervalType": "MINUTE", "intervalCount": 1, "keepSeconds": 7 * 86_400},
+    {"intervalType": "HOUR", "intervalCount": 1, "keepSeconds": 400 * 86_400},
+    {"intervalType": "DAY", "intervalCount": 1, "keepSeconds": 0},
+)
 
 
 class ConfigFileError(ValueError):
@@ -166,8 +175,22 @@ class ServerConfig:
     #: Read key for ``GET /metrics`` (``Authorization: Bearer <token>`` or ``x-api-token``);
     #: ``None`` (the default) leaves it open.  Also ``EVENTTALLY_METRICS_TOKEN``.
     metrics_token: str | None = None
+    #: Retention tiers for filters without a ``retention`` of their own (decision 13), fitted
+    #: to each filter's interval.  Default: minutes 7 days, hours 400 days (about 13 months),
+    #: days forever.  An empty list keeps everything at full resolution.
+    retention: tuple[dict[str, Any], ...] = DEFAULT_RETENTION
+    #: Per-organization overrides of ``retention`` (``[server.org_retention]``: org id → tiers).
+    org_retention: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
+    #: Seconds between background compactions (``0`` = only ``eventtally compact`` and the admin
+    #: endpoint compact).
+    compaction_interval: float = 60.0
     #: The ``[durability]`` table.
     durability: DurabilityConfig = field(default_factory=DurabilityConfig)
+
+    def retention_for(self, org_id: str) -> list[dict[str, Any]]:
+        """The default tiers for ``org_id``'s filters: its override, else the server's."""
+        tiers = self.org_retention.get(org_id, self.retention)
+        return [dict(t) for t in tiers]
 
     @property
     def snapshot_interval(self) -> float:
@@ -225,6 +248,11 @@ class ServerConfig:
             raise ConfigFileError(
                 "server.metrics_token: must not be empty (omit it to leave /metrics open)"
             )
+        if self.compaction_interval < 0:
+            raise ConfigFileError("server.compaction_interval: must not be negative")
+        _check_retention(list(self.retention), "server.retention")
+        for org_id, tiers in self.org_retention.items():
+            _check_retention(list(tiers), f"server.org_retention.{org_id}")
         if self.max_decompressed_bytes < self.max_body_bytes:
             raise ConfigFileError("server.max_decompressed_bytes: smaller than max_body_bytes")
         return self
@@ -279,6 +307,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_state_bytes_per_org": (int,),
     "metrics": (bool,),
     "metrics_token": (str,),
+    "retention": (list,),
+    "org_retention": (dict,),
+    "compaction_interval": (int, float),
 }
 assert set(_FIELD_TYPES) | {"durability"} == {f.name for f in fields(ServerConfig)}
 
@@ -323,6 +354,22 @@ def _durability_from_table(table: object) -> DurabilityConfig:
     return DurabilityConfig(**_typed(table, _DURABILITY_TYPES, "durability")).validate()
 
 
+def _check_retention(tiers: list[dict[str, Any]], where: str) -> None:
+    """Validates a default tier list with the engine's own rules; the message names the
+    field (``server.retention[1].keepSeconds: ...``)."""
+    if not tiers:
+        return
+    from eventtally import ConfigError, _core
+
+    try:
+        _core.Engine("[]", "[]").compact(0, json.dumps(tiers))
+    except ConfigError as exc:
+        text = str(exc).replace("default_retention", where, 1)
+        raise ConfigFileError(text) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
+
+
 def _server_from_table(
     table: dict[str, Any], base_dir: Path, durability: DurabilityConfig
 ) -> ServerConfig:
@@ -336,6 +383,14 @@ def _server_from_table(
         if not all(isinstance(p, str) for p in proxies):
             raise ConfigFileError("server.trusted_proxies: expected an array of strings")
         kwargs["trusted_proxies"] = tuple(proxies)
+    if "retention" in kwargs:
+        kwargs["retention"] = tuple(kwargs["retention"])
+    if "org_retention" in kwargs:
+        orgs = kwargs["org_retention"]
+        for org_id, tiers in orgs.items():
+            if not isinstance(tiers, list):
+                raise ConfigFileError(f"server.org_retention.{org_id}: expected a list of tiers")
+        kwargs["org_retention"] = {k: tuple(v) for k, v in orgs.items()}
     return ServerConfig(**kwargs, durability=durability).validate()
 
 

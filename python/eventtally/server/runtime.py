@@ -83,8 +83,10 @@ class StateLimitError(Exception):
     def __init__(self, org_id: str, used: int, limit: int) -> None:
         super().__init__(
             f"State size limit reached for organization {org_id} ({used} of {limit} bytes); "
-            "batches are refused until an operator raises max_state_bytes_per_org or drops "
-            "old data"
+            "batches are refused until compaction frees space or an operator raises "
+            "max_state_bytes_per_org; to keep less, lower the keepSeconds of the filters' "
+            'retention tiers (a filter\'s own "retention", else server.retention or '
+            "server.org_retention) and run eventtally compact"
         )
         self.used = used
         self.limit = limit
@@ -225,6 +227,8 @@ class Runtime:
         poll_interval: float = 1.0,
         max_state_bytes: int = 0,
         registry: Registry | None = None,
+        retention: Callable[[str], list[dict[str, Any]]] | None = None,
+        compaction_interval: float = 0.0,
     ) -> None:
         self.store = store
         self.clock: Callable[[], float] = clock or time.time
@@ -232,6 +236,11 @@ class Runtime:
         self.snapshot_interval = snapshot_interval
         self.poll_interval = poll_interval
         self.max_state_bytes = max_state_bytes
+        #: org id → default retention tiers for its filters without their own
+        self.retention: Callable[[str], list[dict[str, Any]]] = retention or (lambda _org: [])
+        self.compaction_interval = compaction_interval
+        #: org id → wall time of its last compaction
+        self.last_compaction: dict[str, float] = {}
         self.storage = Storage(store.data_dir, self.cfg)
         self.registry = registry or Registry()
         self.ready = False
@@ -280,6 +289,18 @@ class Runtime:
             "Events dropped as duplicates of a messageId seen in the window",
             ["org"],
         )
+        self.m_compactions = r.counter(
+            "eventtally_compactions_total", "Compaction runs per organization, by outcome",
+            ["org", "result"],
+        )  # fmt: skip
+        self.m_compacted = r.counter(
+            "eventtally_compaction_cells_total",
+            "Cells merged into coarser tiers or dropped past the last tier",
+            ["org", "action"],
+        )
+        self.m_compaction_seconds = r.histogram(
+            "eventtally_compaction_duration_seconds", "Time to compact one organization's state"
+        )
         self.m_snapshot_seconds = r.histogram(
             "eventtally_snapshot_duration_seconds",
             "Time to serialize and durably write one organization's snapshot",
@@ -301,14 +322,35 @@ class Runtime:
         seq = Family(
             "eventtally_snapshot_wal_seq", "gauge", "WAL sequence number of the newest snapshot"
         )
+        tiers = Family(
+            "eventtally_state_tier_bytes",
+            "gauge",
+            "Aggregate state per organization and retention tier (approximate)",
+        )
+        last = Family(
+            "eventtally_last_compaction_timestamp_seconds",
+            "gauge",
+            "Unix time of the organization's last compaction",
+        )
         for org_id, st in sorted(self._orgs.items()):
             labels = (("org", org_id),)
             state.add(st.engine.state_bytes(), labels)
+            per_tier: dict[str, int] = {}
+            for usage in st.engine.tier_usage().values():
+                for t in usage:
+                    name = f"{t['intervalCount']}x{t['intervalType']}"
+                    per_tier[name] = per_tier.get(name, 0) + int(t["bytes"])
+            for name, n in sorted(per_tier.items()):
+                tiers.add(n, (("org", org_id), ("tier", name)))
+            if org_id in self.last_compaction:
+                last.add(self.last_compaction[org_id], labels)
             if st.snapshot_time is not None:
                 age.add(max(0.0, now - st.snapshot_time), labels)
             if st.snapshot_seq is not None:
                 seq.add(st.snapshot_seq, labels)
         yield state
+        yield tiers
+        yield last
         yield age
         yield seq
         wal = self.storage.wal
@@ -798,15 +840,72 @@ class Runtime:
         except OSError:
             log.exception("deleting covered WAL segments failed")
 
+    # ------------------------------------------------------------------ compaction
+
+    def compact_org(self, org_id: str, *, now: float | None = None) -> dict[str, Any]:
+        """Compact ``org_id``'s engine at ``now`` (Unix seconds, default the runtime clock) with
+        its default retention for filters without their own; returns the engine's report.
+
+        Runs under the shared gate, like a batch: compaction and ``apply`` serialize on the
+        engine's state lock, a snapshot (exclusive gate) holds either the state before or the
+        state after, never half of it, and a record replayed after a compacted snapshot is
+        routed into the tier holding its time, so it is counted once.  A crash before the next
+        snapshot loses nothing: recovery replays onto the older snapshot and the next
+        compaction does the same work again.
+        """
+        st = self.org(org_id)
+        if not self.ready:
+            raise NotReadyError("still recovering")
+        when = self.clock() if now is None else now
+        t0 = time.perf_counter()
+        try:
+            with st.gate.shared():
+                report = st.engine.compact(when, default_retention=self.retention(org_id))
+                if report["cells_merged"] or report["cells_dropped"]:
+                    st.dirty = True
+        except Exception:
+            self.m_compactions.inc(org_id, "error")
+            raise
+        self.m_compaction_seconds.observe(time.perf_counter() - t0)
+        self.m_compactions.inc(org_id, "ok")
+        self.m_compacted.inc(org_id, "merged", amount=report["cells_merged"])
+        self.m_compacted.inc(org_id, "dropped", amount=report["cells_dropped"])
+        self.last_compaction[org_id] = time.time()
+        for skipped in report.get("skipped", []):
+            log.warning(
+                "compaction of %s skipped filter %s: %s",
+                org_id,
+                skipped["filter_id"],
+                skipped["reason"],
+            )
+        return report
+
+    def compact_all(self, *, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Compact every organization; org id → report (an organization that fails is logged
+        and left out)."""
+        out: dict[str, dict[str, Any]] = {}
+        for org_id in self.org_ids():
+            try:
+                out[org_id] = self.compact_org(org_id, now=now)
+            except Exception:
+                log.exception("compacting %s failed", org_id)
+        return out
+
     def _maintain(self) -> None:
         interval = self.snapshot_interval
-        tick = min(self.poll_interval, interval) if interval else self.poll_interval
+        compact_every = self.compaction_interval
+        ticks = [t for t in (self.poll_interval, interval, compact_every) if t]
+        tick = min(ticks)
         next_save = time.monotonic() + interval
+        next_compact = time.monotonic() + compact_every
         while not self._stop.wait(tick):
             try:
                 self.poll()
             except Exception:
                 log.exception("metadata refresh failed")
+            if compact_every and time.monotonic() >= next_compact:
+                self.compact_all()
+                next_compact = time.monotonic() + compact_every
             if interval and time.monotonic() >= next_save:
                 self.save_all()
                 next_save = time.monotonic() + interval

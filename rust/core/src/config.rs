@@ -185,6 +185,8 @@ pub struct FilterDef {
     pub interval: Interval,
     pub aggregations: Vec<AggregationDef>,
     pub flatten: Option<(String, Path)>,
+    /// Retention tiers (decision 13); empty when the definition has none. Tier 0 is `interval`.
+    pub retention: Vec<RetentionTier>,
 }
 
 impl FilterDef {
@@ -543,6 +545,10 @@ impl FilterDef {
             Some(p) if !p.trim().is_empty() => Some((p.to_owned(), check_path(p, "flattenPath")?)),
             _ => None,
         };
+        let retention = match obj.get("retention") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(v) => parse_retention(v, Some(interval), "retention")?,
+        };
         Ok(FilterDef {
             id,
             name,
@@ -551,6 +557,7 @@ impl FilterDef {
             interval,
             aggregations,
             flatten,
+            retention,
         })
     }
 
@@ -592,6 +599,9 @@ impl FilterDef {
         if let Some((src, _)) = &self.flatten {
             o.insert("flattenPath".into(), json!(src));
         }
+        if !self.retention.is_empty() {
+            o.insert("retention".into(), retention_json(&self.retention));
+        }
         Json::Object(o)
     }
 }
@@ -599,4 +609,184 @@ impl FilterDef {
 /// Parses a JSON text into a value, mapping errors to a config error on `what`.
 pub fn parse_json_text(text: &str, what: &str) -> Result<Json> {
     serde_json::from_str(text).map_err(|e| cfg(what, format!("is not valid JSON: {e}")))
+}
+
+/// One retention tier: buckets of `interval` kept while younger than `keep_ms` (0 = forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionTier {
+    pub interval: Interval,
+    pub keep_ms: i64,
+}
+
+/// True when every bucket of `coarse` is a whole number of `fine` buckets (both epoch- or
+/// calendar-truncated), so fine buckets merge into coarse ones without splitting any.
+#[must_use]
+pub fn nests_in(fine: Interval, coarse: Interval) -> bool {
+    const DAY_MS: i64 = 86_400_000;
+    let months = |i: Interval| match i.unit {
+        IntervalUnit::Month => Some(i64::from(i.count)),
+        IntervalUnit::Year => Some(12 * i64::from(i.count)),
+        _ => None,
+    };
+    match (fine.fixed_millis(), coarse.fixed_millis()) {
+        (Some(f), Some(c)) => c > f && c % f == 0,
+        // Calendar buckets start at 00:00 UTC, so a fixed bucket nests when it divides a day.
+        (Some(f), None) => DAY_MS % f == 0,
+        (None, Some(_)) => false,
+        (None, None) => {
+            let (f, c) = (months(fine).unwrap_or(1), months(coarse).unwrap_or(1));
+            c > f && c % f == 0
+        }
+    }
+}
+
+/// Parses and validates a `retention` list for a filter whose interval is `base` (`None` for a
+/// default list, whose first tier may be anything). `field` names the list in error messages
+/// (`retention`, or a TOML default's name).
+pub fn parse_retention(
+    v: &Json,
+    base: Option<Interval>,
+    field: &str,
+) -> Result<Vec<RetentionTier>> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| cfg(field, "must be a list of tiers"))?;
+    if items.is_empty() {
+        return Err(cfg(field, "must hold at least one tier (or be left out)"));
+    }
+    if items.len() > 8 {
+        return Err(cfg(field, format!("at most 8 tiers, got {}", items.len())));
+    }
+    let mut tiers: Vec<RetentionTier> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let o = item.as_object().ok_or_else(|| {
+            cfg(
+                &f,
+                "must be an object with intervalType, intervalCount and keepSeconds",
+            )
+        })?;
+        let unit_name = get_str(o, "intervalType", &format!("{f}.intervalType"))?
+            .ok_or_else(|| cfg(format!("{f}.intervalType"), "is required"))?;
+        let unit = IntervalUnit::from_name(unit_name).ok_or_else(|| {
+            cfg(
+                format!("{f}.intervalType"),
+                format!("unknown interval {unit_name:?}; expected SECOND, MINUTE, HOUR, DAY, WEEK, MONTH or YEAR"),
+            )
+        })?;
+        let count = match o.get("intervalCount") {
+            None | Some(Json::Null) => 1,
+            Some(Json::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| cfg(format!("{f}.intervalCount"), "must be a whole number"))?,
+            Some(_) => return Err(cfg(format!("{f}.intervalCount"), "must be a whole number")),
+        };
+        let interval =
+            Interval::new(unit, count).map_err(|r| cfg(format!("{f}.intervalCount"), r))?;
+        let keep = match o.get("keepSeconds") {
+            Some(Json::Number(n)) => n.as_i64().filter(|k| *k >= 0).ok_or_else(|| {
+                cfg(
+                    format!("{f}.keepSeconds"),
+                    "must be a whole number of seconds, 0 or more",
+                )
+            })?,
+            None | Some(Json::Null) => return Err(cfg(format!("{f}.keepSeconds"), "is required")),
+            Some(_) => {
+                return Err(cfg(
+                    format!("{f}.keepSeconds"),
+                    "must be a whole number of seconds, 0 or more",
+                ))
+            }
+        };
+        if keep > 36_525 * 86_400 * 10 {
+            return Err(cfg(
+                format!("{f}.keepSeconds"),
+                "must be at most 1000 years",
+            ));
+        }
+        let keep_ms = keep * 1000;
+        if let Some(base) = base.filter(|b| i == 0 && interval != *b) {
+            return Err(cfg(
+                format!("{f}.intervalCount"),
+                format!(
+                    "the first tier must be the filter's own interval ({} x {})",
+                    base.count,
+                    base.unit.name()
+                ),
+            ));
+        }
+        if let Some(prev) = tiers.last() {
+            if !nests_in(prev.interval, interval) {
+                return Err(cfg(
+                    format!("{f}.intervalCount"),
+                    format!(
+                        "{count} x {unit_name} is not coarser than tier {} and an exact multiple of it",
+                        i - 1
+                    ),
+                ));
+            }
+            if prev.keep_ms == 0 {
+                return Err(cfg(
+                    format!("{field}[{}].keepSeconds", i - 1),
+                    "0 (forever) is only allowed on the last tier",
+                ));
+            }
+            if keep_ms != 0 && keep_ms <= prev.keep_ms {
+                return Err(cfg(
+                    format!("{f}.keepSeconds"),
+                    format!(
+                        "must be larger than tier {}'s {} (ages grow from tier to tier)",
+                        i - 1,
+                        prev.keep_ms / 1000
+                    ),
+                ));
+            }
+        }
+        tiers.push(RetentionTier { interval, keep_ms });
+    }
+    Ok(tiers)
+}
+
+/// The `retention` JSON of a tier list (the inverse of [`parse_retention`]).
+#[must_use]
+pub fn retention_json(tiers: &[RetentionTier]) -> Json {
+    tiers
+        .iter()
+        .map(|t| {
+            json!({
+                "intervalType": t.interval.unit.name(),
+                "intervalCount": t.interval.count,
+                "keepSeconds": t.keep_ms / 1000,
+            })
+        })
+        .collect()
+}
+
+/// Fits a default tier list (server or organization TOML) to a filter whose interval is
+/// `base`: the filter's interval becomes tier 0 with the age of the finest default tier that
+/// is not finer than it (else the first), then every later default tier that nests in the
+/// tier before it. The last tier kept takes the default's last age, so a filter whose
+/// interval fits no coarser default tier is not dropped sooner than the default's data.
+/// Empty when the fitted list would not validate.
+#[must_use]
+pub fn fit_default_retention(default: &[RetentionTier], base: Interval) -> Vec<RetentionTier> {
+    let Some(last) = default.last() else {
+        return Vec::new();
+    };
+    let fits_under = |t: &RetentionTier| t.interval == base || nests_in(t.interval, base);
+    let start = default.iter().rposition(fits_under).unwrap_or(0);
+    let mut out = vec![RetentionTier {
+        interval: base,
+        keep_ms: default[start].keep_ms,
+    }];
+    for t in &default[start + 1..] {
+        let prev = out.last().expect("tier 0");
+        if nests_in(prev.interval, t.interval) && prev.keep_ms != 0 {
+            out.push(*t);
+        }
+    }
+    let n = out.len();
+    out[n - 1].keep_ms = last.keep_ms;
+    // Re-validate through the one parser so a fitted list obeys exactly the same rules.
+    parse_retention(&retention_json(&out), Some(base), "retention").unwrap_or_default()
 }

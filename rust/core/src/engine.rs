@@ -768,12 +768,16 @@ pub fn distinct_hash(type_tag: u8, bytes: &[u8]) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct Store {
     pub states: HashMap<String, FilterState>,
+    /// Retention layout of every filter that has been compacted (`retention` module).
+    pub layouts: HashMap<String, crate::retention::TierLayout>,
 }
 
 impl Store {
     /// Makes sure every filter of `plan` has a state and drops states of removed filters.
     pub fn sync(&mut self, plan: &Plan) {
         self.states
+            .retain(|id, _| plan.filters.iter().any(|f| &f.def.id == id));
+        self.layouts
             .retain(|id, _| plan.filters.iter().any(|f| &f.def.id == id));
         for f in &plan.filters {
             self.states
@@ -793,9 +797,15 @@ impl Store {
     }
 
     /// Merges a delta prepared by `plan` (the plan this store is synced to). A state that is
-    /// still empty takes the delta's state as it is, without copying. Atomic: refused, changing
-    /// nothing, when a counter would overflow.
-    pub fn apply(&mut self, plan: &Plan, delta: Delta) -> Result<IngestStats> {
+    /// still empty takes the delta's state as it is, without copying. Rows older than a tier's
+    /// horizon are routed into that tier first. Atomic: refused, changing nothing, when a counter
+    /// would overflow.
+    pub fn apply(&mut self, plan: &Plan, mut delta: Delta) -> Result<IngestStats> {
+        for (f, s) in plan.filters.iter().zip(delta.states.iter_mut()) {
+            if let (true, Some(layout)) = (s.rows() > 0, self.layouts.get(&f.def.id)) {
+                crate::retention::route_delta(s, layout);
+            }
+        }
         self.check_apply(plan, &delta)?;
         for (f, s) in plan.filters.iter().zip(delta.states) {
             if s.rows() == 0 {

@@ -5,7 +5,8 @@
 //! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
 //! `query` answers Metrics API requests; `snapshot` persists and merges state; `file` reads
-//! archive files in bounded memory and `parallel` reads many of them on every core.
+//! archive files in bounded memory and `parallel` reads many of them on every core;
+//! `retention` compacts old buckets into coarser tiers.
 
 pub mod batch;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod jpath;
 pub mod parallel;
 pub mod path;
 pub mod query;
+pub mod retention;
 pub mod sketch;
 pub mod snapshot;
 pub mod state;

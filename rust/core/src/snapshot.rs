@@ -7,12 +7,13 @@
 //! version u32      FORMAT_VERSION
 //! length  u64      payload length
 //! crc32   u32      CRC-32 (IEEE) of the payload
-//! payload          definitions JSON, then one state block per filter
+//! payload          definitions JSON, then one state block per filter, then (version 2)
+//!                  the retention tier section
 //! ```
 //! Guarantees: a truncated, corrupt (checksum), foreign (magic) or newer (version) snapshot is
 //! refused with `Error::Snapshot` naming the problem, before any state is built; decoding never
-//! trusts a length field beyond the bytes present. Every version this build ever wrote still
-//! loads: version 1 differs only in the percentile state (bins only, see [`read_quantile`]). A
+//! trusts a length field beyond the bytes present. Every version main ever wrote still loads:
+//! version 1 keeps percentile bins only (see [`read_quantile`]) and has no tier section. A
 //! well-formed snapshot holding a state no ingestion could produce (`FilterState::validate`: a
 //! numeric count above the COUNT, counters that cannot sum, MIN/MAX without values) is refused
 //! too, so forged bytes cannot make a later merge or query overflow.
@@ -27,7 +28,7 @@ use crate::state::{AggColumns, FilterState, GroupTable};
 
 pub const MAGIC: &[u8; 8] = b"ETALLY\x00\x01";
 pub const FORMAT_VERSION: u32 = 2;
-/// Oldest format version `decode` still reads.
+/// Oldest format version `decode` still reads (version 1: percentile bins only, no tier section).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
@@ -311,6 +312,7 @@ pub fn encode(plan: &Plan, store: &Store) -> Vec<u8> {
         };
         write_state(&mut w, &f.id, state);
     }
+    crate::retention::encode_layouts(&store.layouts, &mut w.out);
     let payload = w.out;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
@@ -390,6 +392,11 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
         }
         let state = read_state(&mut r, def, version)?;
         engine.store.states.insert(def.id.clone(), state);
+    }
+    if version >= 2 {
+        let (layouts, used) = crate::retention::decode_layouts(&r.buf[r.pos..], &engine.plan)?;
+        r.pos += used;
+        engine.store.layouts = layouts;
     }
     if r.pos != payload.len() {
         return Err(bad("unread bytes at the end of the payload"));

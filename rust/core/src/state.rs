@@ -479,6 +479,61 @@ impl FilterState {
     }
 }
 
+/// Row surgery for retention compaction (`retention` module): work proportional to the rows
+/// changed, not to the state, so a compaction step can be short.
+impl FilterState {
+    /// Removes row `r` by moving the last row into its place; the cell index follows the move.
+    /// Row order is not kept (compaction orders its merges itself).
+    pub fn swap_remove_row(&mut self, r: usize) {
+        self.last = None;
+        let key = (self.row_bucket[r], self.row_group[r]);
+        self.cells.remove(&key);
+        let last = self.rows() - 1;
+        if r != last {
+            let moved = (self.row_bucket[last], self.row_group[last]);
+            self.cells.insert(moved, r as u32);
+        }
+        self.row_bucket.swap_remove(r);
+        self.row_group.swap_remove(r);
+        for a in &mut self.aggs {
+            fn remove<T>(v: &mut Vec<T>, r: usize) {
+                if !v.is_empty() {
+                    v.swap_remove(r);
+                }
+            }
+            remove(&mut a.matched, r);
+            remove(&mut a.numeric, r);
+            remove(&mut a.sum, r);
+            remove(&mut a.min, r);
+            remove(&mut a.max, r);
+            remove(&mut a.distinct, r);
+            remove(&mut a.quantile, r);
+        }
+    }
+
+    /// Gives spare capacity back once the rows fell well below it.
+    pub fn shrink_if_sparse(&mut self) {
+        let n = self.rows();
+        if n * 4 >= self.row_bucket.capacity() * 3 {
+            return;
+        }
+        self.row_bucket.shrink_to_fit();
+        self.row_group.shrink_to_fit();
+        for a in &mut self.aggs {
+            a.matched.shrink_to_fit();
+            a.numeric.shrink_to_fit();
+            a.sum.shrink_to_fit();
+            a.min.shrink_to_fit();
+            a.max.shrink_to_fit();
+            a.distinct.shrink_to_fit();
+            a.quantile.shrink_to_fit();
+        }
+        if n * 2 < self.cells.capacity() {
+            self.cells.shrink_to_fit();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,7 @@ use eventtally_core::config::{FilterDef, IngestDef};
 use eventtally_core::engine::{Delta, IngestStats, Plan, Store};
 use eventtally_core::error::Error;
 use eventtally_core::query::{self, Query, ResultSet};
+use eventtally_core::retention;
 use eventtally_core::snapshot;
 use eventtally_core::time::write_rfc3339;
 use numpy::{PyArray1, PyArrayMethods};
@@ -291,6 +292,9 @@ impl PreparedBatch {
         stats_to_py(py, &self.stats)
     }
 }
+
+/// Rows one compaction step may move while holding the state lock (about 10 ms of work).
+const COMPACT_STEP_ROWS: usize = 50_000;
 
 #[pyclass(frozen, module = "eventtally._core")]
 struct Engine {
@@ -880,18 +884,7 @@ impl Engine {
                     reason: "engines with different filter definitions cannot be merged".into(),
                 });
             }
-            // Every filter is checked before any changes, so a refused merge changes nothing.
-            for (id, state) in &other_store.states {
-                if let Some(mine) = store.states.get(id) {
-                    mine.check_merge(state)?;
-                }
-            }
-            for (id, state) in &other_store.states {
-                if let Some(mine) = store.states.get_mut(id) {
-                    mine.merge_from(state)?;
-                }
-            }
-            Ok(())
+            merge_stores(&mut store, &other_store)
         })
         .map_err(to_py_err)
     }
@@ -924,6 +917,128 @@ impl Engine {
     fn state_bytes(&self, py: Python<'_>) -> usize {
         py.detach(|| self.lock_store().heap_bytes())
     }
+
+    /// Compacts every filter with retention tiers at `now_ms`; `default_retention_json` is the
+    /// tier list for filters without their own. Returns the report as JSON text.
+    #[pyo3(signature = (now_ms, default_retention_json=None))]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        now_ms: i64,
+        default_retention_json: Option<&str>,
+    ) -> PyResult<String> {
+        let default = match default_retention_json {
+            None => None,
+            Some(text) => Some(parse_json(text, "default_retention")?),
+        };
+        py.detach(|| {
+            let tiers = match &default {
+                None | Some(Json::Null) => Vec::new(),
+                Some(v) => eventtally_core::config::parse_retention(v, None, "default_retention")?,
+            };
+            // Bounded steps, the state lock released between them, so batches keep being
+            // applied while a large compaction runs.
+            let mut total = retention::CompactReport::default();
+            loop {
+                let (step, done) = {
+                    let mut store = self.lock_store();
+                    let plan = self.current_plan();
+                    retention::compact_step(&mut store, &plan, now_ms, &tiers, COMPACT_STEP_ROWS)
+                };
+                retention::add_report(&mut total, &step);
+                if done {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            Ok(retention::report_json(&total).to_string())
+        })
+        .map_err(to_py_err)
+    }
+
+    /// The resolutions serving a query's window, finest first, as JSON text.
+    fn resolutions_json(&self, py: Python<'_>, query_json: &str) -> PyResult<String> {
+        let q = parse_json(query_json, "query")?;
+        py.detach(|| {
+            let store = self.lock_store();
+            let plan = self.current_plan();
+            let lookup = |id: &str| plan.filter(id).cloned();
+            let parsed = Query::for_groupings(&q, &lookup)?;
+            let def = plan.filter(&parsed.filter_id).expect("validated filter");
+            let res = retention::resolutions_json(
+                def,
+                store.layouts.get(&parsed.filter_id),
+                parsed.start_ms.unwrap_or(i64::MIN),
+                parsed.end_ms.unwrap_or(i64::MAX),
+            );
+            Ok(res.to_string())
+        })
+        .map_err(to_py_err)
+    }
+
+    /// Per filter, per tier: interval, rows and approximate bytes, as JSON text.
+    fn tier_usage_json(&self, py: Python<'_>) -> String {
+        py.detach(|| {
+            let store = self.lock_store();
+            let plan = self.current_plan();
+            let mut out = Map::new();
+            for def in plan.filters() {
+                let Some(state) = store.states.get(&def.id) else {
+                    continue;
+                };
+                let layout = store.layouts.get(&def.id);
+                let tiers: Vec<Json> = retention::tier_usage(state, layout)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(t, (iv, rows, bytes))| {
+                        let iv = if layout.is_some() { iv } else { def.interval };
+                        json!({
+                            "tier": t,
+                            "intervalType": iv.unit.name(),
+                            "intervalCount": iv.count,
+                            "rows": rows,
+                            "bytes": bytes,
+                        })
+                    })
+                    .collect();
+                out.insert(def.id.clone(), Json::Array(tiers));
+            }
+            Json::Object(out).to_string()
+        })
+    }
+}
+
+/// Adds `other`'s states into `store` (same definitions), fitting both to the later tier
+/// floors first so rows of different resolutions never merge.
+fn merge_stores(store: &mut Store, other: &Store) -> Result<(), Error> {
+    // Check every filter before changing any, so a refused merge leaves the state as it was.
+    for (id, layout) in &other.layouts {
+        if let Some(mine) = store.layouts.get(id) {
+            if mine.intervals != layout.intervals && !mine.is_pristine() && !layout.is_pristine() {
+                return Err(Error::Config {
+                    field: "other".into(),
+                    reason: format!("filter {id:?} was compacted with different tiers"),
+                });
+            }
+        }
+    }
+    for (id, state) in &other.states {
+        if let Some(mine) = store.states.get(id) {
+            mine.check_merge(state)?;
+        }
+    }
+    for (id, state) in &other.states {
+        let Some(mine) = store.states.get_mut(id) else {
+            continue;
+        };
+        let mine_layout = store.layouts.get_mut(id);
+        let had = mine_layout.is_some();
+        let combined = retention::merge_tiered(mine, mine_layout, state, other.layouts.get(id))?;
+        if let (false, Some(l)) = (had, combined) {
+            store.layouts.insert(id.clone(), l);
+        }
+    }
+    Ok(())
 }
 
 /// The body of `Engine.ingest_files`, run detached: no lock is held while the workers read and
