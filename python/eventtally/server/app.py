@@ -34,10 +34,10 @@ Guarantees:
   are in flight at once, each organization holding at most ``org_slot_share`` of a pool
   (``slots.py``); more are answered at once with 503, ``Retry-After: 1`` and a JSON message,
   before their body is read.  Probes, ``/metrics`` and the dashboard's files are not counted.
-- :meth:`EventtallyApp.admit` runs every check that needs no body (decision 4 in docs/decisions.md: key,
-  permission, ingest, rate limit, declared length) and names the organization, so an
-  event-driven front (``httpd.py``) takes a fair slot and reads the body only for admitted
-  requests; the WSGI call then skips the checks already made and answers exactly as before.
+- :meth:`EventtallyApp.admit` runs every check that needs no body (decision 4 in
+  docs/decisions.md: key, permission, ingest, rate limit, declared length) and names the
+  organization, so an event-driven front (``httpd.py``) takes a fair slot and reads the body
+  only for admitted requests; the WSGI call then skips the checks already made and answers exactly as before.
 - Access-log lines escape control characters (``%0a`` in a path cannot forge a line).
 - A batch is answered 200 only after it is in the write-ahead log per the fsync policy.  A log
   failure is 503 (Segment retries), never 400; an organization over its state-size limit gets
@@ -333,8 +333,8 @@ class EventtallyApp:
         )
 
     def admit(self, environ: dict[str, Any]) -> Admission:
-        """Every check that needs no body, in the order of decision 4 (docs/decisions.md), and the slot pool and
-        organization to charge.  Never raises; a refusal carries its response.
+        """Every check that needs no body, in the order of decision 4 (docs/decisions.md), and
+        the slot pool and organization to charge.  Never raises; a refusal carries its response.
 
         An admitted ingest has spent its rate-limit token: the WSGI call that follows must get
         the same ``environ`` (it carries ``ENV_ADMITTED``).
@@ -602,7 +602,8 @@ class EventtallyApp:
         return _empty(200)
 
     def ingest_head(self, environ: dict[str, Any], method: str, ingest_id: str) -> str:
-        """The checks of decision 4 (docs/decisions.md) that need no body; the organization's id, else raise."""
+        """The checks of decision 4 (docs/decisions.md) that need no body; the organization's id,
+        else raise."""
         if method not in INGEST_METHODS:
             raise HTTPError(
                 405,
