@@ -37,7 +37,8 @@ Guarantees:
 - :meth:`EventtallyApp.admit` runs every check that needs no body (decision 4 in
   docs/decisions.md: key, permission, ingest, rate limit, declared length) and names the
   organization, so an event-driven front (``httpd.py``) takes a fair slot and reads the body
-  only for admitted requests; the WSGI call then skips the checks already made and answers exactly as before.
+  only for admitted requests; the WSGI call then skips the checks already made and answers
+  exactly as before.
 - Access-log lines escape control characters (``%0a`` in a path cannot forge a line).
 - A batch is answered 200 only after it is in the write-ahead log per the fsync policy.  A log
   failure is 503 (Segment retries), never 400; an organization over its state-size limit gets
