@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -47,9 +48,14 @@ def _connect(port: int, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
+# Bytes received past the response being read: pipelined answers may share one recv(), and
+# dropping them would leave the next read waiting for answers already consumed.
+_PENDING: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One response (status, lower-cased headers, body) from ``sock``."""
-    buf = b""
+    buf = _PENDING.pop(sock, b"")
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
         assert chunk, f"closed before a response: {buf!r}"
@@ -66,6 +72,8 @@ def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
         chunk = sock.recv(65536)
         assert chunk
         rest += chunk
+    if len(rest) > length:
+        _PENDING[sock] = rest[length:]
     return status, headers, rest[:length]
 
 

@@ -75,6 +75,7 @@ def forged_snapshot(fdef: dict[str, Any], matched: int, numeric: tuple[int, floa
         n, v = numeric
         out += b"\x01" + struct.pack("<Qddd", n, v * n, v, v)
     out += b"\x00\x00"  # no distinct, no quantile columns
+    out += struct.pack("<I", 0)  # tier section (version 2): no filter compacted yet
     payload = bytes(out)
     header = HEADER.pack(
         b"ETALLY\x00\x01", _core.SNAPSHOT_FORMAT_VERSION, len(payload), zlib.crc32(payload)
@@ -151,8 +152,9 @@ def test_impossible_states_are_refused_on_load(
 
 def test_inverted_min_max_is_refused_on_load() -> None:
     data = bytearray(forged_snapshot(SUM_ONLY, 2, (2, 1.5)))
-    # MIN is the second-to-last f64 before the two sketch flags: make it larger than MAX.
-    at = len(data) - 2 - 16
+    # MIN is the second-to-last f64 before the two sketch flags and the empty tier section (a
+    # u32): make it larger than MAX.
+    at = len(data) - 4 - 2 - 16
     data[at : at + 8] = struct.pack("<d", 9.0)
     payload = bytes(data[HEADER.size :])
     data[: HEADER.size] = HEADER.pack(
