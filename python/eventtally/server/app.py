@@ -9,6 +9,11 @@ Guarantees:
   the limit).  Then the body: size while reading (chunked too), gunzip (bounded), JSON and
   format (400, the message names the problem and its byte offset).  A batch is applied whole or
   not at all; success is ``200`` with an empty body.
+- Metrics API answers (``metrics/results``, ``?multi=true``, ``metrics/groupings``) are written
+  by the core from the request bytes, in chunks of ``ANSWER_CHUNK_BYTES``, byte for byte the
+  compact ``json.dumps`` text of the rows; more than ``max_answer_rows`` value rows or
+  ``max_answer_bytes`` of text is 400 with advice to add a limit, narrow the window or roll up.
+  Bodies nested deeper than 128 levels are 400.
 - Every error is ``{"message": "..."}`` with ``Content-Type: application/json``; wrong methods
   get 405 with ``Allow``; nothing redirects but ``GET /`` and ``GET /ui`` (to the dashboard,
   ``ui.py``); every response has a ``Content-Length``.
@@ -60,10 +65,15 @@ __all__ = ["EventtallyApp", "HTTPError"]
 log = logging.getLogger("eventtally.server")
 
 Headers = list[tuple[str, str]]
-Response = tuple[int, Headers, bytes]
+#: A body is one ``bytes`` or, for large Metrics API answers, a list of chunks sent in turn.
+Body = bytes | list[bytes]
+Response = tuple[int, Headers, Body]
 StartResponse = Callable[..., Any]
 
 JSON_TYPE = "application/json"
+#: Size of the chunks a Metrics API answer is sent in: the answer is held once, as chunks, and
+#: the HTTP layer writes them one after another under one ``Content-Length``.
+ANSWER_CHUNK_BYTES = 1 << 20
 
 
 class HTTPError(Exception):
@@ -226,7 +236,9 @@ class EventtallyApp:
         self.m_requests.inc(route, str(status))
         if route == "ingest" and status == 200:
             self.m_ingest_latency.observe(time.perf_counter() - started)
-        headers.append(("Content-Length", str(len(body))))
+        chunks = body if isinstance(body, list) else [body]
+        length = sum(map(len, chunks))
+        headers.append(("Content-Length", str(length)))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         if self.config.access_log and log.isEnabledFor(logging.INFO):
             log.info(
@@ -235,10 +247,10 @@ class EventtallyApp:
                 environ.get("REQUEST_METHOD"),
                 environ.get("PATH_INFO"),
                 status,
-                len(body),
+                length,
                 (time.perf_counter() - started) * 1000.0,
             )
-        return [body]
+        return chunks
 
     def _respond(self, environ: dict[str, Any]) -> Response:
         try:
@@ -400,7 +412,10 @@ class EventtallyApp:
         return b"".join(out)
 
     def read_json(self, environ: dict[str, Any]) -> Any:
-        body = self.decode_body(environ, self.read_body(environ))
+        return self.parse_json(self.decode_body(environ, self.read_body(environ)))
+
+    def parse_json(self, body: bytes) -> Any:
+        """A request body as Python JSON data; 400 naming the problem when it is not JSON."""
         try:
             return json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -479,23 +494,52 @@ class EventtallyApp:
                 for d in defs:
                     d.setdefault("organizationId", key.org_id)
                 return _json_response(200, defs)
-            query = self.read_json(environ)
-            if route == "metrics/groupings":
-                if not isinstance(query, dict):
-                    raise HTTPError(400, "Expected a JSON object")
-                return _json_response(200, engine.groupings(query))
             multi = parse_qs(environ.get("QUERY_STRING", "")).get("multi", [""])[-1]
-            if multi.lower() in ("true", "1", "yes"):
+            if route == "metrics/groupings":
+                kind = "groupings"
+            elif multi.lower() in ("true", "1", "yes"):
+                kind = "multi"
+            else:
+                kind = "results"
+            return self.metrics_answer(environ, engine, kind)
+        except (eventtally.EventtallyError, TypeError) as exc:
+            raise _engine_error(exc) from exc
+
+    def metrics_answer(
+        self, environ: dict[str, Any], engine: eventtally.Engine, kind: str
+    ) -> Response:
+        """The answer of ``metrics/results`` (``kind`` ``results`` or ``multi``) and
+        ``metrics/groupings``: the body goes to the core as bytes and the answer text comes back
+        in chunks, capped by ``max_answer_rows``/``max_answer_bytes``."""
+        body = self.decode_body(environ, self.read_body(environ))
+        limits = {
+            "max_rows": self.config.max_answer_rows,
+            "max_bytes": self.config.max_answer_bytes,
+            "chunk_bytes": ANSWER_CHUNK_BYTES,
+        }
+        chunks = engine.answer_json(kind, body, **limits)
+        if chunks is None:
+            # Not strict JSON of the expected shape: Python's parser decides, so malformed or
+            # misshapen bodies keep their messages and what it accepts (NaN, UTF-16) still works.
+            query = self.parse_json(body)
+            if kind == "groupings" and not isinstance(query, dict):
+                raise HTTPError(400, "Expected a JSON object")
+            if kind == "multi":
                 if isinstance(query, dict):
                     query = [query]
                 if not isinstance(query, list) or not all(isinstance(q, dict) for q in query):
                     raise HTTPError(400, "Expected a JSON array of query objects")
-                return _json_response(200, engine.results_multi(query))
-            if not isinstance(query, dict):
+            if kind == "results" and not isinstance(query, dict):
                 raise HTTPError(400, "Expected a JSON object (send arrays with ?multi=true)")
-            return _json_response(200, engine.results(query))
-        except (eventtally.EventtallyError, TypeError) as exc:
-            raise _engine_error(exc) from exc
+            try:
+                strict = json.dumps(query, allow_nan=False).encode()
+            except (TypeError, ValueError) as exc:
+                what = "queries" if kind == "multi" else "query"
+                raise HTTPError(400, f"{what} must be JSON-serializable: {exc}") from exc
+            chunks = engine.answer_json(kind, strict, **limits)
+            if chunks is None:  # pragma: no cover - json.dumps writes strict JSON
+                raise HTTPError(400, "Malformed JSON request body")
+        return 200, [("Content-Type", JSON_TYPE)], chunks
 
     def health_route(self, environ: dict[str, Any], route: str, key: ApiKeyRecord) -> Response:
         """``ingest-health`` and ``server-info`` (``health.py``), for the key's organization."""

@@ -134,6 +134,11 @@ class ServerConfig:
     #: Aggregate state per organization (``Engine.state_bytes()``) past which ingest is refused
     #: with 429 and ``Retry-After`` (``0`` = no limit).
     max_state_bytes_per_org: int = 1 << 30
+    #: Value rows one Metrics API answer may hold (across every query of ``?multi=true``); past
+    #: it the request is answered 400 with advice to roll up or limit (``0`` = no limit).
+    max_answer_rows: int = 5_000_000
+    #: Bytes of answer text one Metrics API request may produce (``0`` = no limit).
+    max_answer_bytes: int = 512 << 20
     #: Serve the Prometheus text format at ``GET /metrics`` (no key needed).
     metrics: bool = True
     #: The ``[durability]`` table.
@@ -157,7 +162,12 @@ class ServerConfig:
         for name in ("max_body_bytes", "max_decompressed_bytes", "max_filters_per_org"):
             if getattr(self, name) <= 0:
                 raise ConfigFileError(f"server.{name}: must be positive")
-        for name in ("max_concurrent_requests", "max_state_bytes_per_org"):
+        for name in (
+            "max_concurrent_requests",
+            "max_state_bytes_per_org",
+            "max_answer_rows",
+            "max_answer_bytes",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigFileError(f"server.{name}: must not be negative")
         self.durability.validate()
@@ -203,6 +213,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "access_log": (bool,),
     "max_concurrent_requests": (int,),
     "max_state_bytes_per_org": (int,),
+    "max_answer_rows": (int,),
+    "max_answer_bytes": (int,),
     "metrics": (bool,),
 }
 assert set(_FIELD_TYPES) | {"durability"} == {f.name for f in fields(ServerConfig)}

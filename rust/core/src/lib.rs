@@ -4,7 +4,7 @@
 //! paths some filter reads; `jpath` compiles conditions; `time` parses timestamps and truncates
 //! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
-//! `query` answers Metrics API requests; `snapshot` persists and merges state.
+//! `query` answers Metrics API requests; `response` writes their answer text; `snapshot` persists and merges state.
 
 pub mod batch;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod file;
 pub mod jpath;
 pub mod path;
 pub mod query;
+pub mod response;
 pub mod sketch;
 pub mod snapshot;
 pub mod state;
