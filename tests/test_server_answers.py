@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest_server import INGEST, Client, query, running_server
 
 import eventtally
+from conftest_server import INGEST, Client, query, running_server
 from eventtally.server import EventtallyHTTPServer
 from eventtally.server import app as app_module
 
