@@ -184,12 +184,15 @@ pub fn write_f64(v: f64, out: &mut Vec<u8>) {
     }
     // Integral values below 1e16 (most counts and sums) print as their digits plus ".0"; every
     // integer there is exactly representable or has only its own digits as shortest form.
-    if v.trunc() == v && v.abs() < 1e16 {
+    // Exact comparisons on purpose: only exactly integral values take this path.
+    #[allow(clippy::float_cmp)]
+    let integral = v.trunc() == v && v.abs() < 1e16;
+    if integral {
         if v == 0.0 && v.is_sign_negative() {
             out.extend_from_slice(b"-0.0");
         } else {
-            let mut b = itoa::Buffer::new();
-            out.extend_from_slice(b.format(v as i64).as_bytes());
+            let mut ibuf = itoa::Buffer::new();
+            out.extend_from_slice(ibuf.format(v as i64).as_bytes());
             out.extend_from_slice(b".0");
         }
         return;
@@ -204,71 +207,71 @@ pub fn write_f64(v: f64, out: &mut Vec<u8>) {
         _ => (false, text),
     };
     let (mantissa, exp) = match text.iter().position(|&b| b == b'e' || b == b'E') {
-        Some(e) => {
-            let digits = std::str::from_utf8(&text[e + 1..]).unwrap_or("0");
-            (&text[..e], digits.parse::<i32>().unwrap_or(0))
+        Some(at) => {
+            let digits = std::str::from_utf8(&text[at + 1..]).unwrap_or("0");
+            (&text[..at], digits.parse::<i32>().unwrap_or(0))
         }
         None => (text, 0),
     };
     let mut digits: [u8; 40] = [0; 40];
-    let mut n = 0usize;
+    let mut len = 0usize;
     let mut int_len: Option<usize> = None;
-    for &b in mantissa {
-        if b == b'.' {
-            int_len = Some(n);
-        } else if n < digits.len() {
-            digits[n] = b;
-            n += 1;
+    for &ch in mantissa {
+        if ch == b'.' {
+            int_len = Some(len);
+        } else if len < digits.len() {
+            digits[len] = ch;
+            len += 1;
         }
     }
-    let mut decpt = int_len.unwrap_or(n) as i32 + exp;
-    let lead = digits[..n].iter().take_while(|&&d| d == b'0').count();
-    let digits_slice = &digits[lead..n];
+    let mut decpt = int_len.unwrap_or(len) as i32 + exp;
+    let lead = digits[..len].iter().take_while(|&&ch| ch == b'0').count();
+    let digits_slice = &digits[lead..len];
     decpt -= lead as i32;
     let end = digits_slice.len()
         - digits_slice
             .iter()
             .rev()
-            .take_while(|&&d| d == b'0')
+            .take_while(|&&ch| ch == b'0')
             .count();
-    let d = &digits_slice[..end];
+    let sig = &digits_slice[..end];
     if neg {
         out.push(b'-');
     }
-    if d.is_empty() {
+    if sig.is_empty() {
         out.extend_from_slice(b"0.0");
         return;
     }
-    let nd = d.len() as i32;
+    let nd = sig.len() as i32;
     if decpt > -4 && decpt <= 16 {
         if decpt <= 0 {
             out.extend_from_slice(b"0.");
             out.extend(std::iter::repeat_n(b'0', (-decpt) as usize));
-            out.extend_from_slice(d);
+            out.extend_from_slice(sig);
         } else if decpt >= nd {
-            out.extend_from_slice(d);
+            out.extend_from_slice(sig);
             out.extend(std::iter::repeat_n(b'0', (decpt - nd) as usize));
             out.extend_from_slice(b".0");
         } else {
-            out.extend_from_slice(&d[..decpt as usize]);
+            out.extend_from_slice(&sig[..decpt as usize]);
             out.push(b'.');
-            out.extend_from_slice(&d[decpt as usize..]);
+            out.extend_from_slice(&sig[decpt as usize..]);
         }
     } else {
-        out.push(d[0]);
+        out.push(sig[0]);
         if nd > 1 {
             out.push(b'.');
-            out.extend_from_slice(&d[1..]);
+            out.extend_from_slice(&sig[1..]);
         }
-        let e = decpt - 1;
+        let exp10 = decpt - 1;
         out.push(b'e');
-        out.push(if e < 0 { b'-' } else { b'+' });
-        let mag = e.unsigned_abs();
+        out.push(if exp10 < 0 { b'-' } else { b'+' });
+        let mag = exp10.unsigned_abs();
         if mag < 10 {
             out.push(b'0');
         }
-        let mut b = itoa::Buffer::new();
-        out.extend_from_slice(b.format(mag).as_bytes());
+        let mut ibuf = itoa::Buffer::new();
+        out.extend_from_slice(ibuf.format(mag).as_bytes());
     }
 }
 
@@ -553,12 +556,12 @@ mod tests {
             (1e-7, "1e-07"),
             (1e-5, "1e-05"),
             (1e-4, "0.0001"),
-            (0.00012345, "0.00012345"),
+            (0.000_123_45, "0.00012345"),
             (0.1, "0.1"),
             (-0.5, "-0.5"),
             (123.456, "123.456"),
             (1.0 / 3.0, "0.3333333333333333"),
-            (1234567890123456.7, "1234567890123456.8"),
+            (1_234_567_890_123_456.7, "1234567890123456.8"),
             (f64::MAX, "1.7976931348623157e+308"),
             (f64::MIN, "-1.7976931348623157e+308"),
             (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
