@@ -114,7 +114,9 @@ def ingest(engine: eventtally.Engine, groups: int, minutes: int, per_cell: int) 
         ]
         templates.append("".join(lines).encode())
     for m in range(minutes):
-        engine.ingest(templates[m % 60].replace(b"TTTTTTTTTT", str(T0 + 60 * m).encode()))
+        engine.ingest(
+            templates[m % 60].replace(b"TTTTTTTTTT", str(T0 + 60 * m).encode()), ingest_id="lines"
+        )
 
 
 def iso(minute: int) -> str:
@@ -136,7 +138,11 @@ def q(calc: str, minutes: int, **extra: Any) -> dict[str, Any]:
 
 
 CALCS = ("COUNT", "SUM", "PERCENTILES", "APPROX_COUNT_DISTINCT")
-GRAFANA = {"limit": 10, "limitType": "Top", "recalculatedInterval": {"type": "SECOND", "frequency": 120}}
+GRAFANA = {
+    "limit": 10,
+    "limitType": "Top",
+    "recalculatedInterval": {"type": "SECOND", "frequency": 120},
+}
 SHAPES: dict[str, dict[str, Any]] = {
     "plain": {},
     "rollup 1 h": {"recalculatedInterval": {"type": "HOUR", "frequency": 1}},
@@ -223,7 +229,9 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
             panel_file.write_text(json.dumps(panel))
             gc.collect()
             out["HTTP plain SUM"] = curl_best(url, plain_file, repeat)
-            out["HTTP Grafana panel (4 queries)"] = curl_best(url + "?multi=true", panel_file, max(repeat, 5))
+            out["HTTP Grafana panel (4 queries)"] = curl_best(
+                url + "?multi=true", panel_file, max(repeat, 5)
+            )
 
             # In-process.
             out["in-process: old text json.dumps(results)"] = best_of(
@@ -235,7 +243,9 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
             answer = getattr(engine, "answer_json", None)
             if answer is not None:
                 body = json.dumps(plain).encode()
-                out["in-process: answer_json text"] = best_of(lambda: answer("results", body), repeat)
+                out["in-process: answer_json text"] = best_of(
+                    lambda: answer("results", body), repeat
+                )
                 pbody = json.dumps(panel).encode()
                 out["in-process: Grafana panel answer_json"] = best_of(
                     lambda: answer("multi", pbody), repeat
