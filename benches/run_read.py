@@ -196,8 +196,9 @@ def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
             engine = server.app.runtime.engine("bench")
             t = time.perf_counter()
             ingest(engine, groups, minutes, per_cell)
-            print(f"# ingest {groups * minutes * per_cell:,} events: {time.perf_counter() - t:.1f} s",
-                  file=sys.stderr)  # fmt: skip
+            events = groups * minutes * per_cell
+            took = time.perf_counter() - t
+            print(f"# ingest {events:,} events: {took:.1f} s", file=sys.stderr)
             url = f"http://127.0.0.1:{server.port}/api/v1/metrics/results"
             plain = q("SUM", minutes)
             panel = [dict(q(c, minutes, **GRAFANA), queryId=c) for c in CALCS]
