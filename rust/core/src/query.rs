@@ -819,7 +819,9 @@ impl DenseCells {
         let mut bucket_index: HashMap<i64, u32> = HashMap::new();
         let mut out: Vec<i64> = Vec::new();
         let mut last: Option<(i64, u32)> = None;
-        let mut row_bucket: Vec<(u32, u32, u32)> = Vec::new();
+        let tuples = gp.tuples.max(1) as u64;
+        // (row, first-seen bucket index x tuples + tuple), renumbered by bucket rank below.
+        let mut row_cell: Vec<(u32, u32)> = Vec::new();
         for (row, b, g) in selected_rows(state, gp, start, end) {
             let idx = match last {
                 Some((lb, li)) if lb == b => li,
@@ -834,23 +836,27 @@ impl DenseCells {
                     li
                 }
             };
-            row_bucket.push((row as u32, idx, g));
+            let cell = u64::from(idx) * tuples + u64::from(g);
+            row_cell.push((row as u32, u32::try_from(cell).ok()?));
         }
-        let tuples = gp.tuples.max(1);
-        let grid = out.len().checked_mul(tuples)?;
-        if grid > 2 * row_bucket.len() + (1 << 16) || grid >= u32::MAX as usize {
+        let grid = (out.len() as u64).checked_mul(tuples)?;
+        if grid > 2 * row_cell.len() as u64 + (1 << 16) || grid >= u64::from(u32::MAX) {
             return None;
         }
+        let tuples = tuples as usize;
         let mut order: Vec<u32> = (0..out.len() as u32).collect();
         order.sort_unstable_by_key(|&i| out[i as usize]);
         let mut rank = vec![0u32; out.len()];
         for (r, &i) in order.iter().enumerate() {
             rank[i as usize] = r as u32;
         }
-        let row_cell = row_bucket
-            .into_iter()
-            .map(|(row, idx, g)| (row, rank[idx as usize] * tuples as u32 + g))
-            .collect();
+        let identity = rank.iter().enumerate().all(|(i, &r)| i as u32 == r);
+        if !identity {
+            for (_, cell) in &mut row_cell {
+                let (idx, g) = (*cell as usize / tuples, *cell as usize % tuples);
+                *cell = rank[idx] * tuples as u32 + g as u32;
+            }
+        }
         let buckets = order.iter().map(|&i| out[i as usize]).collect();
         Some(DenseCells {
             buckets,
