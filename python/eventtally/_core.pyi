@@ -80,6 +80,17 @@ class Engine:
         per-key code per tuple, grouped); arrays leave Rust uncopied."""
     def results_multi_json(self, queries_json: str, now_ms: int) -> str:
         """The compact ``?multi=true`` rows as JSON text."""
+    def answer(
+        self,
+        kind: str,
+        body: bytes | bytearray | memoryview | str,
+        now_ms: int,
+        max_rows: int = 0,
+        max_bytes: int = 0,
+        chunk_bytes: int = 1048576,
+    ) -> tuple[int, list[bytes], int]:
+        """(status, answer chunks, length) for a raw Metrics API body; status 0 answered, 1 not
+        strict JSON, 2 JSON of the wrong shape."""
     def groupings_json(self, query_json: str) -> str:
         """Distinct values of ``groupingName`` as JSON ``[{"value": ...}]``."""
     def filter_definitions_json(self) -> str:

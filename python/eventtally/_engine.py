@@ -344,6 +344,31 @@ class Engine:
         rows: list[JsonDict] = json.loads(text)
         return rows
 
+    def answer_json(
+        self,
+        kind: str,
+        body: BatchData,
+        *,
+        max_rows: int = 0,
+        max_bytes: int = 0,
+        chunk_bytes: int = 1 << 20,
+    ) -> list[bytes] | None:
+        """The Metrics API answer text for a raw request body, as the server sends it.
+
+        ``kind`` is ``"results"`` (spec 7.2: ``body`` is one query object), ``"multi"``
+        (7.3: an object or an array of objects) or ``"groupings"`` (7.4). The text is the
+        compact JSON of ``results``/``results_multi``/``groupings`` (``json.dumps`` with
+        ``separators=(",", ":")``, ``ensure_ascii=False``), in chunks of about ``chunk_bytes``,
+        written by the core without a Python object per row. ``max_rows`` and ``max_bytes`` cap
+        the answer (``0``: no cap; past one, ``LimitError``). ``None`` when ``body`` is not strict
+        JSON of the expected shape (the caller decides what it is). Bodies nested too deep raise
+        ``JsonError``; invalid queries raise like ``results``.
+        """
+        status, chunks, _length = self._inner.answer(
+            kind, body, _now_ms(self._clock, None), max_rows, max_bytes, chunk_bytes
+        )
+        return chunks if status == 0 else None
+
     def groupings(self, query: Mapping[str, Any]) -> list[JsonDict]:
         """Distinct values of ``query["groupingName"]`` in the window (spec 7.4)."""
         rows: list[JsonDict] = json.loads(self._inner.groupings_json(_dumps(query, "query")))

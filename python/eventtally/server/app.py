@@ -13,6 +13,11 @@ Guarantees:
   not at all; success is ``200`` with an empty body.
 - Every JSON request body (queries, admin documents) is parsed by ``safejson``: nested deeper
   than ``safejson.MAX_DEPTH`` it is a 400 naming the limit, never a ``RecursionError``/500.
+- Metrics API answers (``metrics/results``, ``?multi=true``, ``metrics/groupings``) are written
+  by the core from the request bytes, in chunks of ``ANSWER_CHUNK_BYTES``, byte for byte the
+  compact ``json.dumps`` text of the rows; more than ``max_answer_rows`` value rows or
+  ``max_answer_bytes`` of text is 400 with advice to add a limit, narrow the window or roll up.
+  Bodies nested deeper than 128 levels are 400.
 - Every error is ``{"message": "..."}`` with ``Content-Type: application/json``; wrong methods
   get 405 with ``Allow``; nothing redirects but ``GET /`` and ``GET /ui`` (to the dashboard,
   ``ui.py``); every response has a ``Content-Length``.
@@ -95,10 +100,15 @@ __all__ = [
 log = logging.getLogger("eventtally.server")
 
 Headers = list[tuple[str, str]]
-Response = tuple[int, Headers, bytes]
+#: A body is one ``bytes`` or, for large Metrics API answers, a list of chunks sent in turn.
+Body = bytes | list[bytes]
+Response = tuple[int, Headers, Body]
 StartResponse = Callable[..., Any]
 
 JSON_TYPE = "application/json"
+#: Size of the chunks a Metrics API answer is sent in: the answer is held once, as chunks, and
+#: the HTTP layer writes them one after another under one ``Content-Length``.
+ANSWER_CHUNK_BYTES = 1 << 20
 
 
 #: environ keys between the front (``httpd.py``) and the app.  ``ENV_FRONT``: the front holds
@@ -300,7 +310,9 @@ class EventtallyApp:
         self.m_requests.inc(route, str(status))
         if route == "ingest" and status == 200:
             self.m_ingest_latency.observe(time.perf_counter() - started)
-        headers.append(("Content-Length", str(len(body))))
+        chunks = body if isinstance(body, list) else [body]
+        length = sum(map(len, chunks))
+        headers.append(("Content-Length", str(length)))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         if self.config.access_log and log.isEnabledFor(logging.INFO):
             log.info(
@@ -309,10 +321,10 @@ class EventtallyApp:
                 log_safe(environ.get("REQUEST_METHOD")),
                 log_safe(environ.get("PATH_INFO")),
                 status,
-                len(body),
+                length,
                 (time.perf_counter() - started) * 1000.0,
             )
-        return [body]
+        return chunks
 
     def pool_of(self, environ: dict[str, Any]) -> Pool | None:
         """The slot pool a request needs: ``None`` for probes, ``/metrics`` and static files."""
@@ -570,8 +582,11 @@ class EventtallyApp:
         return b"".join(out)
 
     def read_json(self, environ: dict[str, Any]) -> Any:
-        """The body parsed as JSON; 400 when malformed or nested deeper than the limit."""
-        body = self.decode_body(environ, self.read_body(environ))
+        return self.parse_json(self.decode_body(environ, self.read_body(environ)))
+
+    def parse_json(self, body: bytes) -> Any:
+        """A request body as Python JSON data; 400 when malformed or nested deeper than the
+        limit."""
         try:
             return safejson.loads(body)
         except safejson.TooDeepError as exc:
@@ -662,26 +677,60 @@ class EventtallyApp:
                 for d in defs:
                     d.setdefault("organizationId", key.org_id)
                 return _json_response(200, defs)
-            query = self.read_json(environ)
-            if route == "metrics/groupings":
-                if not isinstance(query, dict):
-                    raise HTTPError(400, "Expected a JSON object")
-                return _json_response(200, engine.groupings(query))
             multi = parse_qs(environ.get("QUERY_STRING", "")).get("multi", [""])[-1]
-            if multi.lower() in ("true", "1", "yes"):
+            if route == "metrics/groupings":
+                kind = "groupings"
+            elif multi.lower() in ("true", "1", "yes"):
+                kind = "multi"
+            else:
+                kind = "results"
+            return self.metrics_answer(environ, engine, kind)
+        except (eventtally.EventtallyError, TypeError) as exc:
+            raise _engine_error(exc) from exc
+
+    def metrics_answer(
+        self, environ: dict[str, Any], engine: eventtally.Engine, kind: str
+    ) -> Response:
+        """The answer of ``metrics/results`` (``kind`` ``results`` or ``multi``) and
+        ``metrics/groupings``: the body goes to the core as bytes and the answer text comes back
+        in chunks, capped by ``max_answer_rows``/``max_answer_bytes``."""
+        body = self.decode_body(environ, self.read_body(environ))
+        limits = {
+            "max_rows": self.config.max_answer_rows,
+            "max_bytes": self.config.max_answer_bytes,
+            "chunk_bytes": ANSWER_CHUNK_BYTES,
+        }
+        query: Any = None
+        chunks = engine.answer_json(kind, body, **limits)
+        if chunks is None:
+            # Not strict JSON of the expected shape: Python's parser decides, so malformed or
+            # misshapen bodies keep their messages and what it accepts (NaN, UTF-16) still works.
+            query = self.parse_json(body)
+            if kind == "groupings" and not isinstance(query, dict):
+                raise HTTPError(400, "Expected a JSON object")
+            if kind == "multi":
                 if isinstance(query, dict):
                     query = [query]
                 if not isinstance(query, list) or not all(isinstance(q, dict) for q in query):
                     raise HTTPError(400, "Expected a JSON array of query objects")
-                return _json_response(200, engine.results_multi(query))
-            if not isinstance(query, dict):
+            if kind == "results" and not isinstance(query, dict):
                 raise HTTPError(400, "Expected a JSON object (send arrays with ?multi=true)")
-            rows = engine.results(query)
+            try:
+                strict = json.dumps(query, allow_nan=False).encode()
+            except (TypeError, ValueError) as exc:
+                what = "queries" if kind == "multi" else "query"
+                raise HTTPError(400, f"{what} must be JSON-serializable: {exc}") from exc
+            chunks = engine.answer_json(kind, strict, **limits)
+            if chunks is None:  # pragma: no cover - json.dumps writes strict JSON
+                raise HTTPError(400, "Malformed JSON request body")
+        headers = [("Content-Type", JSON_TYPE)]
+        if kind == "results":
             # Which tiers served the window (docs/queries.md); the body keeps the spec's shape.
+            if query is None:
+                query = self.parse_json(body)
             resolutions = _json_bytes(engine.resolutions(query)).decode()
-            return _json_response(200, rows, [("X-Eventtally-Resolutions", resolutions)])
-        except (eventtally.EventtallyError, TypeError) as exc:
-            raise _engine_error(exc) from exc
+            headers.append(("X-Eventtally-Resolutions", resolutions))
+        return 200, headers, chunks
 
     def health_route(self, environ: dict[str, Any], route: str, key: ApiKeyRecord) -> Response:
         """``ingest-health`` and ``server-info`` (``health.py``), for the key's organization."""

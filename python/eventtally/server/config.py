@@ -169,6 +169,11 @@ class ServerConfig:
     #: Aggregate state per organization (``Engine.state_bytes()``) past which ingest is refused
     #: with 429 and ``Retry-After`` (``0`` = no limit).
     max_state_bytes_per_org: int = 1 << 30
+    #: Value rows one Metrics API answer may hold (across every query of ``?multi=true``); past
+    #: it the request is answered 400 with advice to roll up or limit (``0`` = no limit).
+    max_answer_rows: int = 5_000_000
+    #: Bytes of answer text one Metrics API request may produce (``0`` = no limit).
+    max_answer_bytes: int = 512 << 20
     #: Serve the Prometheus text format at ``GET /metrics`` (no key needed unless
     #: ``metrics_token`` is set).
     metrics: bool = True
@@ -210,7 +215,13 @@ class ServerConfig:
         for name in ("max_body_bytes", "max_decompressed_bytes", "max_filters_per_org"):
             if getattr(self, name) <= 0:
                 raise ConfigFileError(f"server.{name}: must be positive")
-        for name in ("max_concurrent_requests", "max_concurrent_reads", "max_state_bytes_per_org"):
+        for name in (
+            "max_concurrent_requests",
+            "max_concurrent_reads",
+            "max_state_bytes_per_org",
+            "max_answer_rows",
+            "max_answer_bytes",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigFileError(f"server.{name}: must not be negative")
         if not 0 < self.org_slot_share <= 1:
@@ -305,6 +316,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "tls_key": (str,),
     "trusted_proxies": (list,),
     "max_state_bytes_per_org": (int,),
+    "max_answer_rows": (int,),
+    "max_answer_bytes": (int,),
     "metrics": (bool,),
     "metrics_token": (str,),
     "retention": (list,),

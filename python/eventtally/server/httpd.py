@@ -601,7 +601,9 @@ class EventtallyHTTPServer:
             return lambda data: None
 
         try:
-            body = b"".join(self.app(env, start_response))
+            # Kept as the app's chunks: a large Metrics API answer is written chunk by chunk,
+            # never joined into one more copy of itself.
+            body = list(self.app(env, start_response))
         finally:
             held.release()
         return out["status"], out["headers"], body
@@ -624,7 +626,7 @@ class EventtallyHTTPServer:
                 self._executor, self._run_app, env, held
             )
         if head.method == "HEAD":
-            body = b""
+            body = []
         extra = [] if close or head.version != "HTTP/1.0" else [("Connection", "keep-alive")]
         await self._send(conn, status, headers + extra, body, close=close, has_length=True)
 
@@ -633,27 +635,33 @@ class EventtallyHTTPServer:
         conn: _Conn,
         status: int,
         headers: list[tuple[str, str]],
-        body: bytes,
+        body: bytes | list[bytes],
         *,
         close: bool,
         has_length: bool = False,
     ) -> None:
+        chunks = [body] if isinstance(body, bytes) else body
         lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}"]
         lines += [f"{k}: {v}" for k, v in headers]
         if not has_length:
-            lines.append(f"Content-Length: {len(body)}")
+            lines.append(f"Content-Length: {sum(map(len, chunks))}")
         lines.append(f"Date: {_Date.now()}")
         lines.append(f"Server: {SERVER_SOFTWARE}")
         if close:
             lines.append("Connection: close")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         w = conn.writer
         if w.transport.is_closing():
             raise _Closed
-        w.write(data)
+        # One write for the usual small answer (TCP_NODELAY: one segment, no Nagle wait); a
+        # chunked answer is written a chunk at a time, draining between, so the transport's
+        # buffer holds about one chunk, not the whole answer again.
+        pieces = [head + b"".join(chunks)] if len(chunks) <= 1 else [head, *chunks]
         try:
-            async with asyncio.timeout(self.config.body_timeout):
-                await w.drain()
+            for piece in pieces:
+                w.write(piece)
+                async with asyncio.timeout(self.config.body_timeout):
+                    await w.drain()
         except TimeoutError:
             raise _Closed from None
 

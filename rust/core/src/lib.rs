@@ -4,9 +4,9 @@
 //! paths some filter reads; `jpath` compiles conditions; `time` parses timestamps and truncates
 //! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
-//! `query` answers Metrics API requests; `snapshot` persists and merges state; `file` reads
-//! archive files in bounded memory and `parallel` reads many of them on every core;
-//! `retention` compacts old buckets into coarser tiers.
+//! `query` answers Metrics API requests; `response` writes their answer text; `snapshot`
+//! persists and merges state; `file` reads archive files in bounded memory and `parallel`
+//! reads many of them on every core; `retention` compacts old buckets into coarser tiers.
 
 pub mod batch;
 pub mod config;
@@ -17,6 +17,7 @@ pub mod jpath;
 pub mod parallel;
 pub mod path;
 pub mod query;
+pub mod response;
 pub mod retention;
 pub mod sketch;
 pub mod snapshot;

@@ -769,6 +769,202 @@ fn merge_sketch_cells(
     }
 }
 
+/// Keeps, per time slice of `cells` (sorted by time, then tuple), the `limit` cells with the
+/// largest (Top) or smallest (Bottom) values, ties to the lower tuple, in tuple order. One pass:
+/// each slice is partially selected in place (`select_nth_unstable_by`), never sorted whole,
+/// and survivors are moved down over the dropped cells.
+fn keep_top_n(cells: &mut Vec<(i64, u32, f64)>, limit: usize, limit_type: LimitType) {
+    let rank = |a: &(i64, u32, f64), b: &(i64, u32, f64)| {
+        let ord = a.2.total_cmp(&b.2);
+        let ord = if limit_type == LimitType::Top {
+            ord.reverse()
+        } else {
+            ord
+        };
+        ord.then(a.1.cmp(&b.1))
+    };
+    let mut write = 0;
+    let mut i = 0;
+    while i < cells.len() {
+        let mut j = i + 1;
+        while j < cells.len() && cells[j].0 == cells[i].0 {
+            j += 1;
+        }
+        let slice = &mut cells[i..j];
+        let kept = if slice.len() > limit {
+            // The order is total (ties broken by tuple), so the kept set is exactly what a full
+            // sort and truncate would keep.
+            slice.select_nth_unstable_by(limit - 1, rank);
+            slice[..limit].sort_unstable_by_key(|c| c.1);
+            limit
+        } else {
+            slice.len()
+        };
+        cells.copy_within(i..i + kept, write);
+        write += kept;
+        i = j;
+    }
+    cells.truncate(write);
+}
+
+/// Output cells of a rollup or collapse numbered densely: cell = (rank of its output bucket) x
+/// tuples + tuple, so numbering is an array index and ascending ids are (time, tuple) order.
+/// Only built when that grid is not much larger than the selected rows.
+struct DenseCells {
+    /// Output bucket start per bucket rank (ascending).
+    buckets: Vec<i64>,
+    tuples: usize,
+    /// (row, cell) per selected row, in storage order.
+    row_cell: Vec<(u32, u32)>,
+}
+
+impl DenseCells {
+    fn build(
+        state: &FilterState,
+        gp: &GroupPlan,
+        (start, end): (i64, i64),
+        out_bucket: &dyn Fn(i64) -> i64,
+    ) -> Option<DenseCells> {
+        // Output bucket of each stored bucket, looked up once per run of equal buckets (rows
+        // are stored in arrival order, so runs are long).
+        let mut bucket_index: HashMap<i64, u32> = HashMap::new();
+        let mut out: Vec<i64> = Vec::new();
+        let mut last: Option<(i64, u32)> = None;
+        let tuples = gp.tuples.max(1) as u64;
+        // (row, first-seen bucket index x tuples + tuple), renumbered by bucket rank below.
+        let mut row_cell: Vec<(u32, u32)> = Vec::new();
+        for (row, b, g) in selected_rows(state, gp, start, end) {
+            let idx = match last {
+                Some((lb, li)) if lb == b => li,
+                _ => {
+                    let ob = out_bucket(b);
+                    let next = out.len() as u32;
+                    let li = *bucket_index.entry(ob).or_insert_with(|| {
+                        out.push(ob);
+                        next
+                    });
+                    last = Some((b, li));
+                    li
+                }
+            };
+            let cell = u64::from(idx) * tuples + u64::from(g);
+            row_cell.push((row as u32, u32::try_from(cell).ok()?));
+        }
+        let grid = (out.len() as u64).checked_mul(tuples)?;
+        if grid > 2 * row_cell.len() as u64 + (1 << 16) || grid >= u64::from(u32::MAX) {
+            return None;
+        }
+        let tuples = tuples as usize;
+        let mut order: Vec<u32> = (0..out.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| out[i as usize]);
+        let mut rank = vec![0u32; out.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        let identity = rank.iter().enumerate().all(|(i, &r)| i as u32 == r);
+        if !identity {
+            for (_, cell) in &mut row_cell {
+                let (idx, g) = (*cell as usize / tuples, *cell as usize % tuples);
+                *cell = rank[idx] * tuples as u32 + g as u32;
+            }
+        }
+        let buckets = order.iter().map(|&i| out[i as usize]).collect();
+        Some(DenseCells {
+            buckets,
+            tuples,
+            row_cell,
+        })
+    }
+
+    fn cells(&self) -> usize {
+        self.buckets.len() * self.tuples
+    }
+
+    fn key(&self, cell: usize) -> (i64, u32) {
+        (
+            self.buckets[cell / self.tuples],
+            (cell % self.tuples) as u32,
+        )
+    }
+
+    /// COUNT, SUM, AVG, MIN, MAX: two flat arrays over the grid, rows in storage order.
+    fn merge_scalars(&self, c: &AggColumns, calc: Calc, cells: &mut Vec<(i64, u32, f64)>) {
+        let init = match calc {
+            Calc::Min => f64::INFINITY,
+            Calc::Max => f64::NEG_INFINITY,
+            _ => 0.0,
+        };
+        let mut val = vec![init; self.cells()];
+        let mut cnt = vec![0u64; self.cells()];
+        for &(row, cell) in &self.row_cell {
+            let (row, cell) = (row as usize, cell as usize);
+            match calc {
+                Calc::Count => cnt[cell] += c.matched[row],
+                Calc::Sum | Calc::Avg => {
+                    val[cell] += c.sum[row];
+                    cnt[cell] += c.numeric[row];
+                }
+                Calc::Min => {
+                    val[cell] = val[cell].min(c.min[row]);
+                    cnt[cell] += c.numeric[row];
+                }
+                Calc::Max => {
+                    val[cell] = val[cell].max(c.max[row]);
+                    cnt[cell] += c.numeric[row];
+                }
+                Calc::ApproxCountDistinct | Calc::Percentiles => unreachable!("scalar only"),
+            }
+        }
+        for (cell, (&v, &n)) in val.iter().zip(&cnt).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let value = match calc {
+                Calc::Count => n as f64,
+                Calc::Avg => saturate(v / n as f64),
+                Calc::Sum => saturate(v),
+                _ => v,
+            };
+            let (b, g) = self.key(cell);
+            cells.push((b, g, value));
+        }
+    }
+
+    /// Sketches: rows grouped by cell with a counting sort, one reused accumulator per cell in
+    /// turn (no buffer allocated per output cell).
+    fn merge_sketches(&self, c: &AggColumns, calc: Calc, p: f64, cells: &mut Vec<(i64, u32, f64)>) {
+        let mut first = vec![0u32; self.cells() + 1];
+        for &(_, cell) in &self.row_cell {
+            first[cell as usize + 1] += 1;
+        }
+        for i in 1..first.len() {
+            first[i] += first[i - 1];
+        }
+        let mut fill = first.clone();
+        let mut order = vec![0u32; self.row_cell.len()];
+        for &(row, cell) in &self.row_cell {
+            order[fill[cell as usize] as usize] = row;
+            fill[cell as usize] += 1;
+        }
+        drop(fill);
+        let mut acc = Acc::new(calc);
+        for cell in 0..self.cells() {
+            let rows = &order[first[cell] as usize..first[cell + 1] as usize];
+            if rows.is_empty() {
+                continue;
+            }
+            acc.reset();
+            for &row in rows {
+                acc.add(c, row as usize);
+            }
+            if let Some(v) = acc.value(calc, p) {
+                let (b, g) = self.key(cell);
+                cells.push((b, g, v));
+            }
+        }
+    }
+}
+
 /// The rows whose bucket starts in `[start, end)` and whose tuple passes the grouping filters, as
 /// (row, bucket start, output tuple).
 fn selected_rows<'s>(
@@ -812,7 +1008,15 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
         }
     } else {
         let sketch = matches!(q.calculation, Calc::ApproxCountDistinct | Calc::Percentiles);
-        if sketch {
+        if let Some(dense) = DenseCells::build(state, &gp, (start, end), &out_bucket) {
+            // The common case (cells few enough to number densely): no hashing per row, and
+            // cells come out in (time, tuple) order.
+            if sketch {
+                dense.merge_sketches(cols, q.calculation, p, &mut cells);
+            } else {
+                dense.merge_scalars(cols, q.calculation, &mut cells);
+            }
+        } else if sketch {
             merge_sketch_cells(
                 state,
                 &gp,
@@ -841,31 +1045,13 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
         cells.retain(|(b, _, _)| bucket_end(*b) <= now_ms);
     }
     // Deterministic order: by time, then by grouping tuple (tuple ids are in value order).
-    cells.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    // Storage order and the dense path are usually sorted already; checking is one pass.
+    let by_cell = |a: &(i64, u32, f64), b: &(i64, u32, f64)| a.0.cmp(&b.0).then(a.1.cmp(&b.1));
+    if !cells.is_sorted_by(|a, b| by_cell(a, b).is_le()) {
+        cells.sort_unstable_by(by_cell);
+    }
     if let Some(limit) = q.limit {
-        let mut kept = Vec::with_capacity(cells.len());
-        let mut i = 0;
-        while i < cells.len() {
-            let mut j = i;
-            while j < cells.len() && cells[j].0 == cells[i].0 {
-                j += 1;
-            }
-            let mut slice: Vec<(i64, u32, f64)> = cells[i..j].to_vec();
-            slice.sort_by(|a, b| {
-                let ord = a.2.total_cmp(&b.2);
-                let ord = if q.limit_type == LimitType::Top {
-                    ord.reverse()
-                } else {
-                    ord
-                };
-                ord.then(a.1.cmp(&b.1))
-            });
-            slice.truncate(limit);
-            slice.sort_unstable_by_key(|c| c.1);
-            kept.extend(slice);
-            i = j;
-        }
-        cells = kept;
+        keep_top_n(&mut cells, limit, q.limit_type);
     }
     let mut rs = ResultSet {
         keys: gp.keys,
@@ -913,4 +1099,62 @@ pub fn grouping_values(def: &FilterDef, state: &FilterState, q: &Query) -> Resul
         .collect();
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The full sort and truncate `keep_top_n` replaces.
+    fn naive(cells: &[(i64, u32, f64)], limit: usize, lt: LimitType) -> Vec<(i64, u32, f64)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < cells.len() {
+            let j = i + cells[i..].iter().take_while(|c| c.0 == cells[i].0).count();
+            let mut slice = cells[i..j].to_vec();
+            slice.sort_by(|a, b| {
+                let ord = a.2.total_cmp(&b.2);
+                let ord = if lt == LimitType::Top {
+                    ord.reverse()
+                } else {
+                    ord
+                };
+                ord.then(a.1.cmp(&b.1))
+            });
+            slice.truncate(limit);
+            slice.sort_unstable_by_key(|c| c.1);
+            out.extend(slice);
+            i = j;
+        }
+        out
+    }
+
+    #[test]
+    fn top_n_by_selection_keeps_what_a_full_sort_keeps() {
+        // A small deterministic generator: many ties (values 0..5), slices of 0..30 cells.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for _ in 0..300 {
+            let mut cells = Vec::new();
+            for b in 0..next(6) as i64 {
+                for g in 0..next(30) as u32 {
+                    if next(3) > 0 {
+                        cells.push((b * 60_000, g, next(5) as f64 - 2.0));
+                    }
+                }
+            }
+            for limit in [1, 2, 3, 10, 40] {
+                for lt in [LimitType::Top, LimitType::Bottom] {
+                    let mut got = cells.clone();
+                    keep_top_n(&mut got, limit, lt);
+                    assert_eq!(got, naive(&cells, limit, lt));
+                }
+            }
+        }
+    }
 }

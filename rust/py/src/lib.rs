@@ -36,6 +36,7 @@ use eventtally_core::config::{FilterDef, IngestDef};
 use eventtally_core::engine::{Delta, IngestStats, Plan, Store};
 use eventtally_core::error::Error;
 use eventtally_core::query::{self, Query, ResultSet};
+use eventtally_core::response::{self, AnswerLimits, ChunkedAnswer, MultiWriter};
 use eventtally_core::retention;
 use eventtally_core::snapshot;
 use eventtally_core::time::write_rfc3339;
@@ -351,6 +352,48 @@ impl Engine {
         let state = store.states.get(&q.filter_id).expect("synced state");
         let rs = query::run(&def, state, &q, now_ms);
         Ok((q, rs, def))
+    }
+}
+
+impl Engine {
+    /// Distinct values of a groupings request's `groupingName` (spec 7.4).
+    fn grouping_values(&self, q: &Json) -> Result<Vec<String>, Error> {
+        let store = self.lock_store();
+        let plan = self.current_plan();
+        let lookup = |id: &str| plan.filter(id).cloned();
+        let parsed = Query::for_groupings(q, &lookup)?;
+        let def = plan.filter(&parsed.filter_id).expect("validated filter");
+        let state = store.states.get(&parsed.filter_id).expect("synced state");
+        query::grouping_values(def, state, &parsed)
+    }
+
+    /// Runs each query of a multi request and appends its compact rows; query errors name the
+    /// query's index. Only one query's result is held at a time.
+    fn write_multi(
+        &self,
+        list: &[Json],
+        now_ms: i64,
+        out: &mut ChunkedAnswer,
+    ) -> Result<(), Error> {
+        let mut writer = MultiWriter::start(out);
+        for (i, q) in list.iter().enumerate() {
+            let (parsed, rs, _) = self.run_query(q, now_ms).map_err(|e| match e {
+                Error::Query { field, reason } => Error::Query {
+                    field: format!("[{i}].{field}"),
+                    reason,
+                },
+                other => other,
+            })?;
+            let qid = parsed.query_id.unwrap_or_else(|| {
+                if list.len() == 1 {
+                    "A".to_owned()
+                } else {
+                    format!("Q{i}")
+                }
+            });
+            writer.write_query(&rs, &qid, out)?;
+        }
+        writer.finish(out)
     }
 }
 
@@ -735,17 +778,89 @@ impl Engine {
         .map_err(to_py_err)
     }
 
+    /// A Metrics API answer as the server sends it: the request body in, the answer text out in
+    /// chunks of about `chunk_bytes`, with no Python object per row. `kind` is `"results"`,
+    /// `"multi"` or `"groupings"`. Returns `(status, chunks, length)`: status 0 answered; 1 the
+    /// body is not strict JSON (the caller's own JSON parser decides what it is); 2 the body is
+    /// JSON of the wrong shape (not an object, or for `"multi"` not an object or an array of
+    /// objects). Bodies nested deeper than the core's limit raise `JsonError`; query errors and
+    /// answers over `max_rows`/`max_bytes` (0: no cap) raise like the other query methods.
+    #[pyo3(signature = (kind, body, now_ms, max_rows=0, max_bytes=0, chunk_bytes=1_048_576))]
+    #[allow(clippy::too_many_arguments)]
+    fn answer<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        body: &Bound<'py, PyAny>,
+        now_ms: i64,
+        max_rows: usize,
+        max_bytes: usize,
+        chunk_bytes: usize,
+    ) -> PyResult<(u8, Bound<'py, PyList>, usize)> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Rows,
+            Multi,
+            Groupings,
+        }
+        let kind = match kind {
+            "results" => Kind::Rows,
+            "multi" => Kind::Multi,
+            "groupings" => Kind::Groupings,
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "kind must be \"results\", \"multi\" or \"groupings\", got {other:?}"
+                )))
+            }
+        };
+        let input = Input::extract(body)?;
+        let limits = AnswerLimits {
+            max_rows,
+            max_bytes,
+        };
+        let answered = py
+            .detach(|| -> Result<(u8, Vec<Vec<u8>>, usize), Error> {
+                let bytes = input.as_bytes();
+                response::check_depth(bytes)?;
+                let Ok(request) = serde_json::from_slice::<Json>(bytes) else {
+                    return Ok((1, Vec::new(), 0));
+                };
+                let mut out = ChunkedAnswer::new(chunk_bytes, limits);
+                match (kind, &request) {
+                    (Kind::Rows, Json::Object(_)) => {
+                        let (_, rs, _) = self.run_query(&request, now_ms)?;
+                        response::write_rows(&rs, &mut out)?;
+                    }
+                    (Kind::Groupings, Json::Object(_)) => {
+                        let values = self.grouping_values(&request)?;
+                        response::write_groupings(&values, &mut out)?;
+                    }
+                    (Kind::Multi, Json::Object(_)) => {
+                        self.write_multi(std::slice::from_ref(&request), now_ms, &mut out)?;
+                    }
+                    (Kind::Multi, Json::Array(list)) if list.iter().all(Json::is_object) => {
+                        self.write_multi(list, now_ms, &mut out)?;
+                    }
+                    _ => return Ok((2, Vec::new(), 0)),
+                }
+                let len = out.len();
+                Ok((0, out.into_chunks(), len))
+            })
+            .map_err(to_py_err)?;
+        let (status, chunks, len) = answered;
+        let list = PyList::empty(py);
+        // One chunk at a time: each Rust buffer is freed as soon as Python has its copy.
+        for chunk in chunks {
+            list.append(PyBytes::new(py, &chunk))?;
+        }
+        Ok((status, list, len))
+    }
+
     /// Distinct values of the query's `groupingName` as JSON `[{"value": ...}]`.
     fn groupings_json(&self, py: Python<'_>, query_json: &str) -> PyResult<String> {
         let q = parse_json(query_json, "query")?;
         py.detach(|| {
-            let store = self.lock_store();
-            let plan = self.current_plan();
-            let lookup = |id: &str| plan.filter(id).cloned();
-            let parsed = Query::for_groupings(&q, &lookup)?;
-            let def = plan.filter(&parsed.filter_id).expect("validated filter");
-            let state = store.states.get(&parsed.filter_id).expect("synced state");
-            let values = query::grouping_values(def, state, &parsed)?;
+            let values = self.grouping_values(&q)?;
             Ok(Json::Array(values.into_iter().map(|v| json!({"value": v})).collect()).to_string())
         })
         .map_err(to_py_err)
