@@ -309,7 +309,13 @@ def strict_check(path: str, sent: bytes | None, reply: Reply) -> None:
             return
         queries = json.loads(sent or b"[]")
         queries = [queries] if isinstance(queries, dict) else queries
-        ids = [str(q["queryId"]) for q in queries if q.get("queryId") is not None]
+        # A query without queryId is labelled "A" when alone, else "Q<index>" (docs/queries.md).
+        ids = [
+            str(q["queryId"])
+            if q.get("queryId") is not None
+            else ("A" if len(queries) == 1 else f"Q{i}")
+            for i, q in enumerate(queries)
+        ]
         strict_decoder.decode_multi(reply.body, ids)
 
 

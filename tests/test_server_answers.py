@@ -13,6 +13,7 @@ import pytest
 
 import eventtally
 from conftest_server import INGEST, Client, query, running_server
+from eventtally._safejson import MAX_DEPTH
 from eventtally.server import EventtallyHTTPServer
 from eventtally.server import app as app_module
 
@@ -138,14 +139,15 @@ def test_non_strict_json_that_python_accepts_still_answers(client: Client) -> No
     assert reply.status == 200 and reply.body == want
 
 
-@pytest.mark.parametrize("depth", [129, 5000, 150_000])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000, 150_000])
 def test_deeply_nested_bodies_are_400(client: Client, depth: int) -> None:
-    """Bodies nested past 128 levels answer 400 naming the nesting, never 500."""
+    """Bodies nested past the server's one limit (64 levels, checked before the core's parser
+    or Python's) answer 400 naming the limit, never 500."""
     for path in ("/api/v1/metrics/results", "/api/v1/metrics/results?multi=true"):
         body = b'{"a":' * depth + b"1" + b"}" * depth
         reply = client.request("POST", path, body)
         assert reply.status == 400, reply.body[:200]
-        assert "nested deeper than 128 levels" in reply.message
+        assert f"nested deeper than the limit of {MAX_DEPTH} levels" in reply.message
 
 
 def test_answer_caps(tmp_path: Path) -> None:

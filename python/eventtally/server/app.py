@@ -17,7 +17,7 @@ Guarantees:
   by the core from the request bytes, in chunks of ``ANSWER_CHUNK_BYTES``, byte for byte the
   compact ``json.dumps`` text of the rows; more than ``max_answer_rows`` value rows or
   ``max_answer_bytes`` of text is 400 with advice to add a limit, narrow the window or roll up.
-  Bodies nested deeper than 128 levels are 400.
+  Bodies nested deeper than ``safejson.MAX_DEPTH`` are 400 before the core parses them.
 - Every error is ``{"message": "..."}`` with ``Content-Type: application/json``; wrong methods
   get 405 with ``Allow``; nothing redirects but ``GET /`` and ``GET /ui`` (to the dashboard,
   ``ui.py``); every response has a ``Content-Length``.
@@ -695,6 +695,11 @@ class EventtallyApp:
         ``metrics/groupings``: the body goes to the core as bytes and the answer text comes back
         in chunks, capped by ``max_answer_rows``/``max_answer_bytes``."""
         body = self.decode_body(environ, self.read_body(environ))
+        try:
+            # The server's one depth limit, before any parser (the core's or Python's) recurses.
+            safejson.check_depth(body)
+        except safejson.TooDeepError as exc:
+            raise HTTPError(400, f"Request body rejected: {exc}") from exc
         limits = {
             "max_rows": self.config.max_answer_rows,
             "max_bytes": self.config.max_answer_bytes,
