@@ -192,6 +192,32 @@ def test_cli_compact_on_the_data_directory(
     assert main(["compact", "--config", str(path), "--org", "nope"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["compact"], "compact through it: eventtally compact --url"),
+        (["backfill", "--filter", "all-events"], "run the backfill through it"),
+        (["backfill", "--snapshot", "state.etsnap", "--org", "acme"], "merge it through"),
+    ],
+)
+def test_offline_commands_refuse_a_directory_a_server_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], hint: str
+) -> None:
+    """compact, backfill and snapshot backfill open the data directory only when no server
+    holds it; otherwise they exit 1 naming how to do it through that server."""
+    path = _config(tmp_path)
+    (tmp_path / "state.etsnap").write_bytes(b"")
+    loaded = load_config(path)
+    srv, thread = start_server(loaded.server, provisioning=loaded, clock=lambda: FIXED_NOW)
+    try:
+        args = [a if a != "state.etsnap" else str(tmp_path / a) for a in argv]
+        assert main([*args, "--config", str(path)]) == 1
+        assert hint in capsys.readouterr().err
+    finally:
+        srv.close()
+        thread.join(5)  # type: ignore[attr-defined]
+
+
 def test_the_state_limit_message_names_the_retention_setting() -> None:
     text = str(StateLimitError("acme", 10, 5))
     assert "keepSeconds" in text and "retention" in text

@@ -29,6 +29,7 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -367,12 +368,43 @@ def _print_snapshot_backfill(result: dict[str, Any], as_json: bool) -> None:
     )
 
 
+@contextlib.contextmanager
+def _offline_runtime(
+    args: argparse.Namespace, busy_hint: str, *, with_retention: bool = False
+) -> Iterator[Any]:
+    """The data directory's ``Runtime``, opened for a one-off command while no server runs, then
+    closed (which snapshots what the command changed). A server holding the directory makes
+    this a ``ValueError`` that ends with ``busy_hint`` (how to do it through that server).
+    ``with_retention``: the config's retention defaults apply (``compact``)."""
+    from dataclasses import replace
+
+    from .server import DataDirBusyError, MetadataStore, Runtime
+
+    cfg, _loaded = _load(args)
+    options: dict[str, Any] = {"retention": cfg.retention_for} if with_retention else {}
+    store = MetadataStore(cfg.data_dir)
+    runtime = Runtime(
+        store,
+        durability=replace(cfg.durability, lock_timeout_s=0.0),
+        snapshot_interval=0.0,
+        max_state_bytes=0,
+        **options,
+    )
+    try:
+        try:
+            runtime.open()
+        except DataDirBusyError as exc:
+            raise ValueError(f"{exc}; {busy_hint}") from None
+        yield runtime
+    finally:
+        runtime.close()
+        store.close()
+
+
 def _cmd_backfill_snapshot(args: argparse.Namespace) -> int:
     """``eventtally backfill --snapshot FILE --org ORG``: merge an engine snapshot aggregated
     offline into the organization's live state (on the data directory, or through --url)."""
-    from dataclasses import replace
-
-    from .server import BackfillError, DataDirBusyError, MetadataStore, Runtime
+    from .server import BackfillError
 
     if args.filter or args.file or args.start or args.end:
         raise ValueError("--snapshot carries its own filters; drop --filter/--file/--from/--to")
@@ -381,37 +413,21 @@ def _cmd_backfill_snapshot(args: argparse.Namespace) -> int:
     if args.url:
         return _backfill_snapshot_remote(args)
     data = Path(args.snapshot).read_bytes()
-    cfg, _loaded = _load(args)
-    store = MetadataStore(cfg.data_dir)
-    runtime = Runtime(
-        store,
-        durability=replace(cfg.durability, lock_timeout_s=0.0),
-        snapshot_interval=0.0,
-        max_state_bytes=0,
+    busy = (
+        "merge it through the server: eventtally backfill --snapshot FILE "
+        "--org ORG --url http://HOST:PORT --admin-token TOKEN"
     )
-    try:
-        try:
-            runtime.open()
-        except DataDirBusyError as exc:
-            raise ValueError(
-                f"{exc}; merge it through the server: eventtally backfill --snapshot FILE "
-                "--org ORG --url http://HOST:PORT --admin-token TOKEN"
-            ) from None
+    with _offline_runtime(args, busy) as runtime:
         try:
             result = runtime.backfill_snapshot(args.org, data, source=str(args.snapshot))
         except BackfillError as exc:
             raise ValueError(str(exc)) from None
         _print_snapshot_backfill(result.to_dict(), args.json)
-    finally:
-        runtime.close()
-        store.close()
     return 0
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .server import BackfillError, DataDirBusyError, MetadataStore, Runtime
+    from .server import BackfillError
     from .server.runtime import parse_time_ms
 
     if args.snapshot:
@@ -423,24 +439,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     progress = _Progress(args.quiet)
     if args.url:
         return _backfill_remote(args, progress)
-    cfg, _loaded = _load(args)
     start_ms = parse_time_ms(args.start, "--from")
     end_ms = parse_time_ms(args.end, "--to")
-    store = MetadataStore(cfg.data_dir)
-    runtime = Runtime(
-        store,
-        durability=replace(cfg.durability, lock_timeout_s=0.0),
-        snapshot_interval=0.0,
-        max_state_bytes=0,
+    busy = (
+        "run the backfill through it: eventtally backfill --url "
+        "http://HOST:PORT --admin-token TOKEN ... (POST /admin/v1/backfill)"
     )
-    try:
-        try:
-            runtime.open()
-        except DataDirBusyError as exc:
-            raise ValueError(
-                f"{exc}; run the backfill through it: eventtally backfill --url "
-                "http://HOST:PORT --admin-token TOKEN ... (POST /admin/v1/backfill)"
-            ) from None
+    with _offline_runtime(args, busy) as runtime:
         org = args.org or _only_org_with(runtime, args.filter)
         try:
             if args.file:
@@ -454,9 +459,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             raise ValueError(str(exc)) from None
         progress({**result.to_dict(), "bytesDone": 1, "bytesTotal": 1}, final=True)
         _print_backfill(result.to_dict(), args.json)
-    finally:
-        runtime.close()
-        store.close()
     return 0
 
 
@@ -504,9 +506,6 @@ def _print_compaction(reports: dict[str, dict[str, Any]], as_json: bool) -> None
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Compact now: retention tiers merge old buckets, data past the last tier goes."""
-    from dataclasses import replace
-
-    from .server import DataDirBusyError, MetadataStore, Runtime
     from .server.runtime import parse_time_ms
 
     now_ms = parse_time_ms(args.now, "--now")
@@ -519,23 +518,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
         result = _admin_call(args, "POST", "/admin/v1/compact", body)
         _print_compaction(result["organizations"], args.json)
         return 0
-    cfg, _loaded = _load(args)
-    store = MetadataStore(cfg.data_dir)
-    runtime = Runtime(
-        store,
-        durability=replace(cfg.durability, lock_timeout_s=0.0),
-        snapshot_interval=0.0,
-        max_state_bytes=0,
-        retention=cfg.retention_for,
+    busy = (
+        "compact through it: eventtally compact --url http://HOST:PORT "
+        "--admin-token TOKEN (POST /admin/v1/compact)"
     )
-    try:
-        try:
-            runtime.open()
-        except DataDirBusyError as exc:
-            raise ValueError(
-                f"{exc}; compact through it: eventtally compact --url http://HOST:PORT "
-                "--admin-token TOKEN (POST /admin/v1/compact)"
-            ) from None
+    # Closing the runtime snapshots every compacted organization, so the work is kept.
+    with _offline_runtime(args, busy, with_retention=True) as runtime:
         now = None if now_ms is None else now_ms / 1000
         if args.org:
             if args.org not in runtime.org_ids():
@@ -544,10 +532,6 @@ def cmd_compact(args: argparse.Namespace) -> int:
         else:
             reports = runtime.compact_all(now=now)
         _print_compaction(reports, args.json)
-    finally:
-        # close() snapshots every compacted organization, so the work is kept.
-        runtime.close()
-        store.close()
     return 0
 
 
