@@ -192,6 +192,29 @@ def test_cli_compact_on_the_data_directory(
     assert main(["compact", "--config", str(path), "--org", "nope"]) == 1
 
 
+def test_compact_through_a_running_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eventtally compact --url`` compacts through the admin API of the server that holds the
+    data directory, and a wrong admin token is refused with the server's message."""
+    path = _config(tmp_path)
+    loaded = load_config(path)
+    srv, thread = start_server(loaded.server, provisioning=loaded, clock=lambda: FIXED_NOW)
+    try:
+        c = Client(srv, key=SEGMENT_KEY)
+        assert c.ingest(fixture_bytes("batch.json"), INGEST).status == 200
+        c.close()
+        url = ["--url", srv.url, "--now", "2024-05-20T00:00:00Z", "--json"]
+        assert main(["compact", *url, "--admin-token", ADMIN]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["organizations"]["acme"]["cells_merged"] > 0
+        assert main(["compact", *url, "--admin-token", "wrong"]) == 1
+        assert "server answered 401" in capsys.readouterr().err
+    finally:
+        srv.close()
+        thread.join(5)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("argv", "hint"),
     [

@@ -279,7 +279,13 @@ def _print_backfill(result: dict[str, Any], as_json: bool) -> None:
         print(f"(the oldest batch still in the log was received at {when})")
 
 
-def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
+AdminCall = Callable[..., Any]
+
+
+def _admin_api(args: argparse.Namespace, *, timeout: float) -> AdminCall:
+    """``call(method, path, data=None)`` for the admin API at ``args.url`` with the admin token
+    (``--admin-token``, ``EVENTTALLY_ADMIN_TOKEN`` or the config's), found once; an HTTP error
+    becomes ``ValueError`` carrying the server's message."""
     from .server import load_config
 
     token = args.admin_token or os.environ.get("EVENTTALLY_ADMIN_TOKEN")
@@ -289,15 +295,8 @@ def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
     if not token:
         raise ValueError("--url needs the server's admin token (--admin-token)")
     url = args.url.rstrip("/")
-    body: dict[str, Any] = {"organization": args.org, "filter": args.filter}
-    if args.file:
-        body.update(files=[str(Path(f).resolve()) for f in args.file], force=args.force)
-        if args.ingest:
-            body["ingest"] = args.ingest
-    else:
-        body.update({"from": args.start, "to": args.end})
 
-    def call(method: str, path: str, data: dict[str, Any] | None = None) -> Any:
+    def call(method: str, path: str, data: Any = None) -> Any:
         req = urllib.request.Request(
             url + path,
             data=None if data is None else json.dumps(data).encode(),
@@ -305,7 +304,7 @@ def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             try:
@@ -313,6 +312,19 @@ def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
             except ValueError:
                 message = str(exc)
             raise ValueError(f"server answered {exc.code}: {message}") from None
+
+    return call
+
+
+def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
+    call = _admin_api(args, timeout=30)
+    body: dict[str, Any] = {"organization": args.org, "filter": args.filter}
+    if args.file:
+        body.update(files=[str(Path(f).resolve()) for f in args.file], force=args.force)
+        if args.ingest:
+            body["ingest"] = args.ingest
+    else:
+        body.update({"from": args.start, "to": args.end})
 
     job = call("POST", "/admin/v1/backfill", body)
     while job.get("status") == "running":
@@ -330,30 +342,9 @@ def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
 def _backfill_snapshot_remote(args: argparse.Namespace) -> int:
     """``--snapshot`` through a running server: ``POST /admin/v1/backfill`` answers once the
     merge is durable (the server reads the file, so it must see the path)."""
-    from .server import load_config
-
-    token = args.admin_token or os.environ.get("EVENTTALLY_ADMIN_TOKEN")
-    if not token:
-        path = _config_path(args)
-        token = load_config(path).server.admin_token if path is not None else None
-    if not token:
-        raise ValueError("--url needs the server's admin token (--admin-token)")
+    call = _admin_api(args, timeout=600)
     body = {"organization": args.org, "snapshot": str(Path(args.snapshot).resolve())}
-    req = urllib.request.Request(
-        args.url.rstrip("/") + "/admin/v1/backfill",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=600) as resp:
-            result = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("message", str(exc))
-        except ValueError:
-            message = str(exc)
-        raise ValueError(f"server answered {exc.code}: {message}") from None
+    result = call("POST", "/admin/v1/backfill", body)
     _print_snapshot_backfill(result, args.json)
     return 0
 
@@ -462,33 +453,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_call(args: argparse.Namespace, method: str, path: str, data: Any) -> Any:
-    """One admin API call to ``args.url`` with the admin token; errors become ``ValueError``."""
-    from .server import load_config
-
-    token = args.admin_token or os.environ.get("EVENTTALLY_ADMIN_TOKEN")
-    if not token:
-        cfg_path = _config_path(args)
-        token = load_config(cfg_path).server.admin_token if cfg_path is not None else None
-    if not token:
-        raise ValueError("--url needs the server's admin token (--admin-token)")
-    req = urllib.request.Request(
-        args.url.rstrip("/") + path,
-        data=json.dumps(data).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=600) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("message", str(exc))
-        except ValueError:
-            message = str(exc)
-        raise ValueError(f"server answered {exc.code}: {message}") from None
-
-
 def _print_compaction(reports: dict[str, dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"organizations": reports}, indent=2))
@@ -515,7 +479,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             body["organization"] = args.org
         if now_ms is not None:
             body["now"] = now_ms / 1000
-        result = _admin_call(args, "POST", "/admin/v1/compact", body)
+        result = _admin_api(args, timeout=600)("POST", "/admin/v1/compact", body)
         _print_compaction(result["organizations"], args.json)
         return 0
     busy = (
