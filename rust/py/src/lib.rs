@@ -376,24 +376,36 @@ impl Engine {
         out: &mut ChunkedAnswer,
     ) -> Result<(), Error> {
         let mut writer = MultiWriter::start(out);
-        for (i, q) in list.iter().enumerate() {
-            let (parsed, rs, _) = self.run_query(q, now_ms).map_err(|e| match e {
-                Error::Query { field, reason } => Error::Query {
-                    field: format!("[{i}].{field}"),
-                    reason,
-                },
-                other => other,
-            })?;
-            let qid = parsed.query_id.unwrap_or_else(|| {
-                if list.len() == 1 {
-                    "A".to_owned()
-                } else {
-                    format!("Q{i}")
-                }
-            });
+        for i in 0..list.len() {
+            let (rs, qid) = self.run_multi_query(list, i, now_ms)?;
             writer.write_query(&rs, &qid, out)?;
         }
         writer.finish(out)
+    }
+
+    /// Runs query `i` of a multi request: its result and its label (its `queryId`, else `A`
+    /// when alone, else `Q<i>`); a query error names the query's index.
+    fn run_multi_query(
+        &self,
+        list: &[Json],
+        i: usize,
+        now_ms: i64,
+    ) -> Result<(ResultSet, String), Error> {
+        let (parsed, rs, _) = self.run_query(&list[i], now_ms).map_err(|e| match e {
+            Error::Query { field, reason } => Error::Query {
+                field: format!("[{i}].{field}"),
+                reason,
+            },
+            other => other,
+        })?;
+        let qid = parsed.query_id.unwrap_or_else(|| {
+            if list.len() == 1 {
+                "A".to_owned()
+            } else {
+                format!("Q{i}")
+            }
+        });
+        Ok((rs, qid))
     }
 }
 
@@ -756,21 +768,8 @@ impl Engine {
                 other => vec![other.clone()],
             };
             let mut out = Vec::new();
-            for (i, q) in list.iter().enumerate() {
-                let (parsed, rs, _) = self.run_query(q, now_ms).map_err(|e| match e {
-                    Error::Query { field, reason } => Error::Query {
-                        field: format!("[{i}].{field}"),
-                        reason,
-                    },
-                    other => other,
-                })?;
-                let qid = parsed.query_id.unwrap_or_else(|| {
-                    if list.len() == 1 {
-                        "A".to_owned()
-                    } else {
-                        format!("Q{i}")
-                    }
-                });
+            for i in 0..list.len() {
+                let (rs, qid) = self.run_multi_query(&list, i, now_ms)?;
                 multi_rows(&rs, &qid, &mut out);
             }
             Ok(Json::Array(out).to_string())
