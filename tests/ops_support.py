@@ -288,3 +288,43 @@ def counts_by_tag(port: int) -> dict[str, int]:
 
 def total_count(port: int) -> int:
     return sum(counts_by_tag(port).values())
+
+
+# --------------------------------------------------------------------------------------------
+# Backfill suites (test_ops_backfill, test_ops_snapshot_backfill): the ingest as an engine
+# definition, the queries they compare, batches spread over minutes, and the compared answers.
+# --------------------------------------------------------------------------------------------
+
+INGEST_DEF = {
+    "id": INGEST,
+    "schema": "ARRAY_OF_EVENTS",
+    "timestamp": {"source": "PROPERTY", "path": "@.receivedAt", "format": "ISO_8601"},
+}
+BACKFILL_QUERIES = [
+    ("per-minute", 1, "COUNT"),
+    ("per-minute", 2, "SUM"),
+    ("per-minute", 2, "MAX"),
+    ("by-batch", 1, "COUNT"),
+]
+
+
+def minute_batches(prefix: str, n: int, minute0: int, *, hour: int, first_size: int) -> list[bytes]:
+    """``n`` batches tagged ``prefix0..``, of ``first_size``, ``first_size + 1``, ... events,
+    one a minute from ``hour:minute0`` on 2024-05-14."""
+    return [
+        batch(
+            f"{prefix}{i}",
+            first_size + i,
+            received_at=f"2024-05-14T{hour:02d}:{(minute0 + i) % 60:02d}:{(7 * i) % 60:02d}.000Z",
+            salt=i,
+        )
+        for i in range(n)
+    ]
+
+
+def backfill_answers(port: int) -> list[Any]:
+    """The server's answers to ``BACKFILL_QUERIES``, each as a sorted list of JSON rows."""
+    return [
+        sorted(json.dumps(r, sort_keys=True) for r in results(port, f, a, calculation=c))
+        for f, a, c in BACKFILL_QUERIES
+    ]

@@ -19,53 +19,28 @@ import pytest
 import eventtally
 from ops_support import (
     ADMIN,
+    BACKFILL_QUERIES,
     BY_BATCH,
     END,
     INGEST,
+    INGEST_DEF,
     KEY,
     ORG,
     PER_MINUTE,
     START,
     ServerProcess,
-    batch,
+    backfill_answers,
+    minute_batches,
     post,
     request,
-    results,
     write_config,
 )
 
 pytestmark = pytest.mark.slow
 
-INGEST_DEF = {
-    "id": INGEST,
-    "schema": "ARRAY_OF_EVENTS",
-    "timestamp": {"source": "PROPERTY", "path": "@.receivedAt", "format": "ISO_8601"},
-}
-QUERIES = [
-    ("per-minute", 1, "COUNT"),
-    ("per-minute", 2, "SUM"),
-    ("per-minute", 2, "MAX"),
-    ("by-batch", 1, "COUNT"),
-]
-
 
 def bodies(prefix: str, n: int, minute0: int) -> list[bytes]:
-    return [
-        batch(
-            f"{prefix}{i}",
-            40 + i,
-            received_at=f"2024-05-14T11:{(minute0 + i) % 60:02d}:{(7 * i) % 60:02d}.000Z",
-            salt=i,
-        )
-        for i in range(n)
-    ]
-
-
-def answers(port: int) -> list[Any]:
-    return [
-        sorted(json.dumps(r, sort_keys=True) for r in results(port, f, a, calculation=c))
-        for f, a, c in QUERIES
-    ]
+    return minute_batches(prefix, n, minute0, hour=11, first_size=40)
 
 
 def expected(per_minute: list[bytes], by_batch: list[bytes]) -> list[Any]:
@@ -76,7 +51,7 @@ def expected(per_minute: list[bytes], by_batch: list[bytes]) -> list[Any]:
     for body in by_batch:
         bb.ingest(body)
     out = []
-    for f, a, c in QUERIES:
+    for f, a, c in BACKFILL_QUERIES:
         engine = pm if f == "per-minute" else bb
         q = {"filterId": f, "aggregationId": a, "calculation": c, "startTime": START,
              "endTime": END}  # fmt: skip
@@ -129,7 +104,7 @@ def test_offline_wal_backfill_equals_having_had_the_filter_from_the_start(tmp_pa
         add_filter_while_running(tmp_path, srv.port)
         for body in late:
             assert post(srv.port, body).status == 200
-        before = answers(srv.port)
+        before = backfill_answers(srv.port)
         assert before != expected(early + late, early + late)  # the filter missed "early"
         assert srv.stop() == 0
     assert len(list((tmp_path / "data" / "wal").glob("wal-*.log"))) > 5
@@ -138,13 +113,13 @@ def test_offline_wal_backfill_equals_having_had_the_filter_from_the_start(tmp_pa
     assert "backfill per-minute:" in out.stderr and "100.0%" in out.stderr
     assert "backfilled filter per-minute of acme from 25 logged batch(es)" in out.stdout
     with ServerProcess(tmp_path) as srv:
-        assert answers(srv.port) == expected(early + late, early + late)
+        assert backfill_answers(srv.port) == expected(early + late, early + late)
         assert srv.stop() == 0
     again = cli(tmp_path, "backfill", "--filter", "per-minute", "--org", ORG)
     assert again.returncode == 1
     assert "already backfilled" in again.stderr
     with ServerProcess(tmp_path) as srv:
-        assert answers(srv.port) == expected(early + late, early + late)
+        assert backfill_answers(srv.port) == expected(early + late, early + late)
         assert srv.stop() == 0
 
 
@@ -167,19 +142,19 @@ def test_online_backfill_by_time_range_through_the_admin_api(tmp_path: Path) -> 
         out = cli(tmp_path, "backfill", "--filter", "per-minute", "--to", middle, *url)
         assert out.returncode == 0, out.stderr
         assert "from 12 logged batch(es)" in out.stdout
-        assert answers(srv.port) == expected(first + late, first + second + late)
+        assert backfill_answers(srv.port) == expected(first + late, first + second + late)
         overlap = cli(tmp_path, "backfill", "--filter", "per-minute", "--from", "0", *url)
         assert overlap.returncode == 1 and "overlapping" in overlap.stderr
         out = cli(tmp_path, "backfill", "--filter", "per-minute", "--from", middle, *url)
         assert out.returncode == 0, out.stderr
         assert "from 12 logged batch(es)" in out.stdout
         full = expected(first + second + late, first + second + late)
-        assert answers(srv.port) == full
+        assert backfill_answers(srv.port) == full
         offline = cli(tmp_path, "backfill", "--filter", "per-minute", "--from", "0")
         assert offline.returncode == 1 and "--url" in offline.stderr  # the server holds the dir
         srv.kill()
     with ServerProcess(tmp_path) as srv:  # the backfill was snapshotted: it survives SIGKILL
-        assert answers(srv.port) == full
+        assert backfill_answers(srv.port) == full
         assert srv.stop() == 0
 
 
@@ -208,7 +183,7 @@ def test_backfill_from_gzipped_ndjson_archive_files(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "from 3 file(s)" in out.stdout
     with ServerProcess(tmp_path) as srv:
-        assert answers(srv.port) == expected(archived + live, live)
+        assert backfill_answers(srv.port) == expected(archived + live, live)
         assert srv.stop() == 0
     again = cli(tmp_path, "backfill", "--filter", "per-minute", "--ingest", INGEST, "--file",
                 archives[1])  # fmt: skip

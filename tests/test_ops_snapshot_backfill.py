@@ -20,53 +20,28 @@ import pytest
 import eventtally
 from ops_support import (
     ADMIN,
+    BACKFILL_QUERIES,
     BY_BATCH,
     END,
-    INGEST,
+    INGEST_DEF,
     ORG,
     PER_MINUTE,
     START,
     ServerProcess,
-    batch,
+    backfill_answers,
+    minute_batches,
     post,
     request,
-    results,
     write_config,
 )
 
 pytestmark = pytest.mark.slow
 
-INGEST_DEF = {
-    "id": INGEST,
-    "schema": "ARRAY_OF_EVENTS",
-    "timestamp": {"source": "PROPERTY", "path": "@.receivedAt", "format": "ISO_8601"},
-}
 FILTERS = [BY_BATCH, PER_MINUTE]
-QUERIES = [
-    ("per-minute", 1, "COUNT"),
-    ("per-minute", 2, "SUM"),
-    ("per-minute", 2, "MAX"),
-    ("by-batch", 1, "COUNT"),
-]
 
 
 def bodies(prefix: str, n: int, minute0: int) -> list[bytes]:
-    return [
-        batch(
-            f"{prefix}{i}",
-            30 + i,
-            received_at=f"2024-05-14T10:{(minute0 + i) % 60:02d}:{(7 * i) % 60:02d}.000Z",
-            salt=i,
-        )
-        for i in range(n)
-    ]
-
-
-def answers(port: int) -> list[Any]:
-    return [
-        sorted(json.dumps(r, sort_keys=True) for r in results(port, f, a, calculation=c))
-        for f, a, c in QUERIES
-    ]
+    return minute_batches(prefix, n, minute0, hour=10, first_size=30)
 
 
 def expected(parts: list[bytes]) -> list[Any]:
@@ -74,7 +49,7 @@ def expected(parts: list[bytes]) -> list[Any]:
     for body in parts:
         engine.ingest(body)
     out = []
-    for f, a, c in QUERIES:
+    for f, a, c in BACKFILL_QUERIES:
         q = {"filterId": f, "aggregationId": a, "calculation": c, "startTime": START,
              "endTime": END}  # fmt: skip
         out.append(sorted(json.dumps(r, sort_keys=True) for r in engine.results(q)))
@@ -112,7 +87,7 @@ def test_snapshot_backfill_through_the_admin_api_and_offline(tmp_path: Path) -> 
         assert out.returncode == 0, out.stderr
         assert f"merged snapshot {snap}" in out.stdout
         merged = expected(history + live)
-        assert answers(srv.port) == merged
+        assert backfill_answers(srv.port) == merged
         # The same bytes again (another name) are refused: 409 through the API.
         copy = tmp_path / "copy.etsnap"
         copy.write_bytes(snap.read_bytes())
@@ -127,10 +102,10 @@ def test_snapshot_backfill_through_the_admin_api_and_offline(tmp_path: Path) -> 
             headers={"Authorization": f"Bearer {ADMIN}"},
         )
         assert r.status == 409, r.body
-        assert answers(srv.port) == merged
+        assert backfill_answers(srv.port) == merged
         srv.kill()  # the merge was durable before the 200
     with ServerProcess(tmp_path) as srv:
-        assert answers(srv.port) == merged
+        assert backfill_answers(srv.port) == merged
         assert srv.stop() == 0
     # Offline, on the data directory.
     more_snap = offline_snapshot(tmp_path / "more.etsnap", more, FILTERS)
@@ -139,7 +114,7 @@ def test_snapshot_backfill_through_the_admin_api_and_offline(tmp_path: Path) -> 
     again = cli(tmp_path, "backfill", "--snapshot", str(more_snap), "--org", ORG)
     assert again.returncode == 1 and "already merged" in again.stderr
     with ServerProcess(tmp_path) as srv:
-        assert answers(srv.port) == expected(history + live + more)
+        assert backfill_answers(srv.port) == expected(history + live + more)
         assert srv.stop() == 0
 
 
@@ -161,7 +136,7 @@ def test_mismatched_or_invalid_snapshots_are_refused(tmp_path: Path) -> None:
     with ServerProcess(tmp_path) as srv:
         for body in bodies("l", 3, 30):
             assert post(srv.port, body).status == 200
-        before = answers(srv.port)
+        before = backfill_answers(srv.port)
         url = ["--url", f"http://127.0.0.1:{srv.port}", "--admin-token", ADMIN]
         out = cli(tmp_path, "backfill", "--snapshot", str(missing), "--org", ORG, *url)
         assert out.returncode == 1
@@ -177,5 +152,5 @@ def test_mismatched_or_invalid_snapshots_are_refused(tmp_path: Path) -> None:
         assert out.returncode == 1 and "404" in out.stderr
         out = cli(tmp_path, "backfill", "--snapshot", str(missing), "--filter", "x", *url)
         assert out.returncode == 1 and "--snapshot carries its own filters" in out.stderr
-        assert answers(srv.port) == before
+        assert backfill_answers(srv.port) == before
         assert srv.stop() == 0
