@@ -487,6 +487,18 @@ impl ResultSet {
             .map(|(&c, vals)| vals[c as usize].as_str())
     }
 
+    /// True when the one returned key's codes equal the tuple ids (always so with one key:
+    /// tuples are its distinct values in order), so per-row codes are `group` itself.
+    #[must_use]
+    pub fn codes_are_tuple_ids(&self) -> bool {
+        self.keys.len() == 1
+            && self
+                .tuple_codes
+                .iter()
+                .enumerate()
+                .all(|(i, &c)| c as usize == i)
+    }
+
     /// Per-row codes of key `k` (indexes into `values[k]`).
     #[must_use]
     pub fn row_codes(&self, k: usize) -> Vec<u32> {
@@ -774,6 +786,29 @@ fn merge_sketch_cells(
 /// each slice is partially selected in place (`select_nth_unstable_by`), never sorted whole,
 /// and survivors are moved down over the dropped cells.
 fn keep_top_n(cells: &mut Vec<(i64, u32, f64)>, limit: usize, limit_type: LimitType) {
+    let mut write = 0;
+    let mut i = 0;
+    while i < cells.len() {
+        let mut j = i + 1;
+        while j < cells.len() && cells[j].0 == cells[i].0 {
+            j += 1;
+        }
+        let kept = select_top_n(&mut cells[i..j], limit, limit_type);
+        cells.copy_within(i..i + kept, write);
+        write += kept;
+        i = j;
+    }
+    cells.truncate(write);
+}
+
+/// Moves the `limit` cells of one time slice (in tuple order) with the largest (Top) or
+/// smallest (Bottom) values, ties to the lower tuple, to its front in tuple order; returns how
+/// many are kept. The order is total (ties broken by tuple), so the kept set is exactly what a
+/// full sort and truncate would keep.
+fn select_top_n(slice: &mut [(i64, u32, f64)], limit: usize, limit_type: LimitType) -> usize {
+    if slice.len() <= limit {
+        return slice.len();
+    }
     let rank = |a: &(i64, u32, f64), b: &(i64, u32, f64)| {
         let ord = a.2.total_cmp(&b.2);
         let ord = if limit_type == LimitType::Top {
@@ -783,28 +818,31 @@ fn keep_top_n(cells: &mut Vec<(i64, u32, f64)>, limit: usize, limit_type: LimitT
         };
         ord.then(a.1.cmp(&b.1))
     };
-    let mut write = 0;
-    let mut i = 0;
-    while i < cells.len() {
-        let mut j = i + 1;
-        while j < cells.len() && cells[j].0 == cells[i].0 {
-            j += 1;
-        }
-        let slice = &mut cells[i..j];
-        let kept = if slice.len() > limit {
-            // The order is total (ties broken by tuple), so the kept set is exactly what a full
-            // sort and truncate would keep.
-            slice.select_nth_unstable_by(limit - 1, rank);
-            slice[..limit].sort_unstable_by_key(|c| c.1);
-            limit
-        } else {
-            slice.len()
-        };
-        cells.copy_within(i..i + kept, write);
-        write += kept;
-        i = j;
+    slice.select_nth_unstable_by(limit - 1, rank);
+    slice[..limit].sort_unstable_by_key(|c| c.1);
+    limit
+}
+
+/// What the dense merges do with each output bucket's cells as soon as they are complete, so
+/// a Top/Bottom-N query never holds more than one bucket's cells beyond those it keeps.
+struct SliceRule<'a> {
+    limit: Option<(usize, LimitType)>,
+    /// `Some(keep)`: a bucket is kept only when `keep(bucket start)` (complete intervals).
+    keep: Option<&'a dyn Fn(i64) -> bool>,
+}
+
+impl SliceRule<'_> {
+    fn wants(&self, bucket: i64) -> bool {
+        self.keep.is_none_or(|keep| keep(bucket))
     }
-    cells.truncate(write);
+
+    /// Trims the slice `cells[from..]` (one bucket, tuple order) to its Top/Bottom-N.
+    fn finish(&self, cells: &mut Vec<(i64, u32, f64)>, from: usize) {
+        if let Some((limit, lt)) = self.limit {
+            let kept = select_top_n(&mut cells[from..], limit, lt);
+            cells.truncate(from + kept);
+        }
+    }
 }
 
 /// Output cells of a rollup or collapse numbered densely: cell = (rank of its output bucket) x
@@ -880,15 +918,14 @@ impl DenseCells {
         self.buckets.len() * self.tuples
     }
 
-    fn key(&self, cell: usize) -> (i64, u32) {
-        (
-            self.buckets[cell / self.tuples],
-            (cell % self.tuples) as u32,
-        )
-    }
-
     /// COUNT, SUM, AVG, MIN, MAX: two flat arrays over the grid, rows in storage order.
-    fn merge_scalars(&self, c: &AggColumns, calc: Calc, cells: &mut Vec<(i64, u32, f64)>) {
+    fn merge_scalars(
+        &self,
+        c: &AggColumns,
+        calc: Calc,
+        rule: &SliceRule<'_>,
+        cells: &mut Vec<(i64, u32, f64)>,
+    ) {
         let init = match calc {
             Calc::Min => f64::INFINITY,
             Calc::Max => f64::NEG_INFINITY,
@@ -915,24 +952,37 @@ impl DenseCells {
                 Calc::ApproxCountDistinct | Calc::Percentiles => unreachable!("scalar only"),
             }
         }
-        for (cell, (&v, &n)) in val.iter().zip(&cnt).enumerate() {
-            if n == 0 {
+        for (r, &b) in self.buckets.iter().enumerate() {
+            if !rule.wants(b) {
                 continue;
             }
-            let value = match calc {
-                Calc::Count => n as f64,
-                Calc::Avg => saturate(v / n as f64),
-                Calc::Sum => saturate(v),
-                _ => v,
-            };
-            let (b, g) = self.key(cell);
-            cells.push((b, g, value));
+            let from = cells.len();
+            let span = r * self.tuples..(r + 1) * self.tuples;
+            for (g, (&v, &n)) in val[span.clone()].iter().zip(&cnt[span]).enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let value = match calc {
+                    Calc::Count => n as f64,
+                    Calc::Avg => saturate(v / n as f64),
+                    Calc::Sum => saturate(v),
+                    _ => v,
+                };
+                cells.push((b, g as u32, value));
+            }
+            rule.finish(cells, from);
         }
     }
 
     /// Sketches: rows grouped by cell with a counting sort, one reused accumulator per cell in
     /// turn (no buffer allocated per output cell).
-    fn merge_sketches(&self, c: &AggColumns, calc: Calc, p: f64, cells: &mut Vec<(i64, u32, f64)>) {
+    fn merge_sketches(
+        &self,
+        c: &AggColumns,
+        (calc, p): (Calc, f64),
+        rule: &SliceRule<'_>,
+        cells: &mut Vec<(i64, u32, f64)>,
+    ) {
         let mut first = vec![0u32; self.cells() + 1];
         for &(_, cell) in &self.row_cell {
             first[cell as usize + 1] += 1;
@@ -948,19 +998,26 @@ impl DenseCells {
         }
         drop(fill);
         let mut acc = Acc::new(calc);
-        for cell in 0..self.cells() {
-            let rows = &order[first[cell] as usize..first[cell + 1] as usize];
-            if rows.is_empty() {
+        for (r, &b) in self.buckets.iter().enumerate() {
+            if !rule.wants(b) {
                 continue;
             }
-            acc.reset();
-            for &row in rows {
-                acc.add(c, row as usize);
+            let from = cells.len();
+            for g in 0..self.tuples {
+                let cell = r * self.tuples + g;
+                let rows = &order[first[cell] as usize..first[cell + 1] as usize];
+                if rows.is_empty() {
+                    continue;
+                }
+                acc.reset();
+                for &row in rows {
+                    acc.add(c, row as usize);
+                }
+                if let Some(v) = acc.value(calc, p) {
+                    cells.push((b, g as u32, v));
+                }
             }
-            if let Some(v) = acc.value(calc, p) {
-                let (b, g) = self.key(cell);
-                cells.push((b, g, v));
-            }
+            rule.finish(cells, from);
         }
     }
 }
@@ -982,6 +1039,94 @@ fn selected_rows<'s>(
     })
 }
 
+/// The rows of a plain answer (no rollup, no collapse) as the three output columns.
+struct Columns {
+    dt: Vec<i64>,
+    group: Vec<u32>,
+    value: Vec<f64>,
+}
+
+impl Columns {
+    /// True when the rows are in (time, tuple) order, the order answers have.
+    fn is_sorted(&self) -> bool {
+        self.dt.windows(2).zip(self.group.windows(2)).all(|(d, g)| {
+            d[0] < d[1] || (d[0] == d[1] && g[0] <= g[1])
+        })
+    }
+
+    fn into_cells(self) -> Vec<(i64, u32, f64)> {
+        self.dt
+            .into_iter()
+            .zip(self.group)
+            .zip(self.value)
+            .map(|((b, g), v)| (b, g, v))
+            .collect()
+    }
+
+    fn into_result(self, gp: GroupPlan, grouped: bool) -> ResultSet {
+        ResultSet {
+            keys: gp.keys,
+            values: gp.values,
+            tuple_codes: gp.tuple_codes,
+            tuples: gp.tuples,
+            grouped,
+            dt: self.dt,
+            group: self.group,
+            value: self.value,
+        }
+    }
+}
+
+/// One stored row per output row: the calculation is chosen once, outside the loop over rows,
+/// and rows go straight into the output columns.
+fn plain_columns(
+    state: &FilterState,
+    gp: &GroupPlan,
+    c: &AggColumns,
+    calc: Calc,
+    p: f64,
+    (start, end): (i64, i64),
+) -> Columns {
+    fn fill(
+        state: &FilterState,
+        gp: &GroupPlan,
+        (start, end): (i64, i64),
+        value: impl Fn(usize) -> Option<f64>,
+    ) -> Columns {
+        let n = state.rows();
+        let mut out = Columns {
+            dt: Vec::with_capacity(n),
+            group: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+        };
+        for (row, b, g) in selected_rows(state, gp, start, end) {
+            if let Some(v) = value(row) {
+                out.dt.push(b);
+                out.group.push(g);
+                out.value.push(v);
+            }
+        }
+        // A narrow window over a long state leaves most of the capacity unused; large blocks
+        // shrink in place (no copy), and the arrays live on in Python.
+        if out.dt.len() < n / 2 {
+            out.dt.shrink_to_fit();
+            out.group.shrink_to_fit();
+            out.value.shrink_to_fit();
+        }
+        out
+    }
+    let window = (start, end);
+    match calc {
+        Calc::Count => fill(state, gp, window, |r| {
+            (c.matched[r] > 0).then_some(c.matched[r] as f64)
+        }),
+        Calc::Sum => fill(state, gp, window, |r| {
+            (c.numeric[r] > 0).then(|| saturate(c.sum[r]))
+        }),
+        _ => fill(state, gp, window, |r| row_value(c, r, calc, p)),
+    }
+}
+
 /// Answers a validated query. `now_ms` is the engine clock (for incomplete intervals).
 #[must_use]
 pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> ResultSet {
@@ -1001,20 +1146,27 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
 
     let mut cells: Vec<(i64, u32, f64)> = Vec::new();
     if q.rollup.is_none() && !gp.collapsing {
-        for (row, b, g) in selected_rows(state, &gp, start, end) {
-            if let Some(v) = row_value(cols, row, q.calculation, p) {
-                cells.push((b, g, v));
-            }
+        let columns = plain_columns(state, &gp, cols, q.calculation, p, (start, end));
+        // The common plain answer (every interval complete or wanted, no limit, rows stored in
+        // time then tuple order) is the columns as they are: no (time, tuple, value) vector.
+        if q.include_incomplete_intervals && q.limit.is_none() && columns.is_sorted() {
+            return columns.into_result(gp, !def.groupings.is_empty());
         }
+        cells = columns.into_cells();
     } else {
         let sketch = matches!(q.calculation, Calc::ApproxCountDistinct | Calc::Percentiles);
         if let Some(dense) = DenseCells::build(state, &gp, (start, end), &out_bucket) {
             // The common case (cells few enough to number densely): no hashing per row, and
             // cells come out in (time, tuple) order.
+            let complete = |b: i64| bucket_end(b) <= now_ms;
+            let rule = SliceRule {
+                limit: q.limit.map(|l| (l, q.limit_type)),
+                keep: (!q.include_incomplete_intervals).then_some(&complete as &dyn Fn(i64) -> bool),
+            };
             if sketch {
-                dense.merge_sketches(cols, q.calculation, p, &mut cells);
+                dense.merge_sketches(cols, (q.calculation, p), &rule, &mut cells);
             } else {
-                dense.merge_scalars(cols, q.calculation, &mut cells);
+                dense.merge_scalars(cols, q.calculation, &rule, &mut cells);
             }
         } else if sketch {
             merge_sketch_cells(

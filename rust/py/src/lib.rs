@@ -728,7 +728,13 @@ impl Engine {
             .detach(|| {
                 self.run_query(&q, now_ms).map(|(_, rs, _)| {
                     let nk = rs.keys.len();
-                    let row_codes: Vec<Vec<u32>> = (0..nk).map(|k| rs.row_codes(k)).collect();
+                    // One returned key: its codes are the tuple ids, shared below, not copied.
+                    let shared = nk == 1 && rs.codes_are_tuple_ids();
+                    let row_codes: Vec<Vec<u32>> = if shared {
+                        Vec::new()
+                    } else {
+                        (0..nk).map(|k| rs.row_codes(k)).collect()
+                    };
                     let tuple_codes: Vec<Vec<u32>> = (0..nk)
                         .map(|k| rs.tuple_codes.iter().skip(k).step_by(nk).copied().collect())
                         .collect();
@@ -736,16 +742,22 @@ impl Engine {
                 })
             })
             .map_err(to_py_err)?;
-        Ok((
-            PyArray1::from_vec(py, rs.dt),
-            PyArray1::from_vec(py, rs.group),
-            PyArray1::from_vec(py, rs.value),
-            rs.keys,
-            rs.values,
+        let group = PyArray1::from_vec(py, rs.group);
+        let row_codes = if row_codes.is_empty() && rs.keys.len() == 1 {
+            vec![group.clone()]
+        } else {
             row_codes
                 .into_iter()
                 .map(|c| PyArray1::from_vec(py, c))
-                .collect(),
+                .collect()
+        };
+        Ok((
+            PyArray1::from_vec(py, rs.dt),
+            group,
+            PyArray1::from_vec(py, rs.value),
+            rs.keys,
+            rs.values,
+            row_codes,
             tuple_codes
                 .into_iter()
                 .map(|c| PyArray1::from_vec(py, c))
