@@ -818,10 +818,39 @@ fn select_top_n(slice: &mut [(i64, u32, f64)], limit: usize, limit_type: LimitTy
         };
         ord.then(a.1.cmp(&b.1))
     };
+    if limit <= SMALL_LIMIT {
+        // Dashboards ask for a few series: one pass keeping the best `limit` in rank order,
+        // where most cells cost one comparison with the worst kept (no partitioning).
+        let mut best: smallvec::SmallVec<[(i64, u32, f64); SMALL_LIMIT]> =
+            smallvec::SmallVec::new();
+        let top = limit_type == LimitType::Top;
+        for c in slice.iter() {
+            if best.len() == limit {
+                // IEEE `<` implies `total_cmp` less (NaN and signed zeros fall through to the
+                // full comparison), so this only skips cells the rank would skip.
+                let worst = best[limit - 1].2;
+                if (top && c.2 < worst) || (!top && c.2 > worst) {
+                    continue;
+                }
+                if rank(c, &best[limit - 1]).is_ge() {
+                    continue;
+                }
+                best.pop();
+            }
+            let at = best.partition_point(|b| rank(b, c).is_lt());
+            best.insert(at, *c);
+        }
+        best.sort_unstable_by_key(|c| c.1);
+        slice[..limit].copy_from_slice(&best);
+        return limit;
+    }
     slice.select_nth_unstable_by(limit - 1, rank);
     slice[..limit].sort_unstable_by_key(|c| c.1);
     limit
 }
+
+/// Limits up to this many are selected by a one-pass insertion, larger ones by partitioning.
+const SMALL_LIMIT: usize = 32;
 
 /// What the dense merges do with each output bucket's cells as soon as they are complete, so
 /// a Top/Bottom-N query never holds more than one bucket's cells beyond those it keeps.
@@ -843,6 +872,165 @@ impl SliceRule<'_> {
             cells.truncate(from + kept);
         }
     }
+}
+
+/// Per-tuple accumulators of the output bucket being filled, for [`merge_streaming`]; only the
+/// tuples touched in that bucket are visited when it is emitted, and every buffer is reused.
+struct TupleSink {
+    calc: Calc,
+    sketch: bool,
+    val: Vec<f64>,
+    cnt: Vec<u64>,
+    accs: Vec<Acc>,
+    seen: Vec<bool>,
+    touched: Vec<u32>,
+}
+
+impl TupleSink {
+    fn new(calc: Calc, tuples: usize) -> TupleSink {
+        let sketch = matches!(calc, Calc::ApproxCountDistinct | Calc::Percentiles);
+        let init = match calc {
+            Calc::Min => f64::INFINITY,
+            Calc::Max => f64::NEG_INFINITY,
+            _ => 0.0,
+        };
+        let (val, cnt, accs) = if sketch {
+            (
+                Vec::new(),
+                Vec::new(),
+                (0..tuples).map(|_| Acc::new(calc)).collect(),
+            )
+        } else {
+            (vec![init; tuples], vec![0; tuples], Vec::new())
+        };
+        TupleSink {
+            calc,
+            sketch,
+            val,
+            cnt,
+            accs,
+            seen: vec![false; tuples],
+            touched: Vec::new(),
+        }
+    }
+
+    /// Adds stored `row` into tuple `g` (the same arithmetic, in the same row order, as
+    /// [`DenseCells::merge_scalars`] and [`DenseCells::merge_sketches`]).
+    #[inline]
+    fn add(&mut self, c: &AggColumns, row: usize, g: u32) {
+        let g = g as usize;
+        if !self.seen[g] {
+            self.seen[g] = true;
+            self.touched.push(g as u32);
+        }
+        if self.sketch {
+            self.accs[g].add(c, row);
+            return;
+        }
+        match self.calc {
+            Calc::Count => self.cnt[g] += c.matched[row],
+            Calc::Sum | Calc::Avg => {
+                self.val[g] += c.sum[row];
+                self.cnt[g] += c.numeric[row];
+            }
+            Calc::Min => {
+                self.val[g] = self.val[g].min(c.min[row]);
+                self.cnt[g] += c.numeric[row];
+            }
+            Calc::Max => {
+                self.val[g] = self.val[g].max(c.max[row]);
+                self.cnt[g] += c.numeric[row];
+            }
+            Calc::ApproxCountDistinct | Calc::Percentiles => unreachable!("sketches use accs"),
+        }
+    }
+
+    /// Appends the cells of bucket `b` in tuple order, trimmed by `rule`, and empties the sink.
+    fn emit(&mut self, b: i64, p: f64, rule: &SliceRule<'_>, cells: &mut Vec<(i64, u32, f64)>) {
+        // Usually already ascending (rows of a bucket are stored in tuple order): one pass.
+        self.touched.sort_unstable();
+        let from = cells.len();
+        let init = match self.calc {
+            Calc::Min => f64::INFINITY,
+            Calc::Max => f64::NEG_INFINITY,
+            _ => 0.0,
+        };
+        for &g in &self.touched {
+            let gi = g as usize;
+            self.seen[gi] = false;
+            let value = if self.sketch {
+                let acc = &mut self.accs[gi];
+                let v = acc.value(self.calc, p);
+                acc.reset();
+                v
+            } else {
+                let (v, n) = (self.val[gi], self.cnt[gi]);
+                self.val[gi] = init;
+                self.cnt[gi] = 0;
+                (n != 0).then(|| match self.calc {
+                    Calc::Count => n as f64,
+                    Calc::Avg => saturate(v / n as f64),
+                    Calc::Sum => saturate(v),
+                    _ => v,
+                })
+            };
+            if let Some(v) = value {
+                cells.push((b, g, v));
+            }
+        }
+        self.touched.clear();
+        rule.finish(cells, from);
+    }
+}
+
+/// Rollup and collapse in one pass over the stored rows when they come in ascending order of
+/// output bucket (rows are stored in arrival order, and data mostly arrives in time order):
+/// per-tuple accumulators for the current output bucket only, so the working set is one
+/// bucket's tuples, not the whole (bucket x tuple) grid, and nothing is numbered or sorted.
+/// Returns false, with `cells` partly filled, at the first row of an earlier output bucket;
+/// the caller then clears `cells` and takes the general path.
+#[allow(clippy::too_many_arguments)]
+fn merge_streaming(
+    state: &FilterState,
+    gp: &GroupPlan,
+    c: &AggColumns,
+    (calc, p): (Calc, f64),
+    (start, end): (i64, i64),
+    out_bucket: &dyn Fn(i64) -> i64,
+    rule: &SliceRule<'_>,
+    cells: &mut Vec<(i64, u32, f64)>,
+) -> bool {
+    let mut sink = TupleSink::new(calc, gp.tuples.max(1));
+    let mut current: Option<i64> = None;
+    // (stored bucket, whether its output bucket is wanted), decided once per run of rows.
+    let mut run: Option<(i64, bool)> = None;
+    for (row, b, g) in selected_rows(state, gp, start, end) {
+        let wanted = match run {
+            Some((rb, w)) if rb == b => w,
+            _ => {
+                let ob = out_bucket(b);
+                match current {
+                    Some(cur) if ob < cur => return false,
+                    Some(cur) if ob == cur => {}
+                    Some(cur) => {
+                        sink.emit(cur, p, rule, cells);
+                        current = Some(ob);
+                    }
+                    None => current = Some(ob),
+                }
+                let w = rule.wants(ob);
+                run = Some((b, w));
+                w
+            }
+        };
+        if wanted {
+            sink.add(c, row, g);
+        }
+    }
+    if let Some(cur) = current {
+        sink.emit(cur, p, rule, cells);
+    }
+    true
 }
 
 /// Output cells of a rollup or collapse numbered densely: cell = (rank of its output bucket) x
@@ -1049,9 +1237,10 @@ struct Columns {
 impl Columns {
     /// True when the rows are in (time, tuple) order, the order answers have.
     fn is_sorted(&self) -> bool {
-        self.dt.windows(2).zip(self.group.windows(2)).all(|(d, g)| {
-            d[0] < d[1] || (d[0] == d[1] && g[0] <= g[1])
-        })
+        self.dt
+            .windows(2)
+            .zip(self.group.windows(2))
+            .all(|(d, g)| d[0] < d[1] || (d[0] == d[1] && g[0] <= g[1]))
     }
 
     fn into_cells(self) -> Vec<(i64, u32, f64)> {
@@ -1155,42 +1344,56 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
         cells = columns.into_cells();
     } else {
         let sketch = matches!(q.calculation, Calc::ApproxCountDistinct | Calc::Percentiles);
-        if let Some(dense) = DenseCells::build(state, &gp, (start, end), &out_bucket) {
-            // The common case (cells few enough to number densely): no hashing per row, and
-            // cells come out in (time, tuple) order.
-            let complete = |b: i64| bucket_end(b) <= now_ms;
-            let rule = SliceRule {
-                limit: q.limit.map(|l| (l, q.limit_type)),
-                keep: (!q.include_incomplete_intervals).then_some(&complete as &dyn Fn(i64) -> bool),
-            };
-            if sketch {
-                dense.merge_sketches(cols, (q.calculation, p), &rule, &mut cells);
+        let complete = |b: i64| bucket_end(b) <= now_ms;
+        let rule = SliceRule {
+            limit: q.limit.map(|l| (l, q.limit_type)),
+            keep: (!q.include_incomplete_intervals).then_some(&complete as &dyn Fn(i64) -> bool),
+        };
+        let streamed = merge_streaming(
+            state,
+            &gp,
+            cols,
+            (q.calculation, p),
+            (start, end),
+            &out_bucket,
+            &rule,
+            &mut cells,
+        );
+        // Streamed cells are in (time, tuple) order, complete and trimmed already.
+        if !streamed {
+            cells.clear();
+            if let Some(dense) = DenseCells::build(state, &gp, (start, end), &out_bucket) {
+                // Cells few enough to number densely: no hashing per row, and cells come out in
+                // (time, tuple) order.
+                if sketch {
+                    dense.merge_sketches(cols, (q.calculation, p), &rule, &mut cells);
+                } else {
+                    dense.merge_scalars(cols, q.calculation, &rule, &mut cells);
+                }
+            } else if sketch {
+                merge_sketch_cells(
+                    state,
+                    &gp,
+                    cols,
+                    q,
+                    p,
+                    (start, end),
+                    &out_bucket,
+                    &mut cells,
+                );
             } else {
-                dense.merge_scalars(cols, q.calculation, &rule, &mut cells);
+                // Scalar accumulators are small: one per output cell in a map, rows in storage order.
+                let mut acc: HashMap<(i64, u32), Acc> = HashMap::new();
+                for (row, b, g) in selected_rows(state, &gp, start, end) {
+                    acc.entry((out_bucket(b), g))
+                        .or_insert_with(|| Acc::new(q.calculation))
+                        .add(cols, row);
+                }
+                cells
+                    .extend(acc.into_iter().filter_map(|((b, g), mut a)| {
+                        a.value(q.calculation, p).map(|v| (b, g, v))
+                    }));
             }
-        } else if sketch {
-            merge_sketch_cells(
-                state,
-                &gp,
-                cols,
-                q,
-                p,
-                (start, end),
-                &out_bucket,
-                &mut cells,
-            );
-        } else {
-            // Scalar accumulators are small: one per output cell in a map, rows in storage order.
-            let mut acc: HashMap<(i64, u32), Acc> = HashMap::new();
-            for (row, b, g) in selected_rows(state, &gp, start, end) {
-                acc.entry((out_bucket(b), g))
-                    .or_insert_with(|| Acc::new(q.calculation))
-                    .add(cols, row);
-            }
-            cells.extend(
-                acc.into_iter()
-                    .filter_map(|((b, g), mut a)| a.value(q.calculation, p).map(|v| (b, g, v))),
-            );
         }
     }
     if !q.include_incomplete_intervals {

@@ -993,24 +993,28 @@ impl DenseStore {
 
 /// `PERCENTILE_CONT` state with exact count, sum, min and max: the values themselves while there
 /// are at most [`QUANTILE_EXACT_LIMIT`] of them, a `DDSketch` beyond.
+// `repr(C)` keeps the fields a query-time merge of exact cells reads (count, extremes, the
+// values, `binned`) together at the front: a rollup streams these sketches from memory, one per
+// stored row, and is bound by the cache lines it touches.
 #[derive(Clone, Debug, PartialEq)]
+#[repr(C)]
 pub struct QuantileSketch {
+    count: u64,
+    /// `+inf` / `-inf` while empty, so the first value needs no special case.
+    min: f64,
+    max: f64,
     /// Every value, ascending, while the sketch is exact; empty once it is binned. Values are
     /// finite and never `-0.0`, so equal values have equal bits and the order is canonical.
     exact: SmallVec<[f64; 2]>,
     /// The values live in the bins: more than [`QUANTILE_EXACT_LIMIT`] were seen, or the
     /// sketch was read from a version-1 snapshot (which kept bins only).
     binned: bool,
+    sum: f64,
+    zero_count: u64,
     /// Keyed by `x` for `x > 0`.
     positive: DenseStore,
     /// Keyed by `-x` for `x < 0`, so its highest key is the most negative value.
     negative: DenseStore,
-    zero_count: u64,
-    count: u64,
-    sum: f64,
-    /// `+inf` / `-inf` while empty, so the first value needs no special case.
-    min: f64,
-    max: f64,
 }
 
 impl Default for QuantileSketch {
