@@ -809,11 +809,11 @@ impl QuantileMerger {
         if sketch.count == 0 {
             return;
         }
-        if sketch.binned {
+        if let Some(bins) = &sketch.bins {
             self.binned = true;
-            self.positive.add_store(&sketch.positive);
-            self.negative.add_store(&sketch.negative);
-            self.zero_count += sketch.zero_count;
+            self.positive.add_store(&bins.positive);
+            self.negative.add_store(&bins.negative);
+            self.zero_count += bins.zero_count;
         } else {
             self.exact.extend_from_slice(&sketch.exact);
         }
@@ -993,28 +993,47 @@ impl DenseStore {
 
 /// `PERCENTILE_CONT` state with exact count, sum, min and max: the values themselves while there
 /// are at most [`QUANTILE_EXACT_LIMIT`] of them, a `DDSketch` beyond.
-// `repr(C)` keeps the fields a query-time merge of exact cells reads (count, extremes, the
-// values, `binned`) together at the front: a rollup streams these sketches from memory, one per
-// stored row, and is bound by the cache lines it touches.
+// 64 bytes, one cache line per stored row: a rollup streams these sketches from memory, one per
+// stored row, and is bound by the lines it reads. Most cells stay exact, so the bins live
+// behind a pointer, allocated when a sketch is binned.
 #[derive(Clone, Debug, PartialEq)]
-#[repr(C)]
 pub struct QuantileSketch {
     count: u64,
     /// `+inf` / `-inf` while empty, so the first value needs no special case.
     min: f64,
     max: f64,
+    sum: f64,
     /// Every value, ascending, while the sketch is exact; empty once it is binned. Values are
     /// finite and never `-0.0`, so equal values have equal bits and the order is canonical.
     exact: SmallVec<[f64; 2]>,
-    /// The values live in the bins: more than [`QUANTILE_EXACT_LIMIT`] were seen, or the
-    /// sketch was read from a version-1 snapshot (which kept bins only).
-    binned: bool,
-    sum: f64,
+    /// `Some` when the values live in the bins: more than [`QUANTILE_EXACT_LIMIT`] were seen,
+    /// or the sketch was read from a version-1 snapshot (which kept bins only).
+    bins: Option<Box<Bins>>,
+}
+
+/// The `DDSketch` bins of a binned [`QuantileSketch`].
+#[derive(Clone, Debug, PartialEq, Default)]
+struct Bins {
     zero_count: u64,
     /// Keyed by `x` for `x > 0`.
     positive: DenseStore,
     /// Keyed by `-x` for `x < 0`, so its highest key is the most negative value.
     negative: DenseStore,
+}
+
+impl Bins {
+    /// Counts `x` in its bin (or as a zero); count, sum and extremes are the sketch's.
+    #[inline]
+    fn bin(&mut self, x: f64) {
+        let magnitude = x.abs();
+        if magnitude < MIN_INDEXABLE {
+            self.zero_count += 1;
+        } else if x > 0.0 {
+            self.positive.add(key_of(magnitude));
+        } else {
+            self.negative.add(key_of(magnitude));
+        }
+    }
 }
 
 impl Default for QuantileSketch {
@@ -1033,10 +1052,7 @@ impl QuantileSketch {
     pub fn new() -> Self {
         Self {
             exact: SmallVec::new(),
-            binned: false,
-            positive: DenseStore::default(),
-            negative: DenseStore::default(),
-            zero_count: 0,
+            bins: None,
             count: 0,
             sum: 0.0,
             min: f64::INFINITY,
@@ -1057,27 +1073,13 @@ impl QuantileSketch {
         self.sum += x;
         self.min = self.min.min(x);
         self.max = self.max.max(x);
-        if self.binned {
-            self.bin(x);
+        if let Some(bins) = &mut self.bins {
+            bins.bin(x);
         } else if self.exact.len() < QUANTILE_EXACT_LIMIT {
             let i = self.exact.partition_point(|&v| v <= x);
             self.exact.insert(i, x);
         } else {
-            self.move_into_bins();
-            self.bin(x);
-        }
-    }
-
-    /// Counts `x` in its bin (or as a zero); count, sum and extremes are the caller's.
-    #[inline]
-    fn bin(&mut self, x: f64) {
-        let magnitude = x.abs();
-        if magnitude < MIN_INDEXABLE {
-            self.zero_count += 1;
-        } else if x > 0.0 {
-            self.positive.add(key_of(magnitude));
-        } else {
-            self.negative.add(key_of(magnitude));
+            self.move_into_bins().bin(x);
         }
     }
 
@@ -1085,12 +1087,13 @@ impl QuantileSketch {
     /// the values arrive in (see [`DenseStore::reshape`]), so neither does the result of
     /// converting at whichever add or merge first passes the limit.
     #[cold]
-    fn move_into_bins(&mut self) {
+    fn move_into_bins(&mut self) -> &mut Bins {
         let values = std::mem::take(&mut self.exact);
+        let mut bins = Box::<Bins>::default();
         for x in values {
-            self.bin(x);
+            bins.bin(x);
         }
-        self.binned = true;
+        self.bins.insert(bins)
     }
 
     /// Folds `other` in; equals replaying both inputs (up to the rounding of `sum`).
@@ -1098,8 +1101,8 @@ impl QuantileSketch {
         if other.count == 0 {
             return;
         }
-        if !self.binned
-            && !other.binned
+        if self.bins.is_none()
+            && other.bins.is_none()
             && self.exact.len() + other.exact.len() <= QUANTILE_EXACT_LIMIT
         {
             let mut merged = SmallVec::with_capacity(self.exact.len() + other.exact.len());
@@ -1117,16 +1120,17 @@ impl QuantileSketch {
             merged.extend_from_slice(&other.exact[j..]);
             self.exact = merged;
         } else {
-            if !self.binned {
-                self.move_into_bins();
-            }
-            if other.binned {
-                self.zero_count += other.zero_count;
-                self.positive.merge(&other.positive);
-                self.negative.merge(&other.negative);
+            let mine = match self.bins {
+                Some(ref mut bins) => bins,
+                None => self.move_into_bins(),
+            };
+            if let Some(theirs) = &other.bins {
+                mine.zero_count += theirs.zero_count;
+                mine.positive.merge(&theirs.positive);
+                mine.negative.merge(&theirs.negative);
             } else {
                 for &x in &other.exact {
-                    self.bin(x);
+                    mine.bin(x);
                 }
             }
         }
@@ -1145,19 +1149,19 @@ impl QuantileSketch {
     /// [`QUANTILE_ALPHA`] relative), see [`quantile_of_bins`].
     #[must_use]
     pub fn quantile(&self, p: f64) -> Option<f64> {
-        if !self.binned {
+        let Some(bins) = &self.bins else {
             return exact_quantile(&self.exact, p);
-        }
+        };
         quantile_of_bins(
             QuantileTotals {
                 count: self.count,
-                zero_count: self.zero_count,
+                zero_count: bins.zero_count,
                 min: self.min,
                 max: self.max,
             },
             p,
-            self.negative.bins(),
-            self.positive.bins(),
+            bins.negative.bins(),
+            bins.positive.bins(),
         )
     }
 
@@ -1175,7 +1179,7 @@ impl QuantileSketch {
     /// Whether answers are exact (the values are kept, not binned).
     #[must_use]
     pub fn is_exact(&self) -> bool {
-        !self.binned
+        self.bins.is_none()
     }
 
     /// Plain `f64` sum of the values (may overflow to ±inf for huge inputs).
@@ -1203,8 +1207,12 @@ impl QuantileSketch {
         } else {
             0
         };
-        (exact + spilled(&self.positive.counts) + spilled(&self.negative.counts))
-            * std::mem::size_of::<u64>()
+        let bins = self.bins.as_ref().map_or(0, |b| {
+            std::mem::size_of::<Bins>()
+                + (spilled(&b.positive.counts) + spilled(&b.negative.counts))
+                    * std::mem::size_of::<u64>()
+        });
+        exact * std::mem::size_of::<f64>() + bins
     }
 
     /// Appends the binary form (format version 2) described at [`QuantileSketch::decode`].
@@ -1213,26 +1221,26 @@ impl QuantileSketch {
         if self.count == 0 {
             return;
         }
-        if !self.binned {
+        let Some(bins) = &self.bins else {
             out.push(QUANTILE_FORM_EXACT);
             out.extend_from_slice(&self.sum.to_le_bytes());
             for &x in &self.exact {
                 out.extend_from_slice(&x.to_le_bytes());
             }
             return;
-        }
+        };
         out.push(QUANTILE_FORM_BINS);
-        self.encode_bins(out);
+        self.encode_bins(bins, out);
     }
 
     /// The version-1 layout after `count`, which version 2 keeps for binned sketches.
-    fn encode_bins(&self, out: &mut Vec<u8>) {
+    fn encode_bins(&self, bins: &Bins, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.sum.to_le_bytes());
         out.extend_from_slice(&self.min.to_le_bytes());
         out.extend_from_slice(&self.max.to_le_bytes());
-        put_varint(out, self.zero_count);
-        self.positive.encode(out);
-        self.negative.encode(out);
+        put_varint(out, bins.zero_count);
+        bins.positive.encode(out);
+        bins.negative.encode(out);
     }
 
     /// Reads one sketch (format version 2) from the front of `input`; returns it and the bytes
@@ -1323,10 +1331,11 @@ impl QuantileSketch {
         }
         Ok(Self {
             exact: SmallVec::new(),
-            binned: true,
-            positive,
-            negative,
-            zero_count,
+            bins: Some(Box::new(Bins {
+                zero_count,
+                positive,
+                negative,
+            })),
             count,
             sum,
             min,
@@ -1859,7 +1868,7 @@ mod tests {
             s.add(i as f64);
         }
         assert!(!s.is_exact());
-        assert_eq!(s.zero_count, 3);
+        assert_eq!(s.bins.as_ref().unwrap().zero_count, 3);
         assert_eq!(s.quantile(1e-9), Some(lerp(-3.0, 0.0, 1e-9 * 103.0)));
         assert_eq!(s.quantile(1.0), Some(99.0));
         roundtrip_quantile(&s);
@@ -1980,6 +1989,12 @@ mod tests {
     }
 
     #[test]
+    fn quantile_sketch_is_one_cache_line() {
+        // Rollups read one sketch per stored row: the layout is what they stream.
+        assert_eq!(std::mem::size_of::<QuantileSketch>(), 64);
+    }
+
+    #[test]
     fn quantile_collapses_lowest_keys() {
         let mut rng = Rng(9);
         let mut s = QuantileSketch::new();
@@ -1991,11 +2006,12 @@ mod tests {
             data.push(x);
             s.add(x);
         }
-        assert_eq!(s.positive.counts.len(), QUANTILE_MAX_BINS);
-        assert_eq!(s.negative.counts.len(), QUANTILE_MAX_BINS);
+        let bins = s.bins.as_ref().unwrap();
+        assert_eq!(bins.positive.counts.len(), QUANTILE_MAX_BINS);
+        assert_eq!(bins.negative.counts.len(), QUANTILE_MAX_BINS);
         assert!(s.heap_bytes() <= 2 * 2 * QUANTILE_MAX_BINS * 8);
         assert_eq!(
-            s.positive.total().unwrap() + s.negative.total().unwrap(),
+            bins.positive.total().unwrap() + bins.negative.total().unwrap(),
             50_000
         );
         data.sort_by(f64::total_cmp);
@@ -2145,7 +2161,7 @@ mod tests {
         // The version-1 layout, which version 2 keeps after its form byte.
         let mut good = Vec::new();
         put_varint(&mut good, s.count);
-        s.encode_bins(&mut good);
+        s.encode_bins(s.bins.as_ref().unwrap(), &mut good);
         assert_eq!(QuantileSketch::decode_v1(&good).unwrap().0, s);
         // Count that disagrees with the bins.
         let mut bad = good.clone();
