@@ -615,6 +615,8 @@ impl DistinctMerger {
 struct PairStore {
     pairs: Vec<(i32, u64)>,
     sorted: bool,
+    /// Counting buffer of `finish` (reused across cells).
+    dense: Vec<u64>,
 }
 
 impl PairStore {
@@ -636,7 +638,29 @@ impl PairStore {
         if self.sorted {
             return;
         }
-        self.pairs.sort_unstable_by_key(|p| p.0);
+        let (lo, hi) = self.pairs.iter().fold((i32::MAX, i32::MIN), |(lo, hi), p| {
+            (lo.min(p.0), hi.max(p.0))
+        });
+        let span = i64::from(hi) - i64::from(lo) + 1;
+        if self.pairs.len() > 32 && span <= 2 * self.pairs.len() as i64 + 64 {
+            // Keys of many small cells crowd a narrow range (a collapse of every tuple): count
+            // them in place of sorting; the (key, total) runs come out the same.
+            self.dense.clear();
+            self.dense.resize(span as usize, 0);
+            for &(k, c) in &self.pairs {
+                self.dense[(k - lo) as usize] += c;
+            }
+            self.pairs.clear();
+            self.pairs.extend(
+                self.dense
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &c)| c > 0)
+                    .map(|(i, &c)| (lo + i as i32, c)),
+            );
+        } else {
+            self.pairs.sort_unstable_by_key(|p| p.0);
+        }
         let floor = self.pairs.last().map_or(0, |p| p.0) - (QUANTILE_MAX_BINS as i32 - 1);
         // Coalesce equal keys in place (the buffer is reused across cells).
         let mut len = 0usize;
