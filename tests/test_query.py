@@ -1994,14 +1994,15 @@ def test_rollup_answers_do_not_depend_on_storage_order() -> None:
         for i in range(0, len(batch), 250):
             engine.ingest(ndjson(batch[i : i + 250]))
         engines.append(engine)
+    hour = {"type": "HOUR", "frequency": 1}
     shapes: list[dict[str, Any]] = [
         {"recalculatedInterval": {"type": "MINUTE", "frequency": 7}},
         {"groupingFilters": [{"grouping": "@.device", "filters": ["$__agg"]}]},
         {"groupingFilters": [{"grouping": "@.country", "returnGroupingValues": False}]},
         {"limit": 3, "recalculatedInterval": {"type": "SECOND", "frequency": 120}},
-        {"limit": 2, "limitType": "Bottom", "recalculatedInterval": {"type": "HOUR", "frequency": 1}},
+        {"limit": 2, "limitType": "Bottom", "recalculatedInterval": hour},
         {"limit": 40, "recalculatedInterval": {"type": "SECOND", "frequency": 300}},
-        {"includeIncompleteIntervals": False, "recalculatedInterval": {"type": "HOUR", "frequency": 1}},
+        {"includeIncompleteIntervals": False, "recalculatedInterval": hour},
     ]
     for calc in ALL_CALCS:
         for shape in shapes:
