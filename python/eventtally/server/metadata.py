@@ -531,6 +531,21 @@ class MetadataStore:
     def _lookup(self, digest: bytes) -> str:
         return hmac.new(self._pepper, digest, hashlib.sha256).hexdigest()[:_LOOKUP_HEX]
 
+    def key_is_cached(self, raw_key: str) -> bool:
+        """Whether :meth:`authenticate` would answer ``raw_key`` from memory: its key verified
+        before (no scrypt) and no other connection committed since (no reload).  Never waits for
+        the store's lock (``False`` while another thread holds it), so an event loop may call it.
+        """
+        if key_digest(raw_key) not in self._snapshot.verified:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+        finally:
+            self._lock.release()
+        return int(row[0]) == self._data_version
+
     def authenticate(self, raw_key: str) -> ApiKeyRecord | None:
         """The key record for ``raw_key`` (enabled or not), or ``None`` if no key matches."""
         digest = key_digest(raw_key)
