@@ -16,6 +16,9 @@ What this script guarantees:
 
 - Loopback only; each scenario starts a fresh server (``serve_front.py``, a subprocess, throw-away
   data directory) and stops it; every phase is bounded in time and count.
+- Each key is used once before anything is measured: a key's first use runs scrypt, and wrk's
+  16 or 64 first requests would otherwise all wait for it (about 1 s each on loaded cores),
+  which alone is 1 % of a short run: its p99.
 - Scenarios (issue 9's performance section):
   1. 300-event Segment batches (≈ 300 KB), fsync ``always`` (group commit), rate limit off, with
      ``wrk`` at 16 and 64 connections: req/s, p50, p99.  The answer is checked: COUNT through
@@ -106,6 +109,8 @@ def _config(tmp: Path, server: dict[str, Any]) -> Path:
     return path
 
 
+#: ``--access-log``: servers log every request at INFO (to their server.log), as ``serve`` does.
+ACCESS_LOG = False
 #: front name -> the directory put first on the server's PYTHONPATH ("": this tree as installed).
 PYTHONPATHS: dict[str, str] = {"new": ""}
 
@@ -137,7 +142,8 @@ class Server:
         if PYTHONPATHS.get(front):
             env["PYTHONPATH"] = PYTHONPATHS[front]
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "serve_front.py"), "--config", str(cfg)],
+            [sys.executable, str(HERE / "serve_front.py"), "--config", str(cfg)]
+            + (["--log"] if ACCESS_LOG else []),
             cwd=self.tmp,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -212,6 +218,18 @@ def wrk(port: int, path: str, conns: int, seconds: float, body_file: Path, key: 
     return r
 
 
+def warm(port: int, *keys: str) -> None:
+    """One authenticated request per key before measuring: a key's first use runs scrypt
+    (tens of ms, more on loaded cores), which would otherwise land in the percentiles."""
+    for key in keys:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/api/v1/organization/ping", headers={"x-api-token": key})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 200, resp.status
+
+
 def count(port: int, key: str) -> float:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     q = {"filterId": BENCH_FILTER["id"], "aggregationId": 1, "calculation": "COUNT",
@@ -233,6 +251,7 @@ def scenario_throughput(front: str, body_file: Path, counted: int, seconds: floa
     out: dict[str, Any] = {}
     for conns in (16, 64):
         with Server(front, {"max_concurrent_requests": 0, **EXTRA}) as srv:
+            warm(srv.port, KEY_A)
             u0, s0 = srv.cpu_seconds()
             r = wrk(srv.port, f"/{BENCH_INGEST['id']}-alpha", conns, seconds, body_file, KEY_A)
             u1, s1 = srv.cpu_seconds()
@@ -276,6 +295,7 @@ def _probe(port: int, stop: threading.Event, out: list[float]) -> None:
 
 def scenario_idle(front: str, body_file: Path, seconds: float, idle: int) -> dict:
     with Server(front, {"max_concurrent_requests": 0, "keepalive_timeout": 120.0}) as srv:
+        warm(srv.port, KEY_A)
         socks = _open_idle(srv.port, idle)
         try:
             lat: list[float] = []
@@ -375,6 +395,7 @@ def scenario_trickle(front: str, seconds: float, trickles: int = 64) -> dict:
         async def attack() -> None:
             await asyncio.gather(*(trickle() for _ in range(trickles)))
 
+        warm(srv.port, KEY_A, KEY_B)
         t = threading.Thread(target=lambda: asyncio.run(attack()))
         t.start()
         time.sleep(2.0)  # let the trickles take their slots
@@ -416,7 +437,10 @@ def main() -> int:
     p.add_argument("--scenarios", default="throughput,idle,flood,trickle")
     p.add_argument("--quick", action="store_true", help="4 s runs, 500 idle connections")
     p.add_argument("--json", help="write the results here too")
+    p.add_argument("--access-log", action="store_true", help="servers write the access log")
     args = p.parse_args()
+    global ACCESS_LOG
+    ACCESS_LOG = args.access_log
     if args.quick:
         args.duration, args.idle = min(args.duration, 4.0), min(args.idle, 500)
     body = batches(generate_events(300, seed=1), 300)[0]

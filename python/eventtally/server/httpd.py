@@ -291,6 +291,38 @@ class _Conn(asyncio.BufferedProtocol):
             raise _Closed
 
 
+class _Input(io.RawIOBase):
+    """``wsgi.input`` over a body received whole.  ``read`` copies out only what is asked, on
+    the caller's thread (a worker), so the loop never copies a body."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = self._view[self._pos :]
+        n = min(len(buffer), len(view))
+        memoryview(buffer).cast("B")[:n] = view[:n]
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        data = bytes(self._view[self._pos : end])
+        self._pos = max(self._pos, end)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        rest = self._view[self._pos :]
+        limit = len(rest) if size is None or size < 0 else min(size, len(rest))
+        end = bytes(rest[:limit]).find(b"\n") + 1 or limit
+        return self.read(end)
+
+
 def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     if config.tls_cert is None or config.tls_key is None:
         return None
@@ -647,7 +679,7 @@ class EventtallyHTTPServer:
                     env[ENV_REFUSAL] = _error(exc.status, exc.message)
                     await self._answer(conn, head, env, held, close=True)
                     return False
-                env["wsgi.input"] = io.BytesIO(body)
+                env["wsgi.input"] = _Input(body)
                 env["CONTENT_LENGTH"] = str(len(body))
                 body_done = True
             elif not body_done and self._may_drain(head):
