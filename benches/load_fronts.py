@@ -429,7 +429,9 @@ def scenario_trickle(front: str, seconds: float, trickles: int = 64) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fronts", default="new,base", help="new (this tree), base (--baseline)")
-    p.add_argument("--baseline", default="2159290", help="the baseline commit (default: %(default)s)")
+    p.add_argument(
+        "--baseline", default="2159290", help="the baseline commit (default: %(default)s)"
+    )
     p.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     p.add_argument("--idle", type=int, default=2000)
     p.add_argument("--flood", type=int, default=300, help="flood connections (first flood)")

@@ -4,7 +4,8 @@ Builds the app and ``eventtally.server.httpd.EventtallyHTTPServer`` directly (no
 ``eventtally serve``) so a comparison can swap the front: the same-run comparison with the old
 thread-per-connection front (``httpd_threaded.py``, since deleted) was taken at commit 252c955
 with ``--front threaded``.  ``--log`` turns the access log on (off by default here, so the
-figures match earlier runs; ``eventtally serve`` logs).  Prints ``PORT <n>`` once serving; SIGTERM stops it gracefully.
+figures match earlier runs; ``eventtally serve`` logs).  Prints ``PORT <n>`` once serving;
+SIGTERM stops it gracefully.
 """
 
 from __future__ import annotations

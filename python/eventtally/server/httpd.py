@@ -311,7 +311,9 @@ class _Input(io.RawIOBase):
         return n
 
     def read(self, size: int | None = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        end = (
+            len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        )
         data = bytes(self._view[self._pos : end])
         self._pos = max(self._pos, end)
         return data
