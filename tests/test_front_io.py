@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,43 @@ def test_admission_runs_on_the_loop_only_from_memory(
     adm = app.admit(dict(env))  # the worker's path reloads
     assert adm.refusal is None
     assert app.admit_now(dict(env)) is not None  # and memory suffices again
+
+
+def test_concurrent_first_uses_of_a_key_run_scrypt_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel first requests with one key (a client's batches after a restart) wait for one
+    verification instead of each running scrypt; a wrong key is still refused."""
+    from eventtally.server import metadata
+
+    store = MetadataStore(tmp_path)
+    try:
+        m = Manager(store)
+        m.create_org("o1")
+        _, raw = m.create_key("o1", "k", ["WRITE"])
+        calls: list[int] = []
+        real = metadata._scrypt
+
+        def counted(*args: object) -> bytes:
+            calls.append(1)
+            time.sleep(0.05)  # long enough for every thread to arrive meanwhile
+            return real(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(metadata, "_scrypt", counted)
+        barrier = threading.Barrier(8)
+        found: list[object] = []
+
+        def first_use() -> None:
+            barrier.wait(10)
+            found.append(store.authenticate(raw))
+
+        threads = [threading.Thread(target=first_use) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(found) == 8 and all(k is not None and k.org_id == "o1" for k in found)
+        assert len(calls) == 1
+        assert store.authenticate(raw[:-1] + ("a" if raw[-1] != "a" else "b")) is None
+    finally:
+        store.close()
