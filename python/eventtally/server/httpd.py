@@ -6,6 +6,11 @@ threads; probes and the dashboard's static files are answered on the loop itself
 while every worker is busy.
 
 Guarantees:
+- Input is bounded per connection: heads arrive through one receive buffer shared by the loop and
+  a connection keeps only its unparsed bytes (reading pauses past ``max_header_bytes`` + 16 KiB);
+  a ``Content-Length`` body is received into one buffer of exactly its size, never past its end.
+- Admission runs on the loop only when it needs neither scrypt nor SQLite
+  (:meth:`EventtallyApp.admit_now`); otherwise on a worker.
 - Heads are parsed strictly (``http11.py``); any violation answers 400 (414, 417, 505) as JSON
   ``{"message"}`` and closes the connection.  A head larger than ``max_header_bytes`` is 431; one
   not complete ``header_timeout`` seconds after its first byte is 408; both close.
