@@ -345,6 +345,18 @@ class EventtallyApp:
             [("Retry-After", str(RETRY_BUSY))],
         )
 
+    def admit_now(self, environ: dict[str, Any]) -> Admission | None:
+        """:meth:`admit`, when it decides from memory alone; else ``None``: run :meth:`admit` on
+        a worker.  For an event loop: a request with no key, or whose key verified before while
+        nothing needs reloading (no scrypt, no SQLite reads); never the admin API."""
+        path: str = environ.get("PATH_INFO") or "/"
+        if path == "/admin" or path.startswith("/admin/"):
+            return None
+        raw = environ.get("HTTP_X_API_TOKEN")
+        if raw is not None and not self.store.key_is_cached(raw):
+            return None
+        return self.admit(environ)
+
     def admit(self, environ: dict[str, Any]) -> Admission:
         """Every check that needs no body, in the order of decision 4 (docs/decisions.md), and
         the slot pool and organization to charge.  Never raises; a refusal carries its response.

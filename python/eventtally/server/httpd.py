@@ -6,6 +6,11 @@ threads; probes and the dashboard's static files are answered on the loop itself
 while every worker is busy.
 
 Guarantees:
+- Input is bounded per connection: heads arrive through one receive buffer shared by the loop and
+  a connection keeps only its unparsed bytes (reading pauses past ``max_header_bytes`` + 16 KiB);
+  a ``Content-Length`` body is received into one buffer of exactly its size, never past its end.
+- Admission runs on the loop only when it needs neither scrypt nor SQLite
+  (:meth:`EventtallyApp.admit_now`); otherwise on a worker.
 - Heads are parsed strictly (``http11.py``); any violation answers 400 (414, 417, 505) as JSON
   ``{"message"}`` and closes the connection.  A head larger than ``max_header_bytes`` is 431; one
   not complete ``header_timeout`` seconds after its first byte is 408; both close.
@@ -64,10 +69,9 @@ DRAIN_LIMIT = 65536
 LINGER_SECONDS = 2.0
 #: A body may start slowly; the minimum rate applies after this many seconds.
 BODY_RATE_GRACE = 2.0
-_READ = 65536
-_BODY_READ = 1 << 20
+#: Size of the loop's one receive buffer for heads and chunked bodies (shared by every
+#: connection: the protocol copies what arrived out of it at once).
 _HEAD_READ = 16384
-_STREAM_LIMIT = 32768  # asyncio pauses a connection's reads past twice this in its buffer
 
 
 def _software() -> str:
@@ -126,16 +130,204 @@ class _Held:
             self.slots.release(pool, self.org)
 
 
-class _Conn:
-    __slots__ = ("buf", "busy", "peer", "reader", "writer")
+class _Conn(asyncio.BufferedProtocol):
+    """One connection: a ``BufferedProtocol`` the transport reads into, and its serving task.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    Head bytes (and anything pipelined after a request) are received into the server's one
+    scratch buffer and appended to :attr:`buf`, which stops growing (reading pauses) past
+    ``high_water`` until the task consumes it.  A ``Content-Length`` body is received straight
+    into one preallocated buffer of exactly its size (:meth:`expect_body`), never past its end,
+    so pipelined bytes stay in the socket and the body is copied once, by the kernel.
+    """
+
+    __slots__ = (
+        "_drain",
+        "_into_target",
+        "_paused_read",
+        "_paused_write",
+        "_waiter",
+        "buf",
+        "busy",
+        "discard",
+        "eof",
+        "filled",
+        "high_water",
+        "lost",
+        "peer",
+        "scratch",
+        "server",
+        "target",
+        "task",
+        "transport",
+    )
+
+    def __init__(self, server: EventtallyHTTPServer) -> None:
+        self.server = server
+        self.scratch = server._scratch
+        self.high_water = server.config.max_header_bytes + 4 + _HEAD_READ
+        self.transport: Any = None
         self.buf = bytearray()
         self.busy = False
-        peer = writer.get_extra_info("peername")
+        self.peer = "-"
+        self.target: memoryview | None = None
+        self.filled = 0
+        self.discard = False
+        self.eof = False
+        self.lost = False
+        self.task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused_read = False
+        self._paused_write = False
+        self._drain: asyncio.Future[None] | None = None
+        self._into_target = False
+
+    # ---------------------------------------------------------------- protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
+        self.task = asyncio.get_running_loop().create_task(self.server._handle(self))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Never an empty buffer: a transport reads again before the task has ended the body,
+        # and an empty buffer is an error (plain) or taken for close_notify (TLS).
+        target = self.target
+        if target is not None and self.filled < len(target):
+            self._into_target = True
+            return target[self.filled :]
+        self._into_target = False
+        return self.scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._into_target:
+            assert self.target is not None
+            self.filled += nbytes
+            if self.filled >= len(self.target):
+                self._wake()
+            return
+        if self.discard:
+            return
+        self.buf += self.scratch[:nbytes]
+        if len(self.buf) >= self.high_water and not self._paused_read:
+            self._paused_read = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        # Keep the write side open so the answer to a request sent before the FIN goes out
+        # (a TLS transport ignores this and closes).
+        return self.server.ssl_context is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = self.eof = True
+        self._wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._paused_write = True
+
+    def resume_writing(self) -> None:
+        self._paused_write = False
+        d, self._drain = self._drain, None
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    def _wake(self) -> None:
+        w, self._waiter = self._waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # ---------------------------------------------------------------- for the serving task
+
+    async def wait(self, timeout: float | None) -> None:
+        """Wait until more input (or EOF) arrives; ``TimeoutError`` after ``timeout`` seconds."""
+        if self.eof:
+            return
+        if timeout is not None and timeout <= 0:
+            raise TimeoutError
+        if self._paused_read:
+            self._paused_read = False
+            self.transport.resume_reading()
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def expect_body(self, size: int) -> bytearray:
+        """Receive the next ``size`` bytes into one new buffer (bytes already in :attr:`buf`
+        first); :attr:`filled` counts them.  Call :meth:`end_body` when done or abandoned."""
+        body = bytearray(size)
+        view = memoryview(body)
+        n = min(size, len(self.buf))
+        if n:
+            view[:n] = self.buf[:n]
+            del self.buf[:n]
+        self.filled = n
+        self.target = view if n < size else None
+        return body
+
+    def end_body(self) -> None:
+        self.target = None
+
+    def write(self, data: bytes) -> None:
+        if self.lost or self.transport.is_closing():
+            raise _Closed
+        self.transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        if self.lost:
+            raise _Closed
+        if not self._paused_write:
+            return
+        d = self._drain = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await d
+        except TimeoutError:
+            raise _Closed from None
+        if self.lost:
+            raise _Closed
+
+
+class _Input(io.RawIOBase):
+    """``wsgi.input`` over a body received whole.  ``read`` copies out only what is asked, on
+    the caller's thread (a worker), so the loop never copies a body."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = self._view[self._pos :]
+        n = min(len(buffer), len(view))
+        memoryview(buffer).cast("B")[:n] = view[:n]
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = (
+            len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        )
+        data = bytes(self._view[self._pos : end])
+        self._pos = max(self._pos, end)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        rest = self._view[self._pos :]
+        limit = len(rest) if size is None or size < 0 else min(size, len(rest))
+        end = bytes(rest[:limit]).find(b"\n") + 1 or limit
+        return self.read(end)
 
 
 def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -209,6 +401,8 @@ class EventtallyHTTPServer:
         self.server_address: tuple[Any, ...] = sock.getsockname()
         self.server_name = str(self.server_address[0])
         self._executor = ThreadPoolExecutor(cfg.worker_threads, "eventtally-worker")
+        # Every connection receives heads here first (on the loop thread, one at a time).
+        self._scratch = memoryview(bytearray(_HEAD_READ))
         self._conns: set[_Conn] = set()
         self._lock = threading.Lock()
         self._started = False
@@ -252,10 +446,9 @@ class EventtallyHTTPServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(
-            self._handle,
+        server = await self._loop.create_server(
+            lambda: _Conn(self),
             sock=self.socket,
-            limit=_STREAM_LIMIT,
             ssl=self.ssl_context,
             ssl_handshake_timeout=self.config.header_timeout if self.ssl_context else None,
         )
@@ -268,7 +461,7 @@ class EventtallyHTTPServer:
             while any(c.busy for c in self._conns) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             for c in list(self._conns):
-                c.writer.transport.abort()
+                c.transport.abort()
             await asyncio.sleep(0)
 
     def close(self) -> None:
@@ -293,9 +486,8 @@ class EventtallyHTTPServer:
 
     # ------------------------------------------------------------------ connections
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Conn(reader, writer)
-        sock = writer.get_extra_info("socket")
+    async def _handle(self, conn: _Conn) -> None:
+        sock = conn.transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -305,13 +497,14 @@ class EventtallyHTTPServer:
         self._conns.add(conn)
         try:
             await self._serve_connection(conn)
-        except (_Closed, ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
+        except (_Closed, ConnectionError, OSError, ssl.SSLError):
             pass
         except Exception:
             log.exception("error on a connection from %s", conn.peer)
         finally:
             self._conns.discard(conn)
-            writer.close()
+            conn.end_body()
+            conn.transport.close()
 
     async def _refuse_connection(self, conn: _Conn) -> None:
         self.app.m_requests.inc("connection", "503")
@@ -321,7 +514,7 @@ class EventtallyHTTPServer:
             await self._send(conn, 503, [("Content-Type", "application/json"),
                                          ("Retry-After", "1")], body, close=True)  # fmt: skip
             await self._linger(conn, 0.5)
-        conn.writer.transport.abort()
+        conn.transport.abort()
 
     async def _serve_connection(self, conn: _Conn) -> None:
         first = True
@@ -344,13 +537,6 @@ class EventtallyHTTPServer:
             if not keep:
                 return
 
-    async def _read(self, conn: _Conn, n: int, timeout: float | None) -> bytes:
-        if timeout is not None and timeout <= 0:
-            raise TimeoutError
-        async with asyncio.timeout(timeout):
-            data = await conn.reader.read(n)
-        return data
-
     async def _read_head(self, conn: _Conn, first: bool) -> bytes | None:
         """The next request head (without its empty line), or ``None`` to close quietly."""
         buf = conn.buf
@@ -358,12 +544,11 @@ class EventtallyHTTPServer:
         if not buf:
             idle = cfg.header_timeout if first else (self.keepalive_timeout or None)
             try:
-                data = await self._read(conn, _HEAD_READ, idle)
+                await conn.wait(idle)
             except TimeoutError:
                 return None
-            if not data:
-                return None
-            buf += data
+            if not buf:
+                return None  # EOF
         deadline = time.monotonic() + cfg.header_timeout
         limit = cfg.max_header_bytes
         while True:
@@ -381,16 +566,18 @@ class EventtallyHTTPServer:
                 )
                 await self._protocol_error(conn, status, msg, bytes(buf[:200]))
                 return None
+            if conn.eof:
+                return None
+            size = len(buf)
             try:
-                data = await self._read(conn, _HEAD_READ, deadline - time.monotonic())
+                await conn.wait(deadline - time.monotonic())
             except TimeoutError:
                 await self._protocol_error(
                     conn, 408, "Timed out waiting for the request headers", bytes(buf[:200])
                 )
                 return None
-            if not data:
+            if len(buf) == size and conn.eof:
                 return None
-            buf += data
 
     async def _protocol_error(self, conn: _Conn, status: int, message: str, head: bytes) -> None:
         line = head.split(b"\r\n", 1)[0][:200].decode("latin-1")
@@ -478,7 +665,11 @@ class EventtallyHTTPServer:
         body_done = not head.has_body
         try:
             if pool is not None:
-                adm = await loop.run_in_executor(self._executor, app.admit, env)
+                # A known key is admitted here on the loop; a first use (scrypt) or a reload
+                # (SQLite) runs on a worker.
+                adm = app.admit_now(env)
+                if adm is None:
+                    adm = await loop.run_in_executor(self._executor, app.admit, env)
                 if adm.refusal is not None:
                     env[ENV_REFUSAL] = adm.refusal
                 elif adm.pool is not None and not app.slots.try_acquire(adm.pool, adm.org):
@@ -487,7 +678,7 @@ class EventtallyHTTPServer:
                     held = _Held(app.slots, adm.pool, adm.org)
             if not body_done and ENV_REFUSAL not in env:
                 if head.expect_continue:
-                    conn.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 try:
                     body = await self._read_body(conn, head)
                 except _Fail as exc:
@@ -495,7 +686,7 @@ class EventtallyHTTPServer:
                     env[ENV_REFUSAL] = _error(exc.status, exc.message)
                     await self._answer(conn, head, env, held, close=True)
                     return False
-                env["wsgi.input"] = io.BytesIO(body)
+                env["wsgi.input"] = _Input(body)
                 env["CONTENT_LENGTH"] = str(len(body))
                 body_done = True
             elif not body_done and self._may_drain(head):
@@ -522,72 +713,84 @@ class EventtallyHTTPServer:
             return False
         return True
 
-    async def _read_body(self, conn: _Conn, head: http11.RequestHead) -> bytes:
+    async def _read_body(self, conn: _Conn, head: http11.RequestHead) -> bytes | bytearray:
         cfg = self.config
         limit = cfg.max_body_bytes
         too_large = _Fail(
             400, f"Body larger than the maximum payload ({limit} bytes); send smaller batches"
         )
+        if not head.chunked:
+            want = head.content_length or 0
+            if want > limit:
+                raise too_large
+            body = conn.expect_body(want)
+            try:
+                await self._await_body(conn, lambda: conn.filled >= want, lambda: conn.filled)
+            finally:
+                conn.end_body()
+            return body
         buf = conn.buf
+        decoder = http11.ChunkedDecoder()
+        parts: list[bytes] = []
+        total = 0
+        received = [len(buf)]
+
+        def complete() -> bool:
+            nonlocal total
+            try:
+                piece = decoder.decode(buf)
+            except http11.ProtocolError as exc:
+                raise _Fail(400, f"Invalid request body: {exc.message}") from None
+            total += len(piece)
+            parts.append(piece)
+            if total > limit:
+                raise too_large
+            if decoder.done:
+                return True
+            if len(buf) > http11.MAX_CHUNK_LINE + http11.MAX_TRAILER_BYTES:
+                raise _Fail(400, "Invalid request body: malformed chunked framing")
+            return False
+
+        def arrived() -> int:
+            return received[0]
+
+        await self._await_body(conn, complete, arrived, received)
+        return b"".join(parts)
+
+    async def _await_body(
+        self,
+        conn: _Conn,
+        complete: Callable[[], bool],
+        arrived: Callable[[], int],
+        counter: list[int] | None = None,
+    ) -> None:
+        """Wait until ``complete()``, within ``body_timeout`` and above ``body_min_rate``
+        (``arrived()``: body bytes received so far); 408 otherwise, ``_Closed`` on EOF."""
+        cfg = self.config
         start = time.monotonic()
         deadline = start + cfg.body_timeout
-        received = 0
-        parts: list[bytes] = []
-        decoder = http11.ChunkedDecoder() if head.chunked else None
-        want = head.content_length or 0
-        if decoder is None and want > limit:
-            raise too_large
-        total = 0
-        if decoder is None and buf:
-            n = min(want, len(buf))
-            parts.append(bytes(buf[:n]))
-            del buf[:n]
-            total = n
-        while True:
-            if decoder is None:
-                if total == want:
-                    return b"".join(parts)
-            else:
-                try:
-                    piece = decoder.decode(buf)
-                except http11.ProtocolError as exc:
-                    raise _Fail(400, f"Invalid request body: {exc.message}") from None
-                total += len(piece)
-                parts.append(piece)
-                if total > limit:
-                    raise too_large
-                if decoder.done:
-                    return b"".join(parts)
-                if len(buf) > http11.MAX_CHUNK_LINE + http11.MAX_TRAILER_BYTES:
-                    raise _Fail(400, "Invalid request body: malformed chunked framing")
+        while not complete():
             now = time.monotonic()
             elapsed = now - start
             if (
                 cfg.body_min_rate
                 and elapsed > BODY_RATE_GRACE
-                and received < cfg.body_min_rate * (elapsed - BODY_RATE_GRACE)
+                and arrived() < cfg.body_min_rate * (elapsed - BODY_RATE_GRACE)
             ):
                 raise _Fail(408, "Request body too slow (under body_min_rate); send it faster")
+            if conn.eof:
+                raise _Closed
             wait = deadline - now
             if cfg.body_min_rate:
                 wait = min(wait, 0.5)  # wake up to check the rate even when nothing arrives
+            size = len(conn.buf)
             try:
-                # Content-Length bodies go straight to `parts` (no copy through `buf`); a read
-                # never asks past the body, so pipelined bytes stay in the stream.
-                size = _READ if decoder is not None else min(_BODY_READ, want - total)
-                data = await self._read(conn, size, wait)
+                await conn.wait(wait)
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise _Fail(408, "Timed out reading the request body") from None
-                continue
-            if not data:
-                raise _Closed
-            received += len(data)
-            if decoder is None:
-                parts.append(data)
-                total += len(data)
-            else:
-                buf += data
+            if counter is not None:
+                counter[0] += len(conn.buf) - size
 
     def _run_app(self, env: dict[str, Any], held: _Held) -> Response:
         """Call the WSGI app (on a worker, or inline for probes); release the slot at once."""
@@ -650,20 +853,13 @@ class EventtallyHTTPServer:
         if close:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        w = conn.writer
-        if w.transport.is_closing():
-            raise _Closed
         # One write for the usual small answer (TCP_NODELAY: one segment, no Nagle wait); a
         # chunked answer is written a chunk at a time, draining between, so the transport's
         # buffer holds about one chunk, not the whole answer again.
         pieces = [head + b"".join(chunks)] if len(chunks) <= 1 else [head, *chunks]
-        try:
-            for piece in pieces:
-                w.write(piece)
-                async with asyncio.timeout(self.config.body_timeout):
-                    await w.drain()
-        except TimeoutError:
-            raise _Closed from None
+        for piece in pieces:
+            conn.write(piece)
+            await conn.drain(self.config.body_timeout)
 
     async def _linger(self, conn: _Conn, seconds: float) -> None:
         """Close after refusing a request whose body may still be arriving.
@@ -671,19 +867,18 @@ class EventtallyHTTPServer:
         Closing with unread input makes the kernel send RST, which can destroy the response
         before the client reads it.  So: send FIN, discard input for a bounded moment, close.
         """
-        w = conn.writer
+        transport = conn.transport
+        conn.end_body()
+        conn.discard = True
+        conn.buf.clear()
         with contextlib.suppress(Exception):
-            if w.can_write_eof():
-                w.write_eof()
+            if transport.can_write_eof():
+                transport.write_eof()
             end = time.monotonic() + seconds
-            while not self.draining and (left := end - time.monotonic()) > 0:
-                try:
-                    data = await self._read(conn, _READ, min(left, 0.25))
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-        w.close()
+            while not self.draining and not conn.eof and (left := end - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await conn.wait(min(left, 0.25))
+        transport.close()
 
 
 def _error(status: int, message: str) -> Response:

@@ -398,6 +398,9 @@ class MetadataStore:
             # SQLite gives its -wal and -shm files the database file's mode: create it 0600.
             os.close(open_private(db, os.O_RDWR | os.O_CREAT))
         self._lock = threading.RLock()
+        # sha256(key) -> the lock its scrypt verification runs under, while one runs.
+        self._verifying: dict[bytes, threading.Lock] = {}
+        self._verifying_lock = threading.Lock()
         self._conn = sqlite3.connect(
             db, timeout=10.0, isolation_level=None, check_same_thread=False
         )
@@ -531,13 +534,48 @@ class MetadataStore:
     def _lookup(self, digest: bytes) -> str:
         return hmac.new(self._pepper, digest, hashlib.sha256).hexdigest()[:_LOOKUP_HEX]
 
+    def key_is_cached(self, raw_key: str) -> bool:
+        """Whether :meth:`authenticate` would answer ``raw_key`` from memory: its key verified
+        before (no scrypt) and no other connection committed since (no reload).  Never waits for
+        the store's lock (``False`` while another thread holds it), so an event loop may call it.
+        """
+        if key_digest(raw_key) not in self._snapshot.verified:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            row = self._conn.execute("PRAGMA data_version").fetchone()
+        finally:
+            self._lock.release()
+        return int(row[0]) == self._data_version
+
     def authenticate(self, raw_key: str) -> ApiKeyRecord | None:
         """The key record for ``raw_key`` (enabled or not), or ``None`` if no key matches."""
         digest = key_digest(raw_key)
         snap = self._snapshot
+        key_id = snap.verified.get(digest)
+        if key_id is not None:
+            return snap.keys.get(key_id)
+        candidates = snap.keys_by_lookup.get(self._lookup(digest), ())
+        if not candidates:
+            return None
+        # Concurrent first uses of one key (a client's parallel batches after a restart) wait
+        # for one scrypt instead of each running its own.
+        with self._verifying_lock:
+            lock = self._verifying.setdefault(digest, threading.Lock())
+        try:
+            with lock:
+                return self._verify(digest)
+        finally:
+            with self._verifying_lock:
+                if self._verifying.get(digest) is lock:
+                    del self._verifying[digest]
+
+    def _verify(self, digest: bytes) -> ApiKeyRecord | None:
+        snap = self._snapshot
         verified = snap.verified
         key_id = verified.get(digest)
-        if key_id is not None:
+        if key_id is not None:  # verified while this thread waited
             return snap.keys.get(key_id)
         for candidate in snap.keys_by_lookup.get(self._lookup(digest), ()):
             secret = snap.secrets[candidate]
