@@ -38,8 +38,10 @@ serve as the oracle:
   ``AUTO`` also accepts numeric strings; every timestamp must lie in years 0000-9999.
 - Stats list only reasons with a non-zero count.
 
-Not implemented (``NotImplementedError``): the query fields ``groupingFilters``, ``limit`` and
-``recalculatedInterval``.
+Queries answer every field of ``docs/queries.md`` except retention tiers (the reference keeps
+one resolution): ``groupingFilters`` (``$__agg`` and ``returnGroupingValues: false`` merge cells
+exactly), ``recalculatedInterval`` (epoch-truncated; calendar for MONTH/YEAR; a rollup that is not
+coarser is ignored) and ``limit``/``limitType`` per time slice, ties broken by the grouping values.
 
 Public API: :class:`ReferenceEngine` (``ingest``, ``results``) and the building blocks the tests
 use directly: :func:`parse_json`, :func:`compile_condition`, :func:`matches`, :func:`parse_path`,
