@@ -32,6 +32,7 @@ import pytest
 import strict_decoder
 from eventtally import Engine, EventtallyError, NotFoundError, QueryError
 from reference import ReferenceEngine
+from support import Clock
 
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 T0_MS = T0 * 1000
@@ -182,16 +183,6 @@ def tiny_event(t: int, device: str | None, country: str | None, v: Any) -> dict[
     if country is not None:
         event["country"] = country
     return event
-
-
-class Clock:
-    """An injectable clock (Unix seconds) that tests can move."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 TINY_FILTERS = [
