@@ -19,7 +19,7 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,9 +28,9 @@ import pytest
 
 import strict_decoder
 from eventtally.server import EventtallyHTTPServer, ServerConfig, load_config, start_server
+from support import fixture_bytes as fixture_bytes  # re-export: server suites import from here
 
 HERE = Path(__file__).resolve().parent
-_FIXTURE_DIRS = [HERE / "data", HERE.parent.parent / "shared" / "spec" / "fixtures"]
 
 # 2024-05-14T12:00:00Z: after every fixture event, so nothing is an "incomplete interval" issue.
 FIXED_NOW = 1715688000.0
@@ -82,17 +82,6 @@ ALL_FILTER: dict[str, Any] = {
         },
     ],
 }
-
-
-def fixture_path(name: str) -> Path:
-    for d in _FIXTURE_DIRS:
-        if (d / name).is_file():
-            return d / name
-    raise FileNotFoundError(name)
-
-
-def fixture_bytes(name: str) -> bytes:
-    return fixture_path(name).read_bytes()
 
 
 def segment_headers(body: bytes, key: str = SEGMENT_KEY) -> dict[str, str]:
@@ -355,28 +344,16 @@ def decode_multi(
 ) -> list[tuple[str, datetime, float, dict[str, str]]]:
     """Decode the compact ``?multi=true`` rows as the Grafana plugin's ``queryMulti`` does.
 
-    Returns ``(queryId, time, value, groupings)`` points.  Asserts the invariants the plugin
-    relies on (``strict_decoder.decode_multi``): separators carry a non-null ``groupings``
-    object; every value row names its query.
+    Returns ``(queryId, time, value, groupings)`` points, decoded by ``strict_decoder``
+    (the Go plugin's rules: separators carry a non-null ``groupings`` object, every value row
+    names its query), which fails the test on any answer the plugin could not read.
     """
-    strict_decoder.decode_multi(json.dumps(rows, allow_nan=True), query_ids)
-    points = []
-    base: datetime | None = None
-    groupings: dict[str, str] | None = None
-    for row in rows:
-        if row.get("isSeperator"):
-            assert isinstance(row.get("groupings"), dict), f"separator without groupings: {row}"
-            base = parse_dt(row["dt"])
-            groupings = dict(row["groupings"])
-            continue
-        qid = row.get("queryId")
-        if not qid:
-            assert len(query_ids) == 1, f"value row without queryId in a multi-query batch: {row}"
-            qid = query_ids[0]
-        assert base is not None and groupings is not None, "value row before any separator"
-        t = base + timedelta(seconds=row.get("dtSecLater") or 0)
-        points.append((str(qid), t, float(row.get("val") or 0.0), groupings))
-    return points
+    answer = strict_decoder.decode_multi(json.dumps(rows, allow_nan=True), query_ids)
+    return [
+        (qid, t, value, groupings)
+        for qid, points in answer.points.items()
+        for t, groupings, value in points
+    ]
 
 
 def simple_points(

@@ -14,9 +14,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from conftest_server import Reply
 
 KEY = "ops-test-key-0123456789"
 ADMIN = "ops-admin-token"
@@ -217,16 +218,6 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.kill()
         self._close_files()
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 def request(

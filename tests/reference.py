@@ -38,8 +38,10 @@ serve as the oracle:
   ``AUTO`` also accepts numeric strings; every timestamp must lie in years 0000-9999.
 - Stats list only reasons with a non-zero count.
 
-Not implemented (``NotImplementedError``): the query fields ``groupingFilters``, ``limit`` and
-``recalculatedInterval``.
+Queries answer every field of ``docs/queries.md`` except retention tiers (the reference keeps
+one resolution): ``groupingFilters`` (``$__agg`` and ``returnGroupingValues: false`` merge cells
+exactly), ``recalculatedInterval`` (epoch-truncated; calendar for MONTH/YEAR; a rollup that is not
+coarser is ignored) and ``limit``/``limitType`` per time slice, ties broken by the grouping values.
 
 Public API: :class:`ReferenceEngine` (``ingest``, ``results``) and the building blocks the tests
 use directly: :func:`parse_json`, :func:`compile_condition`, :func:`matches`, :func:`parse_path`,
@@ -1131,6 +1133,7 @@ class _Filter:
     condition: Condition | None
     grouping_keys: tuple[str, ...]
     grouping_paths: tuple[Path, ...]
+    grouping_texts: tuple[str, ...]  # the JPaths as written, which groupingFilters name
     interval_type: str
     interval_count: int
     aggregations: dict[int, _Aggregation]
@@ -1197,6 +1200,7 @@ def _parse_filter(defn: dict[str, Any], where: str) -> _Filter:
     keys: list[str] = []
     paths: list[Path] = []
     seen_paths: set[str] = set()
+    seen_paths_in_order: list[str] = []
     for i, item in enumerate(items):
         name = f"{where}.groupingItems[{i}]"
         text = item.get("grouping")
@@ -1204,6 +1208,7 @@ def _parse_filter(defn: dict[str, Any], where: str) -> _Filter:
         if text in seen_paths:
             raise ConfigError(f"{name}.grouping", "groupings must be unique")
         seen_paths.add(text)
+        seen_paths_in_order.append(text)
         alias = item.get("alias")
         if alias is not None and (not isinstance(alias, str) or len(alias) > 100):
             raise ConfigError(f"{name}.alias", "must be a string of at most 100 characters")
@@ -1257,6 +1262,7 @@ def _parse_filter(defn: dict[str, Any], where: str) -> _Filter:
         condition=_condition_field(defn.get("filter"), f"{where}.filter"),
         grouping_keys=tuple(keys),
         grouping_paths=tuple(paths),
+        grouping_texts=tuple(seen_paths_in_order),
         interval_type=itype,
         interval_count=count,
         aggregations=aggs,
@@ -1464,16 +1470,16 @@ class ReferenceEngine:
     # -- results -----------------------------------------------------------------------------
 
     def results(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """Answer a plain Metrics API query (spec 7.2) exactly.
+        """Answer a plain Metrics API query (spec 7.2, ``docs/queries.md``) exactly.
 
         Supports ``filterId``, ``aggregationId``, ``calculation``, ``startTime``/``endTime``
-        (start inclusive, end exclusive, over bucket starts), ``percentile``,
+        (start inclusive, end exclusive, over base-bucket starts), ``percentile``,
+        ``groupingFilters`` (list or legacy map; ``$__agg`` and ``returnGroupingValues: false``
+        collapse), ``recalculatedInterval`` (epoch-truncated, calendar for MONTH/YEAR),
+        ``limit``/``limitType`` (per time slice, ties broken by the grouping values),
         ``excludeEmptyGroupings`` and ``includeIncompleteIntervals``. Rows are
         ``{"dt", "groupings", "value"}`` sorted by bucket then by the grouping tuple.
         """
-        for unsupported in ("groupingFilters", "limit", "recalculatedInterval"):
-            if query.get(unsupported) not in (None, [], {}):
-                raise NotImplementedError(f"the reference does not implement {unsupported}")
         filt = self._filters.get(query.get("filterId"))  # type: ignore[arg-type]
         if filt is None:
             raise QueryError(f"unknown filterId {query.get('filterId')!r}")
@@ -1490,18 +1496,27 @@ class ReferenceEngine:
             raise QueryError("percentile must be a number in (0, 1]")
         start = self._query_time(query, "startTime")
         end = self._query_time(query, "endTime")
+        allowed, split = self._grouping_filters(filt, query.get("groupingFilters"))
+        rollup = self._rollup(filt, query.get("recalculatedInterval"))
         exclude_empty = bool(query.get("excludeEmptyGroupings"))
         include_incomplete = query.get("includeIncompleteIntervals")
         include_incomplete = True if include_incomplete is None else bool(include_incomplete)
-        rows: list[tuple[int, tuple[str, ...], float]] = []
+        merged: dict[tuple[int, tuple[str, ...]], _Cell] = {}
         for (aid, bucket, groups), cell in self._cells[filt.id].items():
             if aid != agg.id:
                 continue
             if (start is not None and bucket < start) or (end is not None and bucket >= end):
                 continue
-            if not include_incomplete and (
-                bucket_end(bucket, filt.interval_type, filt.interval_count) > self.now_ms
-            ):
+            if any(groups[i] not in values for i, values in allowed.items()):
+                continue
+            kept = tuple(g for i, g in enumerate(groups) if split[i])
+            out = merged.setdefault((rollup(bucket), kept), _Cell())
+            out.count += cell.count
+            out.numbers.extend(cell.numbers)
+            out.distinct |= cell.distinct
+        rows: list[tuple[int, tuple[str, ...], float]] = []
+        for (bucket, groups), cell in merged.items():
+            if not include_incomplete and self._rolled_end(filt, query, bucket) > self.now_ms:
                 continue
             if exclude_empty and "" in groups:
                 continue
@@ -1509,15 +1524,89 @@ class ReferenceEngine:
             if value is not None:
                 rows.append((bucket, groups, value))
         rows.sort(key=lambda r: (r[0], r[1]))
-        keys = filt.grouping_keys
+        rows = _limit_per_slice(rows, query.get("limit"), query.get("limitType"))
+        keys = tuple(k for i, k in enumerate(filt.grouping_keys) if split[i])
         return [
             {
                 "dt": format_rfc3339(b),
-                "groupings": dict(zip(keys, g, strict=True)) if keys else None,
+                "groupings": dict(zip(keys, g, strict=True)) if filt.grouping_keys else None,
                 "value": v,
             }
             for b, g, v in rows
         ]
+
+    @staticmethod
+    def _grouping_filters(filt: _Filter, raw: Any) -> tuple[dict[int, set[str]], list[bool]]:
+        """(allowed values by grouping index, whether each grouping stays a split dimension)."""
+        split = [True] * len(filt.grouping_keys)
+        allowed: dict[int, set[str]] = {}
+        if not raw:
+            return allowed, split
+        items = (
+            [{"grouping": k, "filters": v} for k, v in raw.items()]
+            if isinstance(raw, dict)
+            else raw
+        )
+        names = list(filt.grouping_texts)
+        for item in items:
+            name = item.get("grouping")
+            if name in names:
+                index = names.index(name)
+            elif name in filt.grouping_keys:
+                index = filt.grouping_keys.index(name)
+            else:
+                raise QueryError(f"groupingFilters: {name!r} is not a grouping of this filter")
+            values = list(item.get("filters") or [])
+            kept = [v for v in values if v != "$__agg"]
+            if kept:
+                allowed[index] = set(kept)
+            if "$__agg" in values or item.get("returnGroupingValues", True) is False:
+                split[index] = False
+        return allowed, split
+
+    @staticmethod
+    def _rollup_spec(filt: _Filter, raw: Any) -> tuple[str, int] | None:
+        """(unit, frequency) of an effective rollup, or None when it is absent or ignored."""
+        if not raw:
+            return None
+        unit, freq = raw.get("type"), raw.get("frequency")
+        if freq is None or freq == 0:
+            return None
+        if isinstance(freq, bool) or not isinstance(freq, int) or freq < 0:
+            raise QueryError("recalculatedInterval.frequency must be a non-negative integer")
+        if unit not in (*FIXED_INTERVAL_MS, "MONTH", "YEAR"):
+            raise QueryError(f"recalculatedInterval.type {unit!r} is not an interval unit")
+        return unit, freq
+
+    @classmethod
+    def _rollup(cls, filt: _Filter, raw: Any) -> Callable[[int], int]:
+        """Maps a base bucket start to the start of its rolled-up bucket (identity if none)."""
+        spec = cls._rollup_spec(filt, raw)
+        if spec is None or not cls._coarser(filt, *spec):
+            return lambda bucket: bucket
+        unit, freq = spec
+        return lambda bucket: bucket_start(bucket, unit, freq)
+
+    @staticmethod
+    def _coarser(filt: _Filter, unit: str, freq: int) -> bool:
+        base_fixed = filt.interval_type in FIXED_INTERVAL_MS
+        if unit in FIXED_INTERVAL_MS:
+            length = FIXED_INTERVAL_MS[unit] * freq
+            if base_fixed:
+                return length > FIXED_INTERVAL_MS[filt.interval_type] * filt.interval_count
+            months = filt.interval_count * (12 if filt.interval_type == "YEAR" else 1)
+            return length > months * 31 * MS_PER_DAY
+        months = freq * (12 if unit == "YEAR" else 1)
+        if base_fixed:
+            return True
+        return months > filt.interval_count * (12 if filt.interval_type == "YEAR" else 1)
+
+    @classmethod
+    def _rolled_end(cls, filt: _Filter, query: dict[str, Any], bucket: int) -> int:
+        spec = cls._rollup_spec(filt, query.get("recalculatedInterval"))
+        if spec is None or not cls._coarser(filt, *spec):
+            return bucket_end(bucket, filt.interval_type, filt.interval_count)
+        return bucket_end(bucket, *spec)
 
     @staticmethod
     def _query_time(query: dict[str, Any], name: str) -> int | None:
@@ -1528,6 +1617,26 @@ class ReferenceEngine:
         if ms is None:
             raise QueryError(f"{name} is not an ISO 8601 time: {text!r}")
         return ms
+
+
+def _limit_per_slice(
+    rows: list[tuple[int, tuple[str, ...], float]], limit: Any, limit_type: Any
+) -> list[tuple[int, tuple[str, ...], float]]:
+    """Keep the ``limit`` best rows of each time slice (``Top`` by default, or ``Bottom``),
+    ties broken by the grouping values; rows stay in (bucket, groupings) order."""
+    if limit is None or limit == 0:
+        return rows
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise QueryError("limit must be a non-negative integer")
+    top = limit_type != "Bottom"
+    kept: set[tuple[int, tuple[str, ...]]] = set()
+    by_slice: dict[int, list[tuple[int, tuple[str, ...], float]]] = {}
+    for row in rows:
+        by_slice.setdefault(row[0], []).append(row)
+    for slice_rows in by_slice.values():
+        ranked = sorted(slice_rows, key=lambda r: (-r[2] if top else r[2], r[1]))
+        kept.update((r[0], r[1]) for r in ranked[:limit])
+    return [r for r in rows if (r[0], r[1]) in kept]
 
 
 def _calculate(calc: str, cell: _Cell, p: float | None) -> float | None:

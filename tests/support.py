@@ -18,6 +18,7 @@ and ``import segment_gen`` / ``import reference``.
 from __future__ import annotations
 
 import json
+import random
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -267,6 +268,28 @@ def matched(
 
 
 # --------------------------------------------------------------------------------------------
+class Clock:
+    """An injectable engine clock (Unix seconds) that a test moves by setting ``now``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def value_distribution(name: str, rng: random.Random, n: int) -> list[float]:
+    """``n`` values of a named shape seen in product analytics, drawn from ``rng``."""
+    return {
+        "latency ms": lambda: [rng.lognormvariate(4, 1.2) for _ in range(n)],
+        "revenue": lambda: [round(rng.paretovariate(1.2) * 10, 2) for _ in range(n)],
+        "seats": lambda: [float(rng.randint(1, 50)) for _ in range(n)],
+        "normal around zero": lambda: [rng.gauss(0, 50) for _ in range(n)],
+        "uniform": lambda: [rng.uniform(0, 1000) for _ in range(n)],
+        "exponential": lambda: [rng.expovariate(0.01) for _ in range(n)],
+    }[name]()
+
+
 # Fixtures
 # --------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import pytest
 
 from eventtally import Engine
 from reference import percentile_cont
+from support import value_distribution
 
 HERE = Path(__file__).resolve().parent
 GRID = (1e-3, 0.01, 0.05, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
@@ -129,16 +130,6 @@ def test_limit_is_one_hundred_values() -> None:
 # Large cells
 
 
-def _distribution(name: str, rng: random.Random, n: int) -> list[float]:
-    return {
-        "latency ms": lambda: [rng.lognormvariate(4, 1.2) for _ in range(n)],
-        "revenue": lambda: [round(rng.paretovariate(1.2) * 10, 2) for _ in range(n)],
-        "seats": lambda: [float(rng.randint(1, 50)) for _ in range(n)],
-        "normal around zero": lambda: [rng.gauss(0, 50) for _ in range(n)],
-        "uniform": lambda: [rng.uniform(0, 1000) for _ in range(n)],
-    }[name]()
-
-
 @pytest.mark.parametrize("n", [101, 500, 5000, 50_000])
 @pytest.mark.parametrize(
     "name", ["latency ms", "revenue", "seats", "normal around zero", "uniform"]
@@ -146,7 +137,7 @@ def _distribution(name: str, rng: random.Random, n: int) -> list[float]:
 def test_large_cells_stay_close_to_numpy(name: str, n: int) -> None:
     """Within 1 % of numpy (away from zero crossings) and never outside the ±1 % rank window."""
     rng = random.Random(f"{name}-{n}")
-    values = _distribution(name, rng, n)
+    values = value_distribution(name, rng, n)
     e = Engine(INGEST, [FILTER])
     for start in range(0, n, 10_000):
         e.ingest(events(values[start : start + 10_000]))

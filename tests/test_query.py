@@ -4,8 +4,9 @@ Every plain query goes through both ``Engine.results`` and ``Engine.results_arra
 must give the same rows (``answer``). Three kinds of tables:
 
 - hand-computed tables over a tiny data set (``TINY``), with literal expected rows;
-- every option and combination against an exact pure-Python oracle (``Oracle``) over a
-  generated data set, for every calculation (PERCENTILES as numpy's PERCENTILE_CONT, to the
+- every option and combination against the exact pure-Python reference
+  (``tests/reference.py``'s ``ReferenceEngine``, the one oracle) over a generated data set,
+  for every calculation (PERCENTILES as PERCENTILE_CONT, to the
   sketch's 0.5 % accuracy in cells of more than 100 values);
 - exactness: collapsing a grouping or rolling up must give EXACTLY what a filter defined at that
   granularity computes from the raw events (COUNT/SUM/MIN/MAX/AVG, and the distinct and
@@ -18,19 +19,20 @@ the Grafana plugin's ``queryMulti`` (``pkg/plugin/datasource.go``, spec 7.3).
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 
 import strict_decoder
 from eventtally import Engine, EventtallyError, NotFoundError, QueryError
+from reference import ReferenceEngine
+from support import Clock
 
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 T0_MS = T0 * 1000
@@ -181,16 +183,6 @@ def tiny_event(t: int, device: str | None, country: str | None, v: Any) -> dict[
     if country is not None:
         event["country"] = country
     return event
-
-
-class Clock:
-    """An injectable clock (Unix seconds) that tests can move."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 TINY_FILTERS = [
@@ -1151,7 +1143,7 @@ def test_query_must_be_json_serialisable(tiny: Engine) -> None:
 
 
 # =============================================================================================
-# Oracle: every option over a generated data set, every calculation
+# The reference (the one oracle): every option over a generated data set, every calculation
 
 DEVICES = ["ios", "android", "web", None]
 COUNTRIES = ["US", "DE", "FR", "JP", None]
@@ -1178,104 +1170,6 @@ def generated_events(n: int, seed: int, span_s: int = 3 * 3600) -> list[dict[str
             e["v"] = rnd.choice(["n/a", "", True])
         events.append(e)
     return events
-
-
-def numeric(v: Any) -> float | None:
-    """Decision 6 for the values the generator makes."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, int | float):
-        return float(v)
-    try:
-        return float(v) if v.strip() == v and v else None
-    except ValueError:
-        return None
-
-
-def distinct_key(v: Any) -> tuple[str, str] | None:
-    """Semantics 6: values identified by type and string form; null/missing not counted."""
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return ("b", str(v).lower())
-    if isinstance(v, int | float):
-        return ("n", repr(v))
-    return ("s", str(v))
-
-
-def exact_value(calc: str, events: list[dict[str, Any]], p: float) -> float | None:
-    """Exact calculation over one output cell's events (None: the row does not exist)."""
-    if calc == "COUNT":
-        return float(len(events))
-    if calc == "APPROX_COUNT_DISTINCT":
-        return float(len({k for e in events if (k := distinct_key(e.get("v"))) is not None}))
-    nums = [x for e in events if (x := numeric(e.get("v"))) is not None]
-    if not nums:
-        return None
-    if calc == "SUM":
-        return math.fsum(nums)
-    if calc == "AVG":
-        return math.fsum(nums) / len(nums)
-    if calc == "MIN":
-        return min(nums)
-    if calc == "MAX":
-        return max(nums)
-    return float(np.quantile(nums, p))  # PERCENTILE_CONT (decision 11)
-
-
-class Oracle:
-    """Exact Metrics API answers for filter ``f`` (MINUTE, groupings device and country)."""
-
-    PATHS: ClassVar[dict[str, str]] = {"@.device": "device", "@.country": "country"}
-    KEYS: ClassVar[dict[str, str]] = {"device": "Device", "country": "@.country"}
-
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self.events = events
-
-    def results(self, query: Query, now_ms: int) -> list[Row]:
-        calc = query["calculation"]
-        p = query.get("percentile") or 0.5
-        start = parse_rfc3339(query["startTime"]) if query.get("startTime") else -(2**62)
-        end = parse_rfc3339(query["endTime"]) if query.get("endTime") else 2**62
-        split = {"device": True, "country": True}
-        allowed: dict[str, set[str]] = {}
-        for item in query.get("groupingFilters") or []:
-            name = self.PATHS[item["grouping"]]
-            values = [v for v in item.get("filters") or [] if v != "$__agg"]
-            if values:
-                allowed[name] = set(values)
-            if "$__agg" in (item.get("filters") or []) or not item.get(
-                "returnGroupingValues", True
-            ):
-                split[name] = False
-        rollup = query.get("recalculatedInterval")
-        step = MINUTE_MS
-        if rollup:
-            unit = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
-            step = max(step, unit[rollup["type"]] * int(rollup["frequency"]))
-        cells: dict[tuple[int, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
-        for e in self.events:
-            base = (e["ts"] * 1000) // MINUTE_MS * MINUTE_MS
-            if not start <= base < end:
-                continue
-            vals = {"device": e.get("device", ""), "country": e.get("country", "")}
-            if any(vals[g] not in s for g, s in allowed.items()):
-                continue
-            tup = tuple(vals[g] for g in ("device", "country") if split[g])
-            if query.get("excludeEmptyGroupings") and "" in tup:
-                continue
-            cells[(base // step * step, tup)].append(e)
-        rows = []
-        for (b, tup), evs in sorted(cells.items()):
-            if query.get("includeIncompleteIntervals") is False and b + step > now_ms:
-                continue
-            value = exact_value(calc, evs, p)
-            if value is not None:
-                keys = [self.KEYS[g] for g in ("device", "country") if split[g]]
-                rows.append(
-                    {"dt": iso(b), "groupings": dict(zip(keys, tup, strict=True)), "value": value}
-                )
-        return rows
 
 
 def assert_rows_match(got: list[Row], expected: list[Row], calc: str) -> None:
@@ -1388,12 +1282,16 @@ LIMIT_ORACLE_CASES: list[tuple[str, Query]] = [
 
 
 @pytest.fixture(scope="module")
-def gen() -> tuple[Engine, Oracle]:
+def gen() -> tuple[Engine, ReferenceEngine]:
+    """The same generated batches in the Rust engine and in the reference."""
     events = generated_events(4000, seed=7)
     engine = Engine(INGEST, [filter_def("f")], clock=Clock(GEN_NOW))
+    oracle = ReferenceEngine(INGEST, [filter_def("f")], now_ms=GEN_NOW * 1000)
     for i in range(0, len(events), 1000):
-        engine.ingest(ndjson(events[i : i + 1000]))
-    return engine, Oracle(events)
+        body = ndjson(events[i : i + 1000])
+        engine.ingest(body)
+        oracle.ingest(body)
+    return engine, oracle
 
 
 CALC_PARAMS = [*ALL_CALCS[:-1], "PERCENTILES-0.5", "PERCENTILES-0.99", "PERCENTILES-1"]
@@ -1410,27 +1308,35 @@ def calc_query(calc_param: str, extra: Query) -> Query:
 
 @pytest.mark.parametrize("calc_param", CALC_PARAMS)
 @pytest.mark.parametrize("extra", [c[1] for c in ORACLE_CASES], ids=[c[0] for c in ORACLE_CASES])
-def test_options_against_oracle(gen: tuple[Engine, Oracle], extra: Query, calc_param: str) -> None:
+def test_options_against_oracle(
+    gen: tuple[Engine, ReferenceEngine], extra: Query, calc_param: str
+) -> None:
     """Every option and combination equals the exact oracle for every calculation."""
     engine, oracle = gen
     query = calc_query(calc_param, extra)
     got = answer(engine, query)
     assert got, "the case should not be empty"
-    assert_rows_match(got, oracle.results(query, GEN_NOW * 1000), query["calculation"])
+    assert_rows_match(got, oracle.results(query), query["calculation"])
 
 
 @pytest.mark.parametrize("calc_param", [c for c in CALC_PARAMS if not c.startswith("PERC")])
 @pytest.mark.parametrize(
     "extra", [c[1] for c in LIMIT_ORACLE_CASES], ids=[c[0] for c in LIMIT_ORACLE_CASES]
 )
-def test_limit_against_oracle(gen: tuple[Engine, Oracle], extra: Query, calc_param: str) -> None:
+def test_limit_against_oracle(
+    gen: tuple[Engine, ReferenceEngine], extra: Query, calc_param: str
+) -> None:
     """Top/Bottom N per time slice keeps N rows with the N best exact values (ties either way)."""
     engine, oracle = gen
     query = calc_query(calc_param, extra)
     unlimited = {k: v for k, v in query.items() if k not in ("limit", "limitType")}
-    full = oracle.results(unlimited, GEN_NOW * 1000)
+    full = oracle.results(unlimited)
     assert_rows_match(answer(engine, unlimited), full, query["calculation"])
-    assert_limited(answer(engine, query), full, query["limit"], query.get("limitType") != "Bottom")
+    limited = answer(engine, query)
+    assert_limited(limited, full, query["limit"], query.get("limitType") != "Bottom")
+    # docs/queries.md: ties are broken by the grouping values, so the kept rows are exactly the
+    # reference's
+    assert_rows_match(limited, oracle.results(query), query["calculation"])
 
 
 # =============================================================================================
@@ -1710,7 +1616,7 @@ def test_multi_rollup_offsets_are_whole_intervals(tiny: Engine) -> None:
     assert {mr.get("dtSecLater", 0) % 3600 for mr in raw if not mr.get("isSeperator")} == {0}
 
 
-def test_multi_on_generated_data(gen: tuple[Engine, Oracle]) -> None:
+def test_multi_on_generated_data(gen: tuple[Engine, ReferenceEngine]) -> None:
     """Hundreds of series over several queries decode exactly."""
     engine, _ = gen
     queries = [

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import eventtally
 from reference import (
     MAX_MS,
     MIN_MS,
@@ -55,6 +56,69 @@ BENCHES = Path(__file__).parent.parent / "benches"
 def fixture(name: str) -> bytes:
     """The bytes of a fixture copied from shared/spec/fixtures into tests/data."""
     return (DATA / name).read_bytes()
+
+
+class RustEngine:
+    """The Rust engine behind the reference's interface, so one table drives both.
+
+    ``now_ms`` is the engine clock in epoch milliseconds, as for ``ReferenceEngine``; stats come
+    back as the same plain dict.
+    """
+
+    def __init__(
+        self, ingest: dict[str, Any], filters: list[dict[str, Any]], *, now_ms: int = 0
+    ) -> None:
+        self._engine = eventtally.Engine(ingest, filters, clock=lambda: now_ms / 1000)
+
+    def ingest(self, data: bytes | str) -> dict[str, Any]:
+        return self._engine.ingest(data).to_dict()
+
+    def results(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._engine.results(query)
+
+
+EngineFactory = type[ReferenceEngine] | type[RustEngine]
+
+RUST_ERRORS: dict[type[ValueError], type[ValueError]] = {
+    JsonError: eventtally.JsonError,
+    FormatError: eventtally.FormatError,
+    ConfigError: eventtally.ConfigError,
+    QueryError: eventtally.QueryError,
+    JPathSyntaxError: eventtally.PathSyntaxError,
+    ValueError: ValueError,
+}
+"""The Rust engine's class for each error class the reference raises."""
+
+
+RUST_PATH_SYNTAX_CASES = frozenset(
+    {"bad_grouping_path", "bad_field", "bad_filter", "bad_sub_filter", "bad_flatten_path"}
+)
+"""Config error cases where the Rust engine raises the more specific ``PathSyntaxError``: a
+``ConfigError``'s ``field`` plus the character ``position`` (python-api.md, errors)."""
+
+RUST_NOT_FOUND_CASES = frozenset({"unknown_filter", "unknown_aggregation"})
+"""Query error cases where the Rust engine raises ``NotFoundError``, which the server answers
+with 404 (spec 7.8) rather than 400."""
+
+
+def error_of(
+    factory: EngineFactory, reference_error: type[ValueError], case: str = ""
+) -> type[ValueError]:
+    """The class ``factory``'s engine raises where the reference raises ``reference_error``."""
+    if factory is ReferenceEngine:
+        return reference_error
+    if case in RUST_PATH_SYNTAX_CASES:
+        return eventtally.PathSyntaxError
+    if case in RUST_NOT_FOUND_CASES:
+        return eventtally.NotFoundError
+    return RUST_ERRORS[reference_error]
+
+
+@pytest.fixture(params=[ReferenceEngine, RustEngine], ids=["reference", "rust"])
+def make_engine(request: pytest.FixtureRequest) -> EngineFactory:
+    """Each hand table runs through the pure-Python reference and the Rust engine alike."""
+    factory: EngineFactory = request.param
+    return factory
 
 
 # =============================================================================================
@@ -1444,9 +1508,11 @@ def test_jpath_cases(expression: str, event: str, expected: bool) -> None:
 
 
 @pytest.mark.parametrize(("expression", "event", "expected"), JPATH_CASES)
-def test_jpath_cases_through_engine(expression: str, event: str, expected: bool) -> None:
+def test_jpath_cases_through_engine(
+    make_engine: EngineFactory, expression: str, event: str, expected: bool
+) -> None:
     """The same examples, used as a filter: COUNT has a row exactly when the event matches."""
-    engine = ReferenceEngine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], condition=expression)])
+    engine = make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], condition=expression)])
     engine.ingest("[" + event + "]")
     assert len(engine.results(_q(1, "COUNT"))) == (1 if expected else 0)
 
@@ -1456,6 +1522,14 @@ def test_jpath_syntax_errors(expression: str) -> None:
     """Malformed conditions are rejected with a JPathSyntaxError."""
     with pytest.raises(JPathSyntaxError):
         compile_condition(expression)
+
+
+@pytest.mark.parametrize("expression", JPATH_SYNTAX_ERRORS)
+def test_jpath_syntax_errors_as_filters(make_engine: EngineFactory, expression: str) -> None:
+    """The same conditions make a filter definition invalid, naming its ``filter`` field."""
+    with pytest.raises(error_of(make_engine, ConfigError, "bad_filter")) as info:
+        make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], condition=expression)])
+    assert getattr(info.value, "field", None) == "filters[0].filter"
 
 
 @pytest.mark.parametrize("expression", [None, "", "   "])
@@ -1502,11 +1576,9 @@ def test_group_strings(raw: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(("raw", "expected"), GROUP_STRING_CASES)
-def test_group_strings_through_engine(raw: str, expected: str) -> None:
+def test_group_strings_through_engine(make_engine: EngineFactory, raw: str, expected: str) -> None:
     """The engine's grouping gives the same strings (this exercises the raw re-parse)."""
-    engine = ReferenceEngine(
-        INGEST_TIME, [_filter([_agg(1, ["COUNT"])], groupings=[("@.v", None)])]
-    )
+    engine = make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], groupings=[("@.v", None)])])
     engine.ingest('[{"v":' + raw + "}]")
     assert engine.results(_q(1, "COUNT"))[0]["groupings"] == {"@.v": expected}
 
@@ -1609,9 +1681,9 @@ def _assert_rows(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -
 
 
 @pytest.mark.parametrize("case", ENGINE_CASES, ids=[c.name for c in ENGINE_CASES])
-def test_engine_cases(case: EngineCase) -> None:
+def test_engine_cases(make_engine: EngineFactory, case: EngineCase) -> None:
     """Each engine scenario gives the expected stats and rows."""
-    engine = ReferenceEngine(case.ingest, case.filters, now_ms=case.now_ms)
+    engine = make_engine(case.ingest, case.filters, now_ms=case.now_ms)
     stats: dict[str, Any] = {}
     for body in case.bodies:
         stats = engine.ingest(body)
@@ -1625,10 +1697,14 @@ def test_engine_cases(case: EngineCase) -> None:
     ("name", "ingest", "body", "error"), BAD_BATCH_CASES, ids=[c[0] for c in BAD_BATCH_CASES]
 )
 def test_bad_batches_are_atomic(
-    name: str, ingest: dict[str, Any], body: str | bytes, error: type[ValueError]
+    make_engine: EngineFactory,
+    name: str,
+    ingest: dict[str, Any],
+    body: str | bytes,
+    error: type[ValueError],
 ) -> None:
     """A bad batch raises and leaves the state exactly as it was."""
-    engine = ReferenceEngine(ingest, [_filter([_agg(1, ["COUNT"])])], now_ms=NOW)
+    engine = make_engine(ingest, [_filter([_agg(1, ["COUNT"])])], now_ms=NOW)
     good = {
         "NEWLINE_DELIMITED": '{"a":1}',
         "OBJECT_WITH_ARRAY_PROPERTY": '{"events":[{"a":1}]}',
@@ -1636,26 +1712,29 @@ def test_bad_batches_are_atomic(
     }.get(ingest["schema"], '[{"a":1}]')
     engine.ingest(good)
     before = engine.results(_q(1, "COUNT"))
-    with pytest.raises(error):
+    with pytest.raises(error_of(make_engine, error)):
         engine.ingest(body)
     assert engine.results(_q(1, "COUNT")) == before == [_row(B0921, 1.0)]
 
 
-def test_batch_atomic_when_late_element_is_bad() -> None:
+def test_batch_atomic_when_late_element_is_bad(make_engine: EngineFactory) -> None:
     """Valid events before a syntax error in the same batch are not applied."""
-    engine = ReferenceEngine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])])], now_ms=NOW)
-    with pytest.raises(JsonError):
+    engine = make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])])], now_ms=NOW)
+    with pytest.raises(error_of(make_engine, JsonError)):
         engine.ingest('[{"a":1},{"a":2},{"a":}]')
     assert engine.results(_q(1, "COUNT")) == []
 
 
-def test_nesting_limit_boundary() -> None:
+def test_nesting_limit_boundary(make_engine: EngineFactory) -> None:
     """512 nested levels parse; 513 are a JsonError."""
     assert parse_json("[" * 512 + "]" * 512) is not None
     with pytest.raises(JsonError):
         parse_json("[" * 513 + "]" * 513)
     deep_obj = '{"a":' * 511 + "1" + "}" * 511
-    engine = ReferenceEngine(
+    too_deep = make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])])], now_ms=NOW)
+    with pytest.raises(error_of(make_engine, JsonError)):
+        too_deep.ingest("[" + '{"a":' * 512 + "1" + "}" * 512 + "]")
+    engine = make_engine(
         INGEST_TIME, [_filter([_agg(1, ["COUNT"])], groupings=[("@.a", None)])], now_ms=NOW
     )
     engine.ingest("[" + deep_obj + "]")  # 512 levels including the batch array
@@ -1672,38 +1751,40 @@ def test_type_errors() -> None:
 @pytest.mark.parametrize(
     ("name", "defn", "field_name"), CONFIG_ERROR_CASES, ids=[c[0] for c in CONFIG_ERROR_CASES]
 )
-def test_config_errors(name: str, defn: dict[str, Any], field_name: str) -> None:
+def test_config_errors(
+    make_engine: EngineFactory, name: str, defn: dict[str, Any], field_name: str
+) -> None:
     """Invalid filter definitions are rejected, naming the field."""
-    with pytest.raises(ConfigError) as info:
-        ReferenceEngine(INGEST_TIME, [defn])
-    assert field_name in info.value.field
+    with pytest.raises(error_of(make_engine, ConfigError, name)) as info:
+        make_engine(INGEST_TIME, [defn])
+    assert field_name in getattr(info.value, "field", "")
 
 
 @pytest.mark.parametrize(("unit", "count"), VALID_INTERVALS)
-def test_valid_interval_bounds(unit: str, count: int) -> None:
+def test_valid_interval_bounds(make_engine: EngineFactory, unit: str, count: int) -> None:
     """The extreme allowed intervals are accepted."""
-    ReferenceEngine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], interval=(unit, count))])
+    make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], interval=(unit, count))])
 
 
 @pytest.mark.parametrize(("unit", "count"), INVALID_INTERVALS)
-def test_invalid_interval_bounds(unit: str, count: int) -> None:
+def test_invalid_interval_bounds(make_engine: EngineFactory, unit: str, count: int) -> None:
     """Intervals outside 30 s to 100 years are rejected."""
-    with pytest.raises(ConfigError):
-        ReferenceEngine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], interval=(unit, count))])
+    with pytest.raises(error_of(make_engine, ConfigError)):
+        make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])], interval=(unit, count))])
 
 
-def test_duplicate_filter_ids_rejected() -> None:
+def test_duplicate_filter_ids_rejected(make_engine: EngineFactory) -> None:
     """Two filters may not share an id."""
-    with pytest.raises(ConfigError):
-        ReferenceEngine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])])] * 2)
+    with pytest.raises(error_of(make_engine, ConfigError)):
+        make_engine(INGEST_TIME, [_filter([_agg(1, ["COUNT"])])] * 2)
 
 
-def test_legacy_groupings_list() -> None:
+def test_legacy_groupings_list(make_engine: EngineFactory) -> None:
     """The legacy groupings list is used when groupingItems is absent."""
     defn = _filter([_agg(1, ["COUNT"])])
     del defn["groupingItems"]
     defn["groupings"] = ["@.a"]
-    engine = ReferenceEngine(INGEST_TIME, [defn], now_ms=NOW)
+    engine = make_engine(INGEST_TIME, [defn], now_ms=NOW)
     engine.ingest('[{"a":"x"}]')
     assert engine.results(_q(1, "COUNT")) == [_row(B0921, 1.0, {"@.a": "x"})]
 
@@ -1711,16 +1792,16 @@ def test_legacy_groupings_list() -> None:
 @pytest.mark.parametrize(
     ("name", "query"), QUERY_ERROR_CASES, ids=[c[0] for c in QUERY_ERROR_CASES]
 )
-def test_query_errors(name: str, query: dict[str, Any]) -> None:
+def test_query_errors(make_engine: EngineFactory, name: str, query: dict[str, Any]) -> None:
     """Invalid Metrics API queries raise QueryError."""
-    engine = ReferenceEngine(INGEST_TIME, [QUERY_ERROR_FILTER])
-    with pytest.raises(QueryError):
+    engine = make_engine(INGEST_TIME, [QUERY_ERROR_FILTER])
+    with pytest.raises(error_of(make_engine, QueryError, name)):
         engine.results(query)
 
 
-def test_unknown_query_fields_are_ignored() -> None:
+def test_unknown_query_fields_are_ignored(make_engine: EngineFactory) -> None:
     """Client-side fields the Grafana plugin sends do not change the answer."""
-    engine = ReferenceEngine(INGEST_TIME, [QUERY_ERROR_FILTER], now_ms=NOW)
+    engine = make_engine(INGEST_TIME, [QUERY_ERROR_FILTER], now_ms=NOW)
     engine.ingest('[{"v":1}]')
     query = _q(
         1,
@@ -1740,10 +1821,10 @@ def test_unknown_query_fields_are_ignored() -> None:
     "name",
     ["track", "page", "screen", "identify", "group", "alias", "nested-properties", "minimal"],
 )
-def test_every_fixture_ingests(name: str) -> None:
+def test_every_fixture_ingests(make_engine: EngineFactory, name: str) -> None:
     """Every Segment fixture ingests as a single object and groups by its type."""
     event = json.loads(fixture(f"{name}.json"))
-    engine = ReferenceEngine(
+    engine = make_engine(
         _ingest("SINGLE_OBJECT", "@.receivedAt"),
         [_filter([_agg(1, ["COUNT"])], groupings=[("@.type", None)])],
         now_ms=NOW,

@@ -19,6 +19,7 @@ import pytest
 
 import eventtally
 from eventtally import ConfigError, Engine, SnapshotError
+from support import Clock
 
 MINUTE = 60
 HOUR = 3600
@@ -66,16 +67,6 @@ def _filter(retention: list[dict[str, Any]] | None) -> dict[str, Any]:
     if retention is not None:
         f["retention"] = retention
     return f
-
-
-class Clock:
-    """The injected clock: simulated Unix seconds."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _iso(t: float) -> str:
