@@ -258,7 +258,8 @@ class EventtallyApp(AdminRoutes):
             return self.ingest(environ, method, ingest_id)
         except Exception as exc:
             err = http_error(exc)
-            if err is not None:  # recorded for ingest-health (an error the table knows)
+            # ingest-health records the batch's refusals, not the server's own state
+            if err is not None and not isinstance(exc, NotReadyError):
                 self.health.refused_from_environ(environ, err.status, err.message)
             raise
 
