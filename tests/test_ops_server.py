@@ -230,7 +230,6 @@ def test_interim_server_snapshot_is_migrated(tmp_path: Path) -> None:
     """A data directory of the interim server (state/<org>.snapshot, no WAL) keeps its data."""
     import eventtally
     from eventtally.server import MetadataStore
-    from eventtally.server.manage import PLACEHOLDER_INGEST
 
     write_config(tmp_path)
     with ServerProcess(tmp_path) as srv:  # creates the metadata
@@ -240,11 +239,13 @@ def test_interim_server_snapshot_is_migrated(tmp_path: Path) -> None:
         for f in (data / sub).iterdir():
             f.unlink()
     store = MetadataStore(data)
-    snap = store.snapshot
+    snap = store.view
     ingests = {i.id: i.definition for i in snap.org_ingests(ORG)}
     filters = {f.id: f.definition for f in snap.filters[ORG]}
     store.close()
-    engine = eventtally.Engine([dict(PLACEHOLDER_INGEST), *ingests.values()], filters.values())
+    # The interim server kept a placeholder ingest in every engine; its snapshots still hold it.
+    placeholder = {"id": "_eventtally_validate", "schema": "ARRAY_OF_EVENTS"}
+    engine = eventtally.Engine([placeholder, *ingests.values()], filters.values())
     engine.ingest(batch("old", 33), ingest_id="in")
     meta = {
         "org": ORG,

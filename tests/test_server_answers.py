@@ -15,7 +15,7 @@ import eventtally
 from conftest_server import INGEST, Client, query, running_server
 from eventtally._safejson import MAX_DEPTH
 from eventtally.server import EventtallyHTTPServer
-from eventtally.server import app as app_module
+from eventtally.server.routes import metrics as metrics_routes
 
 EVENTS = [
     {
@@ -71,7 +71,7 @@ def test_large_answers_go_out_in_chunks(
     """With small chunks the app returns many of them and the client gets the same bytes."""
     fill(client)
     whole = client.results(query()).body
-    monkeypatch.setattr(app_module, "ANSWER_CHUNK_BYTES", 200)
+    monkeypatch.setattr(metrics_routes, "ANSWER_CHUNK_BYTES", 200)
     seen: list[int] = []
     original = server.app.metrics_answer
 

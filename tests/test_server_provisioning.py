@@ -154,7 +154,7 @@ def test_cli_objects_are_left_alone_by_provisioning(tmp_path: Path) -> None:
     with running_server(tmp_path) as srv:
         srv.app.manager.create_org("manual", "Manual")
     with running_server(tmp_path) as srv:
-        assert srv.app.store.snapshot.orgs["manual"].enabled
+        assert srv.app.store.view.orgs["manual"].enabled
 
 
 def test_inline_filter_tables_work(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -416,20 +415,12 @@ class Engine:
         return cls._wrap(_core.Engine.from_bytes(data), clock)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes a snapshot atomically (temporary file, fsync, rename)."""
-        target = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(target))
-        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.to_bytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Writes a snapshot atomically (temporary file, fsync, rename, fsync of the directory;
+        the file is ``0600``)."""
+        # Imported here: the engine is importable without the server's durability package.
+        from eventtally.durability.files import atomic_write
+
+        atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Engine:

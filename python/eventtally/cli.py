@@ -42,7 +42,14 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the server is imported lazily, by the commands that need it
+    from .server import LoadedConfig, Manager, Runtime, ServerConfig
+    from .server.metadata import ApiKeyRecord, FilterRecord, IngestRecord, Organization
+
+    #: What ``enable``/``disable`` print: any metadata record.
+    Record = Organization | IngestRecord | FilterRecord | ApiKeyRecord
 
 __all__ = ["main"]
 
@@ -56,7 +63,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
     return default if default.is_file() else None
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace) -> tuple[ServerConfig, LoadedConfig | None]:
     """(ServerConfig, LoadedConfig | None) from --config and --data-dir."""
     from .server import ServerConfig, load_config
 
@@ -135,10 +142,10 @@ def _demo_lines(base: str, raw_key: str, ingest_id: str, filter_id: str) -> list
 
 
 def _write_port_file(path: str, port: int) -> None:
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, target)
+    from .durability.files import atomic_write
+
+    # Not private: a supervisor running as another user may read it (the umask decides).
+    atomic_write(path, f"{port}\n".encode(), private=False)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -210,7 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         for line in _demo_lines(base, demo.raw_key, demo.ingest_id, demo.filter_id):
             print(line + "\n", flush=True)
-    elif not app.store.snapshot.orgs:
+    elif not app.store.view.orgs:
         print(
             "No organizations yet: start with --demo, provision them in eventtally.toml, "
             "or use `eventtally org create`.",
@@ -327,7 +334,7 @@ def _backfill_remote(args: argparse.Namespace, progress: _Progress) -> int:
         body.update({"from": args.start, "to": args.end})
 
     job = call("POST", "/admin/v1/backfill", body)
-    while job.get("status") == "running":
+    while job.get("status") in ("queued", "running"):  # queued: the job runner is busy
         time.sleep(0.2)
         job = call("GET", f"/admin/v1/backfill/{job['id']}")
         if job.get("progress"):
@@ -362,7 +369,7 @@ def _print_snapshot_backfill(result: dict[str, Any], as_json: bool) -> None:
 @contextlib.contextmanager
 def _offline_runtime(
     args: argparse.Namespace, busy_hint: str, *, with_retention: bool = False
-) -> Iterator[Any]:
+) -> Iterator[Runtime]:
     """The data directory's ``Runtime``, opened for a one-off command while no server runs, then
     closed (which snapshots what the command changed). A server holding the directory makes
     this a ``ValueError`` that ends with ``busy_hint`` (how to do it through that server).
@@ -499,7 +506,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
-def _only_org_with(runtime: Any, filter_id: str) -> str:
+def _only_org_with(runtime: Runtime, filter_id: str) -> str:
     orgs = [o for o in runtime.org_ids() if filter_id in runtime.org(o).filters]
     if not orgs:
         raise ValueError(
@@ -517,7 +524,7 @@ def _only_org_with(runtime: Any, filter_id: str) -> str:
 # ------------------------------------------------------------------------- management
 
 
-def _manager(args: argparse.Namespace) -> Any:
+def _manager(args: argparse.Namespace) -> Manager:
     from .server import Manager, MetadataStore
 
     cfg, _ = _load(args)
@@ -527,10 +534,10 @@ def _manager(args: argparse.Namespace) -> Any:
 def _manage(
     args: argparse.Namespace,
     *,
-    create: Callable[[Any], None],
-    rows: Callable[[Any], list[dict[str, Any]]],
+    create: Callable[[Manager], None],
+    rows: Callable[[Manager], list[dict[str, Any]]],
     columns: list[str],
-    set_enabled: Callable[[Any, bool], Any],
+    set_enabled: Callable[[Manager, bool], Record],
     label: str,
 ) -> int:
     """The shared shape of ``org|ingest|filter|key create|list|enable|disable``.
@@ -550,7 +557,7 @@ def _manage(
 
 
 def cmd_org(args: argparse.Namespace) -> int:
-    def create(m: Any) -> None:
+    def create(m: Manager) -> None:
         org = m.create_org(args.id, args.name, rate_limit=args.rate_limit)
         print(f"created organization {org.id}")
 
@@ -565,7 +572,7 @@ def cmd_org(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    def create(m: Any) -> None:
+    def create(m: Manager) -> None:
         defn = _read_definition(args) or {}
         for key, value in (
             ("id", args.id),
@@ -596,7 +603,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
-    def create(m: Any) -> None:
+    def create(m: Manager) -> None:
         defn = _read_definition(args)
         if defn is None:
             raise ValueError("give the filter definition with --file PATH or --json TEXT")
@@ -616,7 +623,7 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    def create(m: Any) -> None:
+    def create(m: Manager) -> None:
         record, raw = m.create_key(
             args.org, args.name, args.permissions, org_wide=not args.personal
         )

@@ -1,4 +1,4 @@
-"""Private files and directories in the data directory.
+"""The one filesystem helper module: private files and directories, atomic writes, fsync, writev.
 
 Guarantees:
 - :func:`make_private_dirs` creates a directory and every missing parent with mode ``0700``, and
@@ -9,6 +9,13 @@ Guarantees:
 - :func:`make_private_dirs` fsyncs the parent of each directory it creates, after creating it, so
   a freshly made ``data/wal`` (and ``data/`` itself) survives a power loss; files made in it later
   are fsynced by their writers.
+- :func:`atomic_write` replaces (or, with ``exclusive``, creates) a file so that a reader and a
+  crash see either the old content or the whole new one: temporary file in the same directory,
+  every byte written, ``fsync``, rename (``os.replace``; ``os.link`` when exclusive), then
+  ``fsync`` of the directory so the new name survives a power loss.  The temporary file is
+  removed when anything fails.
+- :func:`write_all` writes every byte of a list of buffers with ``writev`` (one system call in
+  the usual case, without joining them: a snapshot can be large), retrying short writes.
 - Existing directories are left as they are (an operator may have chosen the data directory's
   mode); a file opened with ``O_CREAT`` is ``0600`` afterwards even if an older version made it
   ``0644``.
@@ -18,9 +25,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
-__all__ = ["DIR_MODE", "FILE_MODE", "fsync_dir", "make_private_dirs", "open_private"]
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "Buffer",
+    "atomic_write",
+    "fsync_dir",
+    "make_private_dirs",
+    "open_private",
+    "write_all",
+]
+
+#: What :func:`write_all` and :func:`atomic_write` take: bytes-like buffers.
+Buffer = bytes | bytearray | memoryview
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -70,3 +90,72 @@ def open_private(path: str | os.PathLike[str], flags: int) -> int:
             os.close(fd)
             raise
     return fd
+
+
+def write_all(fd: int, parts: list[Buffer]) -> int:
+    """``writev`` every byte of ``parts`` to ``fd``; returns the number of bytes written.
+
+    One ``writev`` in the usual case (the write-ahead log's hot path); a short write (regular
+    files rarely write short, but may) continues from the first byte not written."""
+    total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
+    done = os.writev(fd, parts)
+    if done == total:
+        return total
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views and done:
+            views[0] = views[0][done:]
+            done = 0
+        if views:
+            done = os.writev(fd, views)
+    return total
+
+
+def atomic_write(
+    path: str | os.PathLike[str],
+    data: Buffer | list[Buffer],
+    *,
+    tmp: str | os.PathLike[str] | None = None,
+    private: bool = True,
+    exclusive: bool = False,
+) -> bool:
+    """Write ``data`` (one buffer or several, written with :func:`write_all`) to ``path``
+    atomically and durably; True when ``path`` now holds it.
+
+    ``tmp`` names the temporary file (default ``.<name>.<pid>.<thread>.tmp`` beside ``path``).
+    ``private`` makes the file ``0600`` (else the umask decides, as for ``open``).  With
+    ``exclusive`` an existing ``path`` is kept (another process won the race) and the result
+    is False.
+    """
+    target = Path(path)
+    temp = (
+        Path(tmp)
+        if tmp is not None
+        else target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = open_private(temp, flags) if private else os.open(temp, flags, 0o666)
+        try:
+            write_all(fd, data if isinstance(data, list) else [data])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                return False
+            finally:
+                temp.unlink(missing_ok=True)
+        else:
+            os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    fsync_dir(target.parent)
+    return True

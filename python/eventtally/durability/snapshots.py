@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from eventtally.durability.wal import _fsync_dir
-
-from .files import make_private_dirs, open_private
+from .files import atomic_write, make_private_dirs
 
 __all__ = ["SNAPSHOT_VERSION", "SnapshotFile", "SnapshotStore"]
 
@@ -48,7 +46,6 @@ _HEAD = struct.Struct("<8sIHHQqQ")
 _CRC = struct.Struct("<I")
 _NAME_RE = re.compile(r"^snap-(.+)-(\d{20})\.bin$")
 _TMP_SUFFIX = ".tmp"
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +59,6 @@ class SnapshotFile:
 
 class _Invalid(Exception):
     """Internal: a snapshot file does not verify (the message says why)."""
-
-
-def _write_all(fd: int, parts: list[bytes | bytearray | memoryview]) -> None:
-    """``writev`` every byte of ``parts`` (without joining them: snapshots can be large)."""
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
-    while views:
-        done = os.writev(fd, views)
-        while views and done >= len(views[0]):
-            done -= len(views[0])
-            views.pop(0)
-        if views and done:
-            views[0] = views[0][done:]
 
 
 def _decode(data: bytes, org_id: str, wal_seq: int) -> bytes:
@@ -149,19 +134,7 @@ class SnapshotStore:
         crc = zlib.crc32(engine_bytes, zlib.crc32(org, zlib.crc32(head)))
         tmp = self.directory / f".{final.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}"
         with self._org_lock(org_id):
-            try:
-                fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC)
-                try:
-                    _write_all(fd, [head, org, engine_bytes, _CRC.pack(crc)])
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, final)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            _fsync_dir(self.directory)
+            atomic_write(final, [head, org, engine_bytes, _CRC.pack(crc)], tmp=tmp)
             self._prune(org_id)
         return final
 

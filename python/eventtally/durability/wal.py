@@ -55,7 +55,8 @@ from typing import Literal
 
 from eventtally.exceptions import EventtallyIOError
 
-from .files import make_private_dirs, open_private
+from .files import fsync_dir as _fsync_dir
+from .files import make_private_dirs, open_private, write_all
 
 __all__ = [
     "FLAG_USER_MAX",
@@ -237,30 +238,8 @@ def _segment_name(first_seq: int) -> str:
     return f"wal-{first_seq:020d}.log"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _writev_all(fd: int, parts: list[bytes | bytearray | memoryview]) -> int:
-    """``writev`` until every byte is written (regular files rarely write short, but may)."""
-    total = sum(len(p) for p in parts)
-    done = os.writev(fd, parts)
-    while done < total:
-        rest: list[bytes | bytearray | memoryview] = []
-        skip = done
-        for p in parts:
-            if skip >= len(p):
-                skip -= len(p)
-                continue
-            rest.append(memoryview(p)[skip:])
-            skip = 0
-        parts = rest
-        done += os.writev(fd, parts)
-    return total
+#: The log writes through this module-level name, so a test can make the disk fail.
+_writev_all = write_all
 
 
 def _parse(

@@ -19,7 +19,11 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
+
+from eventtally.durability import FsyncPolicy
+
+from .errors import ConfigFileError
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -45,13 +49,6 @@ DEFAULT_RETENTION: tuple[dict[str, Any], ...] = (
     {"intervalType": "HOUR", "intervalCount": 1, "keepSeconds": 400 * 86_400},
     {"intervalType": "DAY", "intervalCount": 1, "keepSeconds": 0},
 )
-
-
-class ConfigFileError(ValueError):
-    """The TOML file is unreadable or has a wrong shape; the message names the key."""
-
-
-FsyncPolicy = Literal["always", "interval", "never"]
 
 
 @dataclass(frozen=True)

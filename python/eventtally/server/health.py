@@ -33,6 +33,8 @@ from urllib.parse import parse_qs
 
 import eventtally
 
+from .errors import HealthQueryError
+
 if TYPE_CHECKING:
     from .metadata import IngestRecord
     from .runtime import OrgState, Runtime
@@ -70,8 +72,8 @@ ROUTES: dict[str, str] = {"ingest-health": "GET", "server-info": "GET"}
 DIR_SIZE_TTL = 10.0
 
 
-class QueryError(ValueError):
-    """A query parameter is out of range (the app answers 400 with this message)."""
+#: A query parameter out of range (the app answers 400 with its message).
+QueryError = HealthQueryError
 
 
 def _iso(seconds: float) -> str:

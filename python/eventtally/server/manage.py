@@ -25,10 +25,7 @@ from .metadata import (
     parse_permissions,
 )
 
-__all__ = ["PLACEHOLDER_INGEST", "Manager", "validate_filter", "validate_ingest"]
-
-#: An ingest no URL routes to; lets the engine validate a filter on its own.
-PLACEHOLDER_INGEST: dict[str, Any] = {"id": "_eventtally_validate", "schema": "ARRAY_OF_EVENTS"}
+__all__ = ["Manager", "validate_filter", "validate_ingest"]
 
 
 def validate_ingest(definition: object) -> dict[str, Any]:
@@ -50,7 +47,7 @@ def validate_filter(definition: object) -> dict[str, Any]:
         raise MetadataError("filter definition: expected a JSON object")
     defn = dict(definition)
     try:
-        eventtally.Engine([dict(PLACEHOLDER_INGEST)], [copy.deepcopy(defn)])
+        eventtally.Engine([], [copy.deepcopy(defn)])
     except (eventtally.EventtallyError, TypeError) as exc:
         raise MetadataError(f"invalid filter definition: {exc}") from exc
     return defn

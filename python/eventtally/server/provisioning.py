@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import LoadedConfig
+from .errors import ProvisioningError
 from .manage import Manager, validate_filter, validate_ingest
 from .metadata import (
     MetadataError,
@@ -43,10 +44,6 @@ __all__ = [
 ]
 
 SOURCE = "config"
-
-
-class ProvisioningError(ValueError):
-    """The config's organizations cannot be applied; the message names the place."""
 
 
 @dataclass(frozen=True)
@@ -314,13 +311,13 @@ def ensure_demo(manager: Manager) -> DemoSetup:
     the demo keys issued before it.
     """
     store = manager.store
-    snap = store.snapshot
-    if DEMO_ORG not in snap.orgs:
+    view = store.view
+    if DEMO_ORG not in view.orgs:
         manager.create_org(DEMO_ORG, "Demo", source="demo")
-    elif not snap.orgs[DEMO_ORG].enabled:
+    elif not view.orgs[DEMO_ORG].enabled:
         manager.set_org_enabled(DEMO_ORG, True)
-    snap = store.snapshot
-    ingest = snap.ingests.get(DEMO_INGEST["id"])
+    view = store.view
+    ingest = view.ingests.get(DEMO_INGEST["id"])
     if ingest is None:
         manager.create_ingest(DEMO_ORG, DEMO_INGEST, source="demo")
     elif ingest.org_id == DEMO_ORG and not ingest.enabled:

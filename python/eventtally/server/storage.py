@@ -40,6 +40,7 @@ from eventtally.durability import MessageIdDeduplicator, SnapshotStore, WriteAhe
 from eventtally.durability.files import make_private_dirs, open_private
 
 from .config import DurabilityConfig
+from .errors import DataDirBusyError
 
 __all__ = [
     "STATE_MAGIC",
@@ -55,17 +56,6 @@ log = logging.getLogger("eventtally.server")
 STATE_MAGIC = b"eventtally-org-state 1\n"
 #: The interim server's snapshot format (``state/<org>.snapshot`` as a regular file).
 LEGACY_MAGIC = b"eventtally-server-snapshot 1\n"
-
-
-class DataDirBusyError(OSError):
-    """Another process holds the data directory (a running server)."""
-
-    def __init__(self, path: Path, pid: str) -> None:
-        who = f"process {pid}" if pid else "another process"
-        super().__init__(
-            f"the data directory {path.parent} is in use by {who} (a running eventtally server?)"
-        )
-        self.pid = pid
 
 
 class DataDirLock:
