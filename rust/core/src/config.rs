@@ -236,13 +236,13 @@ fn check_path(src: &str, field: &str) -> Result<Path> {
     if src.trim().is_empty() {
         return Err(cfg(field, "must not be empty"));
     }
-    parse_path(src).map_err(|e| e.in_field(field))
+    parse_path(src).map_err(|e| e.under(field))
 }
 
 fn check_condition(src: &str, field: &str) -> Result<()> {
     Condition::compile(src, &mut NullResolver)
         .map(|_| ())
-        .map_err(|e| e.in_field(field))
+        .map_err(|e| e.under(field))
 }
 
 impl IngestDef {

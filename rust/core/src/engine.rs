@@ -217,7 +217,7 @@ impl Plan {
                 element: flatten.as_mut().map(|f| &mut f.registry),
             };
             let condition =
-                Condition::compile(&def.filter, &mut resolver).map_err(|e| e.in_field("filter"))?;
+                Condition::compile(&def.filter, &mut resolver).map_err(|e| e.under("filter"))?;
             let grouping_slots = def
                 .groupings
                 .iter()
@@ -228,7 +228,7 @@ impl Plan {
                 let sub_filter = match &a.sub_filter {
                     Some(src) => Some(
                         Condition::compile(src, &mut resolver)
-                            .map_err(|e| e.in_field(&format!("aggregations[{i}].subFilter")))?,
+                            .map_err(|e| e.under(&format!("aggregations[{i}].subFilter")))?,
                     ),
                     None => None,
                 };
