@@ -783,3 +783,162 @@ fn merge_stores(store: &mut Store, other: &Store) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BATCH: &[u8] = br#"[{"t":1704067200000,"k":"a"},{"t":1704067260000,"k":"b"}]"#;
+
+    fn filter(id: &str) -> FilterDef {
+        FilterDef::from_json(&json!({
+            "id": id, "intervalType": "MINUTE", "intervalCount": 1,
+            "aggregations": [{"id": 1, "calculations": ["COUNT"]}]
+        }))
+        .unwrap()
+    }
+
+    fn engine() -> SharedEngine {
+        let ingest = IngestDef::from_json(&json!({
+            "id": "i",
+            "timestamp": {"source": "PROPERTY", "path": "$.t", "format": "UNIX_MILLISECONDS"}
+        }))
+        .unwrap();
+        SharedEngine::new(vec![ingest], vec![filter("f")]).unwrap()
+    }
+
+    fn count(e: &SharedEngine, filter_id: &str) -> f64 {
+        let q = json!({
+            "filterId": filter_id, "aggregationId": 1, "calculation": "COUNT",
+            "startTime": "2024-01-01T00:00:00Z", "endTime": "2024-01-02T00:00:00Z"
+        });
+        let (_, rs) = e.run_query(&q, 1_704_153_600_000).unwrap();
+        rs.value.iter().sum()
+    }
+
+    fn matched(stats: &IngestStats, filter_id: &str) -> Option<u64> {
+        stats
+            .per_filter
+            .iter()
+            .find(|f| f.filter_id == filter_id)
+            .map(|f| f.matched)
+    }
+
+    fn temp_file(name: &str, data: &[u8]) -> String {
+        let dir = std::env::temp_dir().join(format!("et-shared-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, data).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_prepared_batch_is_evaluated_again_when_a_filter_was_added() {
+        let e = engine();
+        let batch = e.prepare(BATCH, None, 0).unwrap();
+        assert_eq!(matched(batch.stats(), "g"), None);
+        e.add_filter(filter("g")).unwrap();
+        let stats = e.apply(&batch).unwrap();
+        assert_eq!(matched(&stats, "g"), Some(2));
+        assert!((count(&e, "g") - 2.0).abs() < f64::EPSILON);
+        assert!(e.apply(&batch).is_err(), "a batch applies once");
+    }
+
+    #[test]
+    fn a_batch_whose_ingest_was_removed_stays_available() {
+        let e = engine();
+        let batch = e.prepare(BATCH, Some("i"), 0).unwrap();
+        let other = IngestDef::from_json(&json!({"id": "j"})).unwrap();
+        e.add_ingest(other).unwrap();
+        e.remove_ingest("i").unwrap();
+        assert!(matches!(
+            e.apply(&batch),
+            Err(Error::NotFound { kind: "ingest", .. })
+        ));
+        // Not consumed: it is refused for the same reason again, not as "already applied".
+        assert!(matches!(e.apply(&batch), Err(Error::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_file_ingest_survives_a_filter_edited_while_it_is_read() {
+        let e = engine();
+        let path = temp_file("edit.json", BATCH);
+        let edited = Cell::new(false);
+        // The progress callback runs without any lock held, so it can edit the definitions: the
+        // deterministic form of an edit from another thread while the file is read.
+        let mut progress = |_: u64, _: u64| {
+            if !edited.replace(true) {
+                e.add_filter(filter("g")).unwrap();
+            }
+            true
+        };
+        let stats = e.ingest_file(&path, None, 0, &mut progress).unwrap();
+        assert!(edited.get());
+        assert_eq!(matched(&stats, "f"), Some(2));
+        assert_eq!(matched(&stats, "g"), Some(2));
+        assert!((count(&e, "g") - 2.0).abs() < f64::EPSILON);
+        assert!((count(&e, "f") - 2.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_multi_file_ingest_survives_a_filter_removed_while_it_is_read() {
+        let e = engine();
+        e.add_filter(filter("g")).unwrap();
+        let paths = vec![
+            temp_file("a.json", BATCH),
+            temp_file("b.ndjson", b"{\"t\":1704067200000}\n"),
+        ];
+        let edited = Cell::new(false);
+        let mut poll = |_: u64, _: u64| {
+            if !edited.replace(true) {
+                e.remove_filter("g").unwrap();
+            }
+            true
+        };
+        let stats = e.ingest_files(&paths, None, 0, Some(2), &mut poll).unwrap();
+        assert!(edited.get());
+        assert_eq!(matched(&stats, "g"), None);
+        assert_eq!(matched(&stats, "f"), Some(3));
+        assert!((count(&e, "f") - 3.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_stopped_file_ingest_applies_nothing() {
+        let e = engine();
+        let path = temp_file("stop.json", BATCH);
+        let err = e
+            .ingest_file(&path, None, 0, &mut |_, _| false)
+            .unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err}");
+        assert!(count(&e, "f").abs() < f64::EPSILON);
+        let err = e
+            .ingest_files(&[path], None, 0, Some(1), &mut |_, _| false)
+            .unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err}");
+        assert!(count(&e, "f").abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn merge_refuses_itself_and_different_filters_and_adds_state() {
+        let a = engine();
+        let b = engine();
+        a.ingest(BATCH, None, 0).unwrap();
+        b.ingest(BATCH, None, 0).unwrap();
+        assert!(a.merge(&a).is_err());
+        a.merge(&b).unwrap();
+        assert!((count(&a, "f") - 4.0).abs() < f64::EPSILON);
+        b.add_filter(filter("g")).unwrap();
+        let before = count(&a, "f");
+        assert!(matches!(a.merge(&b), Err(Error::Config { .. })));
+        assert!((count(&a, "f") - before).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn definition_errors_name_their_index() {
+        let err = SharedEngine::from_json(&json!({"id": "i"}), &json!([{"id": "f"}])).unwrap_err();
+        match err {
+            Error::Config { field, .. } => assert!(field.starts_with("filters[0]."), "{field}"),
+            other => panic!("{other}"),
+        }
+    }
+}
