@@ -20,10 +20,11 @@
 
 use std::fmt::{self, Write as _};
 
-const MS_PER_SECOND: i64 = 1_000;
-const MS_PER_MINUTE: i64 = 60 * MS_PER_SECOND;
-const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
-const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
+/// The one table of fixed unit lengths in milliseconds (`IntervalUnit::millis` reads it).
+pub const MS_PER_SECOND: i64 = 1_000;
+pub const MS_PER_MINUTE: i64 = 60 * MS_PER_SECOND;
+pub const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
+pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
 /// The earliest time a parser returns: `0000-01-01T00:00:00Z`.
 pub const MIN_MILLIS: i64 = -62_167_219_200_000;
