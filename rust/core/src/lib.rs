@@ -7,10 +7,11 @@
 //! `shared` is the engine as threads share it (locks, the prepare-again rule, definition
 //! edits, merges); `query` answers Metrics API requests; `response` streams their answer text
 //! and `wire` builds them as JSON values; `snapshot`
-//! persists and merges state; `file` reads archive files in bounded memory and `parallel`
+//! persists and merges state (both it and `sketch` encode with `codec`); `file` reads archive files in bounded memory and `parallel`
 //! reads many of them on every core; `retention` compacts old buckets into coarser tiers.
 
 pub mod batch;
+pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod error;
