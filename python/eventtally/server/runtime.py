@@ -10,8 +10,8 @@ Guarantees:
   gate, so it is durable (per the fsync policy) before it is applied and before the caller
   answers 200.  A batch the log refuses (``OSError``) is not applied: the caller answers 503.
   The state-size limit is checked before the append, so a refused batch is never in the log.
-- Each record carries the ingest time in ms; live ingest and replay hand the engine
-  ``from_ms(ms)``, so events timestamped at ingest time land in the same buckets after a crash.
+- Each record carries the ingest time in ms; live ingest and replay hand the engine that ms
+  (``received_ms``), so events timestamped at ingest time land in the same buckets after a crash.
 - Snapshots are taken under the exclusive gate: a snapshot tagged ``wal_seq`` holds exactly the
   organization's records numbered ``<= wal_seq``, so replay never double-counts.  Definition
   changes are applied *and snapshotted* under that gate, so every record is replayed with the
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import eventtally
-from eventtally.durability import RecoveryReport, WalRecord, from_ms, recover, to_ms
+from eventtally.durability import RecoveryReport, WalRecord, recover, to_ms
 
 from .config import DurabilityConfig
 from .manage import PLACEHOLDER_INGEST
@@ -746,7 +746,7 @@ class Runtime:
         with st.gate.shared():
             if self.closed:  # checked under the gate: the final snapshot covers every 200
                 raise NotReadyError("shutting down")
-            prepared = st.engine.prepare(body, ingest_id=ingest_id, received_at=from_ms(ms))
+            prepared = st.engine.prepare(body, ingest_id=ingest_id, received_ms=ms)
             wal = self.storage.wal
             if wal is not None:
                 try:
@@ -1044,7 +1044,7 @@ class Runtime:
                 continue
             try:
                 stats = temp.ingest(
-                    rec.payload, ingest_id=rec.ingest_id, received_at=from_ms(rec.received_at_ms)
+                    rec.payload, ingest_id=rec.ingest_id, received_ms=rec.received_at_ms
                 )
             except eventtally.EventtallyError as exc:
                 result.failed += 1
