@@ -598,7 +598,12 @@ impl Plan {
 }
 
 /// A scanner at the body's first value, which must open with `open` (else a format error).
-fn open_body<'a>(src: &'a str, base: usize, open: u8, expected: &str) -> Result<Scanner<'a>> {
+pub(crate) fn open_body<'a>(
+    src: &'a str,
+    base: usize,
+    open: u8,
+    expected: &str,
+) -> Result<Scanner<'a>> {
     let mut sc = Scanner::new(src, base);
     sc.skip_ws();
     if sc.peek() == Some(open) {
@@ -628,7 +633,7 @@ fn format_error(sc: &Scanner<'_>, reason: &str) -> Error {
     }
 }
 
-fn expect_end(sc: &mut Scanner<'_>) -> Result<()> {
+pub(crate) fn expect_end(sc: &mut Scanner<'_>) -> Result<()> {
     sc.skip_ws();
     if sc.at_end() {
         Ok(())

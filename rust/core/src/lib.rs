@@ -8,7 +8,8 @@
 //! edits, merges); `query` answers Metrics API requests; `response` streams their answer text
 //! and `wire` builds them as JSON values; `snapshot`
 //! persists and merges state (both it and `sketch` encode with `codec`); `file` reads archive files in bounded memory and `parallel`
-//! reads many of them on every core; `retention` compacts old buckets into coarser tiers.
+//! reads many of them on every core; `retention` compacts old buckets into coarser tiers; `message_ids` reads each
+//! event's `messageId` with the batch grammar, for deduplication.
 
 pub mod batch;
 pub mod codec;
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod file;
 pub mod jpath;
+pub mod message_ids;
 pub mod parallel;
 pub mod path;
 pub mod query;

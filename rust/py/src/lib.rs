@@ -6,7 +6,8 @@
 //! `eventtally_core::shared`.
 //!
 //! Modules: `errors` (error conversion and `enter_core`), `convert` (inputs and stats),
-//! `engine` (the `Engine` class), `batch` (the `PreparedBatch` class); this file is the module
+//! `engine` (the `Engine` class), `batch` (the `PreparedBatch` class), `ids` (`messageId`
+//! extraction for deduplication); this file is the module
 //! table. Both classes are frozen: their state sits behind the core's own locks.
 //!
 //! **No lock is ever taken, or waited for, while attached to Python**: every core call runs
@@ -19,6 +20,7 @@ mod batch;
 mod convert;
 mod engine;
 mod errors;
+mod ids;
 
 use eventtally_core::snapshot;
 use eventtally_core::time::write_rfc3339;
@@ -50,6 +52,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<batch::PreparedBatch>()?;
     m.add_function(wrap_pyfunction!(_rows_from_arrays, m)?)?;
+    m.add_function(wrap_pyfunction!(ids::message_ids, m)?)?;
     m.add("SNAPSHOT_FORMAT_VERSION", snapshot::FORMAT_VERSION)?;
     Ok(())
 }
