@@ -113,11 +113,7 @@ fn elements<'a>(sc: &mut Scanner<'a>, trie: &PathTrie, shift: usize) -> Result<V
 
                 return Ok(out);
             }
-            _ => {
-                return Err(sc
-                    .error_here("expected ',' or ']' after an array element")
-                    .into())
-            }
+            _ => return Err(sc.error_here("expected ',' or ']' after an array element")),
         }
     }
 }

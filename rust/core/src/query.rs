@@ -409,25 +409,22 @@ fn coarser_than_range(_base: Interval, unit: IntervalUnit, freq: i64) -> bool {
 }
 
 fn rollup_candidate(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Interval> {
-    let unit_ms: i64 = match unit.millis() {
-        Some(ms) => ms,
-        None => {
-            let months = |i: &Interval| match i.unit {
-                IntervalUnit::Month => Some(i64::from(i.count)),
-                IntervalUnit::Year => Some(12 * i64::from(i.count)),
-                _ => None,
-            };
-            return Interval::new(unit, freq).ok().filter(|r| {
-                let rollup_months = months(r).expect("calendar rollup");
-                match (months(&base), base.fixed_millis()) {
-                    (Some(base_months), _) => rollup_months > base_months,
-                    // A calendar rollup coarsens a fixed base when even its shortest bucket
-                    // (28 days a month) is longer.
-                    (None, Some(len)) => rollup_months * 28 * MS_PER_DAY > len,
-                    (None, None) => false,
-                }
-            });
-        }
+    let Some(unit_ms) = unit.millis() else {
+        let months = |i: &Interval| match i.unit {
+            IntervalUnit::Month => Some(i64::from(i.count)),
+            IntervalUnit::Year => Some(12 * i64::from(i.count)),
+            _ => None,
+        };
+        return Interval::new(unit, freq).ok().filter(|r| {
+            let rollup_months = months(r).expect("calendar rollup");
+            match (months(&base), base.fixed_millis()) {
+                (Some(base_months), _) => rollup_months > base_months,
+                // A calendar rollup coarsens a fixed base when even its shortest bucket
+                // (28 days a month) is longer.
+                (None, Some(len)) => rollup_months * 28 * MS_PER_DAY > len,
+                (None, None) => false,
+            }
+        });
     };
     let len = unit_ms.saturating_mul(freq);
     // Calendar bases vary in length; a fixed rollup coarsens them when it exceeds their longest.

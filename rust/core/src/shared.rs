@@ -108,6 +108,29 @@ impl<D: AsRef<[u8]>> PreparedBatch<D> {
     fn set_slot(&self, next: Slot) {
         *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = next;
     }
+
+    /// Moves the batch's slot after an apply: `Applied`, or `Ready` again when nothing was
+    /// applied (its delta evaluated again against its own plan, which accepted it before).
+    fn settle(&self, applied: Result<IngestStats>) -> Result<IngestStats> {
+        let batch = self;
+        match applied {
+            Ok(stats) => {
+                batch.set_slot(Slot::Applied);
+                Ok(stats)
+            }
+            Err(e) => {
+                let again = batch
+                    .plan
+                    .ingest_index(Some(&batch.ingest))
+                    .and_then(|i| batch.plan.prepare(batch.data.as_ref(), i, batch.now_ms));
+                batch.set_slot(match again {
+                    Ok(delta) => Slot::Ready(delta),
+                    Err(_) => Slot::Applied,
+                });
+                Err(e)
+            }
+        }
+    }
 }
 
 /// What [`SharedEngine::answer`] is asked for (spec 7.2, 7.3 and 7.4).
@@ -278,40 +301,14 @@ impl SharedEngine {
                 }
                 let applied = store.apply(&batch.plan, delta);
                 drop(store);
-                return self.settle(batch, applied);
+                return batch.settle(applied);
             }
         }
         let data = batch.data.as_ref();
         let applied = self.commit(batch.plan.clone(), delta, &batch.ingest, |p, i| {
             p.prepare(data, i, batch.now_ms)
         });
-        self.settle(batch, applied)
-    }
-
-    /// Moves the batch's slot after an apply: `Applied`, or `Ready` again when nothing was
-    /// applied (its delta evaluated again against its own plan, which accepted it before).
-    fn settle<D: AsRef<[u8]>>(
-        &self,
-        batch: &PreparedBatch<D>,
-        applied: Result<IngestStats>,
-    ) -> Result<IngestStats> {
-        match applied {
-            Ok(stats) => {
-                batch.set_slot(Slot::Applied);
-                Ok(stats)
-            }
-            Err(e) => {
-                let again = batch
-                    .plan
-                    .ingest_index(Some(&batch.ingest))
-                    .and_then(|i| batch.plan.prepare(batch.data.as_ref(), i, batch.now_ms));
-                batch.set_slot(match again {
-                    Ok(delta) => Slot::Ready(delta),
-                    Err(_) => Slot::Applied,
-                });
-                Err(e)
-            }
-        }
+        batch.settle(applied)
     }
 
     /// Ingests one archive file in bounded memory, atomically. `progress(done, total)` is called

@@ -51,7 +51,7 @@ impl AsRef<[u8]> for Input {
 
 /// JSON text from Python (definitions, queries) as a value; `what` names it in the error.
 pub(crate) fn parse_json(py: Python<'_>, text: &str, what: &str) -> PyResult<Json> {
-    eventtally_core::config::parse_json_text(text, what).map_err(|e| to_py_err(py, e))
+    eventtally_core::config::parse_json_text(text, what).map_err(|e| to_py_err(py, &e))
 }
 
 /// Ingest stats as the dict `IngestStats._from_core` reads; drop reasons that did not happen

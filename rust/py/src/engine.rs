@@ -46,15 +46,15 @@ fn progress_to<'a>(
 
 /// The result of a file ingest that a progress callback may have stopped: the callback's own
 /// exception wins over the core's "stopped" error.
-fn file_result<'py>(
-    py: Python<'py>,
+fn file_result(
+    py: Python<'_>,
     result: Result<IngestStats, Error>,
     callback_error: Option<PyErr>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Bound<'_, PyDict>> {
     if let Some(e) = callback_error {
         return Err(e);
     }
-    let stats = result.map_err(|e| to_py_err(py, e))?;
+    let stats = result.map_err(|e| to_py_err(py, &e))?;
     stats_to_py(py, &stats)
 }
 

@@ -47,11 +47,11 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
 
 /// The single conversion point from core errors to Python exceptions (a failure to build the
 /// exception, such as an import error, is raised instead).
-pub(crate) fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
+pub(crate) fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let classes = classes(py)?;
         let kwargs = PyDict::new(py);
-        let class = match &err {
+        let class = match err {
             Error::Json { offset, reason } => {
                 kwargs.set_item("offset", offset)?;
                 kwargs.set_item("reason", reason)?;
@@ -126,6 +126,6 @@ impl EnterCore for Python<'_> {
         F: Send + FnOnce() -> Result<T, Error>,
         T: Send,
     {
-        self.detach(f).map_err(|e| to_py_err(self, e))
+        self.detach(f).map_err(|e| to_py_err(self, &e))
     }
 }
