@@ -9,8 +9,8 @@ What this module guarantees:
 - Exactly once: a WAL record is applied to its organization's engine if and only if its sequence
   number is above that organization's snapshot ``wal_seq``, in log order. Records a snapshot
   covers are skipped from their headers alone (their payloads are not read).
-- The ingest time is replayed from the record (``received_ms=received_at_ms``), so events timestamped
-  at ingest time land in the buckets they landed in before the crash.
+- The ingest time is replayed from the record (``received_ms=received_at_ms``), so events
+  timestamped at ingest time land in the buckets they landed in before the crash.
 - A record whose replay raises :class:`eventtally.EventtallyError` (it was a 4xx when first
   sent, or the definitions changed since) is counted and logged, never fatal. A damaged record
   in the middle of the log (:class:`~eventtally.durability.wal.WalCorruptionError`) is fatal:
