@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventtally import _core
+from eventtally._safejson import MAX_DEPTH, TooDeepError, check_depth
 
 __all__ = ["DedupPlan", "DedupStats", "MessageIdDeduplicator", "message_id_hash"]
 
@@ -131,6 +132,12 @@ def _parse_body(body: bytes, schema: str, array_path: str | None) -> _Parsed:
     the engine would refuse is :class:`_Unparsable`."""
     if schema == "OBJECT_WITH_ARRAY_PROPERTY" and array_path is None:
         raise _Unparsable("OBJECT_WITH_ARRAY_PROPERTY needs the ingest's arrayPath")
+    try:
+        # Deeper bodies go to the engine undeduplicated (it refuses past 512), as documented
+        # in docs/server.md: no real event nests 64 levels.
+        check_depth(body, MAX_DEPTH)
+    except TooDeepError:
+        raise _Unparsable("nested too deep") from None
     got = _core.message_ids(body, schema, array_path)
     if got is None:
         raise _Unparsable("the engine would refuse this body")
