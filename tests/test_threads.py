@@ -225,6 +225,39 @@ def test_definitions_change_while_ingesting() -> None:
     assert [f["id"] for f in engine.filter_definitions()] == ["stay"]
 
 
+@pytest.mark.parametrize("method", ["ingest_file", "ingest_files", "prepare"])
+def test_an_ingest_is_evaluated_again_when_filters_change_meanwhile(
+    tmp_path: Path, method: str
+) -> None:
+    """One rule for every way in: when a filter is added between reading the input and applying
+    it, the input is evaluated again against the new filters, so the ingest does not fail and
+    the new filter counts it. The progress callback runs without any engine lock held, so an
+    edit from it is the deterministic form of an edit from another thread."""
+    engine = make_engine(ingest_def(), [filter_def("old")])
+    body = dumps([{}] * 10)
+    path = tmp_path / "batch.json"
+    path.write_bytes(body)
+    edits: list[str] = []
+
+    def add_once(_done: int, _total: int) -> None:
+        if not edits:
+            edits.append("new")
+            engine.add_filter(filter_def("new"))
+
+    if method == "ingest_file":
+        stats = engine.ingest_file(path, progress=add_once)
+    elif method == "ingest_files":
+        stats = engine.ingest_files([path], threads=1, progress=add_once)
+    else:
+        prepared = engine.prepare(body)
+        add_once(0, 0)
+        stats = engine.apply(prepared)
+    assert edits == ["new"]
+    assert stats.per_filter["new"]["matched"] == 10
+    assert rows(engine, filter_id="new")[0]["value"] == 10
+    assert rows(engine, filter_id="old")[0]["value"] == 10
+
+
 # --------------------------------------------------------------------------------------------
 # prepare / apply
 # --------------------------------------------------------------------------------------------

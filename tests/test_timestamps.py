@@ -307,6 +307,19 @@ def test_received_at_overrides_the_clock() -> None:
     assert {r["dt"]: r["value"] for r in rows(engine)} == {B0: 1.0, B30: 1.0}
 
 
+def test_received_ms_is_the_ingest_time_exactly() -> None:
+    """``received_ms`` (the WAL's integer ms) is the ingest time as given, with no float trip:
+    the last millisecond of a bucket stays in it; it excludes ``received_at``."""
+    engine = make_engine(ingest_def(path="@.t"), [filter_def(interval=SECONDS_30)])
+    engine.ingest(b'[{"t":"nope"}]', received_ms=1715678489_999)
+    engine.apply(engine.prepare(b'[{"t":"nope"}]', received_ms=1715678490_000))
+    assert {r["dt"]: r["value"] for r in rows(engine)} == {B0: 1.0, B30: 1.0}
+    with pytest.raises(TypeError, match="not both"):
+        engine.ingest(b"[]", received_at=1.0, received_ms=1000)
+    with pytest.raises(TypeError, match="int"):
+        engine.ingest(b"[]", received_ms=1.5)  # type: ignore[arg-type]
+
+
 def test_default_clock_is_wall_time() -> None:
     """Without a clock the ingest time is the current wall time."""
     import time

@@ -10,7 +10,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "_rows_from_arrays"]
+__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "_rows_from_arrays", "message_ids"]
 
 SNAPSHOT_FORMAT_VERSION: int
 
@@ -127,3 +127,10 @@ def _rows_from_arrays(
     dt: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
 ) -> list[tuple[str, float]]:
     """(RFC 3339 dt, value) pairs from result arrays."""
+
+def message_ids(
+    body: bytes | bytearray | memoryview | str, schema: str, array_path: str | None = None
+) -> tuple[list[tuple[int, int, int, str | None]], tuple[int, int] | None] | None:
+    """Each event's ``messageId`` read by the engine's batch grammar: ``(units, array_span)``
+    with units ``(start, end, kind, value)`` (kind 0 structural NDJSON line, 1 no id, 2 string
+    id, 3 other id as JSON text), or ``None`` for a body the engine would refuse."""

@@ -131,8 +131,14 @@ class PreparedBatch:
         return IngestStats._from_core(self._inner.stats())
 
 
-def _now_ms(clock: Clock, received_at: float | None) -> int:
+def _now_ms(clock: Clock, received_at: float | None, received_ms: int | None = None) -> int:
     # Floored like timestamp values, so a clock reading and an equal event time share a bucket.
+    if received_ms is not None:
+        if received_at is not None:
+            raise TypeError("pass received_at (seconds) or received_ms, not both")
+        if not isinstance(received_ms, int) or isinstance(received_ms, bool):
+            raise TypeError("received_ms must be an int (Unix milliseconds)")
+        return received_ms
     seconds = clock() if received_at is None else received_at
     return math.floor(seconds * 1000)
 
@@ -200,23 +206,37 @@ class Engine:
     # -- ingest --------------------------------------------------------------------------
 
     def ingest(
-        self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
+        self,
+        data: BatchData,
+        *,
+        ingest_id: str | None = None,
+        received_at: float | None = None,
+        received_ms: int | None = None,
     ) -> IngestStats:
         """Ingests one batch in the ingest's format, atomically.
 
-        Raises ``JsonError`` or ``FormatError`` for a bad batch (nothing is applied).
+        The ingest time (for events timestamped at ingest, and the fallback) is ``received_at``
+        (Unix seconds) or ``received_ms`` (Unix milliseconds, taken exactly, as the write-ahead
+        log stores it), else the clock. Raises ``JsonError`` or ``FormatError`` for a bad batch
+        (nothing is applied).
         """
         raw = _with_text_errors(
-            self._inner.ingest, data, ingest_id, _now_ms(self._clock, received_at)
+            self._inner.ingest, data, ingest_id, _now_ms(self._clock, received_at, received_ms)
         )
         return IngestStats._from_core(raw)
 
     def prepare(
-        self, data: BatchData, *, ingest_id: str | None = None, received_at: float | None = None
+        self,
+        data: BatchData,
+        *,
+        ingest_id: str | None = None,
+        received_at: float | None = None,
+        received_ms: int | None = None,
     ) -> PreparedBatch:
-        """Parses and evaluates a batch without touching the state (raises on a bad batch)."""
+        """Parses and evaluates a batch without touching the state (raises on a bad batch);
+        the ingest time is chosen as for ``ingest``."""
         inner = _with_text_errors(
-            self._inner.prepare, data, ingest_id, _now_ms(self._clock, received_at)
+            self._inner.prepare, data, ingest_id, _now_ms(self._clock, received_at, received_ms)
         )
         return PreparedBatch(inner)
 

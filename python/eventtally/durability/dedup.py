@@ -11,21 +11,21 @@ What this module guarantees:
   reserves the new ids of a batch while it is in flight, so a concurrent copy of the same batch
   drops them, and :meth:`DedupPlan` is aborted (ids released) when the batch fails, so Segment's
   retry of a refused batch is never dropped as a duplicate.
-- Filtering never changes a kept event's bytes: elements are cut out of the original text
-  (``ARRAY_OF_EVENTS``, ``OBJECT_WITH_ARRAY_PROPERTY`` with a plain ``arrayPath``,
-  ``NEWLINE_DELIMITED`` lines, ``SINGLE_OBJECT``). A body this module cannot parse, or an event
+- Events and their ids are read by the engine's own batch grammar (``_core.message_ids``, the
+  Rust scanner), so this module splits a batch into exactly the events the engine ingests.
+- Filtering never changes a kept event's bytes: elements are cut out of the original bytes
+  (``ARRAY_OF_EVENTS``, ``OBJECT_WITH_ARRAY_PROPERTY`` at its ``arrayPath``,
+  ``NEWLINE_DELIMITED`` lines, ``SINGLE_OBJECT``). A body the engine would refuse, or an event
   without a ``messageId``, passes through untouched: the engine stays the judge of validity.
 - The memory is per process: after a restart the window starts empty unless it is rebuilt from
   the WAL with :meth:`MessageIdDeduplicator.observe_batch` during replay.
 
-It parses JSON in Python (``json``), several milliseconds per 300-event batch, which is why it is
-off by default (the hosted service does not deduplicate either).
+It is off by default (the hosted service does not deduplicate either).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from array import array
@@ -34,16 +34,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventtally import _core
 from eventtally._safejson import MAX_DEPTH, TooDeepError, check_depth
 
 __all__ = ["DedupPlan", "DedupStats", "MessageIdDeduplicator", "message_id_hash"]
 
-_DEC = json.JSONDecoder()
-_WS = re.compile(r"[ \t\n\r]*")
-_PATH_SEG = re.compile(
-    r"""\.(?P<name>[A-Za-z_$][\w$]*)"""
-    r"""|\[\s*(?:'(?P<sq>(?:[^'\\]|\\.)*)'|"(?P<dq>(?:[^"\\]|\\.)*)"|(?P<idx>\d+))\s*\]"""
-)
 _SCHEMAS = {
     "ARRAY_OF_EVENTS": "ARRAY_OF_EVENTS",
     "NEWLINE_DELIMITED": "NEWLINE_DELIMITED",
@@ -108,90 +103,6 @@ class _Unparsable(Exception):
     """Internal: the body is not something this module can filter."""
 
 
-def _skip(text: str, i: int) -> int:
-    m = _WS.match(text, i)
-    assert m is not None  # the pattern matches the empty string
-    return m.end()
-
-
-def _array_elements(text: str, start: int) -> tuple[list[tuple[int, int, Any]], int]:
-    """Element spans and values of the JSON array at ``text[start] == '['``; end index."""
-    i = _skip(text, start + 1)
-    out: list[tuple[int, int, Any]] = []
-    if text.startswith("]", i):
-        return out, i + 1
-    while True:
-        value, end = _DEC.raw_decode(text, i)
-        out.append((i, end, value))
-        i = _skip(text, end)
-        if text.startswith(",", i):
-            i = _skip(text, i + 1)
-        elif text.startswith("]", i):
-            return out, i + 1
-        else:
-            raise _Unparsable("bad array")
-
-
-def _child_start(text: str, i: int, key: str | int) -> int:
-    """Start of ``key``'s value in the object (last occurrence wins) or array at ``i``."""
-    if isinstance(key, int):
-        if not text.startswith("[", i):
-            raise _Unparsable("not an array")
-        elements, _ = _array_elements(text, i)
-        if key >= len(elements):
-            raise _Unparsable("index out of range")
-        return elements[key][0]
-    if not text.startswith("{", i):
-        raise _Unparsable("not an object")
-    i = _skip(text, i + 1)
-    found = -1
-    if text.startswith("}", i):
-        raise _Unparsable("no such key")
-    while True:
-        name, i = _DEC.raw_decode(text, i)
-        if not isinstance(name, str):
-            raise _Unparsable("bad key")
-        i = _skip(text, i)
-        if not text.startswith(":", i):
-            raise _Unparsable("bad object")
-        i = _skip(text, i + 1)
-        if name == key:
-            found = i
-        _, i = _DEC.raw_decode(text, i)
-        i = _skip(text, i)
-        if text.startswith(",", i):
-            i = _skip(text, i + 1)
-        elif text.startswith("}", i):
-            break
-        else:
-            raise _Unparsable("bad object")
-    if found < 0:
-        raise _Unparsable("no such key")
-    return found
-
-
-def _plain_path(path: str) -> list[str | int]:
-    """``@.a['b'][0]`` -> ``['a', 'b', 0]``; :class:`_Unparsable` for anything fancier."""
-    path = path.strip()
-    if not path.startswith("@"):
-        raise _Unparsable("arrayPath must start with @")
-    out: list[str | int] = []
-    i = 1
-    while i < len(path):
-        m = _PATH_SEG.match(path, i)
-        if m is None:
-            raise _Unparsable("arrayPath is not a plain path")
-        if m.group("name") is not None:
-            out.append(m.group("name"))
-        elif m.group("idx") is not None:
-            out.append(int(m.group("idx")))
-        else:
-            quoted = m.group("sq") if m.group("sq") is not None else m.group("dq")
-            out.append(re.sub(r"\\(.)", r"\1", quoted))
-        i = m.end()
-    return out
-
-
 def _schema_of(schema: str | Mapping[str, Any]) -> tuple[str, str | None]:
     if isinstance(schema, Mapping):
         name = str(schema.get("schema", "ARRAY_OF_EVENTS"))
@@ -212,71 +123,51 @@ class _Parsed:
     structural: int = 0  # units that are not events (NDJSON blank and bracket lines)
 
 
+# Unit kinds of ``_core.message_ids``.
+_STRUCTURAL, _NO_ID, _STR_ID, _JSON_ID = 0, 1, 2, 3
+
+
 def _parse_body(body: bytes, schema: str, array_path: str | None) -> _Parsed:
+    """Units and ids as the engine's batch grammar reads them (``_core.message_ids``): a body
+    the engine would refuse is :class:`_Unparsable`."""
+    if schema == "OBJECT_WITH_ARRAY_PROPERTY" and array_path is None:
+        raise _Unparsable("OBJECT_WITH_ARRAY_PROPERTY needs the ingest's arrayPath")
     try:
-        # The parsers below recurse per level. Deeper bodies go to the engine undeduplicated
-        # (it refuses past 512): no real event nests 64 levels, and the scan stays cheap.
+        # Deeper bodies go to the engine undeduplicated (it refuses past 512), as documented
+        # in docs/server.md: no real event nests 64 levels.
         check_depth(body, MAX_DEPTH)
     except TooDeepError:
         raise _Unparsable("nested too deep") from None
-    if schema == "NEWLINE_DELIMITED":
-        return _parse_ndjson(body)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Unparsable("not UTF-8") from None
-    start = _skip(text, 1 if text.startswith("\ufeff") else 0)
-    if schema == "SINGLE_OBJECT":
-        value, end = _DEC.raw_decode(text, start)
-        if _skip(text, end) != len(text):
-            raise _Unparsable("trailing data")
-        return _Parsed([_key(value)], lambda keep: body if keep[0] else b"")
-    if schema == "OBJECT_WITH_ARRAY_PROPERTY":
-        if array_path is None:
-            raise _Unparsable("OBJECT_WITH_ARRAY_PROPERTY needs the ingest's arrayPath")
-        for part in _plain_path(array_path):
-            start = _child_start(text, start, part)
-    if not text.startswith("[", start):
-        raise _Unparsable("not an array")
-    elements, end = _array_elements(text, start)
-    if schema == "ARRAY_OF_EVENTS" and _skip(text, end) != len(text):
-        raise _Unparsable("trailing data")
-
-    def rebuild(keep: list[bool]) -> bytes:
-        kept = ",".join(text[a:b] for (a, b, _), k in zip(elements, keep, strict=True) if k)
-        return (text[:start] + "[" + kept + "]" + text[end:]).encode("utf-8")
-
-    return _Parsed([_key(v) for _, _, v in elements], rebuild)
-
-
-def _parse_ndjson(body: bytes) -> _Parsed:
-    lines = body.split(b"\n")
+    got = _core.message_ids(body, schema, array_path)
+    if got is None:
+        raise _Unparsable("the engine would refuse this body")
+    units, array = got
     keys: list[int | None] = []
     structural = 0
-    for line in lines:
-        stripped = line.strip()
-        if stripped.endswith(b","):
-            stripped = stripped[:-1].rstrip()
-        if stripped in (b"", b"[", b"]"):
+    for _, _, kind, value in units:
+        if kind == _STR_ID:
+            keys.append(hash(value))
+        elif kind == _JSON_ID:
+            keys.append(message_id_hash(json.loads(value)))  # type: ignore[arg-type]
+        else:
             keys.append(None)
-            structural += 1
-            continue
-        try:
-            keys.append(_key(json.loads(stripped)))
-        except (ValueError, RecursionError):
-            raise _Unparsable("bad line") from None
+            structural += kind == _STRUCTURAL
+    if schema == "SINGLE_OBJECT":
+        return _Parsed(keys, lambda keep: body if keep[0] else b"")
+    if schema == "NEWLINE_DELIMITED":
+
+        def rebuild_lines(keep: list[bool]) -> bytes:
+            return b"\n".join(body[a:b] for (a, b, _, _), k in zip(units, keep, strict=True) if k)
+
+        return _Parsed(keys, rebuild_lines, structural)
+    assert array is not None  # the array schemas report their array's span
+    start, end = array
 
     def rebuild(keep: list[bool]) -> bytes:
-        return b"\n".join(line for line, k in zip(lines, keep, strict=True) if k)
+        kept = b",".join(body[a:b] for (a, b, _, _), k in zip(units, keep, strict=True) if k)
+        return body[:start] + b"[" + kept + b"]" + body[end:]
 
-    return _Parsed(keys, rebuild, structural)
-
-
-def _key(event: object) -> int | None:
-    if not isinstance(event, dict) or "messageId" not in event:
-        return None
-    mid = event["messageId"]
-    return None if mid is None else message_id_hash(mid)
+    return _Parsed(keys, rebuild)
 
 
 class MessageIdDeduplicator:

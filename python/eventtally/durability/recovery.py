@@ -9,8 +9,8 @@ What this module guarantees:
 - Exactly once: a WAL record is applied to its organization's engine if and only if its sequence
   number is above that organization's snapshot ``wal_seq``, in log order. Records a snapshot
   covers are skipped from their headers alone (their payloads are not read).
-- ``received_at`` is replayed from the record (``from_ms(received_at_ms)``), so events timestamped
-  at ingest time land in the buckets they landed in before the crash.
+- The ingest time is replayed from the record (``received_ms=received_at_ms``), so events
+  timestamped at ingest time land in the buckets they landed in before the crash.
 - A record whose replay raises :class:`eventtally.EventtallyError` (it was a 4xx when first
   sent, or the definitions changed since) is counted and logged, never fatal. A damaged record
   in the middle of the log (:class:`~eventtally.durability.wal.WalCorruptionError`) is fatal:
@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 import eventtally
 
 from .snapshots import SnapshotStore
-from .wal import TornTail, WalRecord, WriteAheadLog, from_ms
+from .wal import TornTail, WalRecord, WriteAheadLog
 
 __all__ = ["RecoveryReport", "ingest_record", "recover"]
 
@@ -100,7 +100,7 @@ class RecoveryReport(Generic[E]):
 def ingest_record(engine: eventtally.Engine, record: WalRecord) -> eventtally.IngestStats:
     """Replay one record into an engine exactly as it was first ingested."""
     return engine.ingest(
-        record.payload, ingest_id=record.ingest_id, received_at=from_ms(record.received_at_ms)
+        record.payload, ingest_id=record.ingest_id, received_ms=record.received_at_ms
     )
 
 
@@ -227,7 +227,7 @@ def _pipelined(
     def prepare(record: WalRecord) -> eventtally.PreparedBatch:
         engine: eventtally.Engine = report.engines[record.org_id]
         return engine.prepare(
-            record.payload, ingest_id=record.ingest_id, received_at=from_ms(record.received_at_ms)
+            record.payload, ingest_id=record.ingest_id, received_ms=record.received_at_ms
         )
 
     def finish(record: WalRecord, future: Future[eventtally.PreparedBatch]) -> None:

@@ -123,15 +123,15 @@ _sync = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
 
 
 def to_ms(seconds: float) -> int:
-    """Unix seconds to the integer milliseconds the log stores (rounded). Hand the engine
-    :func:`from_ms` of the result, live and on replay, so both land on exactly this ms."""
+    """Unix seconds to the integer milliseconds the log stores (rounded). Hand the engine the
+    result as ``received_ms``, live and on replay, so both land on exactly this ms."""
     return round(seconds * 1000)
 
 
 def from_ms(ms: int) -> float:
     """The ``received_at`` (Unix seconds) that makes the engine, which floors ``seconds * 1000``,
-    land on exactly ``ms``: the middle of that millisecond, so no float rounding can move it.
-    Live ingest and replay both pass it, so ingest-time buckets replay identically."""
+    land on exactly ``ms``: the middle of that millisecond, so no float rounding can move it
+    (for callers that only take seconds; the engine takes ``received_ms`` exactly)."""
     return (ms + 0.5) / 1000
 
 

@@ -236,13 +236,13 @@ fn check_path(src: &str, field: &str) -> Result<Path> {
     if src.trim().is_empty() {
         return Err(cfg(field, "must not be empty"));
     }
-    parse_path(src).map_err(|e| e.in_field(field))
+    parse_path(src).map_err(|e| e.under(field))
 }
 
 fn check_condition(src: &str, field: &str) -> Result<()> {
     Condition::compile(src, &mut NullResolver)
         .map(|_| ())
-        .map_err(|e| e.in_field(field))
+        .map_err(|e| e.under(field))
 }
 
 impl IngestDef {
@@ -622,7 +622,6 @@ pub struct RetentionTier {
 /// calendar-truncated), so fine buckets merge into coarse ones without splitting any.
 #[must_use]
 pub fn nests_in(fine: Interval, coarse: Interval) -> bool {
-    const DAY_MS: i64 = 86_400_000;
     let months = |i: Interval| match i.unit {
         IntervalUnit::Month => Some(i64::from(i.count)),
         IntervalUnit::Year => Some(12 * i64::from(i.count)),
@@ -631,7 +630,7 @@ pub fn nests_in(fine: Interval, coarse: Interval) -> bool {
     match (fine.fixed_millis(), coarse.fixed_millis()) {
         (Some(f), Some(c)) => c > f && c % f == 0,
         // Calendar buckets start at 00:00 UTC, so a fixed bucket nests when it divides a day.
-        (Some(f), None) => DAY_MS % f == 0,
+        (Some(f), None) => crate::time::MS_PER_DAY % f == 0,
         (None, Some(_)) => false,
         (None, None) => {
             let (f, c) = (months(fine).unwrap_or(1), months(coarse).unwrap_or(1));

@@ -217,7 +217,7 @@ impl Plan {
                 element: flatten.as_mut().map(|f| &mut f.registry),
             };
             let condition =
-                Condition::compile(&def.filter, &mut resolver).map_err(|e| e.in_field("filter"))?;
+                Condition::compile(&def.filter, &mut resolver).map_err(|e| e.under("filter"))?;
             let grouping_slots = def
                 .groupings
                 .iter()
@@ -228,7 +228,7 @@ impl Plan {
                 let sub_filter = match &a.sub_filter {
                     Some(src) => Some(
                         Condition::compile(src, &mut resolver)
-                            .map_err(|e| e.in_field(&format!("aggregations[{i}].subFilter")))?,
+                            .map_err(|e| e.under(&format!("aggregations[{i}].subFilter")))?,
                     ),
                     None => None,
                 };
@@ -598,7 +598,12 @@ impl Plan {
 }
 
 /// A scanner at the body's first value, which must open with `open` (else a format error).
-fn open_body<'a>(src: &'a str, base: usize, open: u8, expected: &str) -> Result<Scanner<'a>> {
+pub(crate) fn open_body<'a>(
+    src: &'a str,
+    base: usize,
+    open: u8,
+    expected: &str,
+) -> Result<Scanner<'a>> {
     let mut sc = Scanner::new(src, base);
     sc.skip_ws();
     if sc.peek() == Some(open) {
@@ -628,7 +633,7 @@ fn format_error(sc: &Scanner<'_>, reason: &str) -> Error {
     }
 }
 
-fn expect_end(sc: &mut Scanner<'_>) -> Result<()> {
+pub(crate) fn expect_end(sc: &mut Scanner<'_>) -> Result<()> {
     sc.skip_ws();
     if sc.at_end() {
         Ok(())

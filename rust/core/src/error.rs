@@ -52,17 +52,35 @@ fn field_prefix(field: &str) -> String {
 }
 
 impl Error {
-    /// Attaches the configuration field a path-syntax or config error belongs to.
+    /// Places the error under a configuration or request field: the field of a config, query or
+    /// path-syntax error becomes `prefix.field` (`prefix` alone when the field is not known yet);
+    /// other errors are returned as they are. The one helper every layer uses to say where in a
+    /// definition or request an error belongs (`filters[1]`, `aggregations[0].subFilter`, `[2]`).
     #[must_use]
-    pub fn in_field(self, name: &str) -> Self {
+    pub fn under(self, prefix: &str) -> Self {
+        let join = |field: String| {
+            if field.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{field}")
+            }
+        };
         match self {
+            Error::Config { field, reason } => Error::Config {
+                field: join(field),
+                reason,
+            },
+            Error::Query { field, reason } => Error::Query {
+                field: join(field),
+                reason,
+            },
             Error::PathSyntax {
+                field,
                 expression,
                 position,
                 reason,
-                ..
             } => Error::PathSyntax {
-                field: name.to_owned(),
+                field: join(field),
                 expression,
                 position,
                 reason,

@@ -4,25 +4,32 @@
 //! paths some filter reads; `jpath` compiles conditions; `time` parses timestamps and truncates
 //! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
-//! `query` answers Metrics API requests; `response` writes their answer text; `snapshot`
-//! persists and merges state; `file` reads archive files in bounded memory and `parallel`
-//! reads many of them on every core; `retention` compacts old buckets into coarser tiers.
+//! `shared` is the engine as threads share it (locks, the prepare-again rule, definition
+//! edits, merges); `query` answers Metrics API requests; `response` streams their answer text
+//! and `wire` builds them as JSON values; `snapshot`
+//! persists and merges state (both it and `sketch` encode with `codec`); `file` reads archive files in bounded memory and `parallel`
+//! reads many of them on every core; `retention` compacts old buckets into coarser tiers; `message_ids` reads each
+//! event's `messageId` with the batch grammar, for deduplication.
 
 pub mod batch;
+pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod file;
 pub mod jpath;
+pub mod message_ids;
 pub mod parallel;
 pub mod path;
 pub mod query;
 pub mod response;
 pub mod retention;
+pub mod shared;
 pub mod sketch;
 pub mod snapshot;
 pub mod state;
 pub mod time;
 pub mod value;
+pub mod wire;
 
 pub use error::{Error, Result};

@@ -17,7 +17,7 @@ use crate::config::{Calc, FilterDef};
 use crate::error::{Error, Result};
 use crate::sketch::{DistinctMerger, QuantileMerger};
 use crate::state::{AggColumns, FilterState, GroupTable};
-use crate::time::{parse_iso8601, Interval, IntervalUnit};
+use crate::time::{parse_iso8601, Interval, IntervalUnit, MS_PER_DAY};
 
 /// The grouping value that means "aggregate across this grouping".
 pub const AGGREGATE_ALL: &str = "$__agg";
@@ -400,42 +400,31 @@ fn rollup_interval(
 
 /// True when `freq` units is longer than 100 years (and so longer than any base).
 fn coarser_than_range(_base: Interval, unit: IntervalUnit, freq: i64) -> bool {
-    let days = match unit {
-        IntervalUnit::Second => freq / 86_400,
-        IntervalUnit::Minute => freq / 1_440,
-        IntervalUnit::Hour => freq / 24,
-        IntervalUnit::Day => freq,
-        IntervalUnit::Week => freq.saturating_mul(7),
-        IntervalUnit::Month => freq.saturating_mul(28),
-        IntervalUnit::Year => freq.saturating_mul(365),
+    let days = match unit.millis() {
+        Some(ms) => freq.saturating_mul(ms) / MS_PER_DAY,
+        None if unit == IntervalUnit::Month => freq.saturating_mul(28),
+        None => freq.saturating_mul(365),
     };
     days > 36_525
 }
 
 fn rollup_candidate(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Interval> {
-    let unit_ms: i64 = match unit {
-        IntervalUnit::Second => 1_000,
-        IntervalUnit::Minute => 60_000,
-        IntervalUnit::Hour => 3_600_000,
-        IntervalUnit::Day => 86_400_000,
-        IntervalUnit::Week => 604_800_000,
-        IntervalUnit::Month | IntervalUnit::Year => {
-            let months = |i: &Interval| match i.unit {
-                IntervalUnit::Month => Some(i64::from(i.count)),
-                IntervalUnit::Year => Some(12 * i64::from(i.count)),
-                _ => None,
-            };
-            return Interval::new(unit, freq).ok().filter(|r| {
-                let rollup_months = months(r).expect("calendar rollup");
-                match (months(&base), base.fixed_millis()) {
-                    (Some(base_months), _) => rollup_months > base_months,
-                    // A calendar rollup coarsens a fixed base when even its shortest bucket
-                    // (28 days a month) is longer.
-                    (None, Some(len)) => rollup_months * 28 * 86_400_000 > len,
-                    (None, None) => false,
-                }
-            });
-        }
+    let Some(unit_ms) = unit.millis() else {
+        let months = |i: &Interval| match i.unit {
+            IntervalUnit::Month => Some(i64::from(i.count)),
+            IntervalUnit::Year => Some(12 * i64::from(i.count)),
+            _ => None,
+        };
+        return Interval::new(unit, freq).ok().filter(|r| {
+            let rollup_months = months(r).expect("calendar rollup");
+            match (months(&base), base.fixed_millis()) {
+                (Some(base_months), _) => rollup_months > base_months,
+                // A calendar rollup coarsens a fixed base when even its shortest bucket
+                // (28 days a month) is longer.
+                (None, Some(len)) => rollup_months * 28 * MS_PER_DAY > len,
+                (None, None) => false,
+            }
+        });
     };
     let len = unit_ms.saturating_mul(freq);
     // Calendar bases vary in length; a fixed rollup coarsens them when it exceeds their longest.
@@ -444,7 +433,7 @@ fn rollup_candidate(base: Interval, unit: IntervalUnit, freq: i64) -> Option<Int
             IntervalUnit::Month => 31 * i64::from(base.count),
             _ => 366 * i64::from(base.count),
         };
-        days * 86_400_000
+        days * MS_PER_DAY
     });
     if len > base_max {
         Interval::new(IntervalUnit::Second, len / 1000)

@@ -1372,85 +1372,22 @@ impl QuantileSketch {
 // Byte helpers
 // ---------------------------------------------------------------------------------------
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+// The codec is `crate::codec` (shared with snapshots); sketches report its errors as text.
+use crate::codec::{put_varint, varint_len, zigzag, DecodeError, Reader};
+
+impl From<DecodeError> for String {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Truncated { .. } | DecodeError::Length { .. } => {
+                "sketch: truncated input".into()
+            }
+            DecodeError::Varint { .. } => "sketch: malformed varint".into(),
+        }
     }
-    out.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn zigzag(v: i32) -> u32 {
-    ((v << 1) ^ (v >> 31)) as u32
 }
 
 fn unzigzag(v: u64) -> Result<i32, String> {
-    let v = u32::try_from(v).map_err(|_| "sketch: zigzag value out of range".to_string())?;
-    Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
-}
-
-struct Reader<'a> {
-    input: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(input: &'a [u8]) -> Self {
-        Self { input, pos: 0 }
-    }
-
-    fn remaining(&self) -> usize {
-        self.input.len() - self.pos
-    }
-
-    fn need(&self, n: usize) -> Result<(), String> {
-        if n > self.remaining() {
-            return Err("sketch: truncated input".into());
-        }
-        Ok(())
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
-        self.need(n)?;
-        let b = &self.input[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(b)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.bytes(1)?[0])
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.bytes(8)?);
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn f64(&mut self) -> Result<f64, String> {
-        Ok(f64::from_bits(self.u64()?))
-    }
-
-    /// LEB128; rejects overlong encodings so every value has exactly one byte form.
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let b = self.u8()?;
-            if (shift == 63 && b > 1) || (shift > 0 && b == 0) {
-                return Err("sketch: malformed varint".into());
-            }
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-            shift += 7;
-        }
-    }
+    crate::codec::unzigzag(v).ok_or_else(|| "sketch: zigzag value out of range".to_string())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 
 use serde_json::{json, Value as Json};
 
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::config::{Calc, CalcSet, FilterDef, IngestDef};
 use crate::engine::{Engine, Plan, Store};
 use crate::error::{Error, Result};
@@ -47,116 +48,24 @@ pub fn definitions_json(plan: &Plan) -> Json {
     })
 }
 
-struct Writer {
-    out: Vec<u8>,
-}
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.out.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.out.extend_from_slice(&v.to_le_bytes());
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        self.u32(b.len() as u32);
-        self.out.extend_from_slice(b);
-    }
-    fn u64s(&mut self, v: &[u64]) {
-        for x in v {
-            self.out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    fn i64s(&mut self, v: &[i64]) {
-        for x in v {
-            self.out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    fn u32s(&mut self, v: &[u32]) {
-        for x in v {
-            self.out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    fn f64s(&mut self, v: &[f64]) {
-        for x in v {
-            self.out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or_else(|| bad(format!("truncated at payload byte {}", self.pos)))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    fn count(&mut self, elem_size: usize) -> Result<usize> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(elem_size) > self.buf.len() - self.pos {
-            return Err(bad(format!(
-                "length {n} at payload byte {} exceeds the data",
-                self.pos
-            )));
-        }
-        Ok(n)
-    }
-    fn u64s(&mut self, n: usize) -> Result<Vec<u64>> {
-        Ok(self
-            .take(n * 8)?
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect())
-    }
-    fn i64s(&mut self, n: usize) -> Result<Vec<i64>> {
-        Ok(self
-            .take(n * 8)?
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect())
-    }
-    fn u32s(&mut self, n: usize) -> Result<Vec<u32>> {
-        Ok(self
-            .take(n * 4)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
-    }
-    fn f64s(&mut self, n: usize) -> Result<Vec<f64>> {
-        Ok(self
-            .take(n * 8)?
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect())
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        bad(match e {
+            DecodeError::Truncated { at } | DecodeError::Varint { at } => {
+                format!("truncated at payload byte {at}")
+            }
+            DecodeError::Length { n, at } => {
+                format!("length {n} at payload byte {at} exceeds the data")
+            }
+        })
     }
 }
 
 fn write_state(w: &mut Writer, id: &str, s: &FilterState) {
-    w.bytes(id.as_bytes());
+    w.prefixed(id.as_bytes());
     w.u32(s.groups.len() as u32);
     for g in 0..s.groups.len() {
-        w.bytes(s.groups.key(g as u32));
+        w.prefixed(s.groups.key(g as u32));
     }
     w.u32(s.rows() as u32);
     w.i64s(&s.row_bucket);
@@ -202,7 +111,7 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef, version: u32) -> Result<Filte
     let mut s = FilterState::new(def);
     let groups = r.count(4)?;
     for g in 0..groups {
-        let key = r.bytes()?;
+        let key = r.prefixed()?;
         let well_formed =
             GroupTable::try_decode(key).is_some_and(|values| values.len() == def.groupings.len());
         if !well_formed {
@@ -299,7 +208,7 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef, version: u32) -> Result<Filte
 pub fn encode(plan: &Plan, store: &Store) -> Vec<u8> {
     let mut w = Writer { out: Vec::new() };
     let defs = serde_json::to_vec(&definitions_json(plan)).expect("definitions serialize");
-    w.bytes(&defs);
+    w.prefixed(&defs);
     let filters: Vec<&FilterDef> = plan.filters().collect();
     w.u32(filters.len() as u32);
     for f in filters {
@@ -360,7 +269,7 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
         buf: payload,
         pos: 0,
     };
-    let defs: Json = serde_json::from_slice(r.bytes()?)
+    let defs: Json = serde_json::from_slice(r.prefixed()?)
         .map_err(|e| bad(format!("definitions are not valid JSON: {e}")))?;
     let ingests = defs["ingests"]
         .as_array()
@@ -383,7 +292,7 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
         return Err(bad(format!("{n} state blocks for {} filters", defs.len())));
     }
     for def in &defs {
-        let id = std::str::from_utf8(r.bytes()?).map_err(|_| bad("filter id is not UTF-8"))?;
+        let id = std::str::from_utf8(r.prefixed()?).map_err(|_| bad("filter id is not UTF-8"))?;
         if id != def.id {
             return Err(bad(format!(
                 "state block for {id:?} where {:?} was expected",

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import eventtally
-from eventtally.durability import from_ms
 
 from ..errors import (
     BackfillError,
@@ -139,7 +138,7 @@ class RuntimeBackfill(RuntimeMaintenance):
                 continue
             try:
                 stats = temp.ingest(
-                    rec.payload, ingest_id=rec.ingest_id, received_at=from_ms(rec.received_at_ms)
+                    rec.payload, ingest_id=rec.ingest_id, received_ms=rec.received_at_ms
                 )
             except eventtally.EventtallyError as exc:
                 result.failed += 1

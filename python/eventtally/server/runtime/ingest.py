@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 import eventtally
-from eventtally.durability import WalRecord, from_ms, to_ms
+from eventtally.durability import WalRecord, to_ms
 
 from ..errors import (
     BatchNotLoggedError,
@@ -90,7 +90,7 @@ class RuntimeIngest(RuntimeRecovery):
         with st.gate.shared():
             if self.closed:  # checked under the gate: the final snapshot covers every 200
                 raise NotReadyError("shutting down")
-            prepared = st.engine.prepare(body, ingest_id=ingest_id, received_at=from_ms(ms))
+            prepared = st.engine.prepare(body, ingest_id=ingest_id, received_ms=ms)
             wal = self.storage.wal
             if wal is not None:
                 try:

@@ -1,0 +1,941 @@
+//! The engine as threads share it: a compiled [`Plan`] and the aggregate [`Store`] behind their
+//! own locks, so batches are parsed and evaluated concurrently and only the merge is serialized.
+//! The Python binding wraps a [`SharedEngine`] and only converts; every rule below is decided
+//! here, once.
+//!
+//! # The lock order
+//!
+//! The locks of this module, and the only order in which they may be nested:
+//!
+//! 1. [`PreparedBatch`]'s slot (`Mutex<Slot>`): held just long enough to move the slot between
+//!    `Ready`, `Applying` and `Applied`; nothing else is locked or waited for while it is held,
+//!    and a second `apply` of one batch is refused at once instead of waiting.
+//! 2. [`SharedEngine`]'s store (`Mutex<Store>`): the aggregate state.
+//! 3. [`SharedEngine`]'s plan (`RwLock<Arc<Plan>>`): read (an `Arc` clone) under the store lock,
+//!    written only by a definition edit, which holds the store lock first.
+//!
+//! [`SharedEngine::merge`] never holds two engines' store locks together: it clones the other
+//! state first. No guard outlives a method of this module, and no callback a caller passes in
+//! (file progress) is called while a lock is held, so a binding may run every method detached
+//! from its interpreter and re-attach from a callback without risking a deadlock.
+//!
+//! # The prepare-again rule
+//!
+//! Input is evaluated against the plan current when it is read, without any lock; applying
+//! takes the store lock and checks the plan is still the same. When the definitions changed in
+//! between (a filter or an ingest was edited), the input is evaluated again against the new
+//! plan, its ingest resolved by id (not by position), and the check repeats. This holds for
+//! every way in: [`SharedEngine::ingest`], [`SharedEngine::apply`] of a [`PreparedBatch`],
+//! [`SharedEngine::ingest_file`], [`SharedEngine::ingest_file_bytes`] and
+//! [`SharedEngine::ingest_files`]. So an ingest never fails because a definition was edited
+//! concurrently; it fails only when its own ingest was removed (`NotFound`) or when the new
+//! filters refuse the input. Evaluating again runs outside the store lock, so a large file
+//! being read again does not hold back other batches.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use serde_json::{json, Map, Value as Json};
+
+use crate::config::{parse_retention, FilterDef, IngestDef};
+use crate::engine::{Delta, IngestStats, Plan, Store};
+use crate::error::{Error, Result};
+use crate::query::{self, Query, ResultSet};
+use crate::response::{self, AnswerLimits, ChunkedAnswer, MultiWriter};
+use crate::{file, parallel, retention, snapshot, time};
+
+/// Rows one compaction step may move while holding the state lock (about 10 ms of work).
+const COMPACT_STEP_ROWS: usize = 50_000;
+
+/// A plan and its state, shared by threads (see the module docs for the locks and the rules).
+#[derive(Debug)]
+pub struct SharedEngine {
+    plan: RwLock<Arc<Plan>>,
+    store: Mutex<Store>,
+}
+
+/// Where a prepared batch is in its life: the one `apply` that takes it moves it from `Ready` to
+/// `Applying`, and on to `Applied` (or back to `Ready` when applying failed and nothing changed).
+#[derive(Debug)]
+enum Slot {
+    Ready(Delta),
+    Applying,
+    Applied,
+}
+
+/// A batch parsed and evaluated against a plan, not yet applied; `D` holds the batch's bytes
+/// (kept to evaluate it again if the definitions change before it is applied).
+#[derive(Debug)]
+pub struct PreparedBatch<D> {
+    plan: Arc<Plan>,
+    /// Lock 1 of the lock order.
+    slot: Mutex<Slot>,
+    stats: IngestStats,
+    data: D,
+    /// The ingest the batch was prepared for, resolved to its id.
+    ingest: String,
+    now_ms: i64,
+}
+
+impl<D: AsRef<[u8]>> PreparedBatch<D> {
+    /// The stats the batch reports when applied (if the definitions do not change meanwhile).
+    #[must_use]
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    /// Takes the delta for the caller's `apply`; a second caller is refused at once (it never
+    /// waits for the first one to finish).
+    fn take_for_apply(&self) -> Result<Delta> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *slot, Slot::Applying) {
+            Slot::Ready(delta) => Ok(delta),
+            Slot::Applying => Err(Error::Config {
+                field: "prepared".into(),
+                reason: "this batch is being applied by another thread".into(),
+            }),
+            Slot::Applied => {
+                *slot = Slot::Applied;
+                Err(Error::Config {
+                    field: "prepared".into(),
+                    reason: "this batch was already applied".into(),
+                })
+            }
+        }
+    }
+
+    fn set_slot(&self, next: Slot) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = next;
+    }
+
+    /// Moves the batch's slot after an apply: `Applied`, or `Ready` again when nothing was
+    /// applied (its delta evaluated again against its own plan, which accepted it before).
+    fn settle(&self, applied: Result<IngestStats>) -> Result<IngestStats> {
+        let batch = self;
+        match applied {
+            Ok(stats) => {
+                batch.set_slot(Slot::Applied);
+                Ok(stats)
+            }
+            Err(e) => {
+                let again = batch
+                    .plan
+                    .ingest_index(Some(&batch.ingest))
+                    .and_then(|i| batch.plan.prepare(batch.data.as_ref(), i, batch.now_ms));
+                batch.set_slot(match again {
+                    Ok(delta) => Slot::Ready(delta),
+                    Err(_) => Slot::Applied,
+                });
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What [`SharedEngine::answer`] is asked for (spec 7.2, 7.3 and 7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// Rows of one query.
+    Rows,
+    /// The compact `?multi=true` rows of one query or a list of them.
+    Multi,
+    /// Distinct values of a grouping.
+    Groupings,
+}
+
+/// The outcome of [`SharedEngine::answer`] for a body that did not raise.
+#[derive(Debug)]
+pub enum Answer {
+    /// The answer text in chunks, and its total length.
+    Text(Vec<Vec<u8>>, usize),
+    /// The body is not strict JSON (the caller's own JSON parser decides what it is).
+    NotJson,
+    /// The body is JSON of the wrong shape for the kind.
+    WrongShape,
+}
+
+/// Definitions from JSON: `ingests` is one ingest definition or a list, `filters` a list.
+/// Errors name the definition's index (`ingests[1].schema`).
+pub fn definitions_from_json(
+    ingests: &Json,
+    filters: &Json,
+) -> Result<(Vec<IngestDef>, Vec<FilterDef>)> {
+    let ingest_list = match ingests {
+        Json::Array(a) => a.as_slice(),
+        other => std::slice::from_ref(other),
+    };
+    let ingests = ingest_list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| IngestDef::from_json(v).map_err(|e| e.under(&format!("ingests[{i}]"))))
+        .collect::<Result<Vec<_>>>()?;
+    let filter_list = filters.as_array().ok_or_else(|| Error::Config {
+        field: "filters".into(),
+        reason: "must be a list of filter definitions".into(),
+    })?;
+    let filters = filter_list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| FilterDef::from_json(v).map_err(|e| e.under(&format!("filters[{i}]"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((ingests, filters))
+}
+
+/// Refuses an ingest time outside the years the calendar handles.
+fn check_now(now_ms: i64) -> Result<()> {
+    if (time::MIN_MILLIS..=time::MAX_MILLIS).contains(&now_ms) {
+        Ok(())
+    } else {
+        Err(Error::Limit {
+            reason: format!("ingest time {now_ms} ms is outside the years 0000-9999"),
+        })
+    }
+}
+
+impl SharedEngine {
+    /// An engine for these definitions, with empty state.
+    pub fn new(ingests: Vec<IngestDef>, filters: Vec<FilterDef>) -> Result<SharedEngine> {
+        let plan = Plan::new(ingests, filters)?;
+        let mut store = Store::default();
+        store.sync(&plan);
+        Ok(SharedEngine::from_parts(plan, store))
+    }
+
+    /// An engine from JSON definitions (see [`definitions_from_json`]).
+    pub fn from_json(ingests: &Json, filters: &Json) -> Result<SharedEngine> {
+        let (i, f) = definitions_from_json(ingests, filters)?;
+        SharedEngine::new(i, f)
+    }
+
+    fn from_parts(plan: Plan, store: Store) -> SharedEngine {
+        SharedEngine {
+            plan: RwLock::new(Arc::new(plan)),
+            store: Mutex::new(store),
+        }
+    }
+
+    // A panic while a lock is held (a bug) must not turn every later call into a failure: the
+    // state is only changed by merges, which leave it consistent row by row, so the data behind
+    // a poisoned lock is still usable.
+
+    /// The current plan.
+    #[must_use]
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn lock_store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ---- ingest ------------------------------------------------------------------------------
+
+    /// Applies `delta`, evaluated against `plan` for the ingest `ingest`, under the
+    /// prepare-again rule (module docs): `again` evaluates the input against a newer plan.
+    fn commit(
+        &self,
+        mut plan: Arc<Plan>,
+        mut delta: Delta,
+        ingest: &str,
+        mut again: impl FnMut(&Plan, usize) -> Result<Delta>,
+    ) -> Result<IngestStats> {
+        loop {
+            {
+                let mut store = self.lock_store();
+                let current = self.plan();
+                if Arc::ptr_eq(&plan, &current) {
+                    return store.apply(&plan, delta);
+                }
+                plan = current;
+            }
+            let idx = plan.ingest_index(Some(ingest))?;
+            delta = again(&plan, idx)?;
+        }
+    }
+
+    /// Ingests one batch atomically.
+    pub fn ingest(&self, data: &[u8], ingest_id: Option<&str>, now_ms: i64) -> Result<IngestStats> {
+        let plan = self.plan();
+        let idx = plan.ingest_index(ingest_id)?;
+        let delta = plan.prepare(data, idx, now_ms)?;
+        let ingest = plan.ingest_id(idx).to_owned();
+        self.commit(plan, delta, &ingest, |p, i| p.prepare(data, i, now_ms))
+    }
+
+    /// Parses and evaluates a batch without touching the state.
+    pub fn prepare<D: AsRef<[u8]>>(
+        &self,
+        data: D,
+        ingest_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<PreparedBatch<D>> {
+        let plan = self.plan();
+        let idx = plan.ingest_index(ingest_id)?;
+        let delta = plan.prepare(data.as_ref(), idx, now_ms)?;
+        Ok(PreparedBatch {
+            ingest: plan.ingest_id(idx).to_owned(),
+            plan,
+            stats: delta.stats.clone(),
+            slot: Mutex::new(Slot::Ready(delta)),
+            data,
+            now_ms,
+        })
+    }
+
+    /// Applies a prepared batch once; `ingest(x)` is `apply(prepare(x))`. A batch that is
+    /// refused (a counter would overflow, its ingest was removed) stays available.
+    pub fn apply<D: AsRef<[u8]>>(&self, batch: &PreparedBatch<D>) -> Result<IngestStats> {
+        let delta = batch.take_for_apply()?;
+        {
+            let mut store = self.lock_store();
+            if Arc::ptr_eq(&batch.plan, &self.plan()) {
+                // Checked first so a refused batch keeps its delta.
+                if let Err(e) = store.check_apply(&batch.plan, &delta) {
+                    drop(store);
+                    batch.set_slot(Slot::Ready(delta));
+                    return Err(e);
+                }
+                let applied = store.apply(&batch.plan, delta);
+                drop(store);
+                return batch.settle(applied);
+            }
+        }
+        let data = batch.data.as_ref();
+        let applied = self.commit(batch.plan.clone(), delta, &batch.ingest, |p, i| {
+            p.prepare(data, i, batch.now_ms)
+        });
+        batch.settle(applied)
+    }
+
+    /// Ingests one archive file in bounded memory, atomically. `progress(done, total)` is called
+    /// (without any lock held) as the file is read; once it returns `false` it is not called
+    /// again and nothing is applied: the ingest fails with a `Limit` error saying it was
+    /// stopped (the file is still read to its end).
+    pub fn ingest_file(
+        &self,
+        path: &str,
+        ingest_id: Option<&str>,
+        now_ms: i64,
+        progress: &mut dyn FnMut(u64, u64) -> bool,
+    ) -> Result<IngestStats> {
+        let go = Cell::new(true);
+        let mut report = |done: u64, total: u64| {
+            if go.get() {
+                go.set(progress(done, total));
+            }
+        };
+        let plan = self.plan();
+        let idx = plan.ingest_index(ingest_id)?;
+        let delta = file::prepare_file(&plan, path, idx, now_ms, &mut report)?;
+        let ingest = plan.ingest_id(idx).to_owned();
+        let stopped = || Error::Limit {
+            reason: "ingest_file was stopped".into(),
+        };
+        if !go.get() {
+            return Err(stopped());
+        }
+        self.commit(plan, delta, &ingest, |p, i| {
+            let delta = file::prepare_file(p, path, i, now_ms, &mut report)?;
+            if go.get() {
+                Ok(delta)
+            } else {
+                Err(stopped())
+            }
+        })
+    }
+
+    /// Ingests the raw bytes of one whole file (`name` gives its kind and is the path errors
+    /// name), atomically.
+    pub fn ingest_file_bytes(
+        &self,
+        data: &[u8],
+        name: &str,
+        ingest_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<IngestStats> {
+        let read = |p: &Plan, i: usize| {
+            file::prepare_file_bytes(p, name, data, i, now_ms)
+                .map_err(|e| parallel::in_file(e, name))
+        };
+        let plan = self.plan();
+        let idx = plan.ingest_index(ingest_id)?;
+        let delta = read(&plan, idx)?;
+        let ingest = plan.ingest_id(idx).to_owned();
+        self.commit(plan, delta, &ingest, read)
+    }
+
+    /// Ingests many files on `threads` workers (all cores when `None`), all or nothing.
+    /// `poll(done, total)` runs on this thread (without any lock held) about every 100 ms;
+    /// returning `false` stops the work, applies nothing and fails with a `Limit` error.
+    pub fn ingest_files(
+        &self,
+        paths: &[String],
+        ingest_id: Option<&str>,
+        now_ms: i64,
+        threads: Option<usize>,
+        poll: &mut dyn FnMut(u64, u64) -> bool,
+    ) -> Result<IngestStats> {
+        let plan = self.plan();
+        let idx = plan.ingest_index(ingest_id)?;
+        check_now(now_ms)?;
+        let threads = match threads {
+            Some(0) => {
+                return Err(Error::Config {
+                    field: "threads".into(),
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => parallel::default_threads(),
+        };
+        let mut read = |p: &Plan, i: usize| {
+            parallel::prepare_files(p, paths, i, now_ms, threads, poll)?.ok_or_else(|| {
+                Error::Limit {
+                    reason: "ingest_files was stopped".into(),
+                }
+            })
+        };
+        let delta = read(&plan, idx)?;
+        let ingest = plan.ingest_id(idx).to_owned();
+        self.commit(plan, delta, &ingest, read)
+    }
+
+    // ---- queries -----------------------------------------------------------------------------
+
+    /// Runs one query (spec 7.2) at `now_ms`.
+    pub fn run_query(&self, query: &Json, now_ms: i64) -> Result<(Query, ResultSet)> {
+        // State first, then plan (the lock order): the plan cannot change while the state of the
+        // filter it names is read.
+        let store = self.lock_store();
+        let plan = self.plan();
+        let lookup = |id: &str| plan.filter(id).cloned();
+        let q = Query::from_json(query, &lookup)?;
+        let def = plan.filter(&q.filter_id).expect("validated filter");
+        let state = store.states.get(&q.filter_id).expect("synced state");
+        let rs = query::run(def, state, &q, now_ms);
+        Ok((q, rs))
+    }
+
+    /// Distinct values of a groupings request's `groupingName` (spec 7.4).
+    pub fn grouping_values(&self, q: &Json) -> Result<Vec<String>> {
+        let store = self.lock_store();
+        let plan = self.plan();
+        let lookup = |id: &str| plan.filter(id).cloned();
+        let parsed = Query::for_groupings(q, &lookup)?;
+        let def = plan.filter(&parsed.filter_id).expect("validated filter");
+        let state = store.states.get(&parsed.filter_id).expect("synced state");
+        query::grouping_values(def, state, &parsed)
+    }
+
+    /// Runs query `i` of a multi request: its result and its label (its `queryId`, else `A`
+    /// when alone, else `Q<i>`); a query error names the query's index.
+    pub fn run_multi_query(
+        &self,
+        list: &[Json],
+        i: usize,
+        now_ms: i64,
+    ) -> Result<(ResultSet, String)> {
+        let (parsed, rs) = self
+            .run_query(&list[i], now_ms)
+            .map_err(|e| e.under(&format!("[{i}]")))?;
+        let qid = parsed.query_id.unwrap_or_else(|| {
+            if list.len() == 1 {
+                "A".to_owned()
+            } else {
+                format!("Q{i}")
+            }
+        });
+        Ok((rs, qid))
+    }
+
+    /// Runs each query of a multi request and appends its compact rows; query errors name the
+    /// query's index. Only one query's result is held at a time.
+    pub fn write_multi(&self, list: &[Json], now_ms: i64, out: &mut ChunkedAnswer) -> Result<()> {
+        let mut writer = MultiWriter::start(out);
+        for i in 0..list.len() {
+            let (rs, qid) = self.run_multi_query(list, i, now_ms)?;
+            writer.write_query(&rs, &qid, out)?;
+        }
+        writer.finish(out)
+    }
+
+    /// A Metrics API answer as the server sends it: the request body in, the answer text out
+    /// in chunks of about `chunk_bytes`. A body that is not strict JSON, or JSON of the wrong
+    /// shape (not an object, or for `Multi` not an object or an array of objects), is reported,
+    /// not raised; bodies nested deeper than the core's limit, query errors and answers over
+    /// `limits` are errors.
+    pub fn answer(
+        &self,
+        kind: AnswerKind,
+        body: &[u8],
+        now_ms: i64,
+        limits: AnswerLimits,
+        chunk_bytes: usize,
+    ) -> Result<Answer> {
+        response::check_depth(body)?;
+        let Ok(request) = serde_json::from_slice::<Json>(body) else {
+            return Ok(Answer::NotJson);
+        };
+        let mut out = ChunkedAnswer::new(chunk_bytes, limits);
+        match (kind, &request) {
+            (AnswerKind::Rows, Json::Object(_)) => {
+                let (_, rs) = self.run_query(&request, now_ms)?;
+                response::write_rows(&rs, &mut out)?;
+            }
+            (AnswerKind::Groupings, Json::Object(_)) => {
+                let values = self.grouping_values(&request)?;
+                response::write_groupings(&values, &mut out)?;
+            }
+            (AnswerKind::Multi, Json::Object(_)) => {
+                self.write_multi(std::slice::from_ref(&request), now_ms, &mut out)?;
+            }
+            (AnswerKind::Multi, Json::Array(list)) if list.iter().all(Json::is_object) => {
+                self.write_multi(list, now_ms, &mut out)?;
+            }
+            _ => return Ok(Answer::WrongShape),
+        }
+        let len = out.len();
+        Ok(Answer::Text(out.into_chunks(), len))
+    }
+
+    /// The compact multi-query rows of spec 7.3 for `queries` (one query or a list).
+    pub fn multi_rows(&self, queries: &Json, now_ms: i64) -> Result<Json> {
+        let list = match queries {
+            Json::Array(a) => a.as_slice(),
+            other => std::slice::from_ref(other),
+        };
+        let mut out = Vec::new();
+        for i in 0..list.len() {
+            let (rs, qid) = self.run_multi_query(list, i, now_ms)?;
+            crate::wire::multi_rows(&rs, &qid, &mut out);
+        }
+        Ok(Json::Array(out))
+    }
+
+    // ---- definitions -------------------------------------------------------------------------
+
+    /// Rebuilds the plan from edited definitions, keeping the state of unchanged filters.
+    fn edit_definitions(
+        &self,
+        edit: impl FnOnce(&mut Vec<IngestDef>, &mut Vec<FilterDef>) -> Result<()>,
+    ) -> Result<()> {
+        let mut store = self.lock_store();
+        let mut plan_guard = self.plan.write().unwrap_or_else(PoisonError::into_inner);
+        let mut ingests: Vec<IngestDef> = plan_guard.ingests().cloned().collect();
+        let mut filters: Vec<FilterDef> = plan_guard.filters().cloned().collect();
+        edit(&mut ingests, &mut filters)?;
+        let plan = Plan::new(ingests, filters)?;
+        store.sync(&plan);
+        *plan_guard = Arc::new(plan);
+        Ok(())
+    }
+
+    /// Adds a filter; its id must be new.
+    pub fn add_filter(&self, def: FilterDef) -> Result<()> {
+        self.edit_definitions(|_, filters| {
+            if filters.iter().any(|f| f.id == def.id) {
+                return Err(Error::Config {
+                    field: "id".into(),
+                    reason: format!("a filter with id {:?} already exists", def.id),
+                });
+            }
+            filters.push(def);
+            Ok(())
+        })
+    }
+
+    /// Removes a filter and its state.
+    pub fn remove_filter(&self, filter_id: &str) -> Result<()> {
+        self.edit_definitions(|_, filters| {
+            let before = filters.len();
+            filters.retain(|f| f.id != filter_id);
+            if filters.len() == before {
+                return Err(Error::NotFound {
+                    kind: "filter",
+                    id: filter_id.to_owned(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Adds an ingest; its id must be new.
+    pub fn add_ingest(&self, def: IngestDef) -> Result<()> {
+        self.edit_definitions(|ingests, _| {
+            if ingests.iter().any(|i| i.id == def.id) {
+                return Err(Error::Config {
+                    field: "id".into(),
+                    reason: format!("an ingest with id {:?} already exists", def.id),
+                });
+            }
+            ingests.push(def);
+            Ok(())
+        })
+    }
+
+    /// Removes an ingest.
+    pub fn remove_ingest(&self, ingest_id: &str) -> Result<()> {
+        self.edit_definitions(|ingests, _| {
+            let before = ingests.len();
+            ingests.retain(|i| i.id != ingest_id);
+            if ingests.len() == before {
+                return Err(Error::NotFound {
+                    kind: "ingest",
+                    id: ingest_id.to_owned(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// The filter definitions as a JSON list.
+    #[must_use]
+    pub fn filter_definitions(&self) -> Json {
+        Json::Array(self.plan().filters().map(FilterDef::to_json).collect())
+    }
+
+    /// The ingest definitions as a JSON list.
+    #[must_use]
+    pub fn ingest_definitions(&self) -> Json {
+        Json::Array(self.plan().ingests().map(IngestDef::to_json).collect())
+    }
+
+    // ---- snapshots and merges ----------------------------------------------------------------
+
+    /// The engine's definitions and state in the snapshot format.
+    #[must_use]
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let store = self.lock_store();
+        let plan = self.plan();
+        snapshot::encode(&plan, &store)
+    }
+
+    /// An engine from a snapshot.
+    pub fn from_snapshot(data: &[u8]) -> Result<SharedEngine> {
+        let engine = snapshot::decode(data)?;
+        let plan = Arc::try_unwrap(engine.plan).unwrap_or_else(|arc| (*arc).clone());
+        Ok(SharedEngine::from_parts(plan, engine.store))
+    }
+
+    /// Adds `other`'s state into this engine. Their filter definitions must be equal (in any
+    /// order), and a filter compacted in both must have the same tiers; a refused merge changes
+    /// nothing.
+    pub fn merge(&self, other: &SharedEngine) -> Result<()> {
+        if std::ptr::eq(self, other) {
+            return Err(Error::Config {
+                field: "other".into(),
+                reason: "an engine cannot be merged into itself".into(),
+            });
+        }
+        // Clone the other engine first so the two state locks are never held together.
+        let (other_plan, other_store) = {
+            let s = other.lock_store();
+            (other.plan(), s.clone())
+        };
+        let mut store = self.lock_store();
+        let plan = self.plan();
+        let by_id = |p: &Plan| {
+            p.filters()
+                .map(|f| (f.id.clone(), f.to_json()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        if by_id(&plan) != by_id(&other_plan) {
+            return Err(Error::Config {
+                field: "other".into(),
+                reason: "engines with different filter definitions cannot be merged".into(),
+            });
+        }
+        merge_stores(&mut store, &other_store)
+    }
+
+    // ---- retention ---------------------------------------------------------------------------
+
+    /// Drops buckets before `horizon_ms` (of one filter, or of all); returns the rows dropped.
+    pub fn drop_before(&self, horizon_ms: i64, filter_id: Option<&str>) -> Result<usize> {
+        let mut store = self.lock_store();
+        if let Some(id) = filter_id {
+            let state = store.states.get_mut(id).ok_or_else(|| Error::NotFound {
+                kind: "filter",
+                id: id.to_owned(),
+            })?;
+            return Ok(state.drop_before(horizon_ms));
+        }
+        Ok(store
+            .states
+            .values_mut()
+            .map(|s| s.drop_before(horizon_ms))
+            .sum())
+    }
+
+    /// Approximate heap bytes of the state.
+    #[must_use]
+    pub fn state_bytes(&self) -> usize {
+        self.lock_store().heap_bytes()
+    }
+
+    /// Compacts every filter with retention tiers at `now_ms`; `default_retention` (JSON `null`
+    /// or a tier list) applies to filters without their own. Returns the report.
+    pub fn compact(&self, now_ms: i64, default_retention: Option<&Json>) -> Result<Json> {
+        let tiers = match default_retention {
+            None | Some(Json::Null) => Vec::new(),
+            Some(v) => parse_retention(v, None, "default_retention")?,
+        };
+        // Bounded steps, the state lock released between them, so batches keep being applied
+        // while a large compaction runs.
+        let mut total = retention::CompactReport::default();
+        loop {
+            let (step, done) = {
+                let mut store = self.lock_store();
+                let plan = self.plan();
+                retention::compact_step(&mut store, &plan, now_ms, &tiers, COMPACT_STEP_ROWS)
+            };
+            retention::add_report(&mut total, &step);
+            if done {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        Ok(retention::report_json(&total))
+    }
+
+    /// The resolutions serving a query's window, finest first.
+    pub fn resolutions(&self, query: &Json) -> Result<Json> {
+        let store = self.lock_store();
+        let plan = self.plan();
+        let lookup = |id: &str| plan.filter(id).cloned();
+        let parsed = Query::for_groupings(query, &lookup)?;
+        let def = plan.filter(&parsed.filter_id).expect("validated filter");
+        Ok(retention::resolutions_json(
+            def,
+            store.layouts.get(&parsed.filter_id),
+            parsed.start_ms.unwrap_or(i64::MIN),
+            parsed.end_ms.unwrap_or(i64::MAX),
+        ))
+    }
+
+    /// Per filter, per tier: interval, rows and approximate bytes.
+    #[must_use]
+    pub fn tier_usage(&self) -> Json {
+        let store = self.lock_store();
+        let plan = self.plan();
+        let mut out = Map::new();
+        for def in plan.filters() {
+            let Some(state) = store.states.get(&def.id) else {
+                continue;
+            };
+            let layout = store.layouts.get(&def.id);
+            let tiers: Vec<Json> = retention::tier_usage(state, layout)
+                .into_iter()
+                .enumerate()
+                .map(|(t, (iv, rows, bytes))| {
+                    let iv = if layout.is_some() { iv } else { def.interval };
+                    json!({
+                        "tier": t,
+                        "intervalType": iv.unit.name(),
+                        "intervalCount": iv.count,
+                        "rows": rows,
+                        "bytes": bytes,
+                    })
+                })
+                .collect();
+            out.insert(def.id.clone(), Json::Array(tiers));
+        }
+        Json::Object(out)
+    }
+}
+
+/// Adds `other`'s states into `store` (same definitions), fitting both to the later tier
+/// floors first so rows of different resolutions never merge.
+fn merge_stores(store: &mut Store, other: &Store) -> Result<()> {
+    // Check every filter before changing any, so a refused merge leaves the state as it was.
+    for (id, layout) in &other.layouts {
+        if let Some(mine) = store.layouts.get(id) {
+            if mine.intervals != layout.intervals && !mine.is_pristine() && !layout.is_pristine() {
+                return Err(Error::Config {
+                    field: "other".into(),
+                    reason: format!("filter {id:?} was compacted with different tiers"),
+                });
+            }
+        }
+    }
+    for (id, state) in &other.states {
+        if let Some(mine) = store.states.get(id) {
+            mine.check_merge(state)?;
+        }
+    }
+    for (id, state) in &other.states {
+        let Some(mine) = store.states.get_mut(id) else {
+            continue;
+        };
+        let mine_layout = store.layouts.get_mut(id);
+        let had = mine_layout.is_some();
+        let combined = retention::merge_tiered(mine, mine_layout, state, other.layouts.get(id))?;
+        if let (false, Some(l)) = (had, combined) {
+            store.layouts.insert(id.clone(), l);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BATCH: &[u8] = br#"[{"t":1704067200000,"k":"a"},{"t":1704067260000,"k":"b"}]"#;
+
+    fn filter(id: &str) -> FilterDef {
+        FilterDef::from_json(&json!({
+            "id": id, "intervalType": "MINUTE", "intervalCount": 1,
+            "aggregations": [{"id": 1, "calculations": ["COUNT"]}]
+        }))
+        .unwrap()
+    }
+
+    fn engine() -> SharedEngine {
+        let ingest = IngestDef::from_json(&json!({
+            "id": "i",
+            "timestamp": {"source": "PROPERTY", "path": "$.t", "format": "UNIX_MILLISECONDS"}
+        }))
+        .unwrap();
+        SharedEngine::new(vec![ingest], vec![filter("f")]).unwrap()
+    }
+
+    fn count(e: &SharedEngine, filter_id: &str) -> f64 {
+        let q = json!({
+            "filterId": filter_id, "aggregationId": 1, "calculation": "COUNT",
+            "startTime": "2024-01-01T00:00:00Z", "endTime": "2024-01-02T00:00:00Z"
+        });
+        let (_, rs) = e.run_query(&q, 1_704_153_600_000).unwrap();
+        rs.value.iter().sum()
+    }
+
+    fn matched(stats: &IngestStats, filter_id: &str) -> Option<u64> {
+        stats
+            .per_filter
+            .iter()
+            .find(|f| f.filter_id == filter_id)
+            .map(|f| f.matched)
+    }
+
+    fn temp_file(name: &str, data: &[u8]) -> String {
+        let dir = std::env::temp_dir().join(format!("et-shared-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, data).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_prepared_batch_is_evaluated_again_when_a_filter_was_added() {
+        let e = engine();
+        let batch = e.prepare(BATCH, None, 0).unwrap();
+        assert_eq!(matched(batch.stats(), "g"), None);
+        e.add_filter(filter("g")).unwrap();
+        let stats = e.apply(&batch).unwrap();
+        assert_eq!(matched(&stats, "g"), Some(2));
+        assert!((count(&e, "g") - 2.0).abs() < f64::EPSILON);
+        assert!(e.apply(&batch).is_err(), "a batch applies once");
+    }
+
+    #[test]
+    fn a_batch_whose_ingest_was_removed_stays_available() {
+        let e = engine();
+        let batch = e.prepare(BATCH, Some("i"), 0).unwrap();
+        let other = IngestDef::from_json(&json!({"id": "j"})).unwrap();
+        e.add_ingest(other).unwrap();
+        e.remove_ingest("i").unwrap();
+        assert!(matches!(
+            e.apply(&batch),
+            Err(Error::NotFound { kind: "ingest", .. })
+        ));
+        // Not consumed: it is refused for the same reason again, not as "already applied".
+        assert!(matches!(e.apply(&batch), Err(Error::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_file_ingest_survives_a_filter_edited_while_it_is_read() {
+        let e = engine();
+        let path = temp_file("edit.json", BATCH);
+        let edited = Cell::new(false);
+        // The progress callback runs without any lock held, so it can edit the definitions: the
+        // deterministic form of an edit from another thread while the file is read.
+        let mut progress = |_: u64, _: u64| {
+            if !edited.replace(true) {
+                e.add_filter(filter("g")).unwrap();
+            }
+            true
+        };
+        let stats = e.ingest_file(&path, None, 0, &mut progress).unwrap();
+        assert!(edited.get());
+        assert_eq!(matched(&stats, "f"), Some(2));
+        assert_eq!(matched(&stats, "g"), Some(2));
+        assert!((count(&e, "g") - 2.0).abs() < f64::EPSILON);
+        assert!((count(&e, "f") - 2.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_multi_file_ingest_survives_a_filter_removed_while_it_is_read() {
+        let e = engine();
+        e.add_filter(filter("g")).unwrap();
+        let paths = vec![
+            temp_file("a.json", BATCH),
+            temp_file("b.ndjson", b"{\"t\":1704067200000}\n"),
+        ];
+        let edited = Cell::new(false);
+        let mut poll = |_: u64, _: u64| {
+            if !edited.replace(true) {
+                e.remove_filter("g").unwrap();
+            }
+            true
+        };
+        let stats = e.ingest_files(&paths, None, 0, Some(2), &mut poll).unwrap();
+        assert!(edited.get());
+        assert_eq!(matched(&stats, "g"), None);
+        assert_eq!(matched(&stats, "f"), Some(3));
+        assert!((count(&e, "f") - 3.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_stopped_file_ingest_applies_nothing() {
+        let e = engine();
+        let path = temp_file("stop.json", BATCH);
+        let err = e
+            .ingest_file(&path, None, 0, &mut |_, _| false)
+            .unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err}");
+        assert!(count(&e, "f").abs() < f64::EPSILON);
+        let err = e
+            .ingest_files(&[path], None, 0, Some(1), &mut |_, _| false)
+            .unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err}");
+        assert!(count(&e, "f").abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn merge_refuses_itself_and_different_filters_and_adds_state() {
+        let a = engine();
+        let b = engine();
+        a.ingest(BATCH, None, 0).unwrap();
+        b.ingest(BATCH, None, 0).unwrap();
+        assert!(a.merge(&a).is_err());
+        a.merge(&b).unwrap();
+        assert!((count(&a, "f") - 4.0).abs() < f64::EPSILON);
+        b.add_filter(filter("g")).unwrap();
+        let before = count(&a, "f");
+        assert!(matches!(a.merge(&b), Err(Error::Config { .. })));
+        assert!((count(&a, "f") - before).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn definition_errors_name_their_index() {
+        let err = SharedEngine::from_json(&json!({"id": "i"}), &json!([{"id": "f"}])).unwrap_err();
+        match err {
+            Error::Config { field, .. } => assert!(field.starts_with("filters[0]."), "{field}"),
+            other => panic!("{other}"),
+        }
+    }
+}
