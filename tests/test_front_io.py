@@ -149,7 +149,7 @@ def test_concurrent_first_uses_of_a_key_run_scrypt_once(
 ) -> None:
     """Parallel first requests with one key (a client's batches after a restart) wait for one
     verification instead of each running scrypt; a wrong key is still refused."""
-    from eventtally.server import metadata
+    from eventtally.server.metadata import store as metadata
 
     store = MetadataStore(tmp_path)
     try:
