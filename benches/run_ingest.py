@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-for _p in (HERE, HERE.parent / "tests"):
+for _p in (HERE, HERE.parent):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -64,9 +64,9 @@ for _p in (HERE, HERE.parent / "tests"):
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from tests.reference import ReferenceEngine, parse_iso8601  # noqa: E402
 
 import eventtally  # noqa: E402
-from reference import ReferenceEngine, parse_iso8601  # noqa: E402
 from segment_gen import (  # noqa: E402
     BENCH_FILTER,
     BENCH_INGEST,

@@ -19,9 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest_server import running_server
+from tests.server_support import running_server
 
 
 def main() -> int:

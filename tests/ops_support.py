@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest_server import Reply
+from tests.server_support import Reply
 
 KEY = "ops-test-key-0123456789"
 ADMIN = "ops-admin-token"

@@ -11,8 +11,8 @@ What lives here:
   rejected batch changes nothing and that equivalent inputs give identical state;
 - the fixtures directory ``tests/data`` (copied from ``shared/spec/fixtures``).
 
-``tests/`` and ``benches/`` are put on ``sys.path`` so suites can ``from support import …``
-and ``import segment_gen`` / ``import reference``.
+``tests`` is a package (``from tests.support import …``); ``benches/`` is put on ``sys.path``
+so suites can ``import segment_gen``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 ROOT = HERE.parent
-for _p in (HERE, ROOT / "benches"):
+for _p in (ROOT / "benches",):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from eventtally import QueryError
-from support import (
+from tests.support import (
     FIXED_NOW_DT,
     agg_def,
     by_group,

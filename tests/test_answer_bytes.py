@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from support import ALL_CALCS, agg_def, dumps, filter_def, ingest_def, make_engine, query
+from tests.support import ALL_CALCS, agg_def, dumps, filter_def, ingest_def, make_engine, query
 
 START_MS = 1715590800000  # 2024-05-13T09:00:00Z
 GROUP_VALUES = [

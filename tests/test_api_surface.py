@@ -18,7 +18,7 @@ import pytest
 
 import eventtally
 from eventtally import _core
-from support import ROOT, agg_def, filter_def, ingest_def, make_engine, query
+from tests.support import ROOT, agg_def, filter_def, ingest_def, make_engine, query
 
 EXPECTED_ALL = {
     "ConfigError",

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from conftest_server import (
+from eventtally.server import EventtallyHTTPServer
+from tests.server_support import (
     BETA_INGEST,
     BETA_KEY,
     INGEST,
@@ -30,7 +31,6 @@ from conftest_server import (
     query,
     running_server,
 )
-from eventtally.server import EventtallyHTTPServer
 
 pytestmark = pytest.mark.timeout(120)
 

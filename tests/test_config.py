@@ -9,7 +9,7 @@ import pytest
 
 import eventtally
 from eventtally import ConfigError, EventtallyError, PathSyntaxError
-from support import agg_def, filter_def, ingest_def, make_engine
+from tests.support import agg_def, filter_def, ingest_def, make_engine
 
 
 def with_items(items: list[dict[str, Any]]) -> dict[str, Any]:

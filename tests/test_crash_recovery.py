@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_support import (
+from tests.ops_support import (
     INGEST,
     KEY,
     NOW_INGEST,

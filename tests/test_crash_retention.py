@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from ops_support import BY_BATCH, ServerProcess, counts_by_tag, results, write_config
-from test_crash_recovery import Ledger, Loader, check_exact
+from tests.ops_support import BY_BATCH, ServerProcess, counts_by_tag, results, write_config
+from tests.test_crash_recovery import Ledger, Loader, check_exact
 
 pytestmark = pytest.mark.slow
 

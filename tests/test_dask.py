@@ -26,8 +26,8 @@ from distributed import Client, LocalCluster  # noqa: E402
 
 from eventtally import Engine, JsonError  # noqa: E402
 from eventtally import dask as etdask  # noqa: E402
-from test_query import INGEST, T0, Clock, ndjson  # noqa: E402
-from test_snapshot import FILTERS, assert_same_answers, make_events  # noqa: E402
+from tests.test_query import INGEST, T0, Clock, ndjson  # noqa: E402
+from tests.test_snapshot import FILTERS, assert_same_answers, make_events  # noqa: E402
 
 CLOCK = Clock(T0 + 30 * 86_400)
 
@@ -199,7 +199,7 @@ def test_two_worker_processes(tmp_path: Path) -> None:
     script.write_text(TWO_PROCESSES)
     here = str(Path(__file__).resolve().parent)
     done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "arch"), here],
+        [sys.executable, str(script), str(tmp_path / "arch"), here, str(Path(here).parent)],
         capture_output=True,
         text=True,
         timeout=180,

@@ -11,7 +11,7 @@ import pytest
 
 from eventtally.durability import MessageIdDeduplicator
 from segment_gen import batches, generate_events
-from support import dumps, ingest_def, make_engine, ndjson, single_value
+from tests.support import dumps, ingest_def, make_engine, ndjson, single_value
 
 
 class FakeClock:

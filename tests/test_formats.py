@@ -10,7 +10,7 @@ import pytest
 
 import eventtally
 from eventtally import FormatError, JsonError
-from support import (
+from tests.support import (
     INPUT_FORMS,
     agg_def,
     by_group,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest_server import INGEST, SEGMENT_KEY, Client, query, running_server
 from eventtally.server import EventtallyHTTPServer, Manager, MetadataStore
+from tests.server_support import INGEST, SEGMENT_KEY, Client, query, running_server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from eventtally import JsonError, PathSyntaxError
-from support import (
+from tests.support import (
     agg_def,
     by_group,
     dumps,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from eventtally import ConfigError, EventtallyError, PathSyntaxError
-from support import (
+from tests.support import (
     agg_def,
     by_group,
     dumps,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from ops_support import (
+from tests.ops_support import (
     ADMIN,
     BACKFILL_QUERIES,
     BY_BATCH,

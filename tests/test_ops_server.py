@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops_support import (
+from tests.ops_support import (
     KEY,
     ORG,
     ServerProcess,

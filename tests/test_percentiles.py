@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from eventtally import Engine
-from reference import percentile_cont
-from support import value_distribution
+from tests.reference import percentile_cont
+from tests.support import value_distribution
 
 HERE = Path(__file__).resolve().parent
 GRID = (1e-3, 0.01, 0.05, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import eventtally
-from reference import ReferenceEngine
-from support import (
+from tests.reference import ReferenceEngine
+from tests.support import (
     FIXED_NOW_MS,
     INPUT_FORMS,
     PERCENTILE_GRID,

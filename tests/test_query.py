@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import strict_decoder
 from eventtally import Engine, EventtallyError, NotFoundError, QueryError
-from reference import ReferenceEngine
-from support import Clock
+from tests import strict_decoder
+from tests.reference import ReferenceEngine
+from tests.support import Clock
 
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
 T0_MS = T0 * 1000

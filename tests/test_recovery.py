@@ -35,7 +35,7 @@ from eventtally.durability import (
     to_ms,
 )
 from segment_gen import BENCH_FILTER, BENCH_INGEST, batches, generate_events
-from support import agg_def, filter_def, fixed_clock, ingest_def, snapshot
+from tests.support import agg_def, filter_def, fixed_clock, ingest_def, snapshot
 
 # --------------------------------------------------------------------------------------------
 # A miniature server: prepare -> WAL append -> apply, snapshots tagged with the WAL position

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eventtally
-from reference import (
+from tests.reference import (
     MAX_MS,
     MIN_MS,
     ConfigError,

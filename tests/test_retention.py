@@ -19,7 +19,7 @@ import pytest
 
 import eventtally
 from eventtally import ConfigError, Engine, SnapshotError
-from support import Clock
+from tests.support import Clock
 
 MINUTE = 60
 HOUR = 3600

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from eventtally import Engine, EventtallyIOError, JsonError, LimitError, SnapshotError, _core
-from test_query import INGEST, T0, Clock, ndjson
-from test_snapshot import FILTERS, assert_same_answers, engine_with, make_events
+from tests.test_query import INGEST, T0, Clock, ndjson
+from tests.test_snapshot import FILTERS, assert_same_answers, engine_with, make_events
 
 HEADER = struct.Struct("<8sIQI")
 COUNT_ONLY = {
@@ -251,7 +251,7 @@ def test_engine_crosses_a_multiprocessing_spawn(tmp_path: Path) -> None:
     script.write_text(SPAWN_SCRIPT)
     here = str(Path(__file__).resolve().parent)
     done = subprocess.run(
-        [sys.executable, str(script), here],
+        [sys.executable, str(script), here, str(Path(here).parent)],
         capture_output=True,
         text=True,
         timeout=120,

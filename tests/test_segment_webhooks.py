@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from conftest_server import (
+from eventtally.server import EventtallyHTTPServer
+from tests.server_support import (
     Client,
     expected_by_type,
     fixture_bytes,
@@ -37,7 +38,6 @@ from conftest_server import (
     running_server,
     simple_points,
 )
-from eventtally.server import EventtallyHTTPServer
 
 KEY = "segment-webhooks-key-0123456789"
 SHARED_SECRET = "abc123"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from conftest_server import ALL_FILTER, Client, plain_server, query
 from eventtally.server import EventtallyHTTPServer
+from tests.server_support import ALL_FILTER, Client, plain_server, query
 
 TOKEN = "admin-token-for-tests"
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import eventtally
-from conftest_server import INGEST, Client, query, running_server
 from eventtally._safejson import MAX_DEPTH
 from eventtally.server import EventtallyHTTPServer
 from eventtally.server.routes import metrics as metrics_routes
+from tests.server_support import INGEST, Client, query, running_server
 
 EVENTS = [
     {

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 import eventtally
-from conftest_server import ALL_FILTER, INGEST, SEGMENT_KEY, fixture_bytes, write_config
 from eventtally.cli import build_parser, main
+from tests.server_support import ALL_FILTER, INGEST, SEGMENT_KEY, fixture_bytes, write_config
 
 
 class ServeProcess:
@@ -398,8 +398,8 @@ def test_backfill_of_an_unknown_filter_says_so(
 
 def test_key_disabled_by_the_cli_is_refused_when_the_command_returns(tmp_path: Path) -> None:
     """`eventtally key disable` in another process: the very next request is refused."""
-    from conftest_server import WRITE_KEY, Client, running_server
     from eventtally.server import MetadataStore
+    from tests.server_support import WRITE_KEY, Client, running_server
 
     with running_server(tmp_path) as srv:
         c = Client(srv, key=WRITE_KEY)

@@ -7,7 +7,7 @@ import json
 import threading
 from pathlib import Path
 
-from conftest_server import (
+from tests.server_support import (
     Client,
     expected_by_type,
     fixture_bytes,

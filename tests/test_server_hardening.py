@@ -23,7 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest_server import (
+from eventtally import _safejson as safejson
+from eventtally.durability.files import make_private_dirs, open_private
+from eventtally.server import ConfigFileError, EventtallyHTTPServer, ServerConfig
+from tests.server_support import (
     TYPES_FILTER,
     Client,
     expected_by_type,
@@ -32,9 +35,6 @@ from conftest_server import (
     running_server,
     simple_points,
 )
-from eventtally import _safejson as safejson
-from eventtally.durability.files import make_private_dirs, open_private
-from eventtally.server import ConfigFileError, EventtallyHTTPServer, ServerConfig
 
 HERE = Path(__file__).resolve().parent
 ADMIN = "admin-token-0123456789"

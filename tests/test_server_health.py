@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest_server import (
+from eventtally.server import health as health_mod
+from tests.server_support import (
     BETA_INGEST,
     BETA_KEY,
     INGEST,
@@ -19,7 +20,6 @@ from conftest_server import (
     fixture_bytes,
     running_server,
 )
-from eventtally.server import health as health_mod
 
 
 def _health(client: Client, key: str = READ_KEY, query: str = "") -> dict[str, Any]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest_server import (
+from eventtally.server import EventtallyHTTPServer
+from tests.server_support import (
     INGEST,
     SEGMENT_KEY,
     Client,
@@ -22,7 +23,6 @@ from conftest_server import (
     raw_exchange,
     running_server,
 )
-from eventtally.server import EventtallyHTTPServer
 
 BODY = b'[{"type":"track","event":"A","receivedAt":"2024-05-14T10:00:00Z"}]'
 

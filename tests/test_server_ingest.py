@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest_server import (
+from eventtally.server import EventtallyHTTPServer
+from tests.server_support import (
     BETA_INGEST,
     BETA_KEY,
     DISABLED_KEY,
@@ -27,7 +28,6 @@ from conftest_server import (
     segment_headers,
     simple_points,
 )
-from eventtally.server import EventtallyHTTPServer
 
 TRACK = fixture_bytes("request-body-single-track.json")
 BATCH = fixture_bytes("request-body-batch.json")
@@ -39,7 +39,7 @@ def _count(client: Client) -> float:
 
 
 def _assert_json_error(reply: object, status: int) -> str:
-    from conftest_server import Reply
+    from tests.server_support import Reply
 
     assert isinstance(reply, Reply)
     assert reply.status == status, (reply.status, reply.body)

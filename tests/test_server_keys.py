@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest_server import (
+from eventtally.server import EventtallyHTTPServer, Manager, MetadataStore
+from eventtally.server.metadata import MetadataError
+from tests.server_support import (
     BETA_INGEST,
     BETA_KEY,
     DISABLED_KEY,
@@ -23,8 +25,6 @@ from conftest_server import (
     query,
     running_server,
 )
-from eventtally.server import EventtallyHTTPServer, Manager, MetadataStore
-from eventtally.server.metadata import MetadataError
 
 BODY = b'[{"type":"track","event":"A","receivedAt":"2024-05-14T10:00:00Z"}]'
 

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest_server import (
+from eventtally.server import (
+    ConfigFileError,
+    MetadataStore,
+    ProvisioningError,
+    apply_provisioning,
+    load_config,
+    start_server,
+)
+from tests.server_support import (
     ALL_FILTER,
     BASE_TOML,
     BETA_INGEST,
@@ -20,14 +28,6 @@ from conftest_server import (
     fixture_bytes,
     query,
     running_server,
-)
-from eventtally.server import (
-    ConfigFileError,
-    MetadataStore,
-    ProvisioningError,
-    apply_provisioning,
-    load_config,
-    start_server,
 )
 
 ISSUE_TOML = """

@@ -6,7 +6,8 @@ import copy
 import json
 from typing import Any
 
-from conftest_server import (
+from eventtally.server import EventtallyHTTPServer
+from tests.server_support import (
     BETA_INGEST,
     BETA_KEY,
     INGEST,
@@ -23,7 +24,6 @@ from conftest_server import (
     segment_headers,
     simple_points,
 )
-from eventtally.server import EventtallyHTTPServer
 
 
 def batch_of_300() -> list[dict[str, Any]]:

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from conftest_server import (
+from eventtally.cli import main
+from eventtally.server import ConfigFileError, load_config, start_server
+from eventtally.server.runtime import StateLimitError
+from tests.server_support import (
     FIXED_NOW,
     INGEST,
     SEGMENT_KEY,
@@ -17,9 +20,6 @@ from conftest_server import (
     fixture_bytes,
     write_config,
 )
-from eventtally.cli import main
-from eventtally.server import ConfigFileError, load_config, start_server
-from eventtally.server.runtime import StateLimitError
 
 ADMIN = "retention-admin-token"
 DAY = 86_400

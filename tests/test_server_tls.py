@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest_server import INGEST, SEGMENT_KEY, query, running_server
 from eventtally.server import ConfigFileError, ServerConfig
 from eventtally.server.slots import Slots
+from tests.server_support import INGEST, SEGMENT_KEY, query, running_server
 
 trustme = pytest.importorskip("trustme")
 
@@ -162,8 +162,8 @@ def test_slots_share_between_organizations() -> None:
 
 def test_serve_tls_flags_serve_https(tmp_path: Path, ca: trustme.CA) -> None:
     """``eventtally serve --tls-cert --tls-key`` answers over HTTPS and stops cleanly."""
-    from conftest_server import write_config
-    from ops_support import ServerProcess
+    from tests.ops_support import ServerProcess
+    from tests.server_support import write_config
 
     cert, key = _pem_files(ca, tmp_path)
     write_config(tmp_path)

@@ -32,7 +32,7 @@ from eventtally import (
     SnapshotError,
     _core,
 )
-from test_query import (
+from tests.test_query import (
     ALL_CALCS,
     INGEST,
     T0,

@@ -8,7 +8,7 @@ Two halves:
 - the server: one test per answer shape (plain, ``?multi=true`` with one and with several
   queries, ``$__agg``, ``returnGroupingValues: false``, Top/Bottom limits, rollups including
   ``frequency: 0``, groupings, ``/filter-definitions``), every answer through the decoder (the
-  :class:`Client` of ``conftest_server.py`` also decodes each 200 answer on its own).
+  :class:`Client` of ``server_support.py`` also decodes each 200 answer on its own).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-import strict_decoder as sd
-from conftest_server import BASE_TOML, Client, Reply, query, running_server, strict_check
+from tests import strict_decoder as sd
+from tests.server_support import BASE_TOML, Client, Reply, query, running_server, strict_check
 
 TWO_GROUPINGS: dict[str, Any] = {
     "id": "by-type-plan",

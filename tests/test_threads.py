@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from eventtally import ConfigError, JsonError
-from support import (
+from tests.support import (
     agg_def,
     by_group,
     dumps,

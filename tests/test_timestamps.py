@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import eventtally
-from support import (
+from tests.support import (
     FIXED_NOW_DT,
     agg_def,
     bucket_starts,

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from conftest_server import (
+from eventtally.server import EventtallyHTTPServer
+from tests.server_support import (
     BASE_TOML,
     INGEST,
     READ_KEY,
@@ -30,7 +31,6 @@ from conftest_server import (
     parse_dt,
     running_server,
 )
-from eventtally.server import EventtallyHTTPServer
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 

@@ -26,9 +26,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
-import strict_decoder
 from eventtally.server import EventtallyHTTPServer, ServerConfig, load_config, start_server
-from support import fixture_bytes as fixture_bytes  # re-export: server suites import from here
+from tests import strict_decoder
+from tests.support import (
+    fixture_bytes as fixture_bytes,  # re-export: server suites import from here
+)
 
 HERE = Path(__file__).resolve().parent
 
