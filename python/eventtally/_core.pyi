@@ -10,7 +10,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "_rows_from_arrays", "message_ids"]
+__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "message_ids"]
 
 SNAPSHOT_FORMAT_VERSION: int
 
@@ -122,11 +122,6 @@ class Engine:
         """The tiers serving a query window, finest first, as JSON text."""
     def tier_usage_json(self) -> str:
         """Per filter, per tier: interval, rows and bytes, as JSON text."""
-
-def _rows_from_arrays(
-    dt: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
-) -> list[tuple[str, float]]:
-    """(RFC 3339 dt, value) pairs from result arrays."""
 
 def message_ids(
     body: bytes | bytearray | memoryview | str, schema: str, array_path: str | None = None

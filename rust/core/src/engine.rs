@@ -434,26 +434,11 @@ impl Plan {
                 let mut line_start = 0usize;
                 let mut sc = Scanner::new("", 0);
                 let bytes = src.as_bytes();
-                let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
                 while line_start < bytes.len() {
                     let end = memchr::memchr(b'\n', &bytes[line_start..])
                         .map_or(bytes.len(), |i| line_start + i);
-                    let (mut lo, mut hi) = (line_start, end);
+                    let (lo, hi) = ndjson_record_span(bytes, line_start, end);
                     line_start = end + 1;
-                    while lo < hi && is_ws(bytes[lo]) {
-                        lo += 1;
-                    }
-                    while hi > lo && is_ws(bytes[hi - 1]) {
-                        hi -= 1;
-                    }
-                    // The upstream docs' example ends lines with a comma and wraps them in [ ].
-                    if hi > lo && bytes[hi - 1] == b',' {
-                        hi -= 1;
-                        while hi > lo && is_ws(bytes[hi - 1]) {
-                            hi -= 1;
-                        }
-                    }
-                    // Only ASCII bytes were trimmed, so both ends are char boundaries.
                     let body = &src[lo..hi];
                     if body.is_empty() || body == "[" || body == "]" {
                         continue;
@@ -615,6 +600,29 @@ pub(crate) fn open_body<'a>(
 
 /// The error for a body whose first value has the wrong shape: a JSON error when the body is not
 /// JSON at all, else a format error ("Incorrect event format").
+/// The span of one newline-delimited record within `bytes[start..end]` (a line without its
+/// `\n`): ASCII whitespace trimmed at both ends, and one trailing comma with the whitespace before
+/// it, because the upstream docs' example ends lines with a comma and wraps them in `[ ]`. Only
+/// ASCII bytes are trimmed, so both ends stay char boundaries. The engine and the `messageId`
+/// reader share it so that they see the same records.
+pub(crate) fn ndjson_record_span(bytes: &[u8], start: usize, end: usize) -> (usize, usize) {
+    let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let (mut lo, mut hi) = (start, end);
+    while lo < hi && is_ws(bytes[lo]) {
+        lo += 1;
+    }
+    while hi > lo && is_ws(bytes[hi - 1]) {
+        hi -= 1;
+    }
+    if hi > lo && bytes[hi - 1] == b',' {
+        hi -= 1;
+        while hi > lo && is_ws(bytes[hi - 1]) {
+            hi -= 1;
+        }
+    }
+    (lo, hi)
+}
+
 fn format_error(sc: &Scanner<'_>, reason: &str) -> Error {
     if sc.at_end() {
         return sc.error_here("empty body");

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use crate::batch::{decode_utf8, PathTrie, Scanner};
 use crate::config::Schema;
-use crate::engine::{expect_end, open_body};
+use crate::engine::{expect_end, ndjson_record_span, open_body};
 use crate::error::{Error, Result};
 use crate::path::Path;
 use crate::value::Value;
@@ -179,25 +179,12 @@ pub fn message_ids<'a>(
         }
         Schema::NewlineDelimited => {
             let bytes = src.as_bytes();
-            let is_ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
             let mut sc = Scanner::new("", 0);
             let mut line_start = 0usize;
             loop {
                 let end = memchr::memchr(b'\n', &bytes[line_start..])
                     .map_or(bytes.len(), |i| line_start + i);
-                let (mut lo, mut hi) = (line_start, end);
-                while lo < hi && is_ws(bytes[lo]) {
-                    lo += 1;
-                }
-                while hi > lo && is_ws(bytes[hi - 1]) {
-                    hi -= 1;
-                }
-                if hi > lo && bytes[hi - 1] == b',' {
-                    hi -= 1;
-                    while hi > lo && is_ws(bytes[hi - 1]) {
-                        hi -= 1;
-                    }
-                }
+                let (lo, hi) = ndjson_record_span(bytes, line_start, end);
                 let body = &src[lo..hi];
                 // The first line's span starts at 0 so a byte order mark stays with it.
                 let start = if line_start == 0 { 0 } else { bom + line_start };

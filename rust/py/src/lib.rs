@@ -23,35 +23,12 @@ mod errors;
 mod ids;
 
 use eventtally_core::snapshot;
-use eventtally_core::time::write_rfc3339;
-use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
-
-/// Builds a list of row dicts directly (faster than JSON text for large answers).
-#[pyfunction]
-fn _rows_from_arrays<'py>(
-    py: Python<'py>,
-    dt: &Bound<'py, PyArray1<i64>>,
-    values: &Bound<'py, PyArray1<f64>>,
-) -> PyResult<Bound<'py, PyList>> {
-    let dt = dt.readonly();
-    let values = values.readonly();
-    let list = PyList::empty(py);
-    let mut s = String::new();
-    for (d, v) in dt.as_slice()?.iter().zip(values.as_slice()?) {
-        s.clear();
-        write_rfc3339(*d, &mut s);
-        list.append((s.as_str(), *v))?;
-    }
-    Ok(list)
-}
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<batch::PreparedBatch>()?;
-    m.add_function(wrap_pyfunction!(_rows_from_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(ids::message_ids, m)?)?;
     m.add("SNAPSHOT_FORMAT_VERSION", snapshot::FORMAT_VERSION)?;
     Ok(())
