@@ -210,6 +210,18 @@ pub fn prepare_file_bytes(
     ingest: usize,
     now_ms: i64,
 ) -> Result<Delta> {
+    prepare_file_bytes_with(plan, name, data, ingest, now_ms, Reading::GUESS)
+}
+
+/// [`prepare_file_bytes`] starting with `reading` (its sizes are kept for the exact pass).
+pub fn prepare_file_bytes_with(
+    plan: &Plan,
+    name: &str,
+    data: &[u8],
+    ingest: usize,
+    now_ms: i64,
+    first: Reading,
+) -> Result<Delta> {
     let run = |reading: Reading| {
         let mut delta = plan.empty_delta();
         prepare_source_into(
@@ -225,10 +237,10 @@ pub fn prepare_file_bytes(
         )
         .map(|()| delta)
     };
-    match run(Reading::GUESS) {
+    match run(first) {
         Ok(d) => Ok(d),
         Err(Failure::Error(e)) => Err(e),
-        Err(Failure::Guessed(_)) => run(Reading::GUESS.exact()).map_err(Failure::into_error),
+        Err(Failure::Guessed(_)) => run(first.exact()).map_err(Failure::into_error),
     }
 }
 
