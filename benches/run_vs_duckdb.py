@@ -269,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, workdir: Path, segment_gen: Any, shaped_gen: Any,
-         totals_of: Any) -> int:
+def _run(
+    args: argparse.Namespace, workdir: Path, segment_gen: Any, shaped_gen: Any, totals_of: Any
+) -> int:
     totals: dict[str, Any] = {}
     sizes: dict[str, dict[str, int]] = {}
     small: dict[str, list[Path]] = {}
@@ -292,18 +293,24 @@ def _run(args: argparse.Namespace, workdir: Path, segment_gen: Any, shaped_gen: 
         pythons.append(("baseline", args.baseline_python))
     contenders: list[Contender] = []
     for gen in GENERATORS:
-        contenders.append(Contender(f"{gen} duckdb ndjson", gen, "duckdb", "ndjson", "1",
-                                    sys.executable))
+        contenders.append(
+            Contender(f"{gen} duckdb ndjson", gen, "duckdb", "ndjson", "1", sys.executable)
+        )
         for tag, py in pythons:
             for form in FORMS:
-                contenders.append(Contender(f"{gen} {tag} {form} t=1", gen, "eventtally", form,
-                                            "1", py))
+                contenders.append(
+                    Contender(f"{gen} {tag} {form} t=1", gen, "eventtally", form, "1", py)
+                )
             if not args.no_default_threads:
                 for form in FORMS:
-                    contenders.append(Contender(f"{gen} {tag} {form} t=default", gen,
-                                                "eventtally", form, "default", py))
-            contenders.append(Contender(f"{gen} {tag} ingest-only", gen, "ingest-only", "ndjson",
-                                        "1", py))
+                    contenders.append(
+                        Contender(
+                            f"{gen} {tag} {form} t=default", gen, "eventtally", form, "default", py
+                        )
+                    )
+            contenders.append(
+                Contender(f"{gen} {tag} ingest-only", gen, "ingest-only", "ndjson", "1", py)
+            )
     for _ in range(args.repeat):
         for c in contenders:
             t = _run_child(c, workdir)
@@ -311,12 +318,16 @@ def _run(args: argparse.Namespace, workdir: Path, segment_gen: Any, shaped_gen: 
             c.times = [*(c.times or []), t]
 
     problems = _check(contenders, totals)
-    print(f"\n{args.events} events per data set (seed {args.seed}); best of {args.repeat}, "
-          f"interleaved; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"\n{args.events} events per data set (seed {args.seed}); best of {args.repeat}, "
+        f"interleaved; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n"
+    )
     for gen in GENERATORS:
         s = sizes[gen]
-        print(f"### {gen}: NDJSON {s['ndjson'] / 2**20:.1f} MiB, "
-              f"{s['ndjson'] / args.events:.0f} bytes/event\n")
+        print(
+            f"### {gen}: NDJSON {s['ndjson'] / 2**20:.1f} MiB, "
+            f"{s['ndjson'] / args.events:.0f} bytes/event\n"
+        )
         print("| run | best s | median s | vs DuckDB | vs NDJSON file (same build, threads) |")
         print("|---|---:|---:|---:|---:|")
         duck = next(c for c in contenders if c.generator == gen and c.kind == "duckdb")
@@ -326,16 +337,24 @@ def _run(args: argparse.Namespace, workdir: Path, segment_gen: Any, shaped_gen: 
             med = sorted(c.times or [math.nan])[len(c.times or [0]) // 2]
             if c.kind == "ingest-only":
                 rate = args.events / c.best
-                print(f"| {c.label} (ingest of bytes in memory) | {c.best:.3f} | {med:.3f} | "
-                      f"{rate / 1e6:.3f} M events/s | |")
+                print(
+                    f"| {c.label} (ingest of bytes in memory) | {c.best:.3f} | {med:.3f} | "
+                    f"{rate / 1e6:.3f} M events/s | |"
+                )
                 continue
             ndj = next(
-                o for o in contenders
-                if o.generator == gen and o.python == c.python and o.kind == c.kind
-                and o.form == "ndjson" and o.threads == c.threads
+                o
+                for o in contenders
+                if o.generator == gen
+                and o.python == c.python
+                and o.kind == c.kind
+                and o.form == "ndjson"
+                and o.threads == c.threads
             )
-            print(f"| {c.label} | {c.best:.3f} | {med:.3f} | {duck.best / c.best:.2f}x | "
-                  f"{c.best / ndj.best:.3f} |")
+            print(
+                f"| {c.label} | {c.best:.3f} | {med:.3f} | {duck.best / c.best:.2f}x | "
+                f"{c.best / ndj.best:.3f} |"
+            )
         print()
     if args.callgrind:
         print("### callgrind instructions per event (ingest_file, threads=1)\n")
@@ -355,8 +374,10 @@ def _run(args: argparse.Namespace, workdir: Path, segment_gen: Any, shaped_gen: 
         for p in problems[:50]:
             print("  " + p)
         return 1
-    print("All answers agree (COUNT/MIN/MAX exactly, SUM/AVG within 1e-9, row sets of distinct "
-          "and p50; totals equal those of the generated objects).")
+    print(
+        "All answers agree (COUNT/MIN/MAX exactly, SUM/AVG within 1e-9, row sets of distinct "
+        "and p50; totals equal those of the generated objects)."
+    )
     return 0
 
 

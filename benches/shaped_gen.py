@@ -35,15 +35,41 @@ __all__ = ["generate_events"]
 _START_MS = int(datetime(2024, 5, 14, tzinfo=UTC).timestamp() * 1000)
 _TYPES = ("track", "page", "screen", "identify", "group", "alias")
 _TYPE_CUM = list(accumulate((55, 25, 10, 6, 2, 2)))
-_NAMES = tuple(f"{verb} {noun}" for verb in ("Viewed", "Opened", "Shared") for noun in (
-    "Article", "Basket", "Coupon", "Dashboard", "Episode", "Feed", "Gallery", "Invoice",
-    "Playlist", "Report",
-))
+_NAMES = tuple(
+    f"{verb} {noun}"
+    for verb in ("Viewed", "Opened", "Shared")
+    for noun in (
+        "Article",
+        "Basket",
+        "Coupon",
+        "Dashboard",
+        "Episode",
+        "Feed",
+        "Gallery",
+        "Invoice",
+        "Playlist",
+        "Report",
+    )
+)
 _NAME_CUM = list(accumulate(1.0 / (k + 1) for k in range(len(_NAMES))))
 _SCREENS = ("Home", "Search Results", "Settings", "Checkout", "Profile", "Player")
 _WORDS = (
-    "quarterly", "naïve", "résumé", "sync", "latency", "\"quoted\"", "back\\slash", "line\nbreak",
-    "tab\there", "café", "über", "emoji \U0001f680", "ellipsis…", "plain", "token", "schema",
+    "quarterly",
+    "naïve",
+    "résumé",
+    "sync",
+    "latency",
+    '"quoted"',
+    "back\\slash",
+    "line\nbreak",
+    "tab\there",
+    "café",
+    "über",
+    "emoji \U0001f680",
+    "ellipsis…",
+    "plain",
+    "token",
+    "schema",
 )
 _DEVICE_TYPES = ("ios", "android", "web", "tv", "desktop")
 
@@ -71,7 +97,9 @@ def _user_agent(rng: random.Random) -> str:
         f"Chrome/{rng.randint(100, 130)}.0.{rng.randint(1000, 9999)}.{rng.randint(10, 99)}",
         "Safari/537.36",
     ]
-    extra = [f"Plugin{i}/{rng.randint(1, 9)}.{rng.randint(0, 99)}" for i in range(rng.randint(8, 16))]
+    extra = [
+        f"Plugin{i}/{rng.randint(1, 9)}.{rng.randint(0, 99)}" for i in range(rng.randint(8, 16))
+    ]
     return " ".join(parts + extra)
 
 
@@ -85,8 +113,10 @@ def _context(rng: random.Random, user: int) -> dict[str, Any]:
                 "utm": {
                     "campaign": {
                         "name": _text(rng, 20, 60),
-                        "terms": [{"term": _text(rng, 5, 20), "weight": rng.random()}
-                                  for _ in range(rng.randint(1, 3))],
+                        "terms": [
+                            {"term": _text(rng, 5, 20), "weight": rng.random()}
+                            for _ in range(rng.randint(1, 3))
+                        ],
                     },
                     "source": ("newsletter", "search", "partner")[rng.randrange(3)],
                 },
@@ -95,14 +125,20 @@ def _context(rng: random.Random, user: int) -> dict[str, Any]:
             },
         },
         "experiments": [
-            {"id": f"exp-{rng.randint(1, 60)}", "variant": ("a", "b", "control")[rng.randrange(3)],
-             "meta": {"since": _iso(_START_MS - rng.randint(0, 10**9))}}
+            {
+                "id": f"exp-{rng.randint(1, 60)}",
+                "variant": ("a", "b", "control")[rng.randrange(3)],
+                "meta": {"since": _iso(_START_MS - rng.randint(0, 10**9))},
+            }
             for _ in range(rng.randint(0, 4))
         ],
         "device": {
             "hardware": {
                 "cpu": {"arch": ("arm64", "x86_64")[rng.randrange(2)], "cores": rng.randint(2, 16)},
-                "display": {"width": rng.choice((390, 1280, 1920)), "density": rng.choice((1, 2, 3))},
+                "display": {
+                    "width": rng.choice((390, 1280, 1920)),
+                    "density": rng.choice((1, 2, 3)),
+                },
             },
             "id": f"{user:08d}-{rng.getrandbits(32):08x}",
             "model": f"Model {rng.randint(1, 40)}",
@@ -124,7 +160,9 @@ def _properties(rng: random.Random, kind: str) -> dict[str, Any]:
         props["revenue"] = "n/a"
     if rng.random() < 0.85:
         props["value"] = round(rng.lognormvariate(3.0, 1.2), 4)
-    props["url"] = f"https://app.example/{kind}/{rng.getrandbits(48):x}?ref=" + "x" * rng.randint(20, 120)
+    props["url"] = f"https://app.example/{kind}/{rng.getrandbits(48):x}?ref=" + "x" * rng.randint(
+        20, 120
+    )
     props["tags"] = [f"t{rng.randint(0, 99)}" for _ in range(rng.randint(0, 6))]
     return props
 

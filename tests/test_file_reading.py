@@ -56,10 +56,11 @@ def _events(n: int, seed: int = 3) -> list[str]:
         event = {
             "type": ("track", "page", "identify")[i % 3],
             "user": f"u{rng.randrange(5000)}",
-            "note": "x},{\"y\":[1," + "é\\\"" * rng.randrange(5) + "z" * rng.randrange(600),
+            "note": 'x},{"y":[1,' + 'é\\"' * rng.randrange(5) + "z" * rng.randrange(600),
             "context": {"device": {"type": ("ios", "web")[i % 2]}, "deep": [{"a": [{"b": i}]}]},
             "properties": {"v": rng.randrange(1000) / 8},
-            "receivedAt": f"2024-05-14T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.000Z",
+            "receivedAt": f"2024-05-14T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:"
+            f"{i % 60:02d}.000Z",
         }
         out.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
     return out
@@ -136,7 +137,9 @@ def test_array_and_ndjson_files_split_between_threads(
         assert a["value"] == pytest.approx(b["value"], rel=1e-12)
 
 
-def test_array_file_error_offset_is_the_batch_offset(tmp_path: Path, files: dict[str, Path]) -> None:
+def test_array_file_error_offset_is_the_batch_offset(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
     """A malformed byte deep in the third chunk is reported at the same offset as by ``ingest``."""
     data = bytearray(files["multiline"].read_bytes())
     at = data.index(b'"type"', (17 << 20) + 12345)

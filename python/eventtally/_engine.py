@@ -309,9 +309,9 @@ class Engine:
         Each worker folds whole files (or ranges of whole records of a large uncompressed
         NDJSON or JSON array file) into a partial state of its own; the partial states are
         merged exactly, so the result equals ingesting the files one by one. Memory per worker
-        is a reused read buffer (about 8 MiB) plus its partial state, never a whole file. All or nothing: on an error
-        (``JsonError``/``FormatError`` naming the file and the byte offset into the
-        decompressed file, ``EventtallyIOError``) nothing is applied.
+        is a reused read buffer (about 8 MiB) plus its partial state, never a whole file. All
+        or nothing: on an error (``JsonError``/``FormatError`` naming the file and the byte
+        offset into the decompressed file, ``EventtallyIOError``) nothing is applied.
 
         ``progress(bytes_read, total_bytes)`` (file sizes on disk) is called on the calling
         thread, with the GIL, about every 100 ms and once at the end; an exception it raises

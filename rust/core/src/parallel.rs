@@ -239,7 +239,7 @@ fn run_units(
         .iter()
         .position(|r| matches!(r, Err(Failure::Error(_))))
     {
-        return Err(results.swap_remove(i).err().expect("an error"));
+        return Err(results.swap_remove(i).expect_err("an error"));
     }
     let mut merged: Option<Delta> = None;
     for r in results {
@@ -663,7 +663,7 @@ mod tests {
                     &mut |_, _| true,
                 ) {
                     Err(Error::Json { offset, .. }) => {
-                        assert_eq!(offset, want.0, "parallel at {at}")
+                        assert_eq!(offset, want.0, "parallel at {at}");
                     }
                     other => panic!("at {at}: expected a JSON error, got {other:?}"),
                 }
