@@ -11,7 +11,7 @@ What this module guarantees:
   reaches ``--mib`` MiB, written once as NDJSON and once as a multi-line JSON array, into
   ``/dev/shm`` when it exists (so no disk is involved; the page cache is not the process's).
 - Each measurement is a fresh child (``python -c``) that builds the engine, reads its resident
-  set size, runs ``ingest_file`` (``threads=1``, then unpinned ``threads=None`` in another
+  set size, runs ``ingest_file`` (``threads=1``, then ``threads=os.cpu_count()`` in another
   child) and reports its peak: ``VmHWM`` from ``/proc/self/status`` (the high-water mark of the
   child's own address space) and ``ru_maxrss``, which Linux carries across ``execve`` from the
   parent and so is only an upper bound. The growth ``VmHWM - RSS before`` is the figure checked
@@ -37,7 +37,7 @@ for _p in (HERE, HERE.parent):
 MIB = 1 << 20
 
 CHILD = r"""
-import json, resource, sys
+import json, os, resource, sys
 import eventtally
 from segment_gen import BENCH_FILTER, BENCH_INGEST
 
@@ -50,7 +50,8 @@ def status(field):
 path, threads, expect = sys.argv[1], sys.argv[2], int(sys.argv[3])
 engine = eventtally.Engine(BENCH_INGEST, [BENCH_FILTER])
 before = status("VmRSS")
-stats = engine.ingest_file(path, threads=None if threads == "default" else int(threads))
+n_threads = (os.cpu_count() or 1) if threads == "all" else int(threads)
+stats = engine.ingest_file(path, threads=n_threads)
 assert stats.events == expect, (stats.events, expect)
 print(json.dumps({"before": before, "hwm": status("VmHWM"),
                   "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         worst = 0
         for tag, py in pythons:
             for path in (ndjson, array):
-                for threads in ("1", "default"):
+                for threads in ("1", "all"):
                     r = subprocess.run(
                         [py, "-c", CHILD, str(path), threads, str(n)],
                         env=env,

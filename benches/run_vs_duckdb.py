@@ -16,7 +16,7 @@ What this module guarantees:
   ``read_ndjson`` with named columns and ``SET threads=1``), computes all seven answers and
   writes them out. The parent times the child from start to exit. Runs are interleaved across
   contenders and the best of ``--repeat`` is kept, so ratios come from one run on one machine.
-  The "default threads" rows run unpinned with ``threads=None`` (every core).
+  The "t=all" rows run unpinned with ``threads=os.cpu_count()`` (every core).
 - Every answer is checked: each eventtally answer equals DuckDB's row by row (COUNT, MIN and
   MAX exactly, SUM and AVG within 1e-9 relative: the summation order differs; the distinct and
   p50 columns by row set, both being approximations), every eventtally file form gives the same
@@ -116,7 +116,8 @@ def _child(argv: list[str]) -> int:
     import eventtally
     from segment_gen import BENCH_FILTER, BENCH_INGEST
 
-    threads = None if threads_arg == "default" else int(threads_arg)
+    # "all": every core (ingest_file with threads=None would read on one thread).
+    threads = (os.cpu_count() or 1) if threads_arg == "all" else int(threads_arg)
     engine = eventtally.Engine(BENCH_INGEST, [BENCH_FILTER])
     if kind == "ingest-only":
         # NDJSON bytes in memory: the engine's own speed, no file reading.
@@ -141,7 +142,7 @@ class Contender:
     generator: str
     kind: str  # "duckdb", "eventtally" or "ingest-only"
     form: str
-    threads: str  # "1" or "default"
+    threads: str  # "1" or "all"
     python: str
     best: float = math.inf
     times: list[float] | None = None
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-python", help="another build's python, run beside this one")
     ap.add_argument("--callgrind", action="store_true", help="instructions per event")
     ap.add_argument("--callgrind-events", type=int, default=10_000)
-    ap.add_argument("--no-default-threads", action="store_true")
+    ap.add_argument("--no-all-threads", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     args = ap.parse_args(argv)
 
@@ -301,12 +302,10 @@ def _run(
                 contenders.append(
                     Contender(f"{gen} {tag} {form} t=1", gen, "eventtally", form, "1", py)
                 )
-            if not args.no_default_threads:
+            if not args.no_all_threads:
                 for form in FORMS:
                     contenders.append(
-                        Contender(
-                            f"{gen} {tag} {form} t=default", gen, "eventtally", form, "default", py
-                        )
+                        Contender(f"{gen} {tag} {form} t=all", gen, "eventtally", form, "all", py)
                     )
             contenders.append(
                 Contender(f"{gen} {tag} ingest-only", gen, "ingest-only", "ndjson", "1", py)
