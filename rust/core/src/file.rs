@@ -483,16 +483,17 @@ fn array_chunks(
                 return Ok(());
             }
             let end = buf.filled - 1;
+            let mut check = Ok(());
+            if at_cut {
+                check = check_after_cut(buf.data(), 0, offset);
+            }
             if shape.last_is_cut {
-                check_before_cut(buf.data(), end, offset, at_cut).map_err(|e| fail(true, e))?;
+                check = check.and_then(|()| check_before_cut(buf.data(), end, offset, at_cut));
                 buf.buf[end] = b']';
             }
-            if at_cut {
-                check_after_cut(buf.data(), 0, offset).map_err(|e| fail(guessed, e))?;
-            }
             let guessed = guessed || shape.first_is_cut || shape.last_is_cut;
-            ctx.parse(buf.data(), Schema::ArrayOfEvents, offset, delta)
-                .map_err(|e| fail(guessed, e))?;
+            let parsed = ctx.parse(buf.data(), Schema::ArrayOfEvents, offset, delta);
+            first_error(check, parsed).map_err(|e| fail(guessed, e))?;
             report(offset + buf.filled);
             return Ok(());
         }
@@ -521,14 +522,16 @@ fn array_chunks(
             continue;
         };
         guessed |= cuts == Cuts::Guess;
-        check_before_cut(buf.data(), cut, offset, at_cut).map_err(|e| fail(guessed, e))?;
-        check_after_cut(buf.data(), cut, offset).map_err(|e| fail(guessed, e))?;
+        let mut check = Ok(());
         if at_cut {
-            check_after_cut(buf.data(), 0, offset).map_err(|e| fail(guessed, e))?;
+            check = check_after_cut(buf.data(), 0, offset);
         }
+        let check = check
+            .and_then(|()| check_before_cut(buf.data(), cut, offset, at_cut))
+            .and_then(|()| check_after_cut(buf.data(), cut, offset));
         buf.buf[cut] = b']';
-        ctx.parse(&buf.data()[..=cut], Schema::ArrayOfEvents, offset, delta)
-            .map_err(|e| fail(guessed || shape.first_is_cut, e))?;
+        let parsed = ctx.parse(&buf.data()[..=cut], Schema::ArrayOfEvents, offset, delta);
+        first_error(check, parsed).map_err(|e| fail(guessed || shape.first_is_cut, e))?;
         offset += cut;
         buf.consume(cut);
         at_cut = true;
@@ -536,6 +539,21 @@ fn array_chunks(
         last_sep = None;
         target = chunk;
         report(offset);
+    }
+}
+
+/// Of a separator check and the chunk's parse, the error that comes first in the file: a
+/// check looks at bytes around the cut, and the chunk may hold an earlier error (one batch
+/// would report that one).
+fn first_error(check: Result<()>, parsed: Result<()>) -> Result<()> {
+    let at = |e: &Error| match e {
+        Error::Json { offset, .. } | Error::Format { offset, .. } => Some(*offset),
+        _ => None,
+    };
+    match (check, parsed) {
+        (Ok(()), parsed) => parsed,
+        (Err(c), Err(p)) if at(&p).is_none_or(|p| at(&c).is_none_or(|c| p < c)) => Err(p),
+        (Err(c), _) => Err(c),
     }
 }
 
