@@ -45,12 +45,15 @@ fuzz_target!(|data: &[u8]| {
         let array = plans[0].prepare(data, 0, common::NOW_MS);
         let _ = plans[1].prepare(data, 0, common::NOW_MS);
         if let Err(Error::Json { offset, .. }) = &array {
-            assert!(*offset <= data.len(), "offset {offset} past {} bytes", data.len());
+            assert!(
+                *offset <= data.len(),
+                "offset {offset} past {} bytes",
+                data.len()
+            );
         }
         let body = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
         let serde = serde_json::from_slice::<serde_json::Value>(body);
-        let corner = depth(body) > 100
-            || body.windows(3).any(|w| w.eq_ignore_ascii_case(b"\\ud"));
+        let corner = depth(body) > 100 || body.windows(3).any(|w| w.eq_ignore_ascii_case(b"\\ud"));
         match (&serde, &array) {
             (Ok(_), Err(Error::Json { offset, reason })) if !corner => {
                 panic!("serde_json accepts, the scanner rejects at {offset}: {reason}")

@@ -14,7 +14,9 @@ use libfuzzer_sys::fuzz_target;
 #[path = "common.rs"]
 mod common;
 
-fn outcome(r: &eventtally_core::error::Result<eventtally_core::engine::Delta>) -> Option<(u64, u64)> {
+fn outcome(
+    r: &eventtally_core::error::Result<eventtally_core::engine::Delta>,
+) -> Option<(u64, u64)> {
     r.as_ref().ok().map(|d| (d.stats.events, d.stats.accepted))
 }
 
@@ -32,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
             ("f.ndjson", Schema::NewlineDelimited)
         };
         let reading = Reading {
-            cuts: if pick & 2 == 0 { Cuts::Guess } else { Cuts::Exact },
+            cuts: if pick & 2 == 0 {
+                Cuts::Guess
+            } else {
+                Cuts::Exact
+            },
             chunk: 1 + usize::from(pick >> 2) % 64,
             window: 1 + usize::from(pick >> 4),
         };
@@ -47,13 +53,26 @@ fuzz_target!(|data: &[u8]| {
                 .prepare_chunk(body, 0, schema, 0, common::NOW_MS, &mut whole)
                 .map(|()| whole);
             match (&file, &one) {
-                (Err(Error::Json { offset: a, reason: ra }), Err(Error::Json { offset: b, reason: rb })) => {
+                (
+                    Err(Error::Json {
+                        offset: a,
+                        reason: ra,
+                    }),
+                    Err(Error::Json {
+                        offset: b,
+                        reason: rb,
+                    }),
+                ) => {
                     // One batch checks UTF-8 over all its bytes before any syntax; a file is
                     // checked chunk by chunk, so a syntax error in an earlier chunk comes first.
                     let utf8 = ra.contains("UTF-8") || rb.contains("UTF-8");
                     assert!(a == b || utf8, "error offsets differ: {a} {ra} / {b} {rb}");
                 }
-                _ => assert_eq!(outcome(&file), outcome(&one), "{name}: file {file:?} vs batch {one:?}"),
+                _ => assert_eq!(
+                    outcome(&file),
+                    outcome(&one),
+                    "{name}: file {file:?} vs batch {one:?}"
+                ),
             }
         }
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -62,7 +81,11 @@ fuzz_target!(|data: &[u8]| {
         let gz_name = format!("{name}.gz");
         let unzipped = prepare_file_bytes(plan, &gz_name, &gz, 0, common::NOW_MS);
         let plain = prepare_file_bytes(plan, name, body, 0, common::NOW_MS);
-        assert_eq!(outcome(&unzipped), outcome(&plain), "gzip changes the result");
+        assert_eq!(
+            outcome(&unzipped),
+            outcome(&plain),
+            "gzip changes the result"
+        );
         let _ = prepare_file_bytes(plan, &gz_name, body, 0, common::NOW_MS);
     });
 });

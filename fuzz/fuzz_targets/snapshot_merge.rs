@@ -13,11 +13,7 @@ fuzz_target!(|data: &[u8]| {
     // Half the inputs start from a real snapshot with the fuzz bytes spliced in, so the
     // decoder gets past its header checks.
     let input: Vec<u8> = if data.first().is_some_and(|b| b & 1 == 1) {
-        let mut e = eventtally_core::engine::Engine::new(
-            vec![],
-            vec![],
-        )
-        .expect("empty engine");
+        let mut e = eventtally_core::engine::Engine::new(vec![], vec![]).expect("empty engine");
         let plan = common::plan("NEWLINE_DELIMITED");
         e.plan = std::sync::Arc::new(plan);
         e.store.sync(&e.plan);
@@ -38,11 +34,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let again = encode(&engine.plan, &engine.store);
     let twice = decode(&again).expect("a re-encoded snapshot decodes");
-    assert_eq!(encode(&twice.plan, &twice.store), again, "encoding is stable");
+    assert_eq!(
+        encode(&twice.plan, &twice.store),
+        again,
+        "encoding is stable"
+    );
     for state in engine.store.states.values() {
         let mut mine = state.clone();
         if mine.check_merge(state).is_ok() {
-            mine.merge_from(state).expect("a merge that check_merge allows succeeds");
+            mine.merge_from(state)
+                .expect("a merge that check_merge allows succeeds");
         }
     }
 });

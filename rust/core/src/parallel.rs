@@ -1,6 +1,7 @@
 //! Ingestion of many files on every core: worker threads (`std::thread::scope`) each fold whole
-//! files, or line-aligned ranges of a large uncompressed NDJSON file, into a partial state of
-//! their own; the partial states are merged exactly at the end.
+//! files, line-aligned ranges of a large uncompressed NDJSON file, or ranges between top-level
+//! elements of a large uncompressed JSON array file, into a partial state of their own; the
+//! partial states are merged exactly at the end.
 //!
 //! Guarantees:
 //! - The result equals ingesting the files one by one (up to floating-point summation order, as
@@ -8,8 +9,11 @@
 //! - All or nothing: the caller gets one [`Delta`] only when every file parsed; on the first
 //!   error the other workers stop at their next unit and the error names the file and the byte
 //!   offset (into the decompressed file).
-//! - Memory per worker is its read buffers (one chunk of [`crate::file::CHUNK_BYTES`] plus
-//!   1 MiB) and its partial state, never a whole file.
+//! - Array ranges start and end at guessed separators (`file::array_boundaries`), which the
+//!   ranges' parses prove; if any worker's failure may come from a guess, the whole call runs
+//!   again with exact cuts and no array ranges, and that pass gives the result or the error.
+//! - Memory per worker is its reused read buffer (one chunk of [`crate::file::CHUNK_BYTES`] plus
+//!   64 KiB) and its partial state, never a whole file.
 //! - The caller's `poll` runs on the calling thread only, between waits, so a binding can hold
 //!   its interpreter lock there; it can stop the work by returning `false`.
 
