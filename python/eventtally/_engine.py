@@ -258,9 +258,10 @@ class Engine:
         """Ingests a ``.json``, ``.ndjson`` or ``.jsonl`` file, optionally ``.gz``, in bounded
         memory. ``progress(bytes_read, file_size)`` is called after each chunk. Atomic.
 
-        With ``threads`` above 1, a large uncompressed NDJSON file is split into line-aligned
-        ranges parsed in parallel (``ingest_files([path], threads=...)``; progress is then
-        reported as there)."""
+        With ``threads`` above 1, a large uncompressed NDJSON or JSON array file is split into
+        ranges of whole records parsed in parallel (``ingest_files([path], threads=...)``;
+        progress is then reported as there). The file is read through a reused buffer, not
+        mapped; one truncated while it is read fails with ``EventtallyIOError``."""
         if threads is not None and threads != 1:
             return self.ingest_files(
                 [path],
@@ -305,12 +306,12 @@ class Engine:
         """Ingests many ``.json``/``.ndjson``/``.jsonl`` files (optionally ``.gz``) on
         ``threads`` worker threads, every core by default, in Rust without the GIL.
 
-        Each worker folds whole files (or line-aligned ranges of a large uncompressed NDJSON
-        file) into a partial state of its own; the partial states are merged exactly, so the
-        result equals ingesting the files one by one. Memory per worker is a read buffer
-        (about 9 MiB) plus its partial state, never a whole file. All or nothing: on an error
-        (``JsonError``/``FormatError`` naming the file and the byte offset into the
-        decompressed file, ``EventtallyIOError``) nothing is applied.
+        Each worker folds whole files (or ranges of whole records of a large uncompressed
+        NDJSON or JSON array file) into a partial state of its own; the partial states are
+        merged exactly, so the result equals ingesting the files one by one. Memory per worker
+        is a reused read buffer (about 8 MiB) plus its partial state, never a whole file. All
+        or nothing: on an error (``JsonError``/``FormatError`` naming the file and the byte
+        offset into the decompressed file, ``EventtallyIOError``) nothing is applied.
 
         ``progress(bytes_read, total_bytes)`` (file sizes on disk) is called on the calling
         thread, with the GIL, about every 100 ms and once at the end; an exception it raises

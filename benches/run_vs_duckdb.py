@@ -1,0 +1,384 @@
+"""Issue 13: eventtally's ``ingest_file`` against DuckDB ``read_ndjson``, end to end, whole process.
+
+Run it as a script::
+
+    python benches/run_vs_duckdb.py --events 300000 --repeat 3 [--baseline-python OTHER/bin/python]
+
+What this module guarantees:
+
+- Two data sets, one workload: ``segment_gen.generate_events`` and ``shaped_gen.generate_events``
+  (other field order, a deeper ``context``, longer strings), each written once as NDJSON, as a
+  one-line JSON array and as a multi-line array (``[\\n  e1,\\n  e2\\n]``), into ``/dev/shm``
+  when it exists. The workload is ``BENCH_FILTER`` (SEG-ROLLUP: filter on type, ``@.receivedAt``,
+  4 groupings, COUNT, SUM/MIN/MAX/AVG, distinct, p50).
+- Whole process: each timed run is a fresh ``python`` child pinned to one core (``taskset -c
+  0``) that imports the engine, builds it, reads the file (``ingest_file``, ``threads=1``; DuckDB
+  ``read_ndjson`` with named columns and ``SET threads=1``), computes all seven answers and
+  writes them out. The parent times the child from start to exit. Runs are interleaved across
+  contenders and the best of ``--repeat`` is kept, so ratios come from one run on one machine.
+  The "t=all" rows run unpinned with ``threads=os.cpu_count()`` (every core).
+- Every answer is checked: each eventtally answer equals DuckDB's row by row (COUNT, MIN and
+  MAX exactly, SUM and AVG within 1e-9 relative: the summation order differs; the distinct and
+  p50 columns by row set, both being approximations), every eventtally file form gives the same
+  answer as the NDJSON file, and total COUNT/SUM/MIN/MAX equal totals computed from the generated
+  Python objects. Any disagreement is printed and the script exits 1.
+- ``ingest`` alone: events/s of ``Engine.ingest`` on the NDJSON bytes already in memory, in a
+  pinned child, best of ``--repeat``.
+- Instructions per event (``--callgrind``): ``valgrind --tool=callgrind`` on a child reading a
+  file of ``k`` events and one of ``k + --callgrind-events`` events; the difference of the two
+  totals over the difference of the events, so start-up and import cost cancel. This count is
+  repeatable on a noisy machine, unlike the times.
+- ``--baseline-python`` runs the eventtally children a second time with another build's
+  interpreter (main's, say) in the same interleaved run, for before/after ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+for _p in (HERE, HERE.parent):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+GENERATORS = ("segment", "shaped")
+
+# Copies of run_ingest's (checked equal in main()): a timed child imports only its engine, so
+# DuckDB's process does not pay for importing eventtally, numpy and the reference.
+DUCKDB_SQL = """
+SELECT
+    date_trunc('minute', receivedAt) AS minute,
+    type, event, name, context.device.type AS device,
+    count(*) AS count,
+    sum(TRY_CAST(properties.revenue AS DOUBLE)) AS sum,
+    min(TRY_CAST(properties.revenue AS DOUBLE)) AS min,
+    max(TRY_CAST(properties.revenue AS DOUBLE)) AS max,
+    avg(TRY_CAST(properties.revenue AS DOUBLE)) AS avg,
+    approx_count_distinct(anonymousId) AS distinct,
+    approx_quantile(properties.value, 0.5) AS p50
+FROM read_ndjson(?, columns = {
+    'type': 'VARCHAR', 'event': 'VARCHAR', 'name': 'VARCHAR',
+    'receivedAt': 'TIMESTAMP', 'anonymousId': 'VARCHAR',
+    'properties': 'STRUCT(revenue VARCHAR, value DOUBLE)',
+    'context': 'STRUCT(device STRUCT(type VARCHAR))'
+})
+WHERE type IN ('track', 'page', 'screen')
+GROUP BY ALL
+"""
+
+
+def _query(aggregation_id: int, calculation: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "filterId": "bench",
+        "aggregationId": aggregation_id,
+        "calculation": calculation,
+        **extra,
+    }
+
+
+QUERIES: dict[str, dict[str, Any]] = {
+    "count": _query(1, "COUNT"),
+    "sum": _query(2, "SUM"),
+    "min": _query(2, "MIN"),
+    "max": _query(2, "MAX"),
+    "avg": _query(2, "AVG"),
+    "distinct": _query(3, "APPROX_COUNT_DISTINCT"),
+    "p50": _query(4, "PERCENTILES", percentile=0.5),
+}
+FORMS = {"ndjson": "events.ndjson", "array": "events.json", "array-multiline": "multi.json"}
+REL_SUM = 1e-9
+
+
+def _child(argv: list[str]) -> int:
+    """``--child KIND PATH THREADS OUT``: one timed process. Imports only what it needs."""
+    kind, path, threads_arg, out = argv
+    if kind == "duckdb":
+        import duckdb
+
+        con = duckdb.connect(":memory:")
+        con.execute("SET threads=1")
+        raw = con.execute(DUCKDB_SQL, [path]).fetchnumpy()
+        with open(out, "wb") as f:
+            pickle.dump(("duckdb", raw), f)
+        return 0
+    import eventtally
+    from segment_gen import BENCH_FILTER, BENCH_INGEST
+
+    # "all": every core (ingest_file with threads=None would read on one thread).
+    threads = (os.cpu_count() or 1) if threads_arg == "all" else int(threads_arg)
+    engine = eventtally.Engine(BENCH_INGEST, [BENCH_FILTER])
+    if kind == "ingest-only":
+        # NDJSON bytes in memory: the engine's own speed, no file reading.
+        data = Path(path).read_bytes()
+        ndjson = eventtally.Engine({**BENCH_INGEST, "schema": "NEWLINE_DELIMITED"}, [BENCH_FILTER])
+        t0 = time.perf_counter()
+        ndjson.ingest(data)
+        seconds = time.perf_counter() - t0
+        with open(out, "wb") as f:
+            pickle.dump(("seconds", seconds), f)
+        return 0
+    engine.ingest_file(path, threads=threads)
+    raw = {name: engine.results_arrays(q) for name, q in QUERIES.items()}
+    with open(out, "wb") as f:
+        pickle.dump(("eventtally", raw), f)
+    return 0
+
+
+@dataclass
+class Contender:
+    label: str
+    generator: str
+    kind: str  # "duckdb", "eventtally" or "ingest-only"
+    form: str
+    threads: str  # "1" or "all"
+    python: str
+    best: float = math.inf
+    times: list[float] | None = None
+    answer: Any = None
+
+
+def _run_child(c: Contender, workdir: Path) -> float:
+    path = workdir / c.generator / FORMS[c.form]
+    out = workdir / f"out-{os.getpid()}.pkl"
+    kind = "eventtally" if c.kind == "eventtally" else c.kind
+    cmd = [c.python, str(Path(__file__).resolve()), "--child", kind, str(path), c.threads, str(out)]
+    if c.threads == "1" and shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env)
+    wall = time.perf_counter() - t0
+    with open(out, "rb") as f:
+        tag, raw = pickle.load(f)
+    out.unlink()
+    if tag == "seconds":
+        return float(raw)
+    if c.answer is None:
+        from run_ingest import normalize_duckdb, normalize_eventtally
+
+        c.answer = normalize_duckdb(raw) if tag == "duckdb" else normalize_eventtally(raw)
+    return wall
+
+
+def _callgrind_total(python: str, path: Path, extra_env: dict[str, str]) -> int:
+    out = path.parent / "callgrind.out"
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        python,
+        str(Path(__file__).resolve()),
+        "--child",
+        "eventtally",
+        str(path),
+        "1",
+        str(path.parent / "cg.pkl"),
+    ]
+    env = {**os.environ, **extra_env, "PYTHONPATH": str(HERE.parent)}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if m is None:
+        raise RuntimeError(f"no callgrind total in: {r.stderr[-2000:]}")
+    out.unlink(missing_ok=True)
+    return int(m.group(1))
+
+
+def _write_forms(events: list[dict[str, Any]], gdir: Path) -> dict[str, int]:
+    gdir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in events]
+    sizes = {}
+    with open(gdir / FORMS["ndjson"], "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+    with open(gdir / FORMS["array"], "w", encoding="utf-8") as f:
+        f.write("[" + ",".join(lines) + "]")
+    with open(gdir / FORMS["array-multiline"], "w", encoding="utf-8") as f:
+        f.write("[\n  " + ",\n  ".join(lines) + "\n]\n")
+    for form, name in FORMS.items():
+        sizes[form] = (gdir / name).stat().st_size
+    return sizes
+
+
+def _check(contenders: list[Contender], totals: dict[str, Any]) -> list[str]:
+    from run_ingest import REL, _compare_column, check_totals
+
+    problems: list[str] = []
+    tolerances = {"count": 0.0, "sum": REL_SUM, "avg": REL_SUM, "min": 0.0, "max": 0.0}
+    for gen in GENERATORS:
+        mine = [c for c in contenders if c.generator == gen and c.answer is not None]
+        duck = next(c for c in mine if c.kind == "duckdb")
+        for c in mine:
+            problems += [f"{c.label}: {p}" for p in check_totals(c.answer, totals[gen])]
+            if c is duck:
+                continue
+            for name in ("count", "sum", "min", "max", "avg", "distinct", "p50"):
+                got, want = c.answer.columns[name], duck.answer.columns[name]
+                problems += [
+                    f"{c.label} vs duckdb: {p}"
+                    for p in _compare_column(name, got, want, tolerances.get(name))
+                ]
+    del REL
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return _child(argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--baseline-python", help="another build's python, run beside this one")
+    ap.add_argument("--callgrind", action="store_true", help="instructions per event")
+    ap.add_argument("--callgrind-events", type=int, default=10_000)
+    ap.add_argument("--no-all-threads", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = ap.parse_args(argv)
+
+    import importlib.util
+
+    if importlib.util.find_spec("duckdb") is None:
+        print("duckdb is not installed (pip install duckdb)", file=sys.stderr)
+        return 2
+    import run_ingest
+    import segment_gen
+    import shaped_gen
+    from run_ingest import scratch_dir, totals_of
+
+    if (DUCKDB_SQL, QUERIES) != (run_ingest.DUCKDB_SQL, run_ingest.QUERIES):
+        print("run_vs_duckdb's workload copy differs from run_ingest's", file=sys.stderr)
+        return 2
+
+    workdir = scratch_dir()
+    try:
+        return _run(args, workdir, segment_gen, shaped_gen, totals_of)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace, workdir: Path, segment_gen: Any, shaped_gen: Any, totals_of: Any
+) -> int:
+    totals: dict[str, Any] = {}
+    sizes: dict[str, dict[str, int]] = {}
+    small: dict[str, list[Path]] = {}
+    for gen, module in (("segment", segment_gen), ("shaped", shaped_gen)):
+        events = module.generate_events(args.events, seed=args.seed)
+        totals[gen] = totals_of(events)
+        sizes[gen] = _write_forms(events, workdir / gen)
+        if args.callgrind:
+            k = 1000
+            small[gen] = []
+            for n in (k, k + args.callgrind_events):
+                d = workdir / f"{gen}-cg-{n}"
+                _write_forms(events[:n], d)
+                small[gen].append(d)
+        del events
+
+    pythons = [("this", sys.executable)]
+    if args.baseline_python:
+        pythons.append(("baseline", args.baseline_python))
+    contenders: list[Contender] = []
+    for gen in GENERATORS:
+        contenders.append(
+            Contender(f"{gen} duckdb ndjson", gen, "duckdb", "ndjson", "1", sys.executable)
+        )
+        for tag, py in pythons:
+            for form in FORMS:
+                contenders.append(
+                    Contender(f"{gen} {tag} {form} t=1", gen, "eventtally", form, "1", py)
+                )
+            if not args.no_all_threads:
+                for form in FORMS:
+                    contenders.append(
+                        Contender(f"{gen} {tag} {form} t=all", gen, "eventtally", form, "all", py)
+                    )
+            contenders.append(
+                Contender(f"{gen} {tag} ingest-only", gen, "ingest-only", "ndjson", "1", py)
+            )
+    for _ in range(args.repeat):
+        for c in contenders:
+            t = _run_child(c, workdir)
+            c.best = min(c.best, t)
+            c.times = [*(c.times or []), t]
+
+    problems = _check(contenders, totals)
+    print(
+        f"\n{args.events} events per data set (seed {args.seed}); best of {args.repeat}, "
+        f"interleaved; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n"
+    )
+    for gen in GENERATORS:
+        s = sizes[gen]
+        print(
+            f"### {gen}: NDJSON {s['ndjson'] / 2**20:.1f} MiB, "
+            f"{s['ndjson'] / args.events:.0f} bytes/event\n"
+        )
+        print("| run | best s | median s | vs DuckDB | vs NDJSON file (same build, threads) |")
+        print("|---|---:|---:|---:|---:|")
+        duck = next(c for c in contenders if c.generator == gen and c.kind == "duckdb")
+        for c in contenders:
+            if c.generator != gen:
+                continue
+            med = sorted(c.times or [math.nan])[len(c.times or [0]) // 2]
+            if c.kind == "ingest-only":
+                rate = args.events / c.best
+                print(
+                    f"| {c.label} (ingest of bytes in memory) | {c.best:.3f} | {med:.3f} | "
+                    f"{rate / 1e6:.3f} M events/s | |"
+                )
+                continue
+            ndj = next(
+                o
+                for o in contenders
+                if o.generator == gen
+                and o.python == c.python
+                and o.kind == c.kind
+                and o.form == "ndjson"
+                and o.threads == c.threads
+            )
+            print(
+                f"| {c.label} | {c.best:.3f} | {med:.3f} | {duck.best / c.best:.2f}x | "
+                f"{c.best / ndj.best:.3f} |"
+            )
+        print()
+    if args.callgrind:
+        print("### callgrind instructions per event (ingest_file, threads=1)\n")
+        print("| data | build | form | instructions/event |")
+        print("|---|---|---|---:|")
+        for gen in GENERATORS:
+            for tag, py in pythons:
+                for form in ("ndjson", "array", "array-multiline"):
+                    a, b = (
+                        _callgrind_total(py, d / FORMS[form], {"OPENBLAS_NUM_THREADS": "1"})
+                        for d in small[gen]
+                    )
+                    print(f"| {gen} | {tag} | {form} | {(b - a) / args.callgrind_events:,.0f} |")
+        print()
+    if problems:
+        print("ANSWERS DISAGREE:")
+        for p in problems[:50]:
+            print("  " + p)
+        return 1
+    print(
+        "All answers agree (COUNT/MIN/MAX exactly, SUM/AVG within 1e-9, row sets of distinct "
+        "and p50; totals equal those of the generated objects)."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
