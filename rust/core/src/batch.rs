@@ -36,19 +36,137 @@ impl Default for PathTrie {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct TrieNode {
     slot: Option<u32>,
+    /// A collision-free hash of the member names (see [`TrieNode::rehash`]): `table[bucket]` is
+    /// 1 + the index in `keys` of the only name that can match, 0 for none. `mult == 0` means no
+    /// such hash was found and lookups scan `keys`.
+    mult: u64,
+    table: [u8; 64],
     /// Slots strictly below this node: cleared when a duplicate key re-enters the subtree, so
     /// the last occurrence wins for nested paths too.
     descendants: Vec<u32>,
-    keys: Vec<(Box<[u8]>, u32)>,
+    keys: Vec<KeyEntry>,
     indices: Vec<(usize, u32)>,
+}
+
+/// A member name of a trie node, with its first eight bytes as a number: a name read from the
+/// input is matched by one length and one 64-bit comparison (a byte comparison only past eight
+/// bytes), without hashing it or looping over its bytes.
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    len: usize,
+    head: u64,
+    name: Box<[u8]>,
+    child: u32,
+}
+
+/// The bucket of a name (its length and first eight bytes) under `mult`: the top six bits of
+/// a multiplicative hash.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn bucket(head: u64, len: usize, mult: u64) -> usize {
+    ((head ^ (len as u64).rotate_right(8)).wrapping_mul(mult) >> 58) as usize
+}
+
+/// The first `min(len, 8)` bytes at `buf[at..]` as a little-endian `u64`, zero-padded.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn key_head(buf: &[u8], at: usize, len: usize) -> u64 {
+    let n = len.min(8);
+    if let Some(chunk) = buf.get(at..at + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if n == 8 {
+            x
+        } else {
+            x & ((1u64 << (8 * n)) - 1)
+        }
+    } else {
+        buf[at..at + n]
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    }
+}
+
+impl Default for TrieNode {
+    fn default() -> Self {
+        Self {
+            slot: None,
+            mult: 0,
+            table: [0; 64],
+            descendants: Vec::new(),
+            keys: Vec::new(),
+            indices: Vec::new(),
+        }
+    }
 }
 
 impl TrieNode {
     fn is_leaf(&self) -> bool {
         self.keys.is_empty() && self.indices.is_empty()
+    }
+
+    /// The child for the unescaped name at `buf[start..end]`: one table probe and one
+    /// comparison, whatever the number of names (most input names match none).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn child_raw(&self, buf: &[u8], start: usize, end: usize) -> Option<u32> {
+        let len = end - start;
+        let head = key_head(buf, start, len);
+        let is = |e: &KeyEntry| {
+            e.len == len && e.head == head && (len <= 8 || short_eq(&e.name[8..], &buf[start + 8..end]))
+        };
+        if self.mult == 0 {
+            return self.keys.iter().find(|e| is(e)).map(|e| e.child);
+        }
+        match self.table[bucket(head, len, self.mult)] {
+            0 => None,
+            i => {
+                let e = &self.keys[usize::from(i) - 1];
+                is(e).then_some(e.child)
+            }
+        }
+    }
+
+    /// Picks a multiplier that sends every name of this node to its own bucket; a node with
+    /// more than 32 names, or two names sharing length and first eight bytes, keeps the scan.
+    fn rehash(&mut self) {
+        self.mult = 0;
+        self.table = [0; 64];
+        if self.keys.len() > 32 {
+            return;
+        }
+        // Odd constants from splitmix64's sequence: any odd multiplier is a valid candidate.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..256 {
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let mult = (z ^ (z >> 31)) | 1;
+            let mut table = [0u8; 64];
+            let free = self.keys.iter().enumerate().all(|(i, e)| {
+                let b = &mut table[bucket(e.head, e.len, mult)];
+                let was_free = *b == 0;
+                *b = (i + 1) as u8;
+                was_free
+            });
+            if free {
+                self.mult = mult;
+                self.table = table;
+                return;
+            }
+        }
+    }
+
+    /// The child for a decoded name.
+    fn child_named(&self, name: &[u8]) -> Option<u32> {
+        self.keys
+            .iter()
+            .find(|e| e.name.as_ref() == name)
+            .map(|e| e.child)
     }
 }
 
@@ -66,11 +184,7 @@ impl PathTrie {
         for seg in &path.segments {
             self.nodes[node].descendants.push(slot);
             let next = match seg {
-                Segment::Key(k) => self.nodes[node]
-                    .keys
-                    .iter()
-                    .find(|(name, _)| name.as_ref() == k.as_bytes())
-                    .map(|(_, n)| *n),
+                Segment::Key(k) => self.nodes[node].child_named(k.as_bytes()),
                 Segment::Index(i) => self.nodes[node]
                     .indices
                     .iter()
@@ -83,9 +197,15 @@ impl PathTrie {
                 let n = self.nodes.len() as u32;
                 self.nodes.push(TrieNode::default());
                 match seg {
-                    Segment::Key(k) => self.nodes[node]
-                        .keys
-                        .push((k.as_bytes().to_vec().into_boxed_slice(), n)),
+                    Segment::Key(k) => {
+                        self.nodes[node].keys.push(KeyEntry {
+                            len: k.len(),
+                            head: key_head(k.as_bytes(), 0, k.len()),
+                            name: k.as_bytes().into(),
+                            child: n,
+                        });
+                        self.nodes[node].rehash();
+                    }
                     Segment::Index(i) => self.nodes[node].indices.push((*i, n)),
                 }
                 n as usize
@@ -425,112 +545,121 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
     }
 
     /// Iteratively skips an object or array at `pos`; returns the top-level element count.
+    ///
+    /// Two nested loops instead of a state machine with flags: the outer one is entered right
+    /// inside a container (its close or a first element follows), the inner one reads one
+    /// element and what follows it, so each token costs one dispatch on its first byte.
     fn skip_container(&mut self) -> Result<usize> {
         self.stack.clear();
         if self.nesting >= MAX_DEPTH {
             return Err(self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
         }
         let mut top_count = 0usize;
-        let mut in_object = self.buf[self.pos] == b'{';
         self.stack.push(self.buf[self.pos]);
         self.pos += 1;
-        // States: right after an opening bracket (a value or the close may follow), after a
-        // comma (a value must follow), or after a value (a comma or the close must follow).
-        let mut after_value = false;
-        let mut may_close = true;
-        loop {
-            let close = if in_object { b'}' } else { b']' };
+        'open: loop {
             self.skip_ws();
-            if after_value {
-                match self.peek() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        after_value = false;
-                        may_close = false;
-                    }
-                    Some(c) if c == close => {
-                        self.pos += 1;
-                        self.stack.pop();
-                        match self.stack.last() {
-                            None => return Ok(top_count),
-                            Some(&open) => in_object = open == b'{',
-                        }
-                    }
-                    _ => {
-                        return Err(self.unexpected(if in_object {
-                            "',' or '}'"
-                        } else {
-                            "',' or ']'"
-                        }))
-                    }
-                }
-                continue;
-            }
-            if may_close && self.peek() == Some(close) {
+            let top = *self.stack.last().expect("an open container");
+            // `{` + 2 is `}` and `[` + 2 is `]`.
+            if self.peek() == Some(top + 2) {
                 self.pos += 1;
                 self.stack.pop();
-                match self.stack.last() {
-                    None => return Ok(top_count),
-                    Some(&open) => in_object = open == b'{',
+                if self.after_value()? {
+                    return Ok(top_count);
                 }
-                after_value = true;
-                continue;
             }
-            if self.stack.len() == 1 {
-                top_count += 1;
-            }
-            if in_object {
-                if self.peek() != Some(b'"') {
-                    return Err(self.unexpected("a member name string"));
+            loop {
+                let top = *self.stack.last().expect("an open container");
+                if self.stack.len() == 1 {
+                    top_count += 1;
                 }
-                self.scan_string()?;
-                if self.peek_non_ws() != Some(b':') {
-                    return Err(self.unexpected("':' after member name"));
-                }
-                self.pos += 1;
-                self.skip_ws();
-            }
-            match self.peek() {
-                Some(open @ (b'{' | b'[')) => {
-                    if self.nesting + self.stack.len() >= MAX_DEPTH {
-                        return Err(
-                            self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels"))
-                        );
+                if top == b'{' {
+                    if self.peek_non_ws() != Some(b'"') {
+                        return Err(self.unexpected("a member name string"));
                     }
-                    self.stack.push(open);
-                    in_object = open == b'{';
-                    self.pos += 1;
-                    may_close = true;
-                    continue;
-                }
-                Some(b'"') => {
                     self.scan_string()?;
+                    if self.peek_non_ws() != Some(b':') {
+                        return Err(self.unexpected("':' after member name"));
+                    }
+                    self.pos += 1;
                 }
-                Some(b't') => self.scan_literal(b"true")?,
-                Some(b'f') => self.scan_literal(b"false")?,
-                Some(b'n') => self.scan_literal(b"null")?,
-                Some(b'-' | b'0'..=b'9') => {
-                    self.scan_number()?;
+                match self.peek_non_ws() {
+                    Some(open @ (b'{' | b'[')) => {
+                        if self.nesting + self.stack.len() >= MAX_DEPTH {
+                            return Err(
+                                self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels"))
+                            );
+                        }
+                        self.stack.push(open);
+                        self.pos += 1;
+                        continue 'open;
+                    }
+                    Some(b'"') => {
+                        self.scan_string()?;
+                    }
+                    Some(b't') => self.scan_literal(b"true")?,
+                    Some(b'f') => self.scan_literal(b"false")?,
+                    Some(b'n') => self.scan_literal(b"null")?,
+                    Some(b'-' | b'0'..=b'9') => {
+                        self.scan_number()?;
+                    }
+                    _ => return Err(self.unexpected("a JSON value")),
                 }
-                _ => return Err(self.unexpected("a JSON value")),
+                if self.after_value()? {
+                    return Ok(top_count);
+                }
             }
-            after_value = true;
+        }
+    }
+
+    /// After a value inside [`Scanner::skip_container`]: consumes closing brackets up to a `,`
+    /// (false: an element of the innermost open container follows) or up to the outermost
+    /// close (true: done).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn after_value(&mut self) -> Result<bool> {
+        loop {
+            let Some(&top) = self.stack.last() else {
+                return Ok(true);
+            };
+            match self.peek_non_ws() {
+                Some(b',') => {
+                    self.pos += 1;
+                    return Ok(false);
+                }
+                Some(c) if c == top + 2 => {
+                    self.pos += 1;
+                    self.stack.pop();
+                }
+                _ => {
+                    return Err(self.unexpected(if top == b'{' {
+                        "',' or '}'"
+                    } else {
+                        "',' or ']'"
+                    }))
+                }
+            }
         }
     }
 
     /// Reads one value at `pos` as a [`Value`] (containers are skipped and kept raw).
+    #[inline]
     pub fn read_value(&mut self) -> Result<Value<'a>> {
-        self.skip_ws();
+        // Strings, the common case, inline in the caller; the rest out of line.
+        if self.peek_non_ws() == Some(b'"') {
+            let (s, e, escaped) = self.scan_string()?;
+            return Ok(if escaped {
+                Value::Str(Cow::Owned(self.decode_escapes(s, e)))
+            } else {
+                Value::Str(Cow::Borrowed(&self.src[s..e]))
+            });
+        }
+        self.read_other_value()
+    }
+
+    fn read_other_value(&mut self) -> Result<Value<'a>> {
         let start = self.pos;
         Ok(match self.peek() {
-            Some(b'"') => {
-                let (s, e, escaped) = self.scan_string()?;
-                if escaped {
-                    Value::Str(Cow::Owned(self.decode_escapes(s, e)))
-                } else {
-                    Value::Str(Cow::Borrowed(&self.src[s..e]))
-                }
-            }
             Some(b'[') => {
                 let len = self.skip_container()?;
                 Value::Array {
@@ -600,27 +729,34 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                         let (ks, ke, escaped) = self.scan_string()?;
                         self.expect(b':', "':' after member name")?;
                         let child = if escaped {
-                            let name = self.decode_escapes(ks, ke);
-                            node.keys
-                                .iter()
-                                .find(|(n, _)| n.as_ref() == name.as_bytes())
-                                .map(|(_, c)| *c)
+                            node.child_named(self.decode_escapes(ks, ke).as_bytes())
                         } else {
-                            let name = &self.buf[ks..ke];
-                            node.keys
-                                .iter()
-                                .find(|(n, _)| short_eq(n, name))
-                                .map(|(_, c)| *c)
+                            node.child_raw(self.buf, ks, ke)
                         };
                         match child {
                             Some(c) => {
-                                for &s in &trie.nodes[c as usize].descendants {
+                                let cn = &trie.nodes[c as usize];
+                                for &s in &cn.descendants {
                                     slots[s as usize] = None;
                                 }
-                                self.extract_at(trie, c as usize, slots)?;
+                                // Leaves (most read paths) are read here, without a recursive
+                                // call and its frame.
+                                if cn.is_leaf() {
+                                    let v = self.read_value()?;
+                                    if let Some(slot) = cn.slot {
+                                        slots[slot as usize] = Some(v);
+                                    }
+                                } else {
+                                    self.extract_at(trie, c as usize, slots)?;
+                                }
                             }
                             None => {
-                                self.skip_value()?;
+                                // Most unread members are strings: skipped inline.
+                                if self.peek_non_ws() == Some(b'"') {
+                                    self.scan_string()?;
+                                } else {
+                                    self.skip_value()?;
+                                }
                             }
                         }
                         match self.peek_non_ws() {
