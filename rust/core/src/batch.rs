@@ -837,10 +837,10 @@ pub fn decode_utf8(data: &[u8]) -> crate::error::Result<(&str, usize)> {
         Some(rest) => (rest, 3),
         None => (data, 0),
     };
-    match std::str::from_utf8(body) {
+    match crate::scan::to_str(body) {
         Ok(s) => Ok((s, skipped)),
-        Err(e) => Err(Error::Json {
-            offset: skipped + e.valid_up_to(),
+        Err(valid_up_to) => Err(Error::Json {
+            offset: skipped + valid_up_to,
             reason: "invalid UTF-8".to_owned(),
         }),
     }

@@ -175,6 +175,55 @@ pub fn string_stop_avx2(buf: &[u8], from: usize) -> Option<usize> {
     }
 }
 
+/// `buf` as text when it is valid UTF-8, else the offset of its first invalid sequence
+/// (exactly `std::str::from_utf8`'s `valid_up_to`).
+///
+/// Events are mostly ASCII: runs of ASCII bytes are checked 64 at a time by their high bits,
+/// and only the windows around non-ASCII bytes go through the standard library's validator.
+/// A window always ends before an ASCII byte (or at the end), which is a character boundary, so
+/// the windows and the ASCII runs together validate exactly what one call would.
+pub fn to_str(buf: &[u8]) -> Result<&str, usize> {
+    let mut i = 0;
+    loop {
+        i = ascii_run_end(buf, i);
+        if i == buf.len() {
+            // SAFETY: every byte was either in an ASCII run (valid one-byte characters) or in a
+            // window that `std::str::from_utf8` accepted; windows start and end on character
+            // boundaries (see above), so the whole buffer is valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(buf) });
+        }
+        let mut j = (i + 64).min(buf.len());
+        while j < buf.len() && buf[j] >= 0x80 {
+            j += 1;
+        }
+        if let Err(e) = std::str::from_utf8(&buf[i..j]) {
+            return Err(i + e.valid_up_to());
+        }
+        i = j;
+    }
+}
+
+/// Index of the first byte at or after `from` with its high bit set, or `buf.len()`.
+#[must_use]
+pub fn ascii_run_end(buf: &[u8], from: usize) -> usize {
+    let mut i = from;
+    #[cfg(target_arch = "x86_64")]
+    {
+        i = x86::ascii_run_end(buf, i);
+    }
+    while let Some(chunk) = buf.get(i..i + 8) {
+        let high = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080;
+        if high != 0 {
+            return i + (high.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < buf.len() && buf[i] < 0x80 {
+        i += 1;
+    }
+    i
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
@@ -231,6 +280,28 @@ mod x86 {
             return sse2_loop(buf, next);
         }
         super::string_stop_bytes(buf, from)
+    }
+
+    /// Skips 64-byte blocks of ASCII; returns where the scalar code should go on (at most 63
+    /// bytes before the first non-ASCII byte, or near the end).
+    pub(super) fn ascii_run_end(buf: &[u8], from: usize) -> usize {
+        let mut i = from;
+        while i + 64 <= buf.len() {
+            let block = &buf[i..i + 64];
+            // SAFETY: `block` is 64 readable bytes, read as four unaligned 16-byte loads; SSE2
+            // is part of the x86-64 baseline.
+            let m = unsafe {
+                let p = block.as_ptr().cast::<__m128i>();
+                let a = _mm_or_si128(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+                let b = _mm_or_si128(_mm_loadu_si128(p.add(2)), _mm_loadu_si128(p.add(3)));
+                _mm_movemask_epi8(_mm_or_si128(a, b))
+            };
+            if m != 0 {
+                return i;
+            }
+            i += 64;
+        }
+        i
     }
 
     /// Cached by the standard library: one load and a bit test.
@@ -303,6 +374,38 @@ mod tests {
             }
             if let Some(got) = string_stop_avx2(buf, from) {
                 assert_eq!(got, want, "avx2 {buf:?} {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn to_str_agrees_with_the_standard_library() {
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let pieces: [&[u8]; 10] = [
+            b"a", b"{\"k\":1}", "é".as_bytes(), "🚀".as_bytes(), "€".as_bytes(),
+            b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf0\x9f",
+        ];
+        for case in 0..4000 {
+            let mut buf = Vec::new();
+            // Long ASCII runs, so windows and 64-byte blocks both get crossed.
+            let n = (rng.next() % 40) as usize;
+            for _ in 0..n {
+                let r = rng.next();
+                if r % 5 == 0 {
+                    let valid = case % 3 != 0;
+                    let k = (r >> 8) as usize % if valid { 5 } else { pieces.len() };
+                    buf.extend_from_slice(pieces[k]);
+                } else {
+                    buf.extend(std::iter::repeat_n(b'x', (r >> 16) as usize % 80));
+                }
+            }
+            let want = std::str::from_utf8(&buf).map_err(|e| e.valid_up_to());
+            assert_eq!(to_str(&buf), want, "{buf:?}");
+            for from in [0, 1, 7, 63, 64, 65] {
+                if from <= buf.len() {
+                    let end = buf[from..].iter().position(|&b| b >= 0x80).map_or(buf.len(), |p| p + from);
+                    assert_eq!(ascii_run_end(&buf, from), end);
+                }
             }
         }
     }
