@@ -232,11 +232,10 @@ mod x86 {
         _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
 
-    /// Mask of the stop bytes among the 16 at `buf[i..i + 16]`.
+    /// Mask of the stop bytes among the 16 of `block`.
     #[allow(clippy::inline_always)]
     #[inline(always)]
-    fn mask16(buf: &[u8], i: usize) -> u32 {
-        let block = &buf[i..i + 16];
+    fn mask16(block: &[u8; 16]) -> u32 {
         // SAFETY: `block` is 16 readable bytes and `loadu` has no alignment requirement. The
         // SSE2 intrinsics need the `sse2` feature, which every x86-64 CPU has (it is part of
         // the target's baseline, so this module is compiled with it enabled).
@@ -251,35 +250,53 @@ mod x86 {
         }
     }
 
-    /// Most strings in events are short: one inline 16-byte probe settles them; longer ones
-    /// go on in the AVX2 loop when the CPU has it.
+    /// Most strings in events are short: two inline 16-byte probes settle them (timestamps, ids
+    /// and URLs mostly end within 32 bytes: measured, this beats calling the AVX2 loop for
+    /// them); longer ones go on in the AVX2 loop when the CPU has it.
     #[allow(clippy::inline_always)]
     #[inline(always)]
     pub(super) fn string_stop(buf: &[u8], from: usize) -> usize {
-        if from + 16 <= buf.len() {
-            let m = mask16(buf, from);
-            if m != 0 {
-                return from + m.trailing_zeros() as usize;
-            }
-            // A second inline probe: timestamps, ids and URLs mostly end within 32 bytes, and
-            // measured, this beats calling the AVX2 loop for them.
-            let next = from + 16;
-            if next + 16 <= buf.len() {
-                let m = mask16(buf, next);
-                if m != 0 {
-                    return next + m.trailing_zeros() as usize;
-                }
-            } else {
-                return super::string_stop_scalar(buf, next);
-            }
-            let next = next + 16;
-            if next + 32 <= buf.len() && avx2() {
-                // SAFETY: `avx2()` checked that this CPU has AVX2.
-                return unsafe { avx2_loop(buf, next) };
-            }
-            return sse2_loop(buf, next);
+        // Fixed-size chunks: one length test each, no per-probe bounds checks.
+        let rest = buf.get(from..).unwrap_or_default();
+        let Some((first, rest)) = rest.split_first_chunk::<16>() else {
+            return super::string_stop_scalar(buf, from);
+        };
+        let m = mask16(first);
+        if m != 0 {
+            return from + m.trailing_zeros() as usize;
         }
-        super::string_stop_bytes(buf, from)
+        let Some(second) = rest.first_chunk::<16>() else {
+            return super::string_stop_scalar(buf, from + 16);
+        };
+        let m = mask16(second);
+        if m != 0 {
+            return from + 16 + m.trailing_zeros() as usize;
+        }
+        let next = from + 32;
+        if next + 32 <= buf.len() && avx2() {
+            // SAFETY: `avx2()` checked that this CPU has AVX2.
+            return unsafe { avx2_loop(buf, next) };
+        }
+        sse2_loop(buf, next)
+    }
+
+    /// Cached by the standard library: one load and a bit test.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    pub(super) fn sse2_loop(buf: &[u8], from: usize) -> usize {
+        let mut i = from;
+        while let Some(block) = buf.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+            let m = mask16(block);
+            if m != 0 {
+                return i + m.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+        super::string_stop_scalar(buf, i)
     }
 
     /// Skips 64-byte blocks of ASCII; returns where the scalar code should go on (at most 63
@@ -302,25 +319,6 @@ mod x86 {
             i += 64;
         }
         i
-    }
-
-    /// Cached by the standard library: one load and a bit test.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn avx2() -> bool {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-
-    pub(super) fn sse2_loop(buf: &[u8], from: usize) -> usize {
-        let mut i = from;
-        while i + 16 <= buf.len() {
-            let m = mask16(buf, i);
-            if m != 0 {
-                return i + m.trailing_zeros() as usize;
-            }
-            i += 16;
-        }
-        super::string_stop_scalar(buf, i)
     }
 
     /// # Safety
