@@ -18,8 +18,8 @@ use crate::error::Error;
 /// an 8-byte error keeps them in registers instead of spilling an 80-byte enum to the stack.
 pub type Result<T, E = Box<Error>> = std::result::Result<T, E>;
 use crate::path::{Path, Segment};
-use crate::value::Value;
 pub use crate::scan::{Native, StringSearch};
+use crate::value::Value;
 
 /// Deepest container nesting accepted anywhere in a batch.
 pub const MAX_DEPTH: usize = 512;
@@ -58,8 +58,40 @@ struct TrieNode {
 struct KeyEntry {
     len: usize,
     head: u64,
+    /// Bytes 8..16 of the name, the same way (0 for names of at most eight bytes): most event
+    /// member names are shorter than 16 bytes, so they need no byte loop.
+    tail: u64,
     name: Box<[u8]>,
     child: u32,
+}
+
+impl KeyEntry {
+    fn new(name: &[u8], child: u32) -> Self {
+        let len = name.len();
+        Self {
+            len,
+            head: key_head(name, 0, len),
+            tail: if len > 8 {
+                key_head(name, 8, len - 8)
+            } else {
+                0
+            },
+            name: name.into(),
+            child,
+        }
+    }
+
+    /// True when the unescaped name at `buf[start..start + len]` (first eight bytes `head`) is
+    /// this name.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn matches(&self, buf: &[u8], start: usize, len: usize, head: u64) -> bool {
+        self.len == len
+            && self.head == head
+            && (len <= 8
+                || (self.tail == key_head(buf, start + 8, len - 8)
+                    && (len <= 16 || short_eq(&self.name[16..], &buf[start + 16..start + len]))))
+    }
 }
 
 /// The bucket of a name (its length and first eight bytes) under `mult`: the top six bits of
@@ -115,17 +147,18 @@ impl TrieNode {
     fn child_raw(&self, buf: &[u8], start: usize, end: usize) -> Option<u32> {
         let len = end - start;
         let head = key_head(buf, start, len);
-        let is = |e: &KeyEntry| {
-            e.len == len && e.head == head && (len <= 8 || short_eq(&e.name[8..], &buf[start + 8..end]))
-        };
         if self.mult == 0 {
-            return self.keys.iter().find(|e| is(e)).map(|e| e.child);
+            return self
+                .keys
+                .iter()
+                .find(|e| e.matches(buf, start, len, head))
+                .map(|e| e.child);
         }
         match self.table[bucket(head, len, self.mult)] {
             0 => None,
             i => {
                 let e = &self.keys[usize::from(i) - 1];
-                is(e).then_some(e.child)
+                e.matches(buf, start, len, head).then_some(e.child)
             }
         }
     }
@@ -198,12 +231,7 @@ impl PathTrie {
                 self.nodes.push(TrieNode::default());
                 match seg {
                     Segment::Key(k) => {
-                        self.nodes[node].keys.push(KeyEntry {
-                            len: k.len(),
-                            head: key_head(k.as_bytes(), 0, k.len()),
-                            name: k.as_bytes().into(),
-                            child: n,
-                        });
+                        self.nodes[node].keys.push(KeyEntry::new(k.as_bytes(), n));
                         self.nodes[node].rehash();
                     }
                     Segment::Index(i) => self.nodes[node].indices.push((*i, n)),
@@ -586,9 +614,8 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                 match self.peek_non_ws() {
                     Some(open @ (b'{' | b'[')) => {
                         if self.nesting + self.stack.len() >= MAX_DEPTH {
-                            return Err(
-                                self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels"))
-                            );
+                            return Err(self
+                                .err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
                         }
                         self.stack.push(open);
                         self.pos += 1;
@@ -958,7 +985,14 @@ mod tests {
         }
     }
 
-    const KEYS: [&str; 6] = ["a", "b", "s", "k", "long_member_name_past_sixteen", "k\\u0065"];
+    const KEYS: [&str; 6] = [
+        "a",
+        "b",
+        "s",
+        "k",
+        "long_member_name_past_sixteen",
+        "k\\u0065",
+    ];
 
     fn gen_string(rng: &mut Rng, out: &mut String) {
         out.push('"');
@@ -984,11 +1018,14 @@ mod tests {
                 out.push_str([" ", "\n", "\t ", "\r\n  "][rng.below(4)]);
             }
         };
-        match if depth > 4 { rng.below(6) } else { rng.below(8) } {
-            0 => gen_string(rng, out),
+        match if depth > 4 {
+            rng.below(6)
+        } else {
+            rng.below(8)
+        } {
             1 => out.push_str(["0", "-1", "12.5", "1e10", "-0.0E+3", "3.25e-2"][rng.below(6)]),
             2 => out.push_str(["true", "false", "null"][rng.below(3)]),
-            3..=5 => gen_string(rng, out),
+            0 | 3..=5 => gen_string(rng, out),
             6 => {
                 out.push('[');
                 for i in 0..rng.below(5) {
@@ -1053,6 +1090,43 @@ mod tests {
     }
 
     #[test]
+    fn raw_name_lookup_equals_exact_comparison() {
+        // Names of every length around the 8- and 16-byte words, a node small enough for the
+        // hash table and one too large for it (> 32 names: the linear scan).
+        let alphabet = "abcdefghijklmnopqrstuvwxyz";
+        for extra in [0usize, 40] {
+            let mut names: Vec<String> = (0..=20).map(|n| alphabet[..n].to_owned()).collect();
+            names.extend((0..extra).map(|i| format!("filler_{i}")));
+            let mut trie = PathTrie::new();
+            for (i, n) in names.iter().enumerate() {
+                trie.insert(&path(&[n.as_str()]), i as u32);
+            }
+            let root = &trie.nodes[0];
+            assert_eq!(root.mult == 0, extra > 0);
+            let mut candidates = names.clone();
+            for n in 0..=21 {
+                let base = &alphabet[..n];
+                for at in 0..n {
+                    let mut b = base.as_bytes().to_vec();
+                    b[at] = b'Z';
+                    candidates.push(String::from_utf8(b).expect("ascii"));
+                }
+                candidates.push(format!("{base}a"));
+            }
+            for c in &candidates {
+                let want = root.child_named(c.as_bytes());
+                // In the middle of a buffer (8-byte loads) and at its very end (the byte fold).
+                for (pre, post) in [("xx\"", "\":1,\"padding-bytes\""), ("\"", "")] {
+                    let buf = format!("{pre}{c}{post}");
+                    let start = pre.len();
+                    let got = root.child_raw(buf.as_bytes(), start, start + c.len());
+                    assert_eq!(got, want, "{c:?} in {buf:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn string_search_paths_agree_on_accept_reject_offsets_and_answers() {
         let paths: [&[&str]; 6] = [
             &["a"],
@@ -1078,26 +1152,31 @@ mod tests {
                 }
             }
             let want = run::<crate::scan::Scalar>(&doc, &trie, paths.len());
-            assert_eq!(run::<crate::scan::Sse2>(&doc, &trie, paths.len()), want, "{doc}");
-            assert_eq!(run::<crate::scan::Avx2>(&doc, &trie, paths.len()), want, "{doc}");
+            assert_eq!(
+                run::<crate::scan::Sse2>(&doc, &trie, paths.len()),
+                want,
+                "{doc}"
+            );
+            assert_eq!(
+                run::<crate::scan::Avx2>(&doc, &trie, paths.len()),
+                want,
+                "{doc}"
+            );
             assert_eq!(run::<Native>(&doc, &trie, paths.len()), want, "{doc}");
             // serde_json judges accept/reject independently (its recursion limit of 128 is far
             // above the generator's depth). A rejected value is invalid JSON for it too; an
             // accepted whole document is valid unless a mutation left a lone surrogate escape,
             // which this scanner accepts by design (decoded as U+FFFD).
             let serde = serde_json::from_str::<serde_json::Value>(&doc);
-            match &want {
-                Ok((_, _, end)) => {
-                    let whole = doc[*end..].trim_matches([' ', '\n', '\r', '\t']).is_empty();
-                    if whole && !(mutated && doc.contains("\\u")) {
-                        assert!(serde.is_ok(), "{doc}");
-                    }
-                    accepted += 1;
+            if let Ok((_, _, end)) = &want {
+                let whole = doc[*end..].trim_matches([' ', '\n', '\r', '\t']).is_empty();
+                if whole && !(mutated && doc.contains("\\u")) {
+                    assert!(serde.is_ok(), "{doc}");
                 }
-                Err(_) => {
-                    assert!(serde.is_err(), "{doc}");
-                    rejected += 1;
-                }
+                accepted += 1;
+            } else {
+                assert!(serde.is_err(), "{doc}");
+                rejected += 1;
             }
         }
         // The mutations must really exercise both outcomes.

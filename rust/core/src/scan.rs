@@ -225,11 +225,14 @@ pub fn ascii_run_end(buf: &[u8], from: usize) -> usize {
 }
 
 #[cfg(target_arch = "x86_64")]
+// The `loadu` intrinsics take `*const __m128i`/`__m256i` but read unaligned memory by contract,
+// so the casts from `*const u8` need no alignment.
+#[allow(clippy::cast_ptr_alignment)]
 mod x86 {
     use std::arch::x86_64::{
         __m128i, __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8,
-        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm_cmpeq_epi8,
-        _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm_cmpeq_epi8, _mm_loadu_si128,
+        _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
 
     /// Mask of the stop bytes among the 16 of `block`.
@@ -336,8 +339,9 @@ mod x86 {
                 _mm256_max_epu8(v, _mm256_set1_epi8(0x1F)),
                 _mm256_set1_epi8(0x1F),
             );
-            let m = _mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control))
-                as u32;
+            let m =
+                _mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(quote, backslash), control))
+                    as u32;
             if m != 0 {
                 return i + m.trailing_zeros() as usize;
             }
@@ -380,8 +384,16 @@ mod tests {
     fn to_str_agrees_with_the_standard_library() {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
         let pieces: [&[u8]; 10] = [
-            b"a", b"{\"k\":1}", "é".as_bytes(), "🚀".as_bytes(), "€".as_bytes(),
-            b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf0\x9f",
+            b"a",
+            b"{\"k\":1}",
+            "é".as_bytes(),
+            "🚀".as_bytes(),
+            "€".as_bytes(),
+            b"\xff",
+            b"\xc3",
+            b"\xe2\x82",
+            b"\xed\xa0\x80",
+            b"\xf0\x9f",
         ];
         for case in 0..4000 {
             let mut buf = Vec::new();
@@ -401,7 +413,10 @@ mod tests {
             assert_eq!(to_str(&buf), want, "{buf:?}");
             for from in [0, 1, 7, 63, 64, 65] {
                 if from <= buf.len() {
-                    let end = buf[from..].iter().position(|&b| b >= 0x80).map_or(buf.len(), |p| p + from);
+                    let end = buf[from..]
+                        .iter()
+                        .position(|&b| b >= 0x80)
+                        .map_or(buf.len(), |p| p + from);
                     assert_eq!(ascii_run_end(&buf, from), end);
                 }
             }
@@ -412,7 +427,9 @@ mod tests {
     fn every_stop_byte_at_every_position() {
         // Each stop class and its neighbours (0x1F/0x20, 0x7F, high bytes that are negative as
         // signed i8) at every offset of a 70-byte run: crosses the 16- and 32-byte lanes.
-        for stop in [0u8, 0x1F, b'"', b'\\', 0x20, 0x7F, 0x80, 0xFF, b'!', b'#', b'['] {
+        for stop in [
+            0u8, 0x1F, b'"', b'\\', 0x20, 0x7F, 0x80, 0xFF, b'!', b'#', b'[',
+        ] {
             for at in 0..70 {
                 let mut buf = vec![b'a'; 70];
                 buf[at] = stop;
@@ -424,7 +441,9 @@ mod tests {
     #[test]
     fn random_buffers_agree() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let alphabet = [b'a', b'"', b'\\', 0x00, 0x1F, 0x20, 0x7F, 0x80, 0xC3, 0xFF, b'{'];
+        let alphabet = [
+            b'a', b'"', b'\\', 0x00, 0x1F, 0x20, 0x7F, 0x80, 0xC3, 0xFF, b'{',
+        ];
         for _ in 0..3000 {
             let len = (rng.next() % 100) as usize;
             // Mostly plain bytes, so hits land past the first vectors too.
