@@ -21,9 +21,10 @@ What this module guarantees:
   of ``BENCH_FILTER``; this process holds the first one to the totals of the generated objects
   (``check_totals``) and requires every child's answer, of both builds and both shapes, to be
   exactly the same (the reshape keeps every value the filter reads). A disagreement exits 1.
-- ``--callgrind``: instructions per event from ``valgrind --tool=callgrind``, as the difference
-  between a run on ``n`` events and one on ``n / 6``, divided by the difference in events, so
-  interpreter start-up and module import cancel out. Instruction counts are repeatable on a
+- ``--callgrind``: instructions per event from ``valgrind --tool=callgrind``, counted only
+  inside ``Plan::prepare`` (``--toggle-collect``), as the difference between a run on ``n``
+  events and one on ``n / 6``, divided by the difference in events, so per-batch set-up cancels
+  out. Instruction counts are repeatable on a
   shared machine where wall time is not.
 """
 
@@ -90,7 +91,10 @@ def _run_child(python: str, path: Path, repeat: int, answer: bool = True) -> dic
 
 
 def _callgrind_ir(python: str, path: Path) -> int:
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, __file__]
+    # Only inside `Plan::prepare` (the scan of a batch into its delta): the interpreter, the
+    # import and numpy's thread pool stay out of the count.
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    cmd += ["--toggle-collect=eventtally_core::engine::Plan::prepare", python, __file__]
     done = subprocess.run(
         [*cmd, "--child", str(path), "--repeat", "1", "--no-answer"],
         capture_output=True,
