@@ -9,7 +9,8 @@
 //! and `wire` builds them as JSON values; `snapshot`
 //! persists and merges state (both it and `sketch` encode with `codec`); `file` reads archive files in bounded memory and `parallel`
 //! reads many of them on every core; `retention` compacts old buckets into coarser tiers; `message_ids` reads each
-//! event's `messageId` with the batch grammar, for deduplication.
+//! event's `messageId` with the batch grammar, for deduplication; `scan` holds the vectorised
+//! byte searches the batch scanner runs on (the crate's only `unsafe` code).
 
 pub mod batch;
 pub mod codec;
@@ -24,6 +25,7 @@ pub mod path;
 pub mod query;
 pub mod response;
 pub mod retention;
+pub mod scan;
 pub mod shared;
 pub mod sketch;
 pub mod snapshot;

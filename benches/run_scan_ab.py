@@ -1,0 +1,197 @@
+"""A/B benchmark of the JSON scanner (issue 13): ``ingest`` alone, two builds, one run.
+
+Run it as a script, once per build pair::
+
+    python benches/run_scan_ab.py --base /path/to/main-venv/bin/python --events 100000 --rounds 3
+    python benches/run_scan_ab.py --base ... --callgrind
+
+What this module guarantees:
+
+- Both builds read the same bytes: ``generate_events(n, seed)`` (the generator's shape) and
+  ``reshape`` of the same events (reverse member order, deeper ``context``, longer strings with
+  escapes and non-ASCII text; ``reshape_events.py``), as one JSON array each, written once to a
+  temporary directory.
+- Wall time: each build runs in its own child interpreter (``--base`` and ``--python``, by
+  default the interpreter running this script), the two interleaved round by round so the
+  machine's background load hits both alike. A child times ``Engine.ingest`` alone (engine built
+  outside the timed region) in CPU time of its thread (``time.thread_time``: a descheduled child
+  is not charged for other processes), best of ``--repeat``; the figure reported is the best
+  over rounds, and each round's ratio is printed too.
+- Answers are checked, not only timed: every child returns the answer of all seven calculations
+  of ``BENCH_FILTER``; this process holds the first one to the totals of the generated objects
+  (``check_totals``) and requires every child's answer, of both builds and both shapes, to be
+  exactly the same (the reshape keeps every value the filter reads). A disagreement exits 1.
+- ``--callgrind``: instructions per event from ``valgrind --tool=callgrind``, counted only
+  inside ``Plan::prepare`` (``--toggle-collect``), as the difference between a run on ``n``
+  events and one on ``n / 6``, divided by the difference in events, so per-batch set-up cancels
+  out. Instruction counts are repeatable on a
+  shared machine where wall time is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+for _p in (HERE, HERE.parent):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from reshape_events import reshape  # noqa: E402
+from segment_gen import BENCH_FILTER, BENCH_INGEST, encode_array, generate_events  # noqa: E402
+
+SHAPES = ("segment_gen", "reshaped")
+
+
+def _child(path: str, repeat: int, answer: bool) -> None:
+    """Child mode: ingest the file ``repeat`` times, print best seconds and the answer."""
+    import eventtally
+    from run_ingest import QUERIES, normalize_eventtally
+
+    data = Path(path).read_bytes()
+    best = float("inf")
+    engine = None
+    for _ in range(repeat):
+        engine = eventtally.Engine(BENCH_INGEST, [BENCH_FILTER])
+        gc.collect()
+        # CPU time of this thread: the machine is shared, and a descheduled child would
+        # otherwise be charged for the other sessions' work.
+        t0 = time.thread_time()
+        engine.ingest(data)
+        best = min(best, time.thread_time() - t0)
+    out: dict[str, Any] = {"seconds": best}
+    if answer and engine is not None:
+        raw = {name: engine.results_arrays(q) for name, q in QUERIES.items()}
+        cols = normalize_eventtally(raw).columns
+        out["answer"] = {
+            name: sorted([list(k), v] for k, v in col.items()) for name, col in cols.items()
+        }
+    print(json.dumps(out))
+
+
+def _run_child(python: str, path: Path, repeat: int, answer: bool = True) -> dict[str, Any]:
+    cmd = [python, __file__, "--child", str(path), "--repeat", str(repeat)]
+    if not answer:
+        cmd.append("--no-answer")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _callgrind_ir(python: str, path: Path) -> int:
+    # Only inside `Plan::prepare` (the scan of a batch into its delta): the interpreter, the
+    # import and numpy's thread pool stay out of the count.
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    cmd += ["--toggle-collect=eventtally_core::engine::Plan::prepare", python, __file__]
+    done = subprocess.run(
+        [*cmd, "--child", str(path), "--repeat", "1", "--no-answer"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no callgrind total in: {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", help="python of the baseline build (e.g. main's)")
+    ap.add_argument("--python", default=sys.executable, help="python of the build under test")
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per build")
+    ap.add_argument("--repeat", type=int, default=3, help="timed ingests per child")
+    ap.add_argument("--callgrind", action="store_true", help="instructions per event instead")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--no-answer", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        _child(args.child, args.repeat, not args.no_answer)
+        return 0
+    if not args.base:
+        ap.error("--base is required")
+    if args.events < 12:
+        ap.error("--events must be at least 12")
+    builds = {"base": args.base, "new": args.python}
+
+    from run_ingest import check_totals, normalize_eventtally, run_eventtally, totals_of
+
+    with tempfile.TemporaryDirectory(prefix="et-scan-ab-") as tmp:
+        small = max(args.events // 6, 1)
+        files: dict[tuple[str, int], Path] = {}
+        for n in (args.events, small) if args.callgrind else (args.events,):
+            events = generate_events(n, seed=args.seed)
+            for shape, evs in zip(SHAPES, (events, reshape(events)), strict=True):
+                files[shape, n] = Path(tmp) / f"{shape}-{n}.json"
+                files[shape, n].write_bytes(encode_array(evs))
+            if n == args.events:
+                totals = totals_of(events)
+                problems = check_totals(
+                    normalize_eventtally(run_eventtally(files["segment_gen", n].read_bytes())),
+                    totals,
+                )
+                if problems:
+                    print("\n".join(problems))
+                    return 1
+
+        if args.callgrind:
+            print(f"instructions per event (callgrind, {args.events} - {small} events)")
+            for shape in SHAPES:
+                per = {}
+                for name, python in builds.items():
+                    big = _callgrind_ir(python, files[shape, args.events])
+                    little = _callgrind_ir(python, files[shape, small])
+                    per[name] = (big - little) / (args.events - small)
+                print(
+                    f"  {shape:12} base {per['base']:8.0f}  new {per['new']:8.0f}  "
+                    f"new/base {per['new'] / per['base']:.3f}"
+                )
+            return 0
+
+        best = {(b, s): float("inf") for b in builds for s in SHAPES}
+        answers: list[Any] = []
+        for r in range(args.rounds):
+            for shape in SHAPES:
+                secs = {}
+                for name, python in builds.items():
+                    got = _run_child(python, files[shape, args.events], args.repeat)
+                    answers.append(got["answer"])
+                    secs[name] = got["seconds"]
+                    best[name, shape] = min(best[name, shape], got["seconds"])
+                print(
+                    f"round {r + 1} {shape:12} "
+                    f"base {args.events / secs['base'] / 1e6:.3f} M/CPU-s"
+                    f"  new {args.events / secs['new'] / 1e6:.3f} M/CPU-s"
+                    f"  new/base {secs['base'] / secs['new']:.3f}"
+                )
+        if any(a != answers[0] for a in answers):
+            print("answers differ between builds or shapes")
+            return 1
+        print(f"best of {args.rounds} rounds x {args.repeat}, {args.events} events:")
+        for shape in SHAPES:
+            b, n = best["base", shape], best["new", shape]
+            print(
+                f"  {shape:12} base {args.events / b / 1e6:.3f} M/CPU-s  "
+                f"new {args.events / n / 1e6:.3f} M/CPU-s  new/base {b / n:.3f}"
+            )
+        print("answers: all equal, totals match the generated events")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
