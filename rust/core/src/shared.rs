@@ -7,6 +7,8 @@
 //!
 //! The locks of this module, and the only order in which they may be nested:
 //!
+//! 0. [`SharedEngine`]'s compaction lock (`Mutex<()>`): held for a whole compaction, which
+//!    takes the store lock for each bounded step only; nothing but a compaction takes it.
 //! 1. [`PreparedBatch`]'s slot (`Mutex<Slot>`): held just long enough to move the slot between
 //!    `Ready`, `Applying` and `Applied`; nothing else is locked or waited for while it is held,
 //!    and a second `apply` of one batch is refused at once instead of waiting.
@@ -45,14 +47,21 @@ use crate::query::{self, Query, ResultSet};
 use crate::response::{self, AnswerLimits, ChunkedAnswer, MultiWriter};
 use crate::{file, parallel, retention, snapshot, time};
 
-/// Rows one compaction step may move while holding the state lock (about 10 ms of work).
-const COMPACT_STEP_ROWS: usize = 50_000;
+/// What one compaction step may do while holding the state lock: scanning a row costs a
+/// comparison, moving one a merge and two index updates, so either bound is well under a
+/// millisecond of work (benches/README.md, issue 10).
+const COMPACT_STEP: retention::StepBudget = retention::StepBudget {
+    scan: 32_768,
+    moves: 2_048,
+};
 
 /// A plan and its state, shared by threads (see the module docs for the locks and the rules).
 #[derive(Debug)]
 pub struct SharedEngine {
     plan: RwLock<Arc<Plan>>,
     store: Mutex<Store>,
+    /// Held for a whole [`SharedEngine::compact`], so compactions run one at a time.
+    compacting: Mutex<()>,
 }
 
 /// Where a prepared batch is in its life: the one `apply` that takes it moves it from `Ready` to
@@ -212,6 +221,7 @@ impl SharedEngine {
         SharedEngine {
             plan: RwLock::new(Arc::new(plan)),
             store: Mutex::new(store),
+            compacting: Mutex::new(()),
         }
     }
 
@@ -684,22 +694,27 @@ impl SharedEngine {
             None | Some(Json::Null) => Vec::new(),
             Some(v) => parse_retention(v, None, "default_retention")?,
         };
-        // Bounded steps, the state lock released between them, so batches keep being applied
-        // while a large compaction runs.
-        let mut total = retention::CompactReport::default();
+        // One compaction at a time: a second one would only re-plan after the first's moves.
+        let _only = self
+            .compacting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded steps, the state lock released between them (the sort of the plan runs
+        // without it), so a batch waits for one step at most, never for the compaction.
+        let mut compaction = retention::Compaction::new(now_ms, tiers);
         loop {
-            let (step, done) = {
+            let (_, done) = {
                 let mut store = self.lock_store();
                 let plan = self.plan();
-                retention::compact_step(&mut store, &plan, now_ms, &tiers, COMPACT_STEP_ROWS)
+                compaction.step(&mut store, &plan, COMPACT_STEP)
             };
-            retention::add_report(&mut total, &step);
             if done {
                 break;
             }
+            compaction.between_steps();
             std::thread::yield_now();
         }
-        Ok(retention::report_json(&total))
+        Ok(retention::report_json(compaction.report()))
     }
 
     /// The resolutions serving a query's window, finest first.
