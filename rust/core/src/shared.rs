@@ -36,7 +36,9 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value as Json};
 
@@ -51,9 +53,13 @@ use crate::{file, parallel, retention, snapshot, time};
 /// comparison, moving one a merge and two index updates, so either bound is well under a
 /// millisecond of work (benches/README.md, issue 10).
 const COMPACT_STEP: retention::StepBudget = retention::StepBudget {
-    scan: 32_768,
-    moves: 2_048,
+    scan: 8_192,
+    moves: 512,
 };
+
+/// How long a compaction step gives way to callers waiting for the store lock before it takes
+/// the lock anyway (so a steady stream of batches cannot starve a compaction).
+const COMPACT_GIVE_WAY: Duration = Duration::from_millis(2);
 
 /// A plan and its state, shared by threads (see the module docs for the locks and the rules).
 #[derive(Debug)]
@@ -62,6 +68,10 @@ pub struct SharedEngine {
     store: Mutex<Store>,
     /// Held for a whole [`SharedEngine::compact`], so compactions run one at a time.
     compacting: Mutex<()>,
+    /// Callers waiting for (or about to take) the store lock through `lock_store`: a
+    /// compaction lets them go first between its steps, since the mutex is not fair and the
+    /// compaction would otherwise take it back at once, step after step.
+    store_waiters: AtomicUsize,
 }
 
 /// Where a prepared batch is in its life: the one `apply` that takes it moves it from `Ready` to
@@ -222,6 +232,7 @@ impl SharedEngine {
             plan: RwLock::new(Arc::new(plan)),
             store: Mutex::new(store),
             compacting: Mutex::new(()),
+            store_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -239,6 +250,20 @@ impl SharedEngine {
     }
 
     fn lock_store(&self) -> MutexGuard<'_, Store> {
+        self.store_waiters.fetch_add(1, Ordering::SeqCst);
+        let guard = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        self.store_waiters.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// The store lock for one compaction step: first lets every caller already waiting for it
+    /// take it (for up to [`COMPACT_GIVE_WAY`]), so a batch waits for one step at most.
+    fn lock_store_for_compaction(&self) -> MutexGuard<'_, Store> {
+        let since = Instant::now();
+        while self.store_waiters.load(Ordering::SeqCst) > 0 && since.elapsed() < COMPACT_GIVE_WAY
+        {
+            std::thread::yield_now();
+        }
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -700,11 +725,12 @@ impl SharedEngine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // Bounded steps, the state lock released between them (the sort of the plan runs
-        // without it), so a batch waits for one step at most, never for the compaction.
+        // without it) and handed to waiting batches first, so a batch waits for one step at
+        // most, never for the compaction.
         let mut compaction = retention::Compaction::new(now_ms, tiers);
         loop {
             let (_, done) = {
-                let mut store = self.lock_store();
+                let mut store = self.lock_store_for_compaction();
                 let plan = self.plan();
                 compaction.step(&mut store, &plan, COMPACT_STEP)
             };
@@ -712,7 +738,6 @@ impl SharedEngine {
                 break;
             }
             compaction.between_steps();
-            std::thread::yield_now();
         }
         Ok(retention::report_json(compaction.report()))
     }
