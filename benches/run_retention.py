@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=float, default=4.0)
     ap.add_argument("--latency-repeat", type=int, default=3, help="pairs of runs")
     ap.add_argument(
-        "--rate", type=float, default=1000.0, help="batches a second while measuring p99 (0 = back to back)"
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="batches a second while measuring p99 (0 = back to back)",
     )
     ap.add_argument("--compact-every", type=int, default=1440, help="simulated minutes")
     ap.add_argument("--skip-year", action="store_true")

@@ -105,10 +105,8 @@ def concurrent_batches(rng: random.Random) -> list[list[bytes]]:
             events = []
             for _ in range(40):
                 kind = rng.randrange(3)
-                if kind == 0:
-                    t = T0 + rng.randrange(2 * DAY)  # inside the compacted range
-                else:
-                    t = NOW - rng.randrange(10 * HOUR)  # the minute tier
+                # Inside the compacted range, or in the minute tier.
+                t = T0 + rng.randrange(2 * DAY) if kind == 0 else NOW - rng.randrange(10 * HOUR)
                 g = f"g{rng.randrange(GROUPS)}" if kind < 2 else f"n{th}-{b % 7}"
                 events.append(
                     {"t": t, "g": g, "v": rng.randrange(80_000) / 8, "u": f"u{rng.randrange(900)}"}

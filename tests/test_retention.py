@@ -9,9 +9,9 @@ buckets inside the first tier unchanged; and hold nothing past its last tier.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
-import random
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path

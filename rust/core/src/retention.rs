@@ -489,13 +489,16 @@ impl Compaction {
             return (work, self.jobs.is_empty());
         }
         while let Some(job) = self.jobs.get_mut(self.current) {
-            let (Some(state), Some(layout)) = (store.states.get_mut(&job.id), store.layouts.get(&job.id))
+            let (Some(state), Some(layout)) =
+                (store.states.get_mut(&job.id), store.layouts.get(&job.id))
             else {
                 // Removed meanwhile: nothing to compact.
                 self.current += 1;
                 continue;
             };
-            if *layout != job.layout || (state.epoch() != job.epoch && !matches!(job.phase, Phase::Done)) {
+            if *layout != job.layout
+                || (state.epoch() != job.epoch && !matches!(job.phase, Phase::Done))
+            {
                 job.layout = layout.clone();
                 job.phase = Phase::Scan { cursor: 0 };
                 job.moves.clear();
@@ -1293,7 +1296,10 @@ mod tests {
         assert_eq!(moved, c.report().cells_merged + c.report().cells_dropped);
         for w in &works {
             assert!(w.scanned <= 500, "{w:?}");
-            assert!(w.scanned == 0 || w.moved == 0, "a step scans or moves: {w:?}");
+            assert!(
+                w.scanned == 0 || w.moved == 0,
+                "a step scans or moves: {w:?}"
+            );
             // A step ends at a cell boundary: at most one coarse cell's sources past the
             // budget (a day cell of minutes has 1,439 sources besides its own row).
             assert!(w.moved <= 50 + 1439, "{w:?}");
@@ -1333,7 +1339,12 @@ mod tests {
         });
         assert!(dropped_at.is_some());
         compact_store(&mut whole.store, &whole.plan, now, &[]);
-        whole.store.states.get_mut("f").unwrap().drop_before(T0 + 2 * DAY);
+        whole
+            .store
+            .states
+            .get_mut("f")
+            .unwrap()
+            .drop_before(T0 + 2 * DAY);
         for (agg, calc) in CALCS {
             assert_eq!(
                 run(&stepped, &q(agg, calc, T0, now, None)),

@@ -262,8 +262,7 @@ impl SharedEngine {
     /// take it (for up to [`COMPACT_GIVE_WAY`]), so a batch waits for one step at most.
     fn lock_store_for_compaction(&self) -> MutexGuard<'_, Store> {
         let since = Instant::now();
-        while self.store_waiters.load(Ordering::SeqCst) > 0 && since.elapsed() < COMPACT_GIVE_WAY
-        {
+        while self.store_waiters.load(Ordering::SeqCst) > 0 && since.elapsed() < COMPACT_GIVE_WAY {
             std::thread::yield_now();
         }
         self.store.lock().unwrap_or_else(PoisonError::into_inner)

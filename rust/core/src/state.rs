@@ -243,11 +243,10 @@ impl AggColumns {
     }
 
     fn sketch_heap_bytes(&self) -> usize {
-        self
-                .distinct
-                .iter()
-                .map(|d| d.heap_bytes() + std::mem::size_of::<DistinctSketch>())
-                .sum::<usize>()
+        self.distinct
+            .iter()
+            .map(|d| d.heap_bytes() + std::mem::size_of::<DistinctSketch>())
+            .sum::<usize>()
             + self
                 .quantile
                 .iter()
@@ -508,12 +507,11 @@ impl FilterState {
         self.aggs
             .iter()
             .map(|a| {
-                a.distinct
-                    .get(r)
-                    .map_or(0, |d| d.heap_bytes() + std::mem::size_of::<DistinctSketch>())
-                    + a.quantile
-                        .get(r)
-                        .map_or(0, |q| q.heap_bytes() + std::mem::size_of::<QuantileSketch>())
+                a.distinct.get(r).map_or(0, |d| {
+                    d.heap_bytes() + std::mem::size_of::<DistinctSketch>()
+                }) + a.quantile.get(r).map_or(0, |q| {
+                    q.heap_bytes() + std::mem::size_of::<QuantileSketch>()
+                })
             })
             .sum()
     }
