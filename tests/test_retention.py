@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -375,3 +377,29 @@ def test_a_corrupt_tier_section_is_refused() -> None:
     data[20:24] = zlib.crc32(payload).to_bytes(4, "little")
     with pytest.raises(SnapshotError, match="tier"):
         Engine.from_bytes(bytes(data))
+
+
+def test_a_compaction_racing_concurrent_batches_equals_compacting_after_them() -> None:
+    """Differential: 4 threads apply batches (late ones inside the compacted range, young ones,
+    new groups) while a compaction runs; the final state answers every calculation exactly as
+    a copy that got the same batches first and was compacted after (``tests/race_compact.py``).
+
+    It runs in a subprocess under a hard limit: a deadlock between the compaction's steps and
+    the batches cannot be interrupted inside this process.
+    """
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("race_compact.py")),
+            "--rounds",
+            "3",
+            "--deadline",
+            "150",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: 3 rounds" in result.stdout

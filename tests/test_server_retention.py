@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +247,68 @@ def test_the_state_limit_message_names_the_retention_setting() -> None:
     text = str(StateLimitError("acme", 10, 5))
     assert "keepSeconds" in text and "retention" in text
     assert "server.retention" in text and "eventtally compact" in text
+
+
+class _HeldCompaction:
+    """Stands in for an organization's engine: ``compact`` signals that it started, then waits
+    (bounded) to be released before compacting; everything else goes to the real engine."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def compact(self, *args: Any, **kwargs: Any) -> Any:
+        self.started.set()
+        self.release.wait(20)
+        return self._engine.compact(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def test_a_batch_is_not_held_up_by_a_compaction_and_a_waiting_snapshot(tmp_path: Path) -> None:
+    """While a compaction runs and a snapshot waits for it, a batch is still applied: the
+    compaction holds the save lock, not the gate, so the waiting snapshot does not close the gate
+    (were the compaction under the shared gate, the snapshot's exclusive wait would stop every
+    new batch until the whole compaction ended). Every wait is bounded, so it cannot hang."""
+    path = _config(tmp_path)
+    loaded = load_config(path)
+    srv, thread = start_server(loaded.server, provisioning=loaded, clock=lambda: FIXED_NOW)
+    runtime = srv.app.runtime  # type: ignore[attr-defined]
+    st = runtime.org("acme")
+    real = st.engine
+    held = _HeldCompaction(real)
+    c = Client(srv, key=SEGMENT_KEY)
+    workers: list[threading.Thread] = []
+    try:
+        assert c.ingest(fixture_bytes("batch.json"), INGEST).status == 200
+        st.engine = held
+        compacting = threading.Thread(
+            target=runtime.compact_org, args=("acme",), kwargs={"now": FIXED_NOW + 30 * DAY}
+        )
+        workers.append(compacting)
+        compacting.start()
+        assert held.started.wait(10)
+        saving = threading.Thread(target=runtime.save_org, args=(st,), kwargs={"force": True})
+        workers.append(saving)
+        saving.start()
+        time.sleep(0.3)  # the snapshot is now waiting for the compaction
+        assert saving.is_alive(), "a snapshot must wait for a running compaction"
+        statuses: list[int] = []
+        batch = threading.Thread(
+            target=lambda: statuses.append(c.ingest(fixture_bytes("batch.json"), INGEST).status)
+        )
+        workers.append(batch)
+        batch.start()
+        batch.join(10)
+        assert statuses == [200], "a batch waited for the compaction"
+        assert compacting.is_alive() and saving.is_alive()
+    finally:
+        held.release.set()
+        for worker in workers:
+            worker.join(20)
+        st.engine = real
+        c.close()
+        srv.close()
+        thread.join(5)  # type: ignore[attr-defined]

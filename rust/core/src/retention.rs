@@ -144,109 +144,132 @@ fn merge_within(c: &mut AggColumns, dst: usize, src: usize) {
     }
 }
 
-/// What one [`relayout_step`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Step {
-    pub merged: u64,
-    pub dropped: u64,
-    pub released: u64,
-    /// True when no row is left out of place.
-    pub done: bool,
+/// Bucket start standing for "dropped" in a [`Move`]: no bucket starts there (event times are
+/// validated dates), and it sorts first, so drops are done before the merges of a step.
+const DROP: i64 = i64::MIN;
+
+/// One out-of-place cell found by a scan: where it goes (`target`, or [`DROP`]) and where it
+/// was (`bucket`, `group`, and `row`, a hint that is checked before use). Ordered by target
+/// cell, then source bucket, so a sorted plan holds each coarse cell's sources in one run, in
+/// chronological order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Move {
+    target: i64,
+    group: u32,
+    bucket: i64,
+    row: u32,
 }
 
-/// Moves rows of `state` to where `layout` says they belong, one coarse bucket at a time (the
-/// oldest first), until at least `budget` rows moved or none is left out of place: merges rows
-/// that land in one cell and drops rows below the last floor. Each round costs a scan plus the
-/// rows it moves, so the caller can release its lock between steps. A coarse cell is always
-/// merged whole within one round, in source-bucket (chronological) order, the order an
-/// uncompacted rollup adds in; between two steps some old coarse buckets may still be at the
-/// finer resolution, never half merged. When done, unused grouping tuples are released if they
-/// are a quarter of the table or more.
-pub fn relayout_step(state: &mut FilterState, layout: &TierLayout, budget: usize) -> Step {
-    let mut step = Step::default();
+/// Appends a [`Move`] for every out-of-place row of `rows` (a range of `state`'s rows).
+fn scan_rows(
+    state: &FilterState,
+    layout: &TierLayout,
+    rows: std::ops::Range<usize>,
+    out: &mut Vec<Move>,
+) {
     let floor0 = layout.floors[0];
-    let out_of_place = |b: i64| b < floor0 && layout.target(b) != Some(b);
-    let mut moves: Vec<(i64, u32, i64, u32)> = Vec::new();
-    let mut drops: Vec<u32> = Vec::new();
-    let mut remove: Vec<u32> = Vec::new();
-    // The oldest row out of place decides each round: the coarse bucket holding it (all of its
-    // fine rows at once, so each coarse cell is merged in one round, in order), or everything
-    // below the last floor. Each round's scan also finds the next round's oldest row.
-    let mut next_min = state
-        .row_bucket
-        .iter()
-        .copied()
-        .filter(|&b| out_of_place(b))
-        .min();
-    loop {
-        let Some(b_min) = next_min else {
-            step.done = true;
-            break;
-        };
-        let window_end = match layout.tier_of(b_min) {
-            None => *layout.floors.last().expect("a tier"),
-            Some(t) => {
-                let iv = layout.intervals[t];
-                iv.next_start(iv.bucket_start(b_min)).min(layout.range(t).1)
-            }
-        };
-        moves.clear();
-        drops.clear();
-        next_min = None;
-        for r in 0..state.rows() {
-            let b = state.row_bucket[r];
-            if !out_of_place(b) {
-                continue;
-            }
-            if b >= window_end {
-                next_min = Some(next_min.map_or(b, |m: i64| m.min(b)));
-                continue;
-            }
-            match layout.target(b) {
-                None => drops.push(r as u32),
-                Some(nb) => moves.push((nb, state.row_group[r], b, r as u32)),
-            }
+    for r in rows {
+        let b = state.row_bucket[r];
+        // Most rows are young: one comparison each.
+        if b >= floor0 {
+            continue;
         }
-        moves.sort_unstable();
-        for &(nb, g, _, src) in &moves {
-            // A target maps to itself (it is aligned to its tier): never moved or dropped.
-            let dst = state.row(nb, g);
-            for c in &mut state.aggs {
-                merge_within(c, dst, src as usize);
-            }
+        let target = layout.target(b);
+        if target == Some(b) {
+            continue;
         }
-        remove.clear();
-        remove.extend(moves.iter().map(|m| m.3).chain(drops.iter().copied()));
-        remove.sort_unstable_by(|a, b| b.cmp(a));
-        // Highest first: the last row, moved into each hole, is never one still to be removed.
-        for &r in &remove {
-            state.swap_remove_row(r as usize);
-        }
-        step.merged += moves.len() as u64;
-        step.dropped += drops.len() as u64;
-        if (step.merged + step.dropped) as usize >= budget {
-            break;
-        }
+        out.push(Move {
+            target: target.unwrap_or(DROP),
+            group: state.row_group[r],
+            bucket: b,
+            row: r as u32,
+        });
     }
-    if step.done && step.merged + step.dropped > 0 {
-        step.released = release_groups(state);
-        state.shrink_if_sparse();
-    }
-    step
 }
 
-/// [`relayout_step`] until done; returns (merged, dropped, groups released).
-pub fn relayout(state: &mut FilterState, layout: &TierLayout) -> (u64, u64, u64) {
-    let mut out = (0, 0, 0);
-    loop {
-        let s = relayout_step(state, layout, usize::MAX);
-        out.0 += s.merged;
-        out.1 += s.dropped;
-        out.2 += s.released;
-        if s.done {
-            return out;
+/// The end of the run of `moves` starting at `start` that covers at least `budget` moves and
+/// stops at a cell boundary (a coarse cell is never split between two runs).
+fn run_end(moves: &[Move], start: usize, budget: usize) -> usize {
+    let mut end = (start + budget.max(1)).min(moves.len());
+    while end < moves.len() && end > start {
+        let (a, b) = (moves[end - 1], moves[end]);
+        if a.target == DROP || a.target != b.target || a.group != b.group {
+            break;
         }
+        end += 1;
     }
+    end
+}
+
+/// What applying some moves did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Applied {
+    merged: u64,
+    dropped: u64,
+    /// Sketch bytes released: the sources' sketches minus what their targets grew by.
+    sketch_bytes_freed: u64,
+}
+
+/// Applies `moves` (sorted, whole cells) to `state`: merges each source into its target cell
+/// in order, drops the ones without a target, then removes the sources. A source whose cell is
+/// gone (merged or dropped by someone else since the scan) is skipped; a stale row hint is
+/// resolved through the cell index. Costs O(moves), whatever the state's size.
+fn apply_moves(state: &mut FilterState, moves: &[Move], remove: &mut Vec<u32>) -> Applied {
+    let mut done = Applied::default();
+    remove.clear();
+    let mut freed: i64 = 0;
+    for m in moves {
+        let hinted = m.row as usize;
+        let src = if state.row_bucket.get(hinted) == Some(&m.bucket)
+            && state.row_group[hinted] == m.group
+        {
+            hinted
+        } else if let Some(r) = state.find_row(m.bucket, m.group) {
+            r
+        } else {
+            continue;
+        };
+        let src_bytes = state.row_sketch_bytes(src) as i64;
+        if m.target == DROP {
+            done.dropped += 1;
+            freed += src_bytes;
+        } else {
+            // A target is aligned to its tier, so it maps to itself: never a source.
+            let dst = state.row(m.target, m.group);
+            let before = state.row_sketch_bytes(dst) as i64;
+            for c in &mut state.aggs {
+                merge_within(c, dst, src);
+            }
+            freed += src_bytes + before - state.row_sketch_bytes(dst) as i64;
+            done.merged += 1;
+        }
+        remove.push(src as u32);
+    }
+    remove.sort_unstable_by(|a, b| b.cmp(a));
+    // Highest first: the last row, moved into each hole, is never one still to be removed.
+    for &r in remove.iter() {
+        state.swap_remove_row(r as usize);
+    }
+    done.sketch_bytes_freed = freed.max(0) as u64;
+    done
+}
+
+/// Moves every row of `state` to where `layout` says it belongs, in one go: merges rows that
+/// land in one cell (each coarse cell whole, in chronological order) and drops rows below the
+/// last floor, then releases unused grouping tuples when they are a quarter of the table or
+/// more. Returns (merged, dropped, groups released). For states nobody else waits on (a
+/// batch's delta, a merge's copy); [`Compaction`] does the same in bounded steps.
+pub fn relayout(state: &mut FilterState, layout: &TierLayout) -> (u64, u64, u64) {
+    let mut moves = Vec::new();
+    scan_rows(state, layout, 0..state.rows(), &mut moves);
+    if moves.is_empty() {
+        return (0, 0, 0);
+    }
+    moves.sort_unstable();
+    let done = apply_moves(state, &moves, &mut Vec::new());
+    let released = release_groups(state);
+    state.shrink_if_sparse();
+    (done.merged, done.dropped, released)
 }
 
 /// Rebuilds the grouping table with only the tuples rows still use; returns how many went.
@@ -289,91 +312,283 @@ pub fn effective_tiers(def: &FilterDef, default: &[RetentionTier]) -> Vec<Retent
     }
 }
 
-/// One bounded step of compaction at `now_ms`: moves the floors forward (idempotent), then
-/// moves at most `budget` rows over all filters. Returns the step's report and whether every
-/// filter is done; callers holding a lock release it between steps. `default` applies to
-/// filters without tiers.
-pub fn compact_step(
-    store: &mut Store,
-    plan: &Plan,
+/// Rows a [`Compaction`] step may scan and move while the caller holds the state lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepBudget {
+    /// Rows checked for being out of place (about 1-2 ns each when young).
+    pub scan: usize,
+    /// Rows merged or dropped; a step ends at a cell boundary, so it may move up to one
+    /// coarse cell's sources more.
+    pub moves: usize,
+}
+
+impl StepBudget {
+    /// No bound: one step does a filter's whole scan, or all its moves.
+    pub const UNBOUNDED: StepBudget = StepBudget {
+        scan: usize::MAX,
+        moves: usize::MAX,
+    };
+}
+
+/// What one [`Compaction::step`] did, for callers and tests that check a step's work is bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepWork {
+    /// Rows checked by the scan.
+    pub scanned: u64,
+    /// Rows merged or dropped (or skipped because they were gone).
+    pub moved: u64,
+    /// Grouping tuples released (the last step of a filter rebuilds the table when worth it).
+    pub released: u64,
+}
+
+/// Where one filter's compaction is.
+#[derive(Debug)]
+enum Phase {
+    /// Scanning rows `cursor..` for out-of-place ones.
+    Scan { cursor: usize },
+    /// The scan is complete; its moves are sorted between two steps, without the lock.
+    Sort,
+    /// Applying the sorted moves from `pos`.
+    Move { pos: usize },
+    /// Nothing left to do for this filter.
+    Done,
+}
+
+/// One filter's part of a [`Compaction`].
+#[derive(Debug)]
+struct FilterJob {
+    id: String,
+    /// The layout the moves were planned for; a change (a merge moved the floors) re-plans.
+    layout: TierLayout,
+    /// The state's epoch after this job's last step; another change (rows moved to other
+    /// indexes, tuples renumbered) makes the plan stale, and the job scans again.
+    epoch: u64,
+    phase: Phase,
+    moves: Vec<Move>,
+    fixed_bytes_before: usize,
+    merged: u64,
+    dropped: u64,
+    sketch_bytes_freed: u64,
+}
+
+/// A compaction at one `now`, run in bounded steps by a caller that holds the state lock for
+/// each [`Compaction::step`] only, and calls [`Compaction::between_steps`] without it.
+///
+/// The plan: each filter's rows are scanned in chunks (at most `budget.scan` rows a step) for
+/// rows out of place; the list is sorted by target cell between steps (off the lock); then
+/// each step applies at most `budget.moves` of them, whole coarse cells in chronological order,
+/// finding each source by a checked row hint or the cell index. So a step costs O(its budget),
+/// not O(the state): a batch waiting for the lock waits for one step.
+///
+/// Why the plan stays valid between steps: batches applied meanwhile are routed by the
+/// already-advanced floors (their old rows land in coarse cells), so they add no row out of
+/// place; their rows are appended, which moves no planned row. Anything else that moves rows
+/// or renumbers tuples (`drop_before`, a merge, another relayout) changes the state's epoch,
+/// and a layout change (a merge) changes the layout: the job then scans again (moves already
+/// made stay made; merges are exact, so it only redoes what is left). A definition change
+/// restarts the plan from the new definitions.
+#[derive(Debug)]
+pub struct Compaction {
     now_ms: i64,
-    default: &[RetentionTier],
-    budget: usize,
-) -> (CompactReport, bool) {
-    let mut report = CompactReport::default();
-    let mut left = budget;
-    let mut all_done = true;
-    for def in plan.filters() {
-        let tiers = effective_tiers(def, default);
-        if tiers.is_empty() || (tiers.len() == 1 && tiers[0].keep_ms == 0) {
-            continue;
+    default: Vec<RetentionTier>,
+    /// The plan the jobs were made for.
+    plan: Option<std::sync::Arc<Plan>>,
+    jobs: Vec<FilterJob>,
+    current: usize,
+    report: CompactReport,
+    remove: Vec<u32>,
+}
+
+impl Compaction {
+    /// A compaction at `now_ms`; `default` applies to filters without their own tiers.
+    #[must_use]
+    pub fn new(now_ms: i64, default: Vec<RetentionTier>) -> Self {
+        Self {
+            now_ms,
+            default,
+            plan: None,
+            jobs: Vec::new(),
+            current: 0,
+            report: CompactReport::default(),
+            remove: Vec::new(),
         }
-        let layout = store
-            .layouts
-            .entry(def.id.clone())
-            .or_insert_with(|| TierLayout::new(&tiers));
-        let intervals: Vec<Interval> = tiers.iter().map(|t| t.interval).collect();
-        if layout.intervals != intervals {
-            if layout.is_pristine() {
-                *layout = TierLayout::new(&tiers);
-            } else {
-                report.skipped.push((
-                    def.id.clone(),
-                    "its data was compacted with other tier intervals; tier intervals of a \
-                     filter are fixed once it is compacted (keepSeconds may change)"
-                        .to_owned(),
-                ));
+    }
+
+    /// What the compaction did so far (all of it once done).
+    #[must_use]
+    pub fn report(&self) -> &CompactReport {
+        &self.report
+    }
+
+    /// Moves every filter's floors forward (idempotent) and makes one job per filter with tiers.
+    fn start(&mut self, store: &mut Store, plan: &std::sync::Arc<Plan>) {
+        self.jobs.clear();
+        self.current = 0;
+        self.report.filters = 0;
+        self.report.skipped.clear();
+        for def in plan.filters() {
+            let tiers = effective_tiers(def, &self.default);
+            if tiers.is_empty() || (tiers.len() == 1 && tiers[0].keep_ms == 0) {
                 continue;
             }
+            let layout = store
+                .layouts
+                .entry(def.id.clone())
+                .or_insert_with(|| TierLayout::new(&tiers));
+            let intervals: Vec<Interval> = tiers.iter().map(|t| t.interval).collect();
+            if layout.intervals != intervals {
+                if layout.is_pristine() {
+                    *layout = TierLayout::new(&tiers);
+                } else {
+                    self.report.skipped.push((
+                        def.id.clone(),
+                        "its data was compacted with other tier intervals; tier intervals of \
+                         a filter are fixed once it is compacted (keepSeconds may change)"
+                            .to_owned(),
+                    ));
+                    continue;
+                }
+            }
+            layout.floors = layout.advanced(&tiers, self.now_ms);
+            self.report.filters += 1;
+            let layout = layout.clone();
+            let Some(state) = store.states.get(&def.id) else {
+                continue;
+            };
+            self.jobs.push(FilterJob {
+                id: def.id.clone(),
+                layout,
+                epoch: state.epoch(),
+                phase: Phase::Scan { cursor: 0 },
+                moves: Vec::new(),
+                fixed_bytes_before: state.fixed_heap_bytes(),
+                merged: 0,
+                dropped: 0,
+                sketch_bytes_freed: 0,
+            });
         }
-        layout.floors = layout.advanced(&tiers, now_ms);
-        report.filters += 1;
-        if left == 0 {
-            all_done = false;
-            continue;
-        }
-        let Some(state) = store.states.get_mut(&def.id) else {
-            continue;
-        };
-        let before = state.heap_bytes();
-        let step = relayout_step(state, layout, left);
-        let after = state.heap_bytes();
-        left = left.saturating_sub((step.merged + step.dropped) as usize);
-        all_done &= step.done;
-        report.cells_merged += step.merged;
-        report.cells_dropped += step.dropped;
-        report.groups_released += step.released;
-        report.bytes_freed += before.saturating_sub(after) as u64;
+        self.plan = Some(plan.clone());
     }
-    (report, all_done)
+
+    /// One bounded step, to be called with the state lock held (`store` and `plan` as they are
+    /// now). Returns what the step did and whether the whole compaction is done.
+    pub fn step(
+        &mut self,
+        store: &mut Store,
+        plan: &std::sync::Arc<Plan>,
+        budget: StepBudget,
+    ) -> (StepWork, bool) {
+        let mut work = StepWork::default();
+        if !self
+            .plan
+            .as_ref()
+            .is_some_and(|p| std::sync::Arc::ptr_eq(p, plan))
+        {
+            // First step, or the definitions changed: (re)plan from them.
+            self.start(store, plan);
+            return (work, self.jobs.is_empty());
+        }
+        while let Some(job) = self.jobs.get_mut(self.current) {
+            let (Some(state), Some(layout)) =
+                (store.states.get_mut(&job.id), store.layouts.get(&job.id))
+            else {
+                // Removed meanwhile: nothing to compact.
+                self.current += 1;
+                continue;
+            };
+            if *layout != job.layout
+                || (state.epoch() != job.epoch && !matches!(job.phase, Phase::Done))
+            {
+                job.layout = layout.clone();
+                job.phase = Phase::Scan { cursor: 0 };
+                job.moves.clear();
+            }
+            match job.phase {
+                Phase::Scan { cursor } => {
+                    let end = cursor.saturating_add(budget.scan).min(state.rows());
+                    scan_rows(state, &job.layout, cursor..end, &mut job.moves);
+                    work.scanned += (end - cursor) as u64;
+                    job.phase = if end == state.rows() {
+                        Phase::Sort
+                    } else {
+                        Phase::Scan { cursor: end }
+                    };
+                    job.epoch = state.epoch();
+                    return (work, false);
+                }
+                Phase::Sort => {
+                    // `between_steps` was not called: sort here.
+                    job.moves.sort_unstable();
+                    job.phase = Phase::Move { pos: 0 };
+                }
+                Phase::Move { pos } => {
+                    let end = run_end(&job.moves, pos, budget.moves);
+                    let done = apply_moves(state, &job.moves[pos..end], &mut self.remove);
+                    work.moved += (end - pos) as u64;
+                    job.merged += done.merged;
+                    job.dropped += done.dropped;
+                    job.sketch_bytes_freed += done.sketch_bytes_freed;
+                    self.report.cells_merged += done.merged;
+                    self.report.cells_dropped += done.dropped;
+                    if end < job.moves.len() {
+                        job.phase = Phase::Move { pos: end };
+                        job.epoch = state.epoch();
+                        return (work, false);
+                    }
+                    job.moves = Vec::new();
+                    if job.merged + job.dropped > 0 {
+                        let released = release_groups(state);
+                        state.shrink_if_sparse();
+                        work.released += released;
+                        self.report.groups_released += released;
+                    }
+                    let fixed_after = state.fixed_heap_bytes();
+                    self.report.bytes_freed += (job.fixed_bytes_before.saturating_sub(fixed_after)
+                        as u64)
+                        + job.sketch_bytes_freed;
+                    job.phase = Phase::Done;
+                    job.epoch = state.epoch();
+                    self.current += 1;
+                    return (work, self.current == self.jobs.len());
+                }
+                Phase::Done => self.current += 1,
+            }
+        }
+        (work, true)
+    }
+
+    /// Work done between two steps, without the state lock: sorting a finished scan's moves.
+    pub fn between_steps(&mut self) {
+        if let Some(job) = self.jobs.get_mut(self.current) {
+            if matches!(job.phase, Phase::Sort) {
+                job.moves.sort_unstable();
+                job.phase = Phase::Move { pos: 0 };
+            }
+        }
+    }
+
+    /// True when every step is done.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        self.plan.is_some() && self.current >= self.jobs.len()
+    }
 }
 
-/// Adds a step's report into a running total.
-pub fn add_report(total: &mut CompactReport, step: &CompactReport) {
-    total.cells_merged += step.cells_merged;
-    total.cells_dropped += step.cells_dropped;
-    total.groups_released += step.groups_released;
-    total.bytes_freed += step.bytes_freed;
-    total.filters = total.filters.max(step.filters);
-    if total.skipped.is_empty() {
-        total.skipped.clone_from(&step.skipped);
-    }
-}
-
-/// Compacts every filter of `store` at `now_ms` in one go (see [`compact_step`]).
+/// Compacts every filter of `store` at `now_ms` in one go (a [`Compaction`] run to its end
+/// with unbounded steps); `default` applies to filters without their own tiers.
 pub fn compact_store(
     store: &mut Store,
-    plan: &Plan,
+    plan: &std::sync::Arc<Plan>,
     now_ms: i64,
     default: &[RetentionTier],
 ) -> CompactReport {
-    let mut total = CompactReport::default();
+    let mut c = Compaction::new(now_ms, default.to_vec());
     loop {
-        let (step, done) = compact_step(store, plan, now_ms, default, usize::MAX);
-        add_report(&mut total, &step);
+        let (_, done) = c.step(store, plan, StepBudget::UNBOUNDED);
         if done {
-            return total;
+            return c.report;
         }
+        c.between_steps();
     }
 }
 
@@ -991,6 +1206,27 @@ mod tests {
         assert_eq!(again.store.layouts, e.store.layouts);
     }
 
+    /// Runs `c` to its end in steps of `budget`, calling `between(step, engine)` after each
+    /// step (with the "lock" released); returns every step's work.
+    fn stepped_run(
+        e: &mut Engine,
+        c: &mut Compaction,
+        budget: StepBudget,
+        mut between: impl FnMut(usize, &mut Engine),
+    ) -> Vec<StepWork> {
+        let mut works = Vec::new();
+        loop {
+            let plan = e.plan.clone();
+            let (work, done) = c.step(&mut e.store, &plan, budget);
+            works.push(work);
+            if done {
+                return works;
+            }
+            c.between_steps();
+            between(works.len(), e);
+        }
+    }
+
     #[test]
     fn small_steps_give_the_one_step_answer() {
         let mut stepped = engine(&filter(Some(tiers())));
@@ -1001,24 +1237,114 @@ mod tests {
         }
         let now = T0 + 5 * DAY;
         let one = compact_store(&mut whole.store, &whole.plan, now, &[]);
-        let mut total = CompactReport::default();
-        let mut steps = 0;
-        loop {
-            let (step, done) = compact_step(&mut stepped.store, &stepped.plan, now, &[], 97);
-            add_report(&mut total, &step);
-            steps += 1;
-            if done {
-                break;
+        let budget = StepBudget {
+            scan: 97,
+            moves: 41,
+        };
+        // Batches between two steps, old (routed into a coarse tier) and new, during the scan
+        // and during the moves; `whole` gets them after its compaction.
+        let late = |i: usize| {
+            format!(
+                r#"[{{"t":{},"g":"a","v":2,"u":"q{i}"}},{{"t":{},"g":"n{i}","v":3,"u":"r"}}]"#,
+                1_704_200_000_000_i64 + i as i64 * 3_600_000,
+                now - 1000
+            )
+        };
+        let mut sent = Vec::new();
+        let mut c = Compaction::new(now, Vec::new());
+        let works = stepped_run(&mut stepped, &mut c, budget, |step, e| {
+            if step % 7 == 3 {
+                e.ingest(late(step).as_bytes(), None, T0).unwrap();
+                sent.push(step);
             }
-            // A batch between two steps is routed like any other.
-            if steps == 3 {
-                let late = br#"[{"t":1704200000000,"g":"a","v":2,"u":"q"}]"#;
-                stepped.ingest(late, None, T0).unwrap();
-                whole.ingest(late, None, T0).unwrap();
+        });
+        for i in &sent {
+            whole.ingest(late(*i).as_bytes(), None, T0).unwrap();
+        }
+        assert!(works.len() > 30, "{} steps", works.len());
+        assert!(works.iter().any(|w| w.scanned > 0) && works.iter().any(|w| w.moved > 0));
+        assert_eq!(c.report().cells_merged, one.cells_merged);
+        assert_eq!(c.report().cells_dropped, one.cells_dropped);
+        for (agg, calc) in CALCS {
+            for rollup in [None, Some("HOUR"), Some("DAY")] {
+                assert_eq!(
+                    run(&stepped, &q(agg, calc, T0, now, rollup)),
+                    run(&whole, &q(agg, calc, T0, now, rollup)),
+                    "{calc} {rollup:?}"
+                );
             }
         }
-        assert!(steps > 10);
-        assert_eq!(total.cells_merged, one.cells_merged);
+    }
+
+    #[test]
+    fn each_step_is_bounded_by_its_budget_not_the_state() {
+        let mut e = engine(&filter(Some(tiers())));
+        for b in batches(6) {
+            e.ingest(&b, None, T0).unwrap();
+        }
+        let rows = e.store.states["f"].rows() as u64;
+        let budget = StepBudget {
+            scan: 500,
+            moves: 50,
+        };
+        let mut c = Compaction::new(T0 + 6 * DAY, Vec::new());
+        let works = stepped_run(&mut e, &mut c, budget, |_, _| {});
+        let scanned: u64 = works.iter().map(|w| w.scanned).sum();
+        let moved: u64 = works.iter().map(|w| w.moved).sum();
+        // One scan of the state, then every move once.
+        assert_eq!(scanned, rows);
+        assert_eq!(moved, c.report().cells_merged + c.report().cells_dropped);
+        for w in &works {
+            assert!(w.scanned <= 500, "{w:?}");
+            assert!(
+                w.scanned == 0 || w.moved == 0,
+                "a step scans or moves: {w:?}"
+            );
+            // A step ends at a cell boundary: at most one coarse cell's sources past the
+            // budget (a day cell of minutes has 1,439 sources besides its own row).
+            assert!(w.moved <= 50 + 1439, "{w:?}");
+        }
+        // Cells here have about 206 sources (one event every 7 minutes per group and day): a
+        // step that went past the budget did so by less than one cell.
+        assert!(works.iter().all(|w| w.moved < 50 + 210), "{works:?}");
+        // The plan moved every out-of-place row: nothing is left to do.
+        let again = compact_store(&mut e.store, &e.plan, T0 + 6 * DAY, &[]);
+        assert_eq!((again.cells_merged, again.cells_dropped), (0, 0));
+    }
+
+    #[test]
+    fn a_plan_made_stale_between_steps_is_made_again() {
+        let mut stepped = engine(&filter(Some(tiers())));
+        let mut whole = engine(&filter(Some(tiers())));
+        for b in batches(5) {
+            stepped.ingest(&b, None, T0).unwrap();
+            whole.ingest(&b, None, T0).unwrap();
+        }
+        let now = T0 + 5 * DAY;
+        let budget = StepBudget {
+            scan: 300,
+            moves: 60,
+        };
+        // `drop_before` renumbers grouping tuples and moves rows: planned rows and tuple ids
+        // are stale after it. Done once the moves have started.
+        let mut c = Compaction::new(now, Vec::new());
+        let mut dropped_at = None;
+        let epoch = stepped.store.states["f"].epoch();
+        stepped_run(&mut stepped, &mut c, budget, |step, e| {
+            let state = e.store.states.get_mut("f").unwrap();
+            if dropped_at.is_none() && state.epoch() != epoch {
+                state.drop_before(T0 + 2 * DAY);
+                dropped_at = Some(step);
+            }
+        });
+        assert!(dropped_at.is_some());
+        compact_store(&mut whole.store, &whole.plan, now, &[]);
+        whole
+            .store
+            .states
+            .get_mut("f")
+            .unwrap()
+            .drop_before(T0 + 2 * DAY);
         for (agg, calc) in CALCS {
             assert_eq!(
                 run(&stepped, &q(agg, calc, T0, now, None)),
@@ -1026,5 +1352,7 @@ mod tests {
                 "{calc}"
             );
         }
+        let again = compact_store(&mut stepped.store, &stepped.plan, now, &[]);
+        assert_eq!((again.cells_merged, again.cells_dropped), (0, 0));
     }
 }

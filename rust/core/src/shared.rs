@@ -7,6 +7,9 @@
 //!
 //! The locks of this module, and the only order in which they may be nested:
 //!
+//! 0. [`SharedEngine`]'s compaction lock (`Mutex<()>`): held for a whole compaction, which
+//!    takes the store lock for each bounded step only, after callers already waiting for it
+//!    (counted in `store_waiters`) got it; nothing but a compaction takes it.
 //! 1. [`PreparedBatch`]'s slot (`Mutex<Slot>`): held just long enough to move the slot between
 //!    `Ready`, `Applying` and `Applied`; nothing else is locked or waited for while it is held,
 //!    and a second `apply` of one batch is refused at once instead of waiting.
@@ -34,7 +37,9 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value as Json};
 
@@ -45,14 +50,30 @@ use crate::query::{self, Query, ResultSet};
 use crate::response::{self, AnswerLimits, ChunkedAnswer, MultiWriter};
 use crate::{file, parallel, retention, snapshot, time};
 
-/// Rows one compaction step may move while holding the state lock (about 10 ms of work).
-const COMPACT_STEP_ROWS: usize = 50_000;
+/// What one compaction step may do while holding the state lock: an old row scanned costs a
+/// tier lookup and a push, a move (about 0.5 us) a merge and three index updates, so either
+/// bound is about 0.1-0.2 ms of work; a batch waits for one step at most, and this keeps its
+/// p99 near its usual value (benches/README.md, issue 10).
+const COMPACT_STEP: retention::StepBudget = retention::StepBudget {
+    scan: 4_096,
+    moves: 256,
+};
+
+/// How long a compaction step gives way to callers waiting for the store lock before it takes
+/// the lock anyway (so a steady stream of batches cannot starve a compaction).
+const COMPACT_GIVE_WAY: Duration = Duration::from_millis(2);
 
 /// A plan and its state, shared by threads (see the module docs for the locks and the rules).
 #[derive(Debug)]
 pub struct SharedEngine {
     plan: RwLock<Arc<Plan>>,
     store: Mutex<Store>,
+    /// Held for a whole [`SharedEngine::compact`], so compactions run one at a time.
+    compacting: Mutex<()>,
+    /// Callers waiting for (or about to take) the store lock through `lock_store`: a
+    /// compaction lets them go first between its steps, since the mutex is not fair and the
+    /// compaction would otherwise take it back at once, step after step.
+    store_waiters: AtomicUsize,
 }
 
 /// Where a prepared batch is in its life: the one `apply` that takes it moves it from `Ready` to
@@ -212,6 +233,8 @@ impl SharedEngine {
         SharedEngine {
             plan: RwLock::new(Arc::new(plan)),
             store: Mutex::new(store),
+            compacting: Mutex::new(()),
+            store_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -229,6 +252,19 @@ impl SharedEngine {
     }
 
     fn lock_store(&self) -> MutexGuard<'_, Store> {
+        self.store_waiters.fetch_add(1, Ordering::SeqCst);
+        let guard = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        self.store_waiters.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// The store lock for one compaction step: first lets every caller already waiting for it
+    /// take it (for up to [`COMPACT_GIVE_WAY`]), so a batch waits for one step at most.
+    fn lock_store_for_compaction(&self) -> MutexGuard<'_, Store> {
+        let since = Instant::now();
+        while self.store_waiters.load(Ordering::SeqCst) > 0 && since.elapsed() < COMPACT_GIVE_WAY {
+            std::thread::yield_now();
+        }
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -684,22 +720,27 @@ impl SharedEngine {
             None | Some(Json::Null) => Vec::new(),
             Some(v) => parse_retention(v, None, "default_retention")?,
         };
-        // Bounded steps, the state lock released between them, so batches keep being applied
-        // while a large compaction runs.
-        let mut total = retention::CompactReport::default();
+        // One compaction at a time: a second one would only re-plan after the first's moves.
+        let _only = self
+            .compacting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded steps, the state lock released between them (the sort of the plan runs
+        // without it) and handed to waiting batches first, so a batch waits for one step at
+        // most, never for the compaction.
+        let mut compaction = retention::Compaction::new(now_ms, tiers);
         loop {
-            let (step, done) = {
-                let mut store = self.lock_store();
+            let (_, done) = {
+                let mut store = self.lock_store_for_compaction();
                 let plan = self.plan();
-                retention::compact_step(&mut store, &plan, now_ms, &tiers, COMPACT_STEP_ROWS)
+                compaction.step(&mut store, &plan, COMPACT_STEP)
             };
-            retention::add_report(&mut total, &step);
             if done {
                 break;
             }
-            std::thread::yield_now();
+            compaction.between_steps();
         }
-        Ok(retention::report_json(&total))
+        Ok(retention::report_json(compaction.report()))
     }
 
     /// The resolutions serving a query's window, finest first.

@@ -236,15 +236,17 @@ impl AggColumns {
         column.iter().try_fold(0u64, |acc, &n| acc.checked_add(n))
     }
 
-    fn heap_bytes(&self) -> usize {
+    fn column_heap_bytes(&self) -> usize {
         self.matched.capacity() * 8
             + self.numeric.capacity() * 8
             + (self.sum.capacity() + self.min.capacity() + self.max.capacity()) * 8
-            + self
-                .distinct
-                .iter()
-                .map(|d| d.heap_bytes() + std::mem::size_of::<DistinctSketch>())
-                .sum::<usize>()
+    }
+
+    fn sketch_heap_bytes(&self) -> usize {
+        self.distinct
+            .iter()
+            .map(|d| d.heap_bytes() + std::mem::size_of::<DistinctSketch>())
+            .sum::<usize>()
             + self
                 .quantile
                 .iter()
@@ -285,6 +287,9 @@ pub struct FilterState {
     pub aggs: Vec<AggColumns>,
     /// One-entry cache: consecutive events often land in the same cell.
     last: Option<((i64, u32), u32)>,
+    /// Bumped whenever rows move to other indexes or grouping ids are renumbered (appending
+    /// rows does not bump it), so a stepped compaction can tell that its scan is stale.
+    epoch: u64,
 }
 
 impl FilterState {
@@ -303,6 +308,20 @@ impl FilterState {
     #[must_use]
     pub fn rows(&self) -> usize {
         self.row_bucket.len()
+    }
+
+    /// Changes whenever rows moved to other indexes or grouping ids were renumbered; appending
+    /// rows (ingest, merges) leaves it as it is.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The row of (bucket, group) when that cell exists.
+    #[inline]
+    #[must_use]
+    pub fn find_row(&self, bucket: i64, group: u32) -> Option<usize> {
+        self.cells.get(&(bucket, group)).map(|&r| r as usize)
     }
 
     /// The row of (bucket, group), created when new.
@@ -443,6 +462,7 @@ impl FilterState {
         for a in &mut self.aggs {
             a.retain_rows(&keep);
         }
+        self.epoch = self.epoch.wrapping_add(1);
         // Keep only the grouping tuples surviving rows use, so retention bounds memory.
         let mut groups = GroupTable::default();
         let mut remap: Vec<Option<u32>> = vec![None; self.groups.len()];
@@ -459,10 +479,41 @@ impl FilterState {
     /// Approximate bytes held by this state.
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
+        self.fixed_heap_bytes()
+            + self
+                .aggs
+                .iter()
+                .map(AggColumns::sketch_heap_bytes)
+                .sum::<usize>()
+    }
+
+    /// The part of [`FilterState::heap_bytes`] that is not the sketches: the grouping table, the
+    /// cell index and the columns' capacity. Costs O(aggregations), not O(rows).
+    #[must_use]
+    pub fn fixed_heap_bytes(&self) -> usize {
         self.groups.heap_bytes()
             + self.cells.capacity() * 16
             + self.row_bucket.capacity() * 12
-            + self.aggs.iter().map(AggColumns::heap_bytes).sum::<usize>()
+            + self
+                .aggs
+                .iter()
+                .map(AggColumns::column_heap_bytes)
+                .sum::<usize>()
+    }
+
+    /// The sketch bytes of row `r` (its part of [`FilterState::heap_bytes`] beyond the columns).
+    #[must_use]
+    pub fn row_sketch_bytes(&self, r: usize) -> usize {
+        self.aggs
+            .iter()
+            .map(|a| {
+                a.distinct.get(r).map_or(0, |d| {
+                    d.heap_bytes() + std::mem::size_of::<DistinctSketch>()
+                }) + a.quantile.get(r).map_or(0, |q| {
+                    q.heap_bytes() + std::mem::size_of::<QuantileSketch>()
+                })
+            })
+            .sum()
     }
 
     /// Rebuilds the cell index after the columns were filled directly (snapshot load); returns
@@ -470,6 +521,7 @@ impl FilterState {
     pub fn reindex(&mut self) -> bool {
         self.cells.clear();
         self.last = None;
+        self.epoch = self.epoch.wrapping_add(1);
         for (r, (&b, &g)) in self.row_bucket.iter().zip(&self.row_group).enumerate() {
             if self.cells.insert((b, g), r as u32).is_some() {
                 return false;
@@ -486,6 +538,7 @@ impl FilterState {
     /// Row order is not kept (compaction orders its merges itself).
     pub fn swap_remove_row(&mut self, r: usize) {
         self.last = None;
+        self.epoch = self.epoch.wrapping_add(1);
         let key = (self.row_bucket[r], self.row_group[r]);
         self.cells.remove(&key);
         let last = self.rows() - 1;

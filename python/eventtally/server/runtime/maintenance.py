@@ -1,8 +1,12 @@
 """Compaction, the maintenance thread (metadata polling, periodic snapshots) and the stop.
 
 Guarantees:
-- Compaction runs under the shared gate, like a batch, so a snapshot holds the state before or
-  after it, never half of it.
+- Compaction never makes a batch wait for it: it runs outside the organization's gate, and the
+  engine takes its state lock for one bounded step at a time, so a concurrent batch waits for
+  one step at most.  It holds the organization's ``save_lock``, which everything that takes the
+  exclusive gate (a snapshot, a definition change, a backfill merge) takes first: those wait for
+  the compaction before they close the gate, so a snapshot holds the state before or after a
+  compaction, never half of it, and batches keep flowing while it waits.
 - :meth:`RuntimeMaintenance.close` fsyncs the log, snapshots every changed organization,
   deletes covered log segments (outside the retention) and releases the data directory.
 """
@@ -29,12 +33,13 @@ class RuntimeMaintenance(RuntimeIngest):
         """Compact ``org_id``'s engine at ``now`` (Unix seconds, default the runtime clock) with
         its default retention for filters without their own; returns the engine's report.
 
-        Runs under the shared gate, like a batch: compaction and ``apply`` serialize on the
-        engine's state lock, a snapshot (exclusive gate) holds either the state before or the
-        state after, never half of it, and a record replayed after a compacted snapshot is
-        routed into the tier holding its time, so it is counted once.  A crash before the next
-        snapshot loses nothing: recovery replays onto the older snapshot and the next
-        compaction does the same work again.
+        Runs under ``st.save_lock``, not the gate: batches apply between the engine's bounded
+        compaction steps (each takes the state lock briefly), and a snapshot, which takes
+        ``save_lock`` before the exclusive gate, waits for the whole compaction without closing
+        the gate meanwhile, so it holds the state before or after, never half of it.  A record
+        replayed after a compacted snapshot is routed into the tier holding its time, so it is
+        counted once.  A crash before the next snapshot loses nothing: recovery replays onto
+        the older snapshot and the next compaction does the same work again.
         """
         st = self.org(org_id)
         if not self.ready:
@@ -42,7 +47,7 @@ class RuntimeMaintenance(RuntimeIngest):
         when = self.clock() if now is None else now
         t0 = time.perf_counter()
         try:
-            with st.gate.shared():
+            with st.save_lock:
                 report = st.engine.compact(when, default_retention=self.retention(org_id))
                 if report["cells_merged"] or report["cells_dropped"]:
                     st.dirty = True
