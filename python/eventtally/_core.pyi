@@ -10,7 +10,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "_rows_from_arrays", "message_ids"]
+__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "_rows_from_arrays", "crc32", "message_ids"]
 
 SNAPSHOT_FORMAT_VERSION: int
 
@@ -127,6 +127,9 @@ def _rows_from_arrays(
     dt: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
 ) -> list[tuple[str, float]]:
     """(RFC 3339 dt, value) pairs from result arrays."""
+
+def crc32(data: bytes | bytearray | memoryview | str, value: int = 0) -> int:
+    """``zlib.crc32(data, value)``, computed by the core (detached for ``bytes``)."""
 
 def message_ids(
     body: bytes | bytearray | memoryview | str, schema: str, array_path: str | None = None
