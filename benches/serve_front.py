@@ -27,9 +27,6 @@ def main() -> int:
         "--log", action="store_true", help="log at INFO to stderr (the access log), as `serve` does"
     )
     args = parser.parse_args()
-    import os
-    if os.environ.get('ET_SWITCH'):
-        sys.setswitchinterval(float(os.environ['ET_SWITCH']))
     if args.log:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     loaded = load_config(args.config)
