@@ -10,7 +10,14 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "_rows_from_arrays", "crc32", "message_ids"]
+__all__ = [
+    "SNAPSHOT_FORMAT_VERSION",
+    "Engine",
+    "PreparedBatch",
+    "_rows_from_arrays",
+    "crc32",
+    "message_ids",
+]
 
 SNAPSHOT_FORMAT_VERSION: int
 
@@ -129,7 +136,8 @@ def _rows_from_arrays(
     """(RFC 3339 dt, value) pairs from result arrays."""
 
 def crc32(data: bytes | bytearray | memoryview | str, value: int = 0) -> int:
-    """``zlib.crc32(data, value)``, computed by the core (detached for ``bytes``)."""
+    """``zlib.crc32(data, value)``, by the core (crc32fast); a ``str`` is checksummed as its UTF-8
+    (``bytes`` of 1 MiB or more detached from the interpreter)."""
 
 def message_ids(
     body: bytes | bytearray | memoryview | str, schema: str, array_path: str | None = None
