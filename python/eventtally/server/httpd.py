@@ -53,7 +53,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -62,6 +61,7 @@ from . import http11
 from .app import ENV_FRONT, ENV_REFUSAL, ENV_STARTED, EventtallyApp, Response, log_safe
 from .config import ServerConfig
 from .slots import Pool
+from .workers import Workers
 
 __all__ = ["EventtallyHTTPServer", "serve_in_thread"]
 
@@ -439,7 +439,7 @@ class EventtallyHTTPServer:
         self.socket = sock
         self.server_address: tuple[Any, ...] = sock.getsockname()
         self.server_name = str(self.server_address[0])
-        self._executor = ThreadPoolExecutor(cfg.worker_threads, "eventtally-worker")
+        self._workers = Workers(cfg.worker_threads, "eventtally-worker")
         # Every connection receives heads here first (on the loop thread, one at a time).
         self._scratch = memoryview(bytearray(_HEAD_READ))
         self._bodies = _BodyBuffers(2 * cfg.worker_threads, _POOL_MAX_BYTES)
@@ -520,7 +520,7 @@ class EventtallyHTTPServer:
                     loop.call_soon_threadsafe(stop.set)
             self._done.wait(self.shutdown_grace + 10)
         self.socket.close()
-        self._executor.shutdown(wait=True)
+        self._workers.shutdown()
         if self._on_close is not None:
             self._on_close()
 
@@ -698,7 +698,6 @@ class EventtallyHTTPServer:
     async def _request(self, conn: _Conn, head: http11.RequestHead, started: float) -> bool:
         """Serve one request; whether the connection may carry another."""
         app = self.app
-        loop = asyncio.get_running_loop()
         env = self._environ(conn, head, started)
         pool = app.pool_of(env)
         held = _Held(app.slots, None, None)
@@ -710,7 +709,7 @@ class EventtallyHTTPServer:
                 # (SQLite) runs on a worker.
                 adm = app.admit_now(env)
                 if adm is None:
-                    adm = await loop.run_in_executor(self._executor, app.admit, env)
+                    adm = await self._workers.run(app.admit, env)
                 if adm.refusal is not None:
                     env[ENV_REFUSAL] = adm.refusal
                 elif adm.pool is not None and not app.slots.try_acquire(adm.pool, adm.org):
@@ -881,10 +880,7 @@ class EventtallyHTTPServer:
         if inline:
             status, headers, body = self._run_app(env, held)
         else:
-            loop = asyncio.get_running_loop()
-            status, headers, body = await loop.run_in_executor(
-                self._executor, self._run_app, env, held
-            )
+            status, headers, body = await self._workers.run(self._run_app, env, held)
         if reuse is not None:
             self._bodies.give(reuse)
         if head.method == "HEAD":
