@@ -110,6 +110,35 @@ def test_a_body_cut_short_by_the_client_is_not_applied(server: EventtallyHTTPSer
     assert _count(server) == 1
 
 
+def test_reused_body_buffers_never_leak_an_earlier_body(server: EventtallyHTTPServer) -> None:
+    """Body buffers are reused: a large body, then smaller ones into the same buffer, then a
+    large one again, each answered and counted as itself (a stale tail of an earlier, longer
+    body would make the JSON invalid or add its events)."""
+    sizes = [3000, 10, 2999, 1, 3000, 400]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        for n in sizes:  # one at a time, so each body goes into a buffer given back before
+            s.sendall(_post(json.dumps([EVENT] * n).encode()))
+            assert _responses(s, 1) == [200]
+        s.sendall(b"".join(_post(json.dumps([EVENT] * n).encode()) for n in sizes))
+        assert _responses(s, len(sizes)) == [200] * len(sizes)
+    assert _count(server) == 2 * sum(sizes)
+    pool = server._bodies
+    assert 0 < len(pool._free) <= pool.keep
+
+
+def test_a_refused_body_leaves_no_buffer_in_use(server: EventtallyHTTPServer) -> None:
+    """A body cut short gives its buffer back; the next request's body fills it anew."""
+    big = json.dumps([EVENT] * 2000).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(_post(big)[: -len(big) // 3])
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(100) == b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(_post(json.dumps([EVENT] * 5).encode()))
+        assert _responses(s, 1) == [200]
+    assert _count(server) == 5
+
+
 def test_admission_runs_on_the_loop_only_from_memory(
     server: EventtallyHTTPServer, tmp_path: Path
 ) -> None:

@@ -113,6 +113,35 @@ def test_frame_layout_matches_the_documented_format(tmp_path: Path) -> None:
     assert crc == want
 
 
+@pytest.mark.parametrize("size", [0, 1, 5119, 5120, 310_000, (1 << 20) + 3])
+def test_core_crc32_equals_zlib(size: int) -> None:
+    """The core's crc32 (appends of ``bytes``) is zlib's: records stay readable both ways."""
+    from eventtally import _core
+
+    data = random.Random(size).randbytes(size)
+    for seed in (0, 1, 0xDEADBEEF, 0xFFFFFFFF):
+        assert _core.crc32(data, seed) == zlib.crc32(data, seed)
+    assert _core.crc32(bytearray(data)) == _core.crc32(memoryview(data)) == zlib.crc32(data)
+    cut = size // 3
+    assert _core.crc32(data[cut:], _core.crc32(data[:cut])) == zlib.crc32(data)
+    with pytest.raises(TypeError):
+        _core.crc32(12)  # type: ignore[arg-type]
+
+
+def test_records_with_bytes_and_other_payloads_replay(tmp_path: Path) -> None:
+    """A ``bytes`` payload (checksummed by the core) and a ``bytearray`` or ``memoryview`` one
+    (by zlib) frame identically and replay."""
+    payload = random.Random(7).randbytes(300_000)
+    with WriteAheadLog(tmp_path / "a", fsync="never") as log:
+        log.append(WalRecord("o", payload, "i", 1))
+        log.append(WalRecord("o", bytearray(payload), "i", 1))
+        log.append(WalRecord("o", memoryview(payload), "i", 1))
+    with WriteAheadLog(tmp_path / "a", fsync="never") as log:
+        got = [bytes(r.payload) for r in log.replay()]
+    assert got == [payload] * 3
+    assert only_segment(tmp_path / "a").read_bytes().count(payload) == 3
+
+
 def test_none_and_empty_ingest_id_are_distinct(tmp_path: Path) -> None:
     """An ingest id of None is flagged, not confused with the empty string."""
     with WriteAheadLog(tmp_path) as wal:

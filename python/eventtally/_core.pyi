@@ -10,7 +10,13 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SNAPSHOT_FORMAT_VERSION", "Engine", "PreparedBatch", "message_ids"]
+__all__ = [
+    "SNAPSHOT_FORMAT_VERSION",
+    "Engine",
+    "PreparedBatch",
+    "crc32",
+    "message_ids",
+]
 
 SNAPSHOT_FORMAT_VERSION: int
 
@@ -122,6 +128,10 @@ class Engine:
         """The tiers serving a query window, finest first, as JSON text."""
     def tier_usage_json(self) -> str:
         """Per filter, per tier: interval, rows and bytes, as JSON text."""
+
+def crc32(data: bytes | bytearray | memoryview | str, value: int = 0) -> int:
+    """``zlib.crc32(data, value)``, by the core (crc32fast); a ``str`` is checksummed as its UTF-8
+    (``bytes`` of 1 MiB or more detached from the interpreter)."""
 
 def message_ids(
     body: bytes | bytearray | memoryview | str, schema: str, array_path: str | None = None

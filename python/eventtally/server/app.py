@@ -67,6 +67,7 @@ from .routes.base import (
     _API_ROUTES,
     _PROBES,
     ENV_ADMITTED,
+    ENV_FRESH,
     ENV_FRONT,
     ENV_REFUSAL,
     ENV_STARTED,
@@ -183,8 +184,11 @@ class EventtallyApp(AdminRoutes):
         if path == "/admin" or path.startswith("/admin/"):
             return None
         raw = environ.get("HTTP_X_API_TOKEN")
-        if raw is not None and not self.store.key_is_cached(raw):
-            return None
+        if raw is not None:
+            if not self.store.key_is_cached(raw):
+                return None
+            # key_is_cached just read data_version: authentication skips its second read.
+            environ[ENV_FRESH] = True
         return self.admit(environ)
 
     def admit(self, environ: dict[str, Any]) -> Admission:

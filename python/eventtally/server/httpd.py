@@ -9,6 +9,8 @@ Guarantees:
 - Input is bounded per connection: heads arrive through one receive buffer shared by the loop and
   a connection keeps only its unparsed bytes (reading pauses past ``max_header_bytes`` + 16 KiB);
   a ``Content-Length`` body is received into one buffer of exactly its size, never past its end.
+  Body buffers are reused (:class:`_BodyBuffers`: at most ``2 × worker_threads`` kept, none over
+  ``_POOL_MAX_BYTES``), so the loop neither zero-fills nor allocates a batch's buffer each time.
 - Admission runs on the loop only when it needs neither scrypt nor SQLite
   (:meth:`EventtallyApp.admit_now`); otherwise on a worker.
 - Heads are parsed strictly (``http11.py``); any violation answers 400 (414, 417, 505) as JSON
@@ -51,7 +53,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -60,6 +61,7 @@ from . import http11
 from .app import ENV_FRONT, ENV_REFUSAL, ENV_STARTED, EventtallyApp, Response, log_safe
 from .config import ServerConfig
 from .slots import Pool
+from .workers import Workers
 
 __all__ = ["EventtallyHTTPServer", "serve_in_thread"]
 
@@ -72,6 +74,8 @@ BODY_RATE_GRACE = 2.0
 #: Size of the loop's one receive buffer for heads and chunked bodies (shared by every
 #: connection: the protocol copies what arrived out of it at once).
 _HEAD_READ = 16384
+#: Body buffers larger than this are not kept for reuse (the default ``max_body_bytes``).
+_POOL_MAX_BYTES = 1 << 20
 
 
 def _software() -> str:
@@ -128,6 +132,41 @@ class _Held:
             pool, self.pool = self.pool, None
         if pool is not None:
             self.slots.release(pool, self.org)
+
+
+class _BodyBuffers:
+    """Body buffers for reuse, taken and given back on the loop thread only (so no lock).
+
+    A fresh ``bytearray(n)`` is zero-filled and, at batch sizes, allocated anew each time: both
+    on the loop, under the GIL.  A buffer is given back once its request is answered (the app
+    copied the body out on its worker by then), and only the ``keep`` largest, each at most
+    ``max_bytes``, are kept: memory held is bounded by ``keep × max_bytes``.
+    """
+
+    __slots__ = ("_free", "keep", "max_bytes")
+
+    def __init__(self, keep: int, max_bytes: int) -> None:
+        self.keep, self.max_bytes = keep, max_bytes
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of at least ``size`` bytes (its content is stale: overwrite before use)."""
+        free = self._free
+        for i, buf in enumerate(free):
+            if len(buf) >= size:
+                return free.pop(i)
+        return bytearray(size)
+
+    def give(self, buf: bytearray) -> None:
+        if len(buf) > self.max_bytes:
+            return
+        free = self._free
+        if len(free) < self.keep:
+            free.append(buf)
+            return
+        smallest = min(range(len(free)), key=lambda i: len(free[i]), default=None)
+        if smallest is not None and len(free[smallest]) < len(buf):
+            free[smallest] = buf
 
 
 class _Conn(asyncio.BufferedProtocol):
@@ -259,11 +298,11 @@ class _Conn(asyncio.BufferedProtocol):
             if self._waiter is waiter:
                 self._waiter = None
 
-    def expect_body(self, size: int) -> bytearray:
-        """Receive the next ``size`` bytes into one new buffer (bytes already in :attr:`buf`
-        first); :attr:`filled` counts them.  Call :meth:`end_body` when done or abandoned."""
-        body = bytearray(size)
-        view = memoryview(body)
+    def expect_body(self, size: int, buffer: bytearray) -> memoryview:
+        """Receive the next ``size`` bytes into ``buffer`` (at least that long; bytes already in
+        :attr:`buf` first); :attr:`filled` counts them.  Returns the view of those ``size``
+        bytes.  Call :meth:`end_body` when done or abandoned."""
+        body = view = memoryview(buffer)[:size]
         n = min(size, len(self.buf))
         if n:
             view[:n] = self.buf[:n]
@@ -300,7 +339,7 @@ class _Input(io.RawIOBase):
     """``wsgi.input`` over a body received whole.  ``read`` copies out only what is asked, on
     the caller's thread (a worker), so the loop never copies a body."""
 
-    def __init__(self, data: bytes | bytearray) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
         super().__init__()
         self._view = memoryview(data)
         self._pos = 0
@@ -400,9 +439,10 @@ class EventtallyHTTPServer:
         self.socket = sock
         self.server_address: tuple[Any, ...] = sock.getsockname()
         self.server_name = str(self.server_address[0])
-        self._executor = ThreadPoolExecutor(cfg.worker_threads, "eventtally-worker")
+        self._workers = Workers(cfg.worker_threads, "eventtally-worker")
         # Every connection receives heads here first (on the loop thread, one at a time).
         self._scratch = memoryview(bytearray(_HEAD_READ))
+        self._bodies = _BodyBuffers(2 * cfg.worker_threads, _POOL_MAX_BYTES)
         self._conns: set[_Conn] = set()
         self._lock = threading.Lock()
         self._started = False
@@ -480,7 +520,7 @@ class EventtallyHTTPServer:
                     loop.call_soon_threadsafe(stop.set)
             self._done.wait(self.shutdown_grace + 10)
         self.socket.close()
-        self._executor.shutdown(wait=True)
+        self._workers.shutdown()
         if self._on_close is not None:
             self._on_close()
 
@@ -658,18 +698,18 @@ class EventtallyHTTPServer:
     async def _request(self, conn: _Conn, head: http11.RequestHead, started: float) -> bool:
         """Serve one request; whether the connection may carry another."""
         app = self.app
-        loop = asyncio.get_running_loop()
         env = self._environ(conn, head, started)
         pool = app.pool_of(env)
         held = _Held(app.slots, None, None)
         body_done = not head.has_body
+        buffer: bytearray | None = None  # the body's pooled buffer, reused once the app is done
         try:
             if pool is not None:
                 # A known key is admitted here on the loop; a first use (scrypt) or a reload
                 # (SQLite) runs on a worker.
                 adm = app.admit_now(env)
                 if adm is None:
-                    adm = await loop.run_in_executor(self._executor, app.admit, env)
+                    adm = await self._workers.run(app.admit, env)
                 if adm.refusal is not None:
                     env[ENV_REFUSAL] = adm.refusal
                 elif adm.pool is not None and not app.slots.try_acquire(adm.pool, adm.org):
@@ -680,7 +720,7 @@ class EventtallyHTTPServer:
                 if head.expect_continue:
                     conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 try:
-                    body = await self._read_body(conn, head)
+                    body, buffer = await self._read_body(conn, head)
                 except _Fail as exc:
                     held.release()
                     env[ENV_REFUSAL] = _error(exc.status, exc.message)
@@ -692,7 +732,9 @@ class EventtallyHTTPServer:
             elif not body_done and self._may_drain(head):
                 body_done = await self._drain(conn, head)
             close = not head.keep_alive or not body_done or self.draining
-            await self._answer(conn, head, env, held, close=close, inline=pool is None)
+            await self._answer(
+                conn, head, env, held, close=close, inline=pool is None, reuse=buffer
+            )
             if close and not body_done:
                 await self._linger(conn, LINGER_SECONDS)
             return not close
@@ -708,12 +750,18 @@ class EventtallyHTTPServer:
 
     async def _drain(self, conn: _Conn, head: http11.RequestHead) -> bool:
         try:
-            await self._read_body(conn, head)
+            _, buffer = await self._read_body(conn, head)
         except (_Fail, _Closed):
             return False
+        if buffer is not None:
+            self._bodies.give(buffer)
         return True
 
-    async def _read_body(self, conn: _Conn, head: http11.RequestHead) -> bytes | bytearray:
+    async def _read_body(
+        self, conn: _Conn, head: http11.RequestHead
+    ) -> tuple[bytes | memoryview, bytearray | None]:
+        """The body, and the pooled buffer under it (``None`` for a chunked body): give it
+        back (:class:`_BodyBuffers`) only once nothing reads the body any more."""
         cfg = self.config
         limit = cfg.max_body_bytes
         too_large = _Fail(
@@ -723,12 +771,16 @@ class EventtallyHTTPServer:
             want = head.content_length or 0
             if want > limit:
                 raise too_large
-            body = conn.expect_body(want)
+            buffer = self._bodies.take(want)
+            body = conn.expect_body(want, buffer)
             try:
                 await self._await_body(conn, lambda: conn.filled >= want, lambda: conn.filled)
-            finally:
+            except BaseException:
                 conn.end_body()
-            return body
+                self._bodies.give(buffer)  # nothing received into it will be read
+                raise
+            conn.end_body()
+            return body, buffer
         buf = conn.buf
         decoder = http11.ChunkedDecoder()
         parts: list[bytes] = []
@@ -755,7 +807,7 @@ class EventtallyHTTPServer:
             return received[0]
 
         await self._await_body(conn, complete, arrived, received)
-        return b"".join(parts)
+        return b"".join(parts), None
 
     async def _await_body(
         self,
@@ -820,14 +872,17 @@ class EventtallyHTTPServer:
         *,
         close: bool,
         inline: bool = False,
+        reuse: bytearray | None = None,
     ) -> None:
+        """Run the app and send its answer; ``reuse``: the body's pooled buffer, given back
+        once the app has returned (not if this task is cancelled while a worker may still read
+        it)."""
         if inline:
             status, headers, body = self._run_app(env, held)
         else:
-            loop = asyncio.get_running_loop()
-            status, headers, body = await loop.run_in_executor(
-                self._executor, self._run_app, env, held
-            )
+            status, headers, body = await self._workers.run(self._run_app, env, held)
+        if reuse is not None:
+            self._bodies.give(reuse)
         if head.method == "HEAD":
             body = []
         extra = [] if close or head.version != "HTTP/1.0" else [("Connection", "keep-alive")]

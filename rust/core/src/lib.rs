@@ -10,9 +10,11 @@
 //! persists and merges state (both it and `sketch` encode with `codec`); `file` reads archive files in bounded memory and `parallel`
 //! reads many of them on every core; `retention` compacts old buckets into coarser tiers; `message_ids` reads each
 //! event's `messageId` with the batch grammar, for deduplication; `scan` holds the vectorised
-//! byte searches the batch scanner runs on (the crate's only `unsafe` code).
+//! byte searches the batch scanner runs on (the crate's only `unsafe` code); `checksum` is the
+//! write-ahead log's CRC-32.
 
 pub mod batch;
+pub mod checksum;
 pub mod codec;
 pub mod config;
 pub mod engine;

@@ -7,7 +7,7 @@
 //!
 //! Modules: `errors` (error conversion and `enter_core`), `convert` (inputs and stats),
 //! `engine` (the `Engine` class), `batch` (the `PreparedBatch` class), `ids` (`messageId`
-//! extraction for deduplication); this file is the module
+//! extraction for deduplication), `crc` (the write-ahead log's `crc32`); this file is the module
 //! table. Both classes are frozen: their state sits behind the core's own locks.
 //!
 //! **No lock is ever taken, or waited for, while attached to Python**: every core call runs
@@ -18,6 +18,7 @@
 
 mod batch;
 mod convert;
+mod crc;
 mod engine;
 mod errors;
 mod ids;
@@ -30,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<batch::PreparedBatch>()?;
     m.add_function(wrap_pyfunction!(ids::message_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(crc::crc32, m)?)?;
     m.add("SNAPSHOT_FORMAT_VERSION", snapshot::FORMAT_VERSION)?;
     Ok(())
 }

@@ -1,0 +1,124 @@
+"""The front's worker pool: runs the application off the event loop, answers into the loop.
+
+What this module guarantees:
+
+- :meth:`Workers.run` queues ``fn(*args)`` and returns an ``asyncio`` future of the loop that
+  called it; the future gets the result, or the exception (any ``BaseException``), exactly once.
+  Calls start in the order they were queued, on at most ``threads`` threads.
+- A call whose future was cancelled before a thread took it does not run.  One that already
+  runs is not interrupted (a worker cannot be); its result is dropped.
+- :meth:`Workers.shutdown` lets every queued call run, then stops and joins the threads; a call
+  queued after it raises :class:`RuntimeError`.  A result that arrives after its loop closed is
+  dropped (the loop's owner is gone, so nobody awaits it).
+
+Why not ``loop.run_in_executor`` with a ``ThreadPoolExecutor``: each call there makes a
+``concurrent.futures.Future`` (a ``Condition`` over an ``RLock``), a work item, an idle-semaphore
+check on submit and a chain of callbacks copying one future's state into another, and it wakes
+the loop through that chain.  Here a call is one tuple on a ``queue.SimpleQueue`` (C, one lock)
+and one ``call_soon_threadsafe`` back.  Under load with the interpreter lock contended, those
+lock operations were about a fifth of the loop's time holding it (py-spy ``--gil``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["Workers"]
+
+T = TypeVar("T")
+
+_Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+def _deliver(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the loop: settle ``fut`` unless its awaiter gave up on it."""
+    if fut.cancelled():
+        return
+    if error is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(error)
+
+
+def _call(
+    loop: asyncio.AbstractEventLoop,
+    fut: asyncio.Future[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    """On a worker: run one call and hand its outcome to the loop."""
+    if fut.cancelled():  # read across threads, but cancellation is final: at worst it runs
+        return
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        result = fn(*args)
+    except StopIteration as exc:  # a future refuses it (it would end the awaiting coroutine)
+        error = RuntimeError(f"a worker call raised StopIteration: {exc!r}")
+        error.__cause__ = exc
+    except BaseException as exc:  # delivered to the awaiter, as an executor would
+        error = exc
+    with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it
+        loop.call_soon_threadsafe(_deliver, fut, result, error)
+
+
+class Workers:
+    """``threads`` daemon threads named ``{name}_{i}``, started on first use."""
+
+    def __init__(self, threads: int, name: str = "eventtally-worker") -> None:
+        if threads < 1:
+            raise ValueError(f"a worker pool needs at least one thread, not {threads}")
+        self.threads = threads
+        self.name = name
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards starting and stopping, never the calls
+        self._started: list[threading.Thread] = []
+        self._stopped = False
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn(*args)``; the future (of the running loop) settles with its outcome."""
+        loop = asyncio.get_running_loop()
+        if self._stopped:
+            raise RuntimeError("cannot run a call after the worker pool shut down")
+        if not self._started:
+            self._start()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((loop, fut, fn, args))
+        return fut
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("cannot run a call after the worker pool shut down")
+            if self._started:
+                return
+            # All at once: an idle thread blocked in SimpleQueue.get costs no CPU, and starting
+            # them on demand would need an idle count shared with the threads (another lock).
+            for i in range(self.threads):
+                t = threading.Thread(target=self._work, name=f"{self.name}_{i}", daemon=True)
+                t.start()
+                self._started.append(t)
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while (item := get()) is not None:
+            _call(*item)
+            # `item` (the request's environ and body) is not kept while blocked in get().
+            del item
+
+    def shutdown(self) -> None:
+        """Run what is queued, then stop and join every thread (idempotent)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            threads = list(self._started)
+        for _ in threads:
+            self._queue.put(None)
+        for t in threads:
+            t.join()
