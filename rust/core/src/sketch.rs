@@ -538,9 +538,68 @@ const MIN_INDEXABLE: f64 = 1e-300;
 /// -69076); decode uses it to reject corrupt offsets before doing key arithmetic.
 const KEY_LIMIT: i32 = 80_000;
 
+/// The bin key of a magnitude (`>= MIN_INDEXABLE`, finite): `ceil(ln(m) / ln(gamma))`, bit for
+/// bit what [`key_of_exact`] computes, most of the time without calling `ln`.
+///
+/// `ln(m)` is approximated from the exponent, a 128-entry table of `ln` at the mantissa
+/// interval centres and five terms of `ln(1 + r)` with `|r| < 2^-8` (truncation below 1e-15),
+/// so in key units it is within about 1e-11 of the exact value, and so is the libm result
+/// [`key_of_exact`] rounds (1 ulp of `ln`, then one product). When no integer lies within
+/// [`KEY_MARGIN`] of the approximation, both round up to the same key; otherwise (about one
+/// value in 10^9) the exact form decides.
 #[inline]
 fn key_of(magnitude: f64) -> i32 {
+    let bits = magnitude.to_bits();
+    // Magnitudes are normal (>= 1e-300), so the biased exponent is in 1..=2046.
+    let exponent = ((bits >> 52) & 0x7ff) as i32 - 1023;
+    let fraction = bits & ((1u64 << 52) - 1);
+    let j = (fraction >> 45) as usize;
+    let table = ln_table();
+    let mantissa = f64::from_bits(fraction | (1023u64 << 52));
+    let r = mantissa * table.inv_centre[j] - 1.0;
+    let ln_1p = r * (1.0 - r * (0.5 - r * (1.0 / 3.0 - r * (0.25 - r * 0.2))));
+    let ln = f64::from(exponent) * std::f64::consts::LN_2 + table.ln_centre[j] + ln_1p;
+    let y = ln * INV_LN_GAMMA;
+    let (lo, hi) = (
+        (y - KEY_MARGIN).ceil() as i32,
+        (y + KEY_MARGIN).ceil() as i32,
+    );
+    if lo == hi {
+        lo
+    } else {
+        key_of_exact(magnitude)
+    }
+}
+
+/// The definition of a bin key (and the fallback of [`key_of`] near a bin edge).
+fn key_of_exact(magnitude: f64) -> i32 {
     (magnitude.ln() * INV_LN_GAMMA).ceil() as i32
+}
+
+/// How far (in key units) [`key_of`]'s approximation must be from an integer to decide alone:
+/// about 20 times its error bound plus that of the libm form.
+const KEY_MARGIN: f64 = 1e-9;
+
+/// `1 / c` and `ln(c)` for `c` the centre of each of the 128 intervals `[1 + j/128, 1 + (j+1)/128)`.
+struct LnTable {
+    inv_centre: [f64; 128],
+    ln_centre: [f64; 128],
+}
+
+fn ln_table() -> &'static LnTable {
+    static TABLE: std::sync::OnceLock<LnTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = LnTable {
+            inv_centre: [0.0; 128],
+            ln_centre: [0.0; 128],
+        };
+        for j in 0..128 {
+            let c = 1.0 + (j as f64 + 0.5) / 128.0;
+            t.inv_centre[j] = 1.0 / c;
+            t.ln_centre[j] = c.ln();
+        }
+        t
+    })
 }
 
 fn representative(key: i32) -> f64 {
@@ -587,8 +646,7 @@ impl DistinctMerger {
     /// Deduplicates the pending hashes and moves them into the sketch once they no longer fit
     /// the exact limit (or a sketch already exists).
     fn compact(&mut self) {
-        self.hashes.sort_unstable();
-        self.hashes.dedup();
+        dedup_hashes(&mut self.hashes);
         if self.sketch.is_some() || self.hashes.len() > EXACT_LIMIT {
             let sketch = self.sketch.get_or_insert_with(DistinctSketch::new);
             for &h in &self.hashes {
@@ -606,6 +664,62 @@ impl DistinctMerger {
             None => self.hashes.len() as f64,
         }
     }
+}
+
+/// Pending hashes up to this many are deduplicated by sorting; more, through a hash table.
+const DEDUP_SORT_MAX: usize = 32;
+
+/// Removes repeated hashes from `hashes` (the order of the survivors is unspecified: every
+/// reader treats them as a set). Many hashes go through one open-addressing table per thread,
+/// reused across cells, so a merger holds no table of its own and a rollup of many cells
+/// allocates none; the hashes are well mixed, so their low bits index it directly.
+fn dedup_hashes(hashes: &mut Vec<u64>) {
+    if hashes.len() <= DEDUP_SORT_MAX {
+        hashes.sort_unstable();
+        hashes.dedup();
+        return;
+    }
+    thread_local! {
+        static TABLE: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TABLE.with(|table| {
+        let mut table = table.borrow_mut();
+        let slots = (hashes.len() * 2).next_power_of_two();
+        table.clear();
+        table.resize(slots, 0);
+        let mask = slots - 1;
+        // Zero marks an empty slot, so the zero hash is kept by a flag.
+        let mut zero_seen = false;
+        let mut kept = 0;
+        for read in 0..hashes.len() {
+            let h = hashes[read];
+            let new = if h == 0 {
+                !std::mem::replace(&mut zero_seen, true)
+            } else {
+                let mut i = h as usize & mask;
+                loop {
+                    let s = table[i];
+                    if s == 0 {
+                        table[i] = h;
+                        break true;
+                    }
+                    if s == h {
+                        break false;
+                    }
+                    i = (i + 1) & mask;
+                }
+            };
+            if new {
+                hashes[kept] = h;
+                kept += 1;
+            }
+        }
+        hashes.truncate(kept);
+        // A table grown by one huge cell is not kept for the small ones that follow.
+        if slots > 4 * 8 * EXACT_LIMIT {
+            *table = Vec::new();
+        }
+    });
 }
 
 /// The bins of many stores, appended as (key, count) pairs: the query-time accumulator behind
@@ -1671,6 +1785,57 @@ mod tests {
             let lower = upper / GAMMA;
             assert!(rep / upper >= 1.0 - QUANTILE_ALPHA - 1e-12);
             assert!(rep / lower <= 1.0 + QUANTILE_ALPHA + 1e-12);
+        }
+    }
+
+    #[test]
+    fn key_of_equals_its_definition_everywhere_and_at_bin_edges() {
+        let mut rng = Rng(23);
+        // Magnitudes over the whole indexable range, log-uniform.
+        for _ in 0..400_000 {
+            let e = rng.unit() * (f64::MAX.ln() - MIN_INDEXABLE.ln()) + MIN_INDEXABLE.ln();
+            let m = e.exp().clamp(MIN_INDEXABLE, f64::MAX);
+            assert_eq!(key_of(m), key_of_exact(m), "{m:e}");
+        }
+        // Two-decimal values, as events carry them.
+        for cents in 1..200_000u32 {
+            let m = f64::from(cents) / 100.0;
+            assert_eq!(key_of(m), key_of_exact(m), "{m}");
+        }
+        // A few ulps around every bin edge of a wide band, where the approximation defers.
+        for k in -3000..3000 {
+            let edge = (f64::from(k) * LN_GAMMA).exp();
+            let mut m = edge;
+            for _ in 0..4 {
+                m = f64::from_bits(m.to_bits() - 1);
+            }
+            for _ in 0..8 {
+                assert_eq!(key_of(m), key_of_exact(m), "{m:e} near edge {k}");
+                m = f64::from_bits(m.to_bits() + 1);
+            }
+        }
+        for m in [MIN_INDEXABLE, 1.0, 2.0, f64::MAX, f64::MIN_POSITIVE * 1e10] {
+            assert_eq!(key_of(m), key_of_exact(m), "{m:e}");
+        }
+    }
+
+    #[test]
+    fn dedup_hashes_keeps_each_hash_once() {
+        let mut rng = Rng(5);
+        for n in [0usize, 1, 5, 32, 33, 100, 5000, 40_000] {
+            let mut hashes: Vec<u64> = (0..n)
+                .map(|_| match rng.next() % 10 {
+                    0 => 0,
+                    1 => u64::MAX,
+                    _ => Rng(rng.next() % (n as u64 / 2 + 1)).next(),
+                })
+                .collect();
+            let mut expected = hashes.clone();
+            expected.sort_unstable();
+            expected.dedup();
+            dedup_hashes(&mut hashes);
+            hashes.sort_unstable();
+            assert_eq!(hashes, expected, "{n} hashes");
         }
     }
 
