@@ -537,6 +537,7 @@ impl Acc {
 
     // Saturating: every cell's counter fits in u64 (merges are checked), but the sum over a
     // window of cells merged in process need not.
+    #[inline]
     fn add(&mut self, c: &AggColumns, row: usize) {
         match self {
             Acc::Count(n) => *n = n.saturating_add(c.matched[row]),

@@ -538,68 +538,24 @@ const MIN_INDEXABLE: f64 = 1e-300;
 /// -69076); decode uses it to reject corrupt offsets before doing key arithmetic.
 const KEY_LIMIT: i32 = 80_000;
 
-/// The bin key of a magnitude (`>= MIN_INDEXABLE`, finite): `ceil(ln(m) / ln(gamma))`, bit for
-/// bit what [`key_of_exact`] computes, most of the time without calling `ln`.
-///
-/// `ln(m)` is approximated from the exponent, a 128-entry table of `ln` at the mantissa
-/// interval centres and five terms of `ln(1 + r)` with `|r| < 2^-8` (truncation below 1e-15),
-/// so in key units it is within about 1e-11 of the exact value, and so is the libm result
-/// [`key_of_exact`] rounds (1 ulp of `ln`, then one product). When no integer lies within
-/// [`KEY_MARGIN`] of the approximation, both round up to the same key; otherwise (about one
-/// value in 10^9) the exact form decides.
+/// The bin key of a magnitude (`>= MIN_INDEXABLE`, finite): `ceil(ln(m) / ln(gamma))`.
 #[inline]
 fn key_of(magnitude: f64) -> i32 {
-    let bits = magnitude.to_bits();
-    // Magnitudes are normal (>= 1e-300), so the biased exponent is in 1..=2046.
-    let exponent = ((bits >> 52) & 0x7ff) as i32 - 1023;
-    let fraction = bits & ((1u64 << 52) - 1);
-    let j = (fraction >> 45) as usize;
-    let table = ln_table();
-    let mantissa = f64::from_bits(fraction | (1023u64 << 52));
-    let r = mantissa * table.inv_centre[j] - 1.0;
-    let ln_1p = r * (1.0 - r * (0.5 - r * (1.0 / 3.0 - r * (0.25 - r * 0.2))));
-    let ln = f64::from(exponent) * std::f64::consts::LN_2 + table.ln_centre[j] + ln_1p;
-    let y = ln * INV_LN_GAMMA;
-    let (lo, hi) = (
-        (y - KEY_MARGIN).ceil() as i32,
-        (y + KEY_MARGIN).ceil() as i32,
-    );
-    if lo == hi {
-        lo
-    } else {
-        key_of_exact(magnitude)
-    }
+    ceil_i32(magnitude.ln() * INV_LN_GAMMA)
 }
 
-/// The definition of a bin key (and the fallback of [`key_of`] near a bin edge).
+/// `ceil(y) as i32` for `|y| < 2^31` (keys are within ±71,000), inline: for the baseline
+/// x86-64 target (no SSE 4.1) `f64::ceil` is a call into libm, which took as long as the `ln`.
+#[inline]
+fn ceil_i32(y: f64) -> i32 {
+    let t = y as i32; // toward zero
+    t + i32::from(f64::from(t) < y)
+}
+
+/// The definition of a bin key, as [`key_of`] computed it before [`ceil_i32`] (for tests).
+#[cfg(test)]
 fn key_of_exact(magnitude: f64) -> i32 {
     (magnitude.ln() * INV_LN_GAMMA).ceil() as i32
-}
-
-/// How far (in key units) [`key_of`]'s approximation must be from an integer to decide alone:
-/// about 20 times its error bound plus that of the libm form.
-const KEY_MARGIN: f64 = 1e-9;
-
-/// `1 / c` and `ln(c)` for `c` the centre of each of the 128 intervals `[1 + j/128, 1 + (j+1)/128)`.
-struct LnTable {
-    inv_centre: [f64; 128],
-    ln_centre: [f64; 128],
-}
-
-fn ln_table() -> &'static LnTable {
-    static TABLE: std::sync::OnceLock<LnTable> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut t = LnTable {
-            inv_centre: [0.0; 128],
-            ln_centre: [0.0; 128],
-        };
-        for j in 0..128 {
-            let c = 1.0 + (j as f64 + 0.5) / 128.0;
-            t.inv_centre[j] = 1.0 / c;
-            t.ln_centre[j] = c.ln();
-        }
-        t
-    })
 }
 
 fn representative(key: i32) -> f64 {
@@ -628,10 +584,20 @@ impl DistinctMerger {
         self.sketch = None;
     }
 
+    #[inline]
     pub fn add(&mut self, other: &DistinctSketch) {
         match &other.repr {
             DistinctRepr::Exact(set) => {
-                self.hashes.extend(set.iter());
+                // Most cells hold a value or two: their slots are read directly (no iterator
+                // chain), one compare per slot.
+                if set.has_zero {
+                    self.hashes.push(0);
+                }
+                for &h in set.slots.as_slice() {
+                    if h != 0 {
+                        self.hashes.push(h);
+                    }
+                }
                 if self.hashes.len() > 8 * EXACT_LIMIT {
                     self.compact();
                 }
@@ -674,6 +640,13 @@ const DEDUP_SORT_MAX: usize = 32;
 /// reused across cells, so a merger holds no table of its own and a rollup of many cells
 /// allocates none; the hashes are well mixed, so their low bits index it directly.
 fn dedup_hashes(hashes: &mut Vec<u64>) {
+    if hashes.len() <= 2 {
+        // The common rollup of one-value cells, without a sort.
+        if hashes.len() == 2 && hashes[0] == hashes[1] {
+            hashes.pop();
+        }
+        return;
+    }
     if hashes.len() <= DEDUP_SORT_MAX {
         hashes.sort_unstable();
         hashes.dedup();
@@ -943,6 +916,7 @@ impl QuantileMerger {
         self.max = f64::NEG_INFINITY;
     }
 
+    #[inline]
     pub fn add(&mut self, sketch: &QuantileSketch) {
         if sketch.count == 0 {
             return;
@@ -952,6 +926,16 @@ impl QuantileMerger {
             self.positive.add_store(&bins.positive);
             self.negative.add_store(&bins.negative);
             self.zero_count += bins.zero_count;
+        } else if self.binned || self.count + sketch.count > QUANTILE_EXACT_LIMIT as u64 {
+            // The merge is past the exact limit: its values go straight to their bins, never
+            // copied into `exact` first (the keys are the same either way).
+            self.bin_exact();
+            for &x in &sketch.exact {
+                self.bin_value(x);
+            }
+        } else if let [x] = sketch.exact.as_slice() {
+            // One-value cells (the common case of fine buckets) without a copy call.
+            self.exact.push(*x);
         } else {
             self.exact.extend_from_slice(&sketch.exact);
         }
@@ -960,27 +944,49 @@ impl QuantileMerger {
         self.max = self.max.max(sketch.max);
     }
 
+    /// Moves the exact values gathered so far into the pair stores; from now on the merge is
+    /// binned (as [`QuantileSketch::merge`] bins a merge past the exact limit).
+    fn bin_exact(&mut self) {
+        let exact = std::mem::take(&mut self.exact);
+        for &x in &exact {
+            self.bin_value(x);
+        }
+        // The buffer is kept for the next cell.
+        self.exact = exact;
+        self.exact.clear();
+        self.binned = true;
+    }
+
+    #[inline]
+    fn bin_value(&mut self, x: f64) {
+        let magnitude = x.abs();
+        if magnitude < MIN_INDEXABLE {
+            self.zero_count += 1;
+        } else if x > 0.0 {
+            self.positive.sorted = false;
+            self.positive.pairs.push((key_of(magnitude), 1));
+        } else {
+            self.negative.sorted = false;
+            self.negative.pairs.push((key_of(magnitude), 1));
+        }
+    }
+
     /// Same contract as [`QuantileSketch::quantile`].
     pub fn quantile(&mut self, p: f64) -> Option<f64> {
         if !self.binned && self.count <= QUANTILE_EXACT_LIMIT as u64 {
-            self.exact.sort_unstable_by(f64::total_cmp);
+            match self.exact.as_mut_slice() {
+                [] | [_] => {}
+                // Two one-value cells (a rollup by two): one compare, not a sort call.
+                [a, b] => {
+                    if b.total_cmp(a).is_lt() {
+                        std::mem::swap(a, b);
+                    }
+                }
+                values => values.sort_unstable_by(f64::total_cmp),
+            }
             return exact_quantile(&self.exact, p);
         }
-        if !self.exact.is_empty() {
-            self.positive.sorted = false;
-            self.negative.sorted = false;
-            for x in self.exact.drain(..) {
-                let magnitude = x.abs();
-                if magnitude < MIN_INDEXABLE {
-                    self.zero_count += 1;
-                } else if x > 0.0 {
-                    self.positive.pairs.push((key_of(magnitude), 1));
-                } else {
-                    self.negative.pairs.push((key_of(magnitude), 1));
-                }
-            }
-        }
-        self.binned = true;
+        self.bin_exact();
         self.positive.finish();
         self.negative.finish();
         quantile_of_bins(
@@ -1790,6 +1796,9 @@ mod tests {
 
     #[test]
     fn key_of_equals_its_definition_everywhere_and_at_bin_edges() {
+        for y in [-70_000.5, -1.5, -1.0, -0.5, -0.0, 0.0, 1e-300, 0.5, 1.0, 1.5, 70_978.0] {
+            assert_eq!(ceil_i32(y), y.ceil() as i32, "{y}");
+        }
         let mut rng = Rng(23);
         // Magnitudes over the whole indexable range, log-uniform.
         for _ in 0..400_000 {
@@ -1802,7 +1811,7 @@ mod tests {
             let m = f64::from(cents) / 100.0;
             assert_eq!(key_of(m), key_of_exact(m), "{m}");
         }
-        // A few ulps around every bin edge of a wide band, where the approximation defers.
+        // A few ulps around every bin edge of a wide band.
         for k in -3000..3000 {
             let edge = (f64::from(k) * LN_GAMMA).exp();
             let mut m = edge;
