@@ -202,10 +202,7 @@ fn hll_insert(regs: &mut [u8; HLL_REGISTERS], h: u64) {
 
 /// Ertl (2017), "New cardinality estimation algorithms for `HyperLogLog` sketches", algorithm 6.
 fn hll_estimate(regs: &[u8; HLL_REGISTERS]) -> f64 {
-    let mut hist = [0u32; HLL_MAX_RANK as usize + 1];
-    for &r in regs {
-        hist[usize::from(r)] += 1;
-    }
+    let hist = rank_histogram(regs);
     let m = HLL_REGISTERS as f64;
     let q = HLL_Q as usize;
     let mut z = m * ertl_tau((m - f64::from(hist[q + 1])) / m);
@@ -215,6 +212,30 @@ fn hll_estimate(regs: &[u8; HLL_REGISTERS]) -> f64 {
     z += m * ertl_sigma(f64::from(hist[0]) / m);
     let alpha_inf = 0.5 / std::f64::consts::LN_2;
     alpha_inf * m * m / z
+}
+
+/// How many registers hold each rank. Sketches of a few thousand values leave most registers
+/// zero, so eight zero registers (one word) count at once; the others go to four interleaved
+/// histograms, so runs of equal ranks do not wait on one counter.
+fn rank_histogram(regs: &[u8; HLL_REGISTERS]) -> [u32; HLL_MAX_RANK as usize + 1] {
+    let mut parts = [[0u32; HLL_MAX_RANK as usize + 1]; 4];
+    let mut zero_words = 0u32;
+    for word in regs.chunks_exact(8) {
+        let bytes: [u8; 8] = word.try_into().expect("chunks of 8");
+        if u64::from_ne_bytes(bytes) == 0 {
+            zero_words += 1;
+            continue;
+        }
+        for (i, &r) in bytes.iter().enumerate() {
+            parts[i % 4][usize::from(r)] += 1;
+        }
+    }
+    let mut hist = [0u32; HLL_MAX_RANK as usize + 1];
+    for (k, h) in hist.iter_mut().enumerate() {
+        *h = parts.iter().map(|p| p[k]).sum();
+    }
+    hist[0] += 8 * zero_words;
+    hist
 }
 
 // Both series are iterated until the partial sum stops changing in floating point, which is
@@ -613,7 +634,19 @@ impl DistinctMerger {
     /// the exact limit (or a sketch already exists).
     fn compact(&mut self) {
         dedup_hashes(&mut self.hashes);
-        if self.sketch.is_some() || self.hashes.len() > EXACT_LIMIT {
+        if self.sketch.is_none() && self.hashes.len() > EXACT_LIMIT {
+            // Past the exact limit a sketch of these hashes is a HyperLogLog of them (its
+            // state depends only on the set): build that directly, without an exact table
+            // growing and converting on the way.
+            let mut regs = zeroed_registers();
+            for &h in &self.hashes {
+                hll_insert(&mut regs, h);
+            }
+            self.sketch = Some(DistinctSketch {
+                repr: DistinctRepr::Hll(regs),
+            });
+            self.hashes.clear();
+        } else if self.sketch.is_some() || self.hashes.len() > EXACT_LIMIT {
             let sketch = self.sketch.get_or_insert_with(DistinctSketch::new);
             for &h in &self.hashes {
                 sketch.insert_hash(h);
