@@ -135,10 +135,7 @@ mod tests {
         let threads = std::sync::Mutex::new(std::collections::HashSet::new());
         map(16, |_| {
             assert!(in_use() <= budget());
-            threads
-                .lock()
-                .unwrap()
-                .insert(std::thread::current().id());
+            threads.lock().unwrap().insert(std::thread::current().id());
             std::thread::sleep(std::time::Duration::from_millis(2));
         });
         assert!(threads.lock().unwrap().len() <= budget() + 1);

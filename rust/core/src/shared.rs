@@ -479,7 +479,9 @@ impl SharedEngine {
                 let plan = self.plan();
                 let parsed: Vec<Result<Query>> = ids
                     .clone()
-                    .map(|i| Self::parse_query(&plan, &list[i]).map_err(|e| e.under(&format!("[{i}]"))))
+                    .map(|i| {
+                        Self::parse_query(&plan, &list[i]).map_err(|e| e.under(&format!("[{i}]")))
+                    })
                     .collect();
                 let rows: usize = parsed
                     .iter()
@@ -488,7 +490,10 @@ impl SharedEngine {
                     .sum();
                 let run = |j: usize| -> Result<(ResultSet, Option<String>)> {
                     let q = parsed[j].as_ref().map_err(Clone::clone)?;
-                    Ok((Self::answer_query(store, &plan, q, now_ms), q.query_id.clone()))
+                    Ok((
+                        Self::answer_query(store, &plan, q, now_ms),
+                        q.query_id.clone(),
+                    ))
                 };
                 if parsed.len() > 1 && rows >= FANOUT_MIN_ROWS {
                     fanout::map(parsed.len(), run)
@@ -508,7 +513,9 @@ impl SharedEngine {
     /// query's index.
     pub fn write_multi(&self, list: &[Json], now_ms: i64, out: &mut ChunkedAnswer) -> Result<()> {
         let mut writer = MultiWriter::start(out);
-        self.for_each_multi(list, now_ms, &mut |rs, qid| writer.write_query(&rs, &qid, out))?;
+        self.for_each_multi(list, now_ms, &mut |rs, qid| {
+            writer.write_query(&rs, &qid, out)
+        })?;
         writer.finish(out)
     }
 

@@ -1829,7 +1829,9 @@ mod tests {
 
     #[test]
     fn key_of_equals_its_definition_everywhere_and_at_bin_edges() {
-        for y in [-70_000.5, -1.5, -1.0, -0.5, -0.0, 0.0, 1e-300, 0.5, 1.0, 1.5, 70_978.0] {
+        for y in [
+            -70_000.5, -1.5, -1.0, -0.5, -0.0, 0.0, 1e-300, 0.5, 1.0, 1.5, 70_978.0,
+        ] {
             assert_eq!(ceil_i32(y), y.ceil() as i32, "{y}");
         }
         let mut rng = Rng(23);
