@@ -567,9 +567,20 @@ impl Acc {
             Acc::Sum(s, n) if calc == Calc::Avg => (*n > 0).then(|| saturate(*s / *n as f64)),
             Acc::Sum(s, n) => (*n > 0).then(|| saturate(*s)),
             Acc::Min(m, n) | Acc::Max(m, n) => (*n > 0).then_some(*m),
-            Acc::Distinct(d, n) => (*n > 0).then(|| d.estimate().round()),
+            Acc::Distinct(d, n) => (*n > 0).then(|| round_estimate(d.estimate())),
             Acc::Quantile(q) => q.quantile(p),
         }
+    }
+}
+
+/// `estimate.round()`, inline for the exact counts most cells have (for the baseline x86-64
+/// target `f64::round` is a call into libm); estimates are never negative.
+#[inline]
+fn round_estimate(estimate: f64) -> f64 {
+    if estimate < 4_503_599_627_370_496.0 && (estimate as i64) as f64 == estimate {
+        estimate
+    } else {
+        estimate.round()
     }
 }
 
@@ -592,7 +603,7 @@ fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
         Calc::Min => (c.numeric[row] > 0).then_some(c.min[row]),
         Calc::Max => (c.numeric[row] > 0).then_some(c.max[row]),
         Calc::ApproxCountDistinct => {
-            (c.matched[row] > 0).then(|| c.distinct[row].estimate().round())
+            (c.matched[row] > 0).then(|| round_estimate(c.distinct[row].estimate()))
         }
         Calc::Percentiles => c.quantile[row].quantile(p),
     }
@@ -867,74 +878,95 @@ impl SliceRule<'_> {
     }
 }
 
+/// What a [`TupleSink`] accumulates, fixed per query so the per-row code of [`merge_streaming`]
+/// is compiled once per kind (no dispatch on the calculation per row).
+const SINK_SCALAR: u8 = 0;
+const SINK_QUANTILE: u8 = 1;
+const SINK_DISTINCT: u8 = 2;
+
+fn sink_kind(calc: Calc) -> u8 {
+    match calc {
+        Calc::Percentiles => SINK_QUANTILE,
+        Calc::ApproxCountDistinct => SINK_DISTINCT,
+        _ => SINK_SCALAR,
+    }
+}
+
 /// Per-tuple accumulators of the output bucket being filled, for [`merge_streaming`]; only the
 /// tuples touched in that bucket are visited when it is emitted, and every buffer is reused.
+/// Only the accumulators of the query's kind are allocated.
 struct TupleSink {
     calc: Calc,
-    sketch: bool,
     val: Vec<f64>,
     cnt: Vec<u64>,
-    accs: Vec<Acc>,
+    quantile: Vec<QuantileMerger>,
+    /// Distinct mergers and the events they saw (a cell with none has no value).
+    distinct: Vec<(DistinctMerger, u64)>,
     seen: Vec<bool>,
     touched: Vec<u32>,
 }
 
 impl TupleSink {
     fn new(calc: Calc, tuples: usize) -> TupleSink {
-        let sketch = matches!(calc, Calc::ApproxCountDistinct | Calc::Percentiles);
         let init = match calc {
             Calc::Min => f64::INFINITY,
             Calc::Max => f64::NEG_INFINITY,
             _ => 0.0,
         };
-        let (val, cnt, accs) = if sketch {
-            (
-                Vec::new(),
-                Vec::new(),
-                (0..tuples).map(|_| Acc::new(calc)).collect(),
-            )
-        } else {
-            (vec![init; tuples], vec![0; tuples], Vec::new())
-        };
-        TupleSink {
+        let mut sink = TupleSink {
             calc,
-            sketch,
-            val,
-            cnt,
-            accs,
+            val: Vec::new(),
+            cnt: Vec::new(),
+            quantile: Vec::new(),
+            distinct: Vec::new(),
             seen: vec![false; tuples],
             touched: Vec::new(),
+        };
+        match sink_kind(calc) {
+            SINK_QUANTILE => sink.quantile = (0..tuples).map(|_| QuantileMerger::new()).collect(),
+            SINK_DISTINCT => {
+                sink.distinct = (0..tuples).map(|_| (DistinctMerger::new(), 0)).collect();
+            }
+            _ => (sink.val, sink.cnt) = (vec![init; tuples], vec![0; tuples]),
         }
+        sink
     }
 
     /// Adds stored `row` into tuple `g` (the same arithmetic, in the same row order, as
-    /// [`DenseCells::merge_scalars`] and [`DenseCells::merge_sketches`]).
+    /// [`DenseCells::merge_scalars`] and [`DenseCells::merge_sketches`]). `KIND` is
+    /// `sink_kind(self.calc)`.
     #[inline]
-    fn add(&mut self, c: &AggColumns, row: usize, g: u32) {
+    fn add<const KIND: u8>(&mut self, c: &AggColumns, row: usize, g: u32) {
         let g = g as usize;
         if !self.seen[g] {
             self.seen[g] = true;
             self.touched.push(g as u32);
         }
-        if self.sketch {
-            self.accs[g].add(c, row);
-            return;
-        }
-        match self.calc {
-            Calc::Count => self.cnt[g] += c.matched[row],
-            Calc::Sum | Calc::Avg => {
-                self.val[g] += c.sum[row];
-                self.cnt[g] += c.numeric[row];
+        match KIND {
+            SINK_QUANTILE => self.quantile[g].add(&c.quantile[row]),
+            SINK_DISTINCT => {
+                let (d, n) = &mut self.distinct[g];
+                d.add(&c.distinct[row]);
+                *n = n.saturating_add(c.matched[row]);
             }
-            Calc::Min => {
-                self.val[g] = self.val[g].min(c.min[row]);
-                self.cnt[g] += c.numeric[row];
-            }
-            Calc::Max => {
-                self.val[g] = self.val[g].max(c.max[row]);
-                self.cnt[g] += c.numeric[row];
-            }
-            Calc::ApproxCountDistinct | Calc::Percentiles => unreachable!("sketches use accs"),
+            _ => match self.calc {
+                Calc::Count => self.cnt[g] += c.matched[row],
+                Calc::Sum | Calc::Avg => {
+                    self.val[g] += c.sum[row];
+                    self.cnt[g] += c.numeric[row];
+                }
+                Calc::Min => {
+                    self.val[g] = self.val[g].min(c.min[row]);
+                    self.cnt[g] += c.numeric[row];
+                }
+                Calc::Max => {
+                    self.val[g] = self.val[g].max(c.max[row]);
+                    self.cnt[g] += c.numeric[row];
+                }
+                Calc::ApproxCountDistinct | Calc::Percentiles => {
+                    unreachable!("sketches have their own sink kinds")
+                }
+            },
         }
     }
 
@@ -948,24 +980,36 @@ impl TupleSink {
             Calc::Max => f64::NEG_INFINITY,
             _ => 0.0,
         };
+        let kind = sink_kind(self.calc);
         for &g in &self.touched {
             let gi = g as usize;
             self.seen[gi] = false;
-            let value = if self.sketch {
-                let acc = &mut self.accs[gi];
-                let v = acc.value(self.calc, p);
-                acc.reset();
-                v
-            } else {
-                let (v, n) = (self.val[gi], self.cnt[gi]);
-                self.val[gi] = init;
-                self.cnt[gi] = 0;
-                (n != 0).then(|| match self.calc {
-                    Calc::Count => n as f64,
-                    Calc::Avg => saturate(v / n as f64),
-                    Calc::Sum => saturate(v),
-                    _ => v,
-                })
+            // The values `Acc::value` gives for the same rows.
+            let value = match kind {
+                SINK_QUANTILE => {
+                    let q = &mut self.quantile[gi];
+                    let v = q.quantile(p);
+                    q.clear();
+                    v
+                }
+                SINK_DISTINCT => {
+                    let (d, n) = &mut self.distinct[gi];
+                    let v = (*n > 0).then(|| round_estimate(d.estimate()));
+                    d.clear();
+                    *n = 0;
+                    v
+                }
+                _ => {
+                    let (v, n) = (self.val[gi], self.cnt[gi]);
+                    self.val[gi] = init;
+                    self.cnt[gi] = 0;
+                    (n != 0).then(|| match self.calc {
+                        Calc::Count => n as f64,
+                        Calc::Avg => saturate(v / n as f64),
+                        Calc::Sum => saturate(v),
+                        _ => v,
+                    })
+                }
             };
             if let Some(v) = value {
                 cells.push((b, g, v));
@@ -988,12 +1032,36 @@ fn merge_streaming(
     gp: &GroupPlan,
     c: &AggColumns,
     (calc, p): (Calc, f64),
-    (start, end): (i64, i64),
+    window: (i64, i64),
     out_bucket: &dyn Fn(i64) -> i64,
     rule: &SliceRule<'_>,
     cells: &mut Vec<(i64, u32, f64)>,
 ) -> bool {
-    let mut sink = TupleSink::new(calc, gp.tuples.max(1));
+    let sink = TupleSink::new(calc, gp.tuples.max(1));
+    match sink_kind(calc) {
+        SINK_QUANTILE => {
+            stream_rows::<SINK_QUANTILE>(state, gp, c, p, window, out_bucket, rule, sink, cells)
+        }
+        SINK_DISTINCT => {
+            stream_rows::<SINK_DISTINCT>(state, gp, c, p, window, out_bucket, rule, sink, cells)
+        }
+        _ => stream_rows::<SINK_SCALAR>(state, gp, c, p, window, out_bucket, rule, sink, cells),
+    }
+}
+
+/// The loop of [`merge_streaming`], for sinks of kind `KIND`.
+#[allow(clippy::too_many_arguments)]
+fn stream_rows<const KIND: u8>(
+    state: &FilterState,
+    gp: &GroupPlan,
+    c: &AggColumns,
+    p: f64,
+    (start, end): (i64, i64),
+    out_bucket: &dyn Fn(i64) -> i64,
+    rule: &SliceRule<'_>,
+    mut sink: TupleSink,
+    cells: &mut Vec<(i64, u32, f64)>,
+) -> bool {
     let mut current: Option<i64> = None;
     // (stored bucket, whether its output bucket is wanted), decided once per run of rows.
     let mut run: Option<(i64, bool)> = None;
@@ -1017,7 +1085,7 @@ fn merge_streaming(
             }
         };
         if wanted {
-            sink.add(c, row, g);
+            sink.add::<KIND>(c, row, g);
         }
     }
     if let Some(cur) = current {
@@ -1480,6 +1548,33 @@ mod tests {
             i = j;
         }
         out
+    }
+
+    #[test]
+    fn round_estimate_is_round() {
+        let mut x = 0.0f64;
+        let mut edge = vec![
+            0.0,
+            0.5,
+            1.0,
+            1.5,
+            2.5,
+            1e15 + 0.5,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            9.1e15,
+            1e300,
+            f64::MAX,
+            f64::INFINITY,
+        ];
+        for i in 0..200_000 {
+            edge.push(x);
+            x += 0.173 * f64::from(i % 7);
+        }
+        for v in edge {
+            assert_eq!(round_estimate(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+        assert!(round_estimate(f64::NAN).is_nan());
     }
 
     #[test]
