@@ -880,15 +880,22 @@ impl SliceRule<'_> {
 
 /// What a [`TupleSink`] accumulates, fixed per query so the per-row code of [`merge_streaming`]
 /// is compiled once per kind (no dispatch on the calculation per row).
-const SINK_SCALAR: u8 = 0;
-const SINK_QUANTILE: u8 = 1;
-const SINK_DISTINCT: u8 = 2;
+const SINK_COUNT: u8 = 0;
+/// SUM and AVG (the same sums and counts; AVG divides when a cell is emitted).
+const SINK_SUM: u8 = 1;
+const SINK_MIN: u8 = 2;
+const SINK_MAX: u8 = 3;
+const SINK_QUANTILE: u8 = 4;
+const SINK_DISTINCT: u8 = 5;
 
 fn sink_kind(calc: Calc) -> u8 {
     match calc {
+        Calc::Count => SINK_COUNT,
+        Calc::Sum | Calc::Avg => SINK_SUM,
+        Calc::Min => SINK_MIN,
+        Calc::Max => SINK_MAX,
         Calc::Percentiles => SINK_QUANTILE,
         Calc::ApproxCountDistinct => SINK_DISTINCT,
-        _ => SINK_SCALAR,
     }
 }
 
@@ -949,24 +956,19 @@ impl TupleSink {
                 d.add(&c.distinct[row]);
                 *n = n.saturating_add(c.matched[row]);
             }
-            _ => match self.calc {
-                Calc::Count => self.cnt[g] += c.matched[row],
-                Calc::Sum | Calc::Avg => {
-                    self.val[g] += c.sum[row];
-                    self.cnt[g] += c.numeric[row];
-                }
-                Calc::Min => {
-                    self.val[g] = self.val[g].min(c.min[row]);
-                    self.cnt[g] += c.numeric[row];
-                }
-                Calc::Max => {
-                    self.val[g] = self.val[g].max(c.max[row]);
-                    self.cnt[g] += c.numeric[row];
-                }
-                Calc::ApproxCountDistinct | Calc::Percentiles => {
-                    unreachable!("sketches have their own sink kinds")
-                }
-            },
+            SINK_COUNT => self.cnt[g] += c.matched[row],
+            SINK_SUM => {
+                self.val[g] += c.sum[row];
+                self.cnt[g] += c.numeric[row];
+            }
+            SINK_MIN => {
+                self.val[g] = self.val[g].min(c.min[row]);
+                self.cnt[g] += c.numeric[row];
+            }
+            _ => {
+                self.val[g] = self.val[g].max(c.max[row]);
+                self.cnt[g] += c.numeric[row];
+            }
         }
     }
 
@@ -1038,27 +1040,32 @@ fn merge_streaming(
     cells: &mut Vec<(i64, u32, f64)>,
 ) -> bool {
     let sink = TupleSink::new(calc, gp.tuples.max(1));
+    let args = (state, gp, c, p, window, out_bucket, rule);
     match sink_kind(calc) {
-        SINK_QUANTILE => {
-            stream_rows::<SINK_QUANTILE>(state, gp, c, p, window, out_bucket, rule, sink, cells)
-        }
-        SINK_DISTINCT => {
-            stream_rows::<SINK_DISTINCT>(state, gp, c, p, window, out_bucket, rule, sink, cells)
-        }
-        _ => stream_rows::<SINK_SCALAR>(state, gp, c, p, window, out_bucket, rule, sink, cells),
+        SINK_COUNT => stream_rows::<SINK_COUNT>(args, sink, cells),
+        SINK_SUM => stream_rows::<SINK_SUM>(args, sink, cells),
+        SINK_MIN => stream_rows::<SINK_MIN>(args, sink, cells),
+        SINK_MAX => stream_rows::<SINK_MAX>(args, sink, cells),
+        SINK_QUANTILE => stream_rows::<SINK_QUANTILE>(args, sink, cells),
+        _ => stream_rows::<SINK_DISTINCT>(args, sink, cells),
     }
 }
 
+/// The inputs of [`stream_rows`]: the state, its group plan and aggregation columns, the
+/// percentile, the window, the output bucket of a stored bucket, and the slice rule.
+type StreamArgs<'a> = (
+    &'a FilterState,
+    &'a GroupPlan,
+    &'a AggColumns,
+    f64,
+    (i64, i64),
+    &'a dyn Fn(i64) -> i64,
+    &'a SliceRule<'a>,
+);
+
 /// The loop of [`merge_streaming`], for sinks of kind `KIND`.
-#[allow(clippy::too_many_arguments)]
 fn stream_rows<const KIND: u8>(
-    state: &FilterState,
-    gp: &GroupPlan,
-    c: &AggColumns,
-    p: f64,
-    (start, end): (i64, i64),
-    out_bucket: &dyn Fn(i64) -> i64,
-    rule: &SliceRule<'_>,
+    (state, gp, c, p, (start, end), out_bucket, rule): StreamArgs<'_>,
     mut sink: TupleSink,
     cells: &mut Vec<(i64, u32, f64)>,
 ) -> bool {
@@ -1279,13 +1286,18 @@ fn selected_rows<'s>(
     start: i64,
     end: i64,
 ) -> impl Iterator<Item = (usize, i64, u32)> + 's {
-    (0..state.rows()).filter_map(move |row| {
-        let b = state.row_bucket[row];
-        if b < start || b >= end {
-            return None;
-        }
-        gp.map[state.row_group[row] as usize].map(|g| (row, b, g))
-    })
+    // Zipped columns: no bounds check per row (both have one entry per row).
+    state
+        .row_bucket
+        .iter()
+        .zip(&state.row_group)
+        .enumerate()
+        .filter_map(move |(row, (&b, &group))| {
+            if b < start || b >= end {
+                return None;
+            }
+            gp.map[group as usize].map(|g| (row, b, g))
+        })
 }
 
 /// The rows of a plain answer (no rollup, no collapse) as the three output columns.

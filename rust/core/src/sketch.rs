@@ -609,8 +609,17 @@ impl DistinctMerger {
     pub fn add(&mut self, other: &DistinctSketch) {
         match &other.repr {
             DistinctRepr::Exact(set) => {
-                // Most cells hold a value or two: their slots are read directly (no iterator
-                // chain), one compare per slot.
+                // A cell of one value in its four inline slots: the other three slots are
+                // empty (zero), so OR-ing the four is that value, with one push.
+                if let (1, false, [a, b, c, d]) = (set.stored, set.has_zero, set.slots.as_slice()) {
+                    self.hashes.push(a | b | c | d);
+                    if self.hashes.len() > 8 * EXACT_LIMIT {
+                        self.compact();
+                    }
+                    return;
+                }
+                // Most other cells hold a value or two: their slots are read directly (no
+                // iterator chain), one compare per slot.
                 if set.has_zero {
                     self.hashes.push(0);
                 }
