@@ -575,6 +575,8 @@ impl Acc {
 
 /// `estimate.round()`, inline for the exact counts most cells have (for the baseline x86-64
 /// target `f64::round` is a call into libm); estimates are never negative.
+// An integral value is its own rounding, so bit-equality is the intended test.
+#[allow(clippy::float_cmp)]
 #[inline]
 fn round_estimate(estimate: f64) -> f64 {
     if estimate < 4_503_599_627_370_496.0 && (estimate as i64) as f64 == estimate {
@@ -995,10 +997,10 @@ impl TupleSink {
                     v
                 }
                 SINK_DISTINCT => {
-                    let (d, n) = &mut self.distinct[gi];
-                    let v = (*n > 0).then(|| round_estimate(d.estimate()));
-                    d.clear();
-                    *n = 0;
+                    let (merger, events) = &mut self.distinct[gi];
+                    let v = (*events > 0).then(|| round_estimate(merger.estimate()));
+                    merger.clear();
+                    *events = 0;
                     v
                 }
                 _ => {
