@@ -827,12 +827,22 @@ fn select_top_n(slice: &mut [(i64, u32, f64)], limit: usize, limit_type: LimitTy
         let mut best: smallvec::SmallVec<[(i64, u32, f64); SMALL_LIMIT]> =
             smallvec::SmallVec::new();
         let top = limit_type == LimitType::Top;
+        debug_assert!(
+            slice.windows(2).all(|w| w[0].1 < w[1].1),
+            "slice in tuple order"
+        );
+        // The worst kept value once `limit` cells are kept (NaN until then: compares false).
+        let mut worst = f64::NAN;
         for c in slice.iter() {
             if best.len() == limit {
                 // IEEE `<` implies `total_cmp` less (NaN and signed zeros fall through to the
                 // full comparison), so this only skips cells the rank would skip.
-                let worst = best[limit - 1].2;
                 if (top && c.2 < worst) || (!top && c.2 > worst) {
+                    continue;
+                }
+                // A cell with the worst kept value's bits ties it in `total_cmp` and comes later
+                // in tuple order, so it ranks below it: many tied counts skip here.
+                if c.2.to_bits() == worst.to_bits() {
                     continue;
                 }
                 if rank(c, &best[limit - 1]).is_ge() {
@@ -842,6 +852,9 @@ fn select_top_n(slice: &mut [(i64, u32, f64)], limit: usize, limit_type: LimitTy
             }
             let at = best.partition_point(|b| rank(b, c).is_lt());
             best.insert(at, *c);
+            if best.len() == limit {
+                worst = best[limit - 1].2;
+            }
         }
         best.sort_unstable_by_key(|c| c.1);
         slice[..limit].copy_from_slice(&best);
@@ -1606,7 +1619,12 @@ mod tests {
             for b in 0..next(6) as i64 {
                 for g in 0..next(30) as u32 {
                     if next(3) > 0 {
-                        cells.push((b * 60_000, g, next(5) as f64 - 2.0));
+                        // Values -2..2, zero as +0.0 or -0.0 (they rank apart).
+                        let v = match next(6) {
+                            5 => -0.0,
+                            k => k as f64 - 2.0,
+                        };
+                        cells.push((b * 60_000, g, v));
                     }
                 }
             }
