@@ -5,7 +5,7 @@
 //! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
 //! `shared` is the engine as threads share it (locks, the prepare-again rule, definition
-//! edits, merges); `query` answers Metrics API requests; `response` streams their answer text
+//! edits, merges); `query` answers Metrics API requests (`fanout` spreads a multi request's queries over the cores); `response` streams their answer text
 //! and `wire` builds them as JSON values; `snapshot`
 //! persists and merges state (both it and `sketch` encode with `codec`); `file` reads archive files in bounded memory and `parallel`
 //! reads many of them on every core; `retention` compacts old buckets into coarser tiers; `message_ids` reads each
@@ -19,6 +19,7 @@ pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fanout;
 pub mod file;
 pub mod jpath;
 pub mod message_ids;

@@ -537,6 +537,7 @@ impl Acc {
 
     // Saturating: every cell's counter fits in u64 (merges are checked), but the sum over a
     // window of cells merged in process need not.
+    #[inline]
     fn add(&mut self, c: &AggColumns, row: usize) {
         match self {
             Acc::Count(n) => *n = n.saturating_add(c.matched[row]),
@@ -566,9 +567,22 @@ impl Acc {
             Acc::Sum(s, n) if calc == Calc::Avg => (*n > 0).then(|| saturate(*s / *n as f64)),
             Acc::Sum(s, n) => (*n > 0).then(|| saturate(*s)),
             Acc::Min(m, n) | Acc::Max(m, n) => (*n > 0).then_some(*m),
-            Acc::Distinct(d, n) => (*n > 0).then(|| d.estimate().round()),
+            Acc::Distinct(d, n) => (*n > 0).then(|| round_estimate(d.estimate())),
             Acc::Quantile(q) => q.quantile(p),
         }
+    }
+}
+
+/// `estimate.round()`, inline for the exact counts most cells have (for the baseline x86-64
+/// target `f64::round` is a call into libm); estimates are never negative.
+// An integral value is its own rounding, so bit-equality is the intended test.
+#[allow(clippy::float_cmp)]
+#[inline]
+fn round_estimate(estimate: f64) -> f64 {
+    if estimate < 4_503_599_627_370_496.0 && (estimate as i64) as f64 == estimate {
+        estimate
+    } else {
+        estimate.round()
     }
 }
 
@@ -591,7 +605,7 @@ fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
         Calc::Min => (c.numeric[row] > 0).then_some(c.min[row]),
         Calc::Max => (c.numeric[row] > 0).then_some(c.max[row]),
         Calc::ApproxCountDistinct => {
-            (c.matched[row] > 0).then(|| c.distinct[row].estimate().round())
+            (c.matched[row] > 0).then(|| round_estimate(c.distinct[row].estimate()))
         }
         Calc::Percentiles => c.quantile[row].quantile(p),
     }
@@ -813,12 +827,22 @@ fn select_top_n(slice: &mut [(i64, u32, f64)], limit: usize, limit_type: LimitTy
         let mut best: smallvec::SmallVec<[(i64, u32, f64); SMALL_LIMIT]> =
             smallvec::SmallVec::new();
         let top = limit_type == LimitType::Top;
+        debug_assert!(
+            slice.windows(2).all(|w| w[0].1 < w[1].1),
+            "slice in tuple order"
+        );
+        // The worst kept value once `limit` cells are kept (NaN until then: compares false).
+        let mut worst = f64::NAN;
         for c in slice.iter() {
             if best.len() == limit {
                 // IEEE `<` implies `total_cmp` less (NaN and signed zeros fall through to the
                 // full comparison), so this only skips cells the rank would skip.
-                let worst = best[limit - 1].2;
                 if (top && c.2 < worst) || (!top && c.2 > worst) {
+                    continue;
+                }
+                // A cell with the worst kept value's bits ties it in `total_cmp` and comes later
+                // in tuple order, so it ranks below it: many tied counts skip here.
+                if c.2.to_bits() == worst.to_bits() {
                     continue;
                 }
                 if rank(c, &best[limit - 1]).is_ge() {
@@ -828,6 +852,9 @@ fn select_top_n(slice: &mut [(i64, u32, f64)], limit: usize, limit_type: LimitTy
             }
             let at = best.partition_point(|b| rank(b, c).is_lt());
             best.insert(at, *c);
+            if best.len() == limit {
+                worst = best[limit - 1].2;
+            }
         }
         best.sort_unstable_by_key(|c| c.1);
         slice[..limit].copy_from_slice(&best);
@@ -866,74 +893,97 @@ impl SliceRule<'_> {
     }
 }
 
+/// What a [`TupleSink`] accumulates, fixed per query so the per-row code of [`merge_streaming`]
+/// is compiled once per kind (no dispatch on the calculation per row).
+const SINK_COUNT: u8 = 0;
+/// SUM and AVG (the same sums and counts; AVG divides when a cell is emitted).
+const SINK_SUM: u8 = 1;
+const SINK_MIN: u8 = 2;
+const SINK_MAX: u8 = 3;
+const SINK_QUANTILE: u8 = 4;
+const SINK_DISTINCT: u8 = 5;
+
+fn sink_kind(calc: Calc) -> u8 {
+    match calc {
+        Calc::Count => SINK_COUNT,
+        Calc::Sum | Calc::Avg => SINK_SUM,
+        Calc::Min => SINK_MIN,
+        Calc::Max => SINK_MAX,
+        Calc::Percentiles => SINK_QUANTILE,
+        Calc::ApproxCountDistinct => SINK_DISTINCT,
+    }
+}
+
 /// Per-tuple accumulators of the output bucket being filled, for [`merge_streaming`]; only the
 /// tuples touched in that bucket are visited when it is emitted, and every buffer is reused.
+/// Only the accumulators of the query's kind are allocated.
 struct TupleSink {
     calc: Calc,
-    sketch: bool,
     val: Vec<f64>,
     cnt: Vec<u64>,
-    accs: Vec<Acc>,
+    quantile: Vec<QuantileMerger>,
+    /// Distinct mergers and the events they saw (a cell with none has no value).
+    distinct: Vec<(DistinctMerger, u64)>,
     seen: Vec<bool>,
     touched: Vec<u32>,
 }
 
 impl TupleSink {
     fn new(calc: Calc, tuples: usize) -> TupleSink {
-        let sketch = matches!(calc, Calc::ApproxCountDistinct | Calc::Percentiles);
         let init = match calc {
             Calc::Min => f64::INFINITY,
             Calc::Max => f64::NEG_INFINITY,
             _ => 0.0,
         };
-        let (val, cnt, accs) = if sketch {
-            (
-                Vec::new(),
-                Vec::new(),
-                (0..tuples).map(|_| Acc::new(calc)).collect(),
-            )
-        } else {
-            (vec![init; tuples], vec![0; tuples], Vec::new())
-        };
-        TupleSink {
+        let mut sink = TupleSink {
             calc,
-            sketch,
-            val,
-            cnt,
-            accs,
+            val: Vec::new(),
+            cnt: Vec::new(),
+            quantile: Vec::new(),
+            distinct: Vec::new(),
             seen: vec![false; tuples],
             touched: Vec::new(),
+        };
+        match sink_kind(calc) {
+            SINK_QUANTILE => sink.quantile = (0..tuples).map(|_| QuantileMerger::new()).collect(),
+            SINK_DISTINCT => {
+                sink.distinct = (0..tuples).map(|_| (DistinctMerger::new(), 0)).collect();
+            }
+            _ => (sink.val, sink.cnt) = (vec![init; tuples], vec![0; tuples]),
         }
+        sink
     }
 
     /// Adds stored `row` into tuple `g` (the same arithmetic, in the same row order, as
-    /// [`DenseCells::merge_scalars`] and [`DenseCells::merge_sketches`]).
+    /// [`DenseCells::merge_scalars`] and [`DenseCells::merge_sketches`]). `KIND` is
+    /// `sink_kind(self.calc)`.
     #[inline]
-    fn add(&mut self, c: &AggColumns, row: usize, g: u32) {
+    fn add<const KIND: u8>(&mut self, c: &AggColumns, row: usize, g: u32) {
         let g = g as usize;
         if !self.seen[g] {
             self.seen[g] = true;
             self.touched.push(g as u32);
         }
-        if self.sketch {
-            self.accs[g].add(c, row);
-            return;
-        }
-        match self.calc {
-            Calc::Count => self.cnt[g] += c.matched[row],
-            Calc::Sum | Calc::Avg => {
+        match KIND {
+            SINK_QUANTILE => self.quantile[g].add(&c.quantile[row]),
+            SINK_DISTINCT => {
+                let (d, n) = &mut self.distinct[g];
+                d.add(&c.distinct[row]);
+                *n = n.saturating_add(c.matched[row]);
+            }
+            SINK_COUNT => self.cnt[g] += c.matched[row],
+            SINK_SUM => {
                 self.val[g] += c.sum[row];
                 self.cnt[g] += c.numeric[row];
             }
-            Calc::Min => {
+            SINK_MIN => {
                 self.val[g] = self.val[g].min(c.min[row]);
                 self.cnt[g] += c.numeric[row];
             }
-            Calc::Max => {
+            _ => {
                 self.val[g] = self.val[g].max(c.max[row]);
                 self.cnt[g] += c.numeric[row];
             }
-            Calc::ApproxCountDistinct | Calc::Percentiles => unreachable!("sketches use accs"),
         }
     }
 
@@ -947,24 +997,36 @@ impl TupleSink {
             Calc::Max => f64::NEG_INFINITY,
             _ => 0.0,
         };
+        let kind = sink_kind(self.calc);
         for &g in &self.touched {
             let gi = g as usize;
             self.seen[gi] = false;
-            let value = if self.sketch {
-                let acc = &mut self.accs[gi];
-                let v = acc.value(self.calc, p);
-                acc.reset();
-                v
-            } else {
-                let (v, n) = (self.val[gi], self.cnt[gi]);
-                self.val[gi] = init;
-                self.cnt[gi] = 0;
-                (n != 0).then(|| match self.calc {
-                    Calc::Count => n as f64,
-                    Calc::Avg => saturate(v / n as f64),
-                    Calc::Sum => saturate(v),
-                    _ => v,
-                })
+            // The values `Acc::value` gives for the same rows.
+            let value = match kind {
+                SINK_QUANTILE => {
+                    let q = &mut self.quantile[gi];
+                    let v = q.quantile(p);
+                    q.clear();
+                    v
+                }
+                SINK_DISTINCT => {
+                    let (merger, events) = &mut self.distinct[gi];
+                    let v = (*events > 0).then(|| round_estimate(merger.estimate()));
+                    merger.clear();
+                    *events = 0;
+                    v
+                }
+                _ => {
+                    let (v, n) = (self.val[gi], self.cnt[gi]);
+                    self.val[gi] = init;
+                    self.cnt[gi] = 0;
+                    (n != 0).then(|| match self.calc {
+                        Calc::Count => n as f64,
+                        Calc::Avg => saturate(v / n as f64),
+                        Calc::Sum => saturate(v),
+                        _ => v,
+                    })
+                }
             };
             if let Some(v) = value {
                 cells.push((b, g, v));
@@ -987,12 +1049,41 @@ fn merge_streaming(
     gp: &GroupPlan,
     c: &AggColumns,
     (calc, p): (Calc, f64),
-    (start, end): (i64, i64),
+    window: (i64, i64),
     out_bucket: &dyn Fn(i64) -> i64,
     rule: &SliceRule<'_>,
     cells: &mut Vec<(i64, u32, f64)>,
 ) -> bool {
-    let mut sink = TupleSink::new(calc, gp.tuples.max(1));
+    let sink = TupleSink::new(calc, gp.tuples.max(1));
+    let args = (state, gp, c, p, window, out_bucket, rule);
+    match sink_kind(calc) {
+        SINK_COUNT => stream_rows::<SINK_COUNT>(args, sink, cells),
+        SINK_SUM => stream_rows::<SINK_SUM>(args, sink, cells),
+        SINK_MIN => stream_rows::<SINK_MIN>(args, sink, cells),
+        SINK_MAX => stream_rows::<SINK_MAX>(args, sink, cells),
+        SINK_QUANTILE => stream_rows::<SINK_QUANTILE>(args, sink, cells),
+        _ => stream_rows::<SINK_DISTINCT>(args, sink, cells),
+    }
+}
+
+/// The inputs of [`stream_rows`]: the state, its group plan and aggregation columns, the
+/// percentile, the window, the output bucket of a stored bucket, and the slice rule.
+type StreamArgs<'a> = (
+    &'a FilterState,
+    &'a GroupPlan,
+    &'a AggColumns,
+    f64,
+    (i64, i64),
+    &'a dyn Fn(i64) -> i64,
+    &'a SliceRule<'a>,
+);
+
+/// The loop of [`merge_streaming`], for sinks of kind `KIND`.
+fn stream_rows<const KIND: u8>(
+    (state, gp, c, p, (start, end), out_bucket, rule): StreamArgs<'_>,
+    mut sink: TupleSink,
+    cells: &mut Vec<(i64, u32, f64)>,
+) -> bool {
     let mut current: Option<i64> = None;
     // (stored bucket, whether its output bucket is wanted), decided once per run of rows.
     let mut run: Option<(i64, bool)> = None;
@@ -1016,7 +1107,7 @@ fn merge_streaming(
             }
         };
         if wanted {
-            sink.add(c, row, g);
+            sink.add::<KIND>(c, row, g);
         }
     }
     if let Some(cur) = current {
@@ -1210,13 +1301,18 @@ fn selected_rows<'s>(
     start: i64,
     end: i64,
 ) -> impl Iterator<Item = (usize, i64, u32)> + 's {
-    (0..state.rows()).filter_map(move |row| {
-        let b = state.row_bucket[row];
-        if b < start || b >= end {
-            return None;
-        }
-        gp.map[state.row_group[row] as usize].map(|g| (row, b, g))
-    })
+    // Zipped columns: no bounds check per row (both have one entry per row).
+    state
+        .row_bucket
+        .iter()
+        .zip(&state.row_group)
+        .enumerate()
+        .filter_map(move |(row, (&b, &group))| {
+            if b < start || b >= end {
+                return None;
+            }
+            gp.map[group as usize].map(|g| (row, b, g))
+        })
 }
 
 /// The rows of a plain answer (no rollup, no collapse) as the three output columns.
@@ -1482,6 +1578,33 @@ mod tests {
     }
 
     #[test]
+    fn round_estimate_is_round() {
+        let mut x = 0.0f64;
+        let mut edge = vec![
+            0.0,
+            0.5,
+            1.0,
+            1.5,
+            2.5,
+            1e15 + 0.5,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            9.1e15,
+            1e300,
+            f64::MAX,
+            f64::INFINITY,
+        ];
+        for i in 0..200_000 {
+            edge.push(x);
+            x += 0.173 * f64::from(i % 7);
+        }
+        for v in edge {
+            assert_eq!(round_estimate(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+        assert!(round_estimate(f64::NAN).is_nan());
+    }
+
+    #[test]
     fn top_n_by_selection_keeps_what_a_full_sort_keeps() {
         // A small deterministic generator: many ties (values 0..5), slices of 0..30 cells.
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -1496,7 +1619,12 @@ mod tests {
             for b in 0..next(6) as i64 {
                 for g in 0..next(30) as u32 {
                     if next(3) > 0 {
-                        cells.push((b * 60_000, g, next(5) as f64 - 2.0));
+                        // Values -2..2, zero as +0.0 or -0.0 (they rank apart).
+                        let v = match next(6) {
+                            5 => -0.0,
+                            k => k as f64 - 2.0,
+                        };
+                        cells.push((b * 60_000, g, v));
                     }
                 }
             }

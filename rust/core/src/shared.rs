@@ -48,7 +48,15 @@ use crate::engine::{Delta, IngestStats, Plan, Store};
 use crate::error::{Error, Result};
 use crate::query::{self, Query, ResultSet};
 use crate::response::{self, AnswerLimits, ChunkedAnswer, MultiWriter};
-use crate::{file, parallel, retention, snapshot, time};
+use crate::state::FilterState;
+use crate::{fanout, file, parallel, retention, snapshot, time};
+
+/// Queries of a multi request evaluated together (and results held at once) at most.
+const MULTI_WAVE: usize = 8;
+
+/// Stored rows a wave of multi queries must read, together, before it is spread over threads:
+/// below this the queries take well under a millisecond and a thread costs more than it saves.
+const FANOUT_MIN_ROWS: usize = 50_000;
 
 /// What one compaction step may do while holding the state lock: an old row scanned costs a
 /// tier lookup and a push, a move (about 0.5 us) a merge and three index updates, so either
@@ -448,14 +456,22 @@ impl SharedEngine {
         // filter it names is read.
         let store = self.lock_store();
         let plan = self.plan();
-        let lookup = |id: &str| plan.filter(id).cloned();
-        let q = Query::from_json(query, &lookup)?;
-        let def = plan.filter(&q.filter_id).expect("validated filter");
-        let state = store.states.get(&q.filter_id).expect("synced state");
-        let rs = query::run(def, state, &q, now_ms);
+        let q = Self::parse_query(&plan, query)?;
+        let rs = Self::answer_query(&store, &plan, &q, now_ms);
         Ok((q, rs))
     }
 
+    fn parse_query(plan: &Plan, query: &Json) -> Result<Query> {
+        let lookup = |id: &str| plan.filter(id).cloned();
+        Query::from_json(query, &lookup)
+    }
+
+    /// Evaluates a query parsed against `plan` (whose filters `store` has states for).
+    fn answer_query(store: &Store, plan: &Plan, q: &Query, now_ms: i64) -> ResultSet {
+        let def = plan.filter(&q.filter_id).expect("validated filter");
+        let state = store.states.get(&q.filter_id).expect("synced state");
+        query::run(def, state, q, now_ms)
+    }
     /// Distinct values of a groupings request's `groupingName` (spec 7.4).
     pub fn grouping_values(&self, q: &Json) -> Result<Vec<String>> {
         let store = self.lock_store();
@@ -467,35 +483,75 @@ impl SharedEngine {
         query::grouping_values(def, state, &parsed)
     }
 
-    /// Runs query `i` of a multi request: its result and its label (its `queryId`, else `A`
-    /// when alone, else `Q<i>`); a query error names the query's index.
-    pub fn run_multi_query(
+    /// Runs the queries of a multi request and hands `emit` each one's result and label (its
+    /// `queryId`, else `A` when alone, else `Q<i>`) in request order, stopping at the first
+    /// error, which names the query's index. The answer is the one running the queries one
+    /// after the other gives.
+    ///
+    /// Queries run in waves of [`MULTI_WAVE`] under one hold of the store lock (so a wave sees
+    /// one state), spread over the cores by [`fanout::map`] when the wave reads enough rows to
+    /// be worth a thread; the lock is released before `emit` writes a wave out, and at most one
+    /// wave's results are held at a time.
+    fn for_each_multi(
         &self,
         list: &[Json],
-        i: usize,
         now_ms: i64,
-    ) -> Result<(ResultSet, String)> {
-        let (parsed, rs) = self
-            .run_query(&list[i], now_ms)
-            .map_err(|e| e.under(&format!("[{i}]")))?;
-        let qid = parsed.query_id.unwrap_or_else(|| {
-            if list.len() == 1 {
-                "A".to_owned()
-            } else {
-                format!("Q{i}")
+        emit: &mut dyn FnMut(ResultSet, String) -> Result<()>,
+    ) -> Result<()> {
+        let label = |i: usize, parsed: Option<String>| {
+            parsed.unwrap_or_else(|| {
+                if list.len() == 1 {
+                    "A".to_owned()
+                } else {
+                    format!("Q{i}")
+                }
+            })
+        };
+        for wave in (0..list.len()).step_by(MULTI_WAVE) {
+            let ids = wave..list.len().min(wave + MULTI_WAVE);
+            let results: Vec<Result<(ResultSet, Option<String>)>> = {
+                let guard = self.lock_store();
+                let store: &Store = &guard;
+                let plan = self.plan();
+                let parsed: Vec<Result<Query>> = ids
+                    .clone()
+                    .map(|i| {
+                        Self::parse_query(&plan, &list[i]).map_err(|e| e.under(&format!("[{i}]")))
+                    })
+                    .collect();
+                let rows: usize = parsed
+                    .iter()
+                    .filter_map(|q| q.as_ref().ok())
+                    .map(|q| store.states.get(&q.filter_id).map_or(0, FilterState::rows))
+                    .sum();
+                let run = |j: usize| -> Result<(ResultSet, Option<String>)> {
+                    let q = parsed[j].as_ref().map_err(Clone::clone)?;
+                    Ok((
+                        Self::answer_query(store, &plan, q, now_ms),
+                        q.query_id.clone(),
+                    ))
+                };
+                if parsed.len() > 1 && rows >= FANOUT_MIN_ROWS {
+                    fanout::map(parsed.len(), run)
+                } else {
+                    (0..parsed.len()).map(run).collect()
+                }
+            };
+            for (i, r) in ids.zip(results) {
+                let (rs, qid) = r?;
+                emit(rs, label(i, qid))?;
             }
-        });
-        Ok((rs, qid))
+        }
+        Ok(())
     }
 
     /// Runs each query of a multi request and appends its compact rows; query errors name the
-    /// query's index. Only one query's result is held at a time.
+    /// query's index.
     pub fn write_multi(&self, list: &[Json], now_ms: i64, out: &mut ChunkedAnswer) -> Result<()> {
         let mut writer = MultiWriter::start(out);
-        for i in 0..list.len() {
-            let (rs, qid) = self.run_multi_query(list, i, now_ms)?;
-            writer.write_query(&rs, &qid, out)?;
-        }
+        self.for_each_multi(list, now_ms, &mut |rs, qid| {
+            writer.write_query(&rs, &qid, out)
+        })?;
         writer.finish(out)
     }
 
@@ -545,10 +601,10 @@ impl SharedEngine {
             other => std::slice::from_ref(other),
         };
         let mut out = Vec::new();
-        for i in 0..list.len() {
-            let (rs, qid) = self.run_multi_query(list, i, now_ms)?;
+        self.for_each_multi(list, now_ms, &mut |rs, qid| {
             crate::wire::multi_rows(&rs, &qid, &mut out);
-        }
+            Ok(())
+        })?;
         Ok(Json::Array(out))
     }
 

@@ -202,10 +202,7 @@ fn hll_insert(regs: &mut [u8; HLL_REGISTERS], h: u64) {
 
 /// Ertl (2017), "New cardinality estimation algorithms for `HyperLogLog` sketches", algorithm 6.
 fn hll_estimate(regs: &[u8; HLL_REGISTERS]) -> f64 {
-    let mut hist = [0u32; HLL_MAX_RANK as usize + 1];
-    for &r in regs {
-        hist[usize::from(r)] += 1;
-    }
+    let hist = rank_histogram(regs);
     let m = HLL_REGISTERS as f64;
     let q = HLL_Q as usize;
     let mut z = m * ertl_tau((m - f64::from(hist[q + 1])) / m);
@@ -215,6 +212,30 @@ fn hll_estimate(regs: &[u8; HLL_REGISTERS]) -> f64 {
     z += m * ertl_sigma(f64::from(hist[0]) / m);
     let alpha_inf = 0.5 / std::f64::consts::LN_2;
     alpha_inf * m * m / z
+}
+
+/// How many registers hold each rank. Sketches of a few thousand values leave most registers
+/// zero, so eight zero registers (one word) count at once; the others go to four interleaved
+/// histograms, so runs of equal ranks do not wait on one counter.
+fn rank_histogram(regs: &[u8; HLL_REGISTERS]) -> [u32; HLL_MAX_RANK as usize + 1] {
+    let mut parts = [[0u32; HLL_MAX_RANK as usize + 1]; 4];
+    let mut zero_words = 0u32;
+    for word in regs.chunks_exact(8) {
+        let bytes: [u8; 8] = word.try_into().expect("chunks of 8");
+        if u64::from_ne_bytes(bytes) == 0 {
+            zero_words += 1;
+            continue;
+        }
+        for (i, &r) in bytes.iter().enumerate() {
+            parts[i % 4][usize::from(r)] += 1;
+        }
+    }
+    let mut hist = [0u32; HLL_MAX_RANK as usize + 1];
+    for (k, h) in hist.iter_mut().enumerate() {
+        *h = parts.iter().map(|p| p[k]).sum();
+    }
+    hist[0] += 8 * zero_words;
+    hist
 }
 
 // Both series are iterated until the partial sum stops changing in floating point, which is
@@ -538,8 +559,23 @@ const MIN_INDEXABLE: f64 = 1e-300;
 /// -69076); decode uses it to reject corrupt offsets before doing key arithmetic.
 const KEY_LIMIT: i32 = 80_000;
 
+/// The bin key of a magnitude (`>= MIN_INDEXABLE`, finite): `ceil(ln(m) / ln(gamma))`.
 #[inline]
 fn key_of(magnitude: f64) -> i32 {
+    ceil_i32(magnitude.ln() * INV_LN_GAMMA)
+}
+
+/// `ceil(y) as i32` for `|y| < 2^31` (keys are within ±71,000), inline: for the baseline
+/// x86-64 target (no SSE 4.1) `f64::ceil` is a call into libm, which took as long as the `ln`.
+#[inline]
+fn ceil_i32(y: f64) -> i32 {
+    let t = y as i32; // toward zero
+    t + i32::from(f64::from(t) < y)
+}
+
+/// The definition of a bin key, as [`key_of`] computed it before [`ceil_i32`] (for tests).
+#[cfg(test)]
+fn key_of_exact(magnitude: f64) -> i32 {
     (magnitude.ln() * INV_LN_GAMMA).ceil() as i32
 }
 
@@ -569,27 +605,63 @@ impl DistinctMerger {
         self.sketch = None;
     }
 
+    #[inline]
     pub fn add(&mut self, other: &DistinctSketch) {
         match &other.repr {
             DistinctRepr::Exact(set) => {
-                self.hashes.extend(set.iter());
+                // A cell of one value in its four inline slots: the other three slots are
+                // empty (zero), so OR-ing the four is that value, with one push.
+                if let (1, false, [a, b, c, d]) = (set.stored, set.has_zero, set.slots.as_slice()) {
+                    self.hashes.push(a | b | c | d);
+                    if self.hashes.len() > 8 * EXACT_LIMIT {
+                        self.compact();
+                    }
+                    return;
+                }
+                // Most other cells hold a value or two: their slots are read directly (no
+                // iterator chain), one compare per slot.
+                if set.has_zero {
+                    self.hashes.push(0);
+                }
+                for &h in set.slots.as_slice() {
+                    if h != 0 {
+                        self.hashes.push(h);
+                    }
+                }
                 if self.hashes.len() > 8 * EXACT_LIMIT {
                     self.compact();
                 }
             }
-            DistinctRepr::Hll(_) => match &mut self.sketch {
-                Some(s) => s.merge(other),
-                None => self.sketch = Some(other.clone()),
-            },
+            DistinctRepr::Hll(_) => self.add_hll(other),
+        }
+    }
+
+    /// [`DistinctMerger::add`] of a `HyperLogLog` (out of line: rare, and large).
+    #[inline(never)]
+    fn add_hll(&mut self, other: &DistinctSketch) {
+        match &mut self.sketch {
+            Some(s) => s.merge(other),
+            None => self.sketch = Some(other.clone()),
         }
     }
 
     /// Deduplicates the pending hashes and moves them into the sketch once they no longer fit
     /// the exact limit (or a sketch already exists).
     fn compact(&mut self) {
-        self.hashes.sort_unstable();
-        self.hashes.dedup();
-        if self.sketch.is_some() || self.hashes.len() > EXACT_LIMIT {
+        dedup_hashes(&mut self.hashes);
+        if self.sketch.is_none() && self.hashes.len() > EXACT_LIMIT {
+            // Past the exact limit a sketch of these hashes is a HyperLogLog of them (its
+            // state depends only on the set): build that directly, without an exact table
+            // growing and converting on the way.
+            let mut regs = zeroed_registers();
+            for &h in &self.hashes {
+                hll_insert(&mut regs, h);
+            }
+            self.sketch = Some(DistinctSketch {
+                repr: DistinctRepr::Hll(regs),
+            });
+            self.hashes.clear();
+        } else if self.sketch.is_some() || self.hashes.len() > EXACT_LIMIT {
             let sketch = self.sketch.get_or_insert_with(DistinctSketch::new);
             for &h in &self.hashes {
                 sketch.insert_hash(h);
@@ -606,6 +678,69 @@ impl DistinctMerger {
             None => self.hashes.len() as f64,
         }
     }
+}
+
+/// Pending hashes up to this many are deduplicated by sorting; more, through a hash table.
+const DEDUP_SORT_MAX: usize = 32;
+
+/// Removes repeated hashes from `hashes` (the order of the survivors is unspecified: every
+/// reader treats them as a set). Many hashes go through one open-addressing table per thread,
+/// reused across cells, so a merger holds no table of its own and a rollup of many cells
+/// allocates none; the hashes are well mixed, so their low bits index it directly.
+fn dedup_hashes(hashes: &mut Vec<u64>) {
+    if hashes.len() <= 2 {
+        // The common rollup of one-value cells, without a sort.
+        if hashes.len() == 2 && hashes[0] == hashes[1] {
+            hashes.pop();
+        }
+        return;
+    }
+    if hashes.len() <= DEDUP_SORT_MAX {
+        hashes.sort_unstable();
+        hashes.dedup();
+        return;
+    }
+    thread_local! {
+        static TABLE: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TABLE.with(|table| {
+        let mut table = table.borrow_mut();
+        let slots = (hashes.len() * 2).next_power_of_two();
+        table.clear();
+        table.resize(slots, 0);
+        let mask = slots - 1;
+        // Zero marks an empty slot, so the zero hash is kept by a flag.
+        let mut zero_seen = false;
+        let mut kept = 0;
+        for read in 0..hashes.len() {
+            let h = hashes[read];
+            let new = if h == 0 {
+                !std::mem::replace(&mut zero_seen, true)
+            } else {
+                let mut i = h as usize & mask;
+                loop {
+                    let s = table[i];
+                    if s == 0 {
+                        table[i] = h;
+                        break true;
+                    }
+                    if s == h {
+                        break false;
+                    }
+                    i = (i + 1) & mask;
+                }
+            };
+            if new {
+                hashes[kept] = h;
+                kept += 1;
+            }
+        }
+        hashes.truncate(kept);
+        // A table grown by one huge cell is not kept for the small ones that follow.
+        if slots > 4 * 8 * EXACT_LIMIT {
+            *table = Vec::new();
+        }
+    });
 }
 
 /// The bins of many stores, appended as (key, count) pairs: the query-time accumulator behind
@@ -699,6 +834,19 @@ fn lerp(a: f64, b: f64, t: f64) -> f64 {
     }
 }
 
+/// `h.floor()` for `h >= 0` (a rank), inline: for the baseline x86-64 target (no SSE 4.1)
+/// `f64::floor` is a call into libm. Below `2^52` truncation toward zero is the floor of a
+/// non-negative number and converts back exactly; from `2^52` on every `f64` is an integer.
+#[inline]
+fn floor_non_negative(h: f64) -> f64 {
+    debug_assert!(h >= 0.0);
+    if h < 4_503_599_627_370_496.0 {
+        (h as i64) as f64
+    } else {
+        h
+    }
+}
+
 /// `PERCENTILE_CONT` of ascending `sorted` values: the value at the 0-based rank
 /// `h = p * (n - 1)`, interpolated linearly between ranks `floor(h)` and `floor(h) + 1`.
 fn exact_quantile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -707,7 +855,7 @@ fn exact_quantile(sorted: &[f64], p: f64) -> Option<f64> {
         return None;
     }
     let h = p * (n - 1) as f64;
-    let lo = h.floor();
+    let lo = floor_non_negative(h);
     if lo >= (n - 1) as f64 {
         return Some(sorted[n - 1]);
     }
@@ -758,7 +906,7 @@ fn quantile_of_bins(
         return None;
     }
     let h = p * (count - 1) as f64;
-    let lo = h.floor();
+    let lo = floor_non_negative(h);
     if lo >= (count - 1) as f64 {
         return Some(max);
     }
@@ -829,7 +977,25 @@ impl QuantileMerger {
         self.max = f64::NEG_INFINITY;
     }
 
+    #[inline]
     pub fn add(&mut self, sketch: &QuantileSketch) {
+        // The common cell of fine buckets, one exact value into a merge that stays exact, is
+        // kept small enough to inline into the caller's loop; the rest is out of line.
+        if let ([x], None) = (sketch.exact.as_slice(), &sketch.bins) {
+            if sketch.count == 1 && !self.binned && self.count < QUANTILE_EXACT_LIMIT as u64 {
+                self.exact.push(*x);
+                self.count += 1;
+                self.min = self.min.min(sketch.min);
+                self.max = self.max.max(sketch.max);
+                return;
+            }
+        }
+        self.add_any(sketch);
+    }
+
+    /// [`QuantileMerger::add`] for every sketch.
+    #[inline(never)]
+    fn add_any(&mut self, sketch: &QuantileSketch) {
         if sketch.count == 0 {
             return;
         }
@@ -838,6 +1004,13 @@ impl QuantileMerger {
             self.positive.add_store(&bins.positive);
             self.negative.add_store(&bins.negative);
             self.zero_count += bins.zero_count;
+        } else if self.binned || self.count + sketch.count > QUANTILE_EXACT_LIMIT as u64 {
+            // The merge is past the exact limit: its values go straight to their bins, never
+            // copied into `exact` first (the keys are the same either way).
+            self.bin_exact();
+            for &x in &sketch.exact {
+                self.bin_value(x);
+            }
         } else {
             self.exact.extend_from_slice(&sketch.exact);
         }
@@ -846,27 +1019,49 @@ impl QuantileMerger {
         self.max = self.max.max(sketch.max);
     }
 
+    /// Moves the exact values gathered so far into the pair stores; from now on the merge is
+    /// binned (as [`QuantileSketch::merge`] bins a merge past the exact limit).
+    fn bin_exact(&mut self) {
+        let exact = std::mem::take(&mut self.exact);
+        for &x in &exact {
+            self.bin_value(x);
+        }
+        // The buffer is kept for the next cell.
+        self.exact = exact;
+        self.exact.clear();
+        self.binned = true;
+    }
+
+    #[inline]
+    fn bin_value(&mut self, x: f64) {
+        let magnitude = x.abs();
+        if magnitude < MIN_INDEXABLE {
+            self.zero_count += 1;
+        } else if x > 0.0 {
+            self.positive.sorted = false;
+            self.positive.pairs.push((key_of(magnitude), 1));
+        } else {
+            self.negative.sorted = false;
+            self.negative.pairs.push((key_of(magnitude), 1));
+        }
+    }
+
     /// Same contract as [`QuantileSketch::quantile`].
     pub fn quantile(&mut self, p: f64) -> Option<f64> {
         if !self.binned && self.count <= QUANTILE_EXACT_LIMIT as u64 {
-            self.exact.sort_unstable_by(f64::total_cmp);
+            match self.exact.as_mut_slice() {
+                [] | [_] => {}
+                // Two one-value cells (a rollup by two): one compare, not a sort call.
+                [a, b] => {
+                    if b.total_cmp(a).is_lt() {
+                        std::mem::swap(a, b);
+                    }
+                }
+                values => values.sort_unstable_by(f64::total_cmp),
+            }
             return exact_quantile(&self.exact, p);
         }
-        if !self.exact.is_empty() {
-            self.positive.sorted = false;
-            self.negative.sorted = false;
-            for x in self.exact.drain(..) {
-                let magnitude = x.abs();
-                if magnitude < MIN_INDEXABLE {
-                    self.zero_count += 1;
-                } else if x > 0.0 {
-                    self.positive.pairs.push((key_of(magnitude), 1));
-                } else {
-                    self.negative.pairs.push((key_of(magnitude), 1));
-                }
-            }
-        }
-        self.binned = true;
+        self.bin_exact();
         self.positive.finish();
         self.negative.finish();
         quantile_of_bins(
@@ -1671,6 +1866,87 @@ mod tests {
             let lower = upper / GAMMA;
             assert!(rep / upper >= 1.0 - QUANTILE_ALPHA - 1e-12);
             assert!(rep / lower <= 1.0 + QUANTILE_ALPHA + 1e-12);
+        }
+    }
+
+    #[test]
+    fn key_of_equals_its_definition_everywhere_and_at_bin_edges() {
+        for y in [
+            -70_000.5, -1.5, -1.0, -0.5, -0.0, 0.0, 1e-300, 0.5, 1.0, 1.5, 70_978.0,
+        ] {
+            assert_eq!(ceil_i32(y), y.ceil() as i32, "{y}");
+        }
+        let mut rng = Rng(23);
+        // Magnitudes over the whole indexable range, log-uniform.
+        for _ in 0..400_000 {
+            let e = rng.unit() * (f64::MAX.ln() - MIN_INDEXABLE.ln()) + MIN_INDEXABLE.ln();
+            let m = e.exp().clamp(MIN_INDEXABLE, f64::MAX);
+            assert_eq!(key_of(m), key_of_exact(m), "{m:e}");
+        }
+        // Two-decimal values, as events carry them.
+        for cents in 1..200_000u32 {
+            let m = f64::from(cents) / 100.0;
+            assert_eq!(key_of(m), key_of_exact(m), "{m}");
+        }
+        // A few ulps around every bin edge of a wide band.
+        for k in -3000..3000 {
+            let edge = (f64::from(k) * LN_GAMMA).exp();
+            let mut m = edge;
+            for _ in 0..4 {
+                m = f64::from_bits(m.to_bits() - 1);
+            }
+            for _ in 0..8 {
+                assert_eq!(key_of(m), key_of_exact(m), "{m:e} near edge {k}");
+                m = f64::from_bits(m.to_bits() + 1);
+            }
+        }
+        for m in [MIN_INDEXABLE, 1.0, 2.0, f64::MAX, f64::MIN_POSITIVE * 1e10] {
+            assert_eq!(key_of(m), key_of_exact(m), "{m:e}");
+        }
+    }
+
+    #[test]
+    fn floor_non_negative_is_floor() {
+        let mut rng = Rng(11);
+        let mut values = vec![
+            0.0,
+            0.5,
+            1.0,
+            0.999_999_999_999_999_9,
+            98.01,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            9_007_199_254_740_993.0,
+            1.8e19,
+            f64::MAX,
+        ];
+        for n in 1..2000u32 {
+            for p in [0.5, 0.9, 0.99, 0.999, rng.unit()] {
+                values.push(p * f64::from(n - 1));
+            }
+        }
+        for h in values {
+            assert_eq!(floor_non_negative(h).to_bits(), h.floor().to_bits(), "{h}");
+        }
+    }
+
+    #[test]
+    fn dedup_hashes_keeps_each_hash_once() {
+        let mut rng = Rng(5);
+        for n in [0usize, 1, 5, 32, 33, 100, 5000, 40_000] {
+            let mut hashes: Vec<u64> = (0..n)
+                .map(|_| match rng.next() % 10 {
+                    0 => 0,
+                    1 => u64::MAX,
+                    _ => Rng(rng.next() % (n as u64 / 2 + 1)).next(),
+                })
+                .collect();
+            let mut expected = hashes.clone();
+            expected.sort_unstable();
+            expected.dedup();
+            dedup_hashes(&mut hashes);
+            hashes.sort_unstable();
+            assert_eq!(hashes, expected, "{n} hashes");
         }
     }
 
