@@ -45,7 +45,7 @@ if str(HERE) not in sys.path:
 
 import eventtally  # noqa: E402
 from eventtally.durability import (  # noqa: E402
-    SnapshotStore,
+    SnapshotFiles,
     WalRecord,
     WriteAheadLog,
     recover,
@@ -253,7 +253,7 @@ def run_replay(directory: Path, direct: eventtally.Engine, workers: int | None) 
             return eventtally.Engine.from_bytes(data, clock=CLOCK)
         return eventtally.Engine(BENCH_INGEST, [BENCH_FILTER], clock=CLOCK)
 
-    report = recover(SnapshotStore(directory / "snapshots"), wal, make, workers=workers)
+    report = recover(SnapshotFiles(directory / "snapshots"), wal, make, workers=workers)
     wal.close()
     assert report.records_failed == 0
     assert answers(report.engines["org"]) == answers(direct), "recovered state differs"

@@ -26,7 +26,7 @@ import pytest
 import eventtally
 from eventtally.durability import (
     RecoveryReport,
-    SnapshotStore,
+    SnapshotFiles,
     WalCorruptionError,
     WalRecord,
     WriteAheadLog,
@@ -94,7 +94,7 @@ class Node:
 
     def __init__(self, root: Path, *, fsync: str = "never", segment_bytes: int = 1 << 20) -> None:
         self.wal = WriteAheadLog(root / "wal", fsync=fsync, segment_bytes=segment_bytes)  # type: ignore[arg-type]
-        self.snaps = SnapshotStore(root / "snapshots", keep=3)
+        self.snaps = SnapshotFiles(root / "snapshots", keep=3)
         self.engines = {org: fresh_engine(org) for org in DEFS}
 
     def ingest(self, org: str, body: bytes, received_at: float) -> int:
@@ -133,7 +133,7 @@ def run_workload(node: Node, acme: list[bytes], *, snapshots_at: dict[int, str])
 def recovered(root: Path, **kwargs: Any) -> tuple[RecoveryReport[eventtally.Engine], WriteAheadLog]:
     """Reopen a node's directories as a restarted process would and recover."""
     wal = WriteAheadLog(root / "wal")
-    store = SnapshotStore(root / "snapshots")
+    store = SnapshotFiles(root / "snapshots")
     return recover(store, wal, make_engine, **kwargs), wal
 
 
@@ -144,7 +144,7 @@ def recovered(root: Path, **kwargs: Any) -> tuple[RecoveryReport[eventtally.Engi
 
 def test_snapshot_file_layout_and_roundtrip(tmp_path: Path) -> None:
     """write() stores engine bytes under a checksummed header named snap-<org>-<seq>.bin."""
-    store = SnapshotStore(tmp_path)
+    store = SnapshotFiles(tmp_path)
     path = store.write("acme", b"ENGINE-BYTES", 42)
     assert path.name == "snap-acme-00000000000000000042.bin"
     data = path.read_bytes()
@@ -160,7 +160,7 @@ def test_snapshot_file_layout_and_roundtrip(tmp_path: Path) -> None:
 
 def test_snapshot_store_keeps_the_newest(tmp_path: Path) -> None:
     """Only the `keep` newest snapshots of an organization remain; other orgs are untouched."""
-    store = SnapshotStore(tmp_path, keep=2)
+    store = SnapshotFiles(tmp_path, keep=2)
     store.write("b", b"b1", 1)
     for seq in (5, 9, 3, 12):
         store.write("a", b"a%d" % seq, seq)
@@ -175,7 +175,7 @@ def test_corrupt_newest_snapshot_falls_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     """A damaged newest snapshot is skipped with a WARNING; the previous one is returned."""
-    store = SnapshotStore(tmp_path)
+    store = SnapshotFiles(tmp_path)
     store.write("o", b"old state", 10)
     newest = store.write("o", b"new state" * 100, 20)
     data = bytearray(newest.read_bytes())
@@ -199,7 +199,7 @@ def test_corrupt_newest_snapshot_falls_back(
 
 def test_no_valid_snapshot_gives_none(tmp_path: Path) -> None:
     """When every snapshot is damaged, latest_valid returns None (start from the WAL)."""
-    store = SnapshotStore(tmp_path)
+    store = SnapshotFiles(tmp_path)
     for seq in (1, 2):
         path = store.write("o", b"x" * 50, seq)
         path.write_bytes(path.read_bytes()[:30])
@@ -208,7 +208,7 @@ def test_no_valid_snapshot_gives_none(tmp_path: Path) -> None:
 
 def test_org_ids_are_encoded_and_never_confused(tmp_path: Path) -> None:
     """Org ids with dashes, slashes and non-ASCII map to distinct, parseable file names."""
-    store = SnapshotStore(tmp_path)
+    store = SnapshotFiles(tmp_path)
     orgs = ["a", "a-b", "a-00000000000000000001", "x/y", "ünï", "..", "100%"]
     for i, org in enumerate(orgs):
         store.write(org, org.encode(), i + 1)
@@ -222,7 +222,7 @@ def test_interrupted_snapshot_write_leaves_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write that dies before its rename leaves no new file; the old snapshot stays latest."""
-    store = SnapshotStore(tmp_path)
+    store = SnapshotFiles(tmp_path)
     store.write("o", b"good", 1)
 
     def crash(src: object, dst: object) -> None:
@@ -234,14 +234,14 @@ def test_interrupted_snapshot_write_leaves_the_previous_one(
     monkeypatch.undo()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     (tmp_path / ".snap-o-00000000000000000003.bin.99.1.tmp").write_bytes(b"half")  # a crash
-    store = SnapshotStore(tmp_path)
+    store = SnapshotFiles(tmp_path)
     assert store.latest_valid("o") == (b"good", 1)
     assert [p.name for p in tmp_path.iterdir()] == ["snap-o-00000000000000000001.bin"]
 
 
 def test_safe_wal_seq_is_the_oldest_kept_snapshot(tmp_path: Path) -> None:
     """safe_wal_seq: minimum over orgs of the oldest kept snapshot; 0 if an org has none."""
-    store = SnapshotStore(tmp_path, keep=2)
+    store = SnapshotFiles(tmp_path, keep=2)
     for seq in (10, 20, 30):
         store.write("a", b"a", seq)
     store.write("b", b"b", 25)
@@ -339,7 +339,7 @@ def test_recovery_falls_back_when_the_engine_rejects_a_snapshot(
         return make_engine(org, data)
 
     caplog.set_level(logging.WARNING, logger="eventtally.recovery")
-    report = recover(SnapshotStore(tmp_path / "snapshots"), WriteAheadLog(tmp_path / "wal"), picky)
+    report = recover(SnapshotFiles(tmp_path / "snapshots"), WriteAheadLog(tmp_path / "wal"), picky)
     assert report.snapshots_rejected == 1
     assert report.snapshot_seqs["acme"] < newest_seq
     assert snapshot(report.engines["acme"]) == before
@@ -443,7 +443,7 @@ def test_recovery_reports_a_gap_when_no_snapshot_is_usable(tmp_path: Path) -> No
 
 def test_recovery_moves_the_wal_counter_past_every_snapshot(tmp_path: Path) -> None:
     """If the WAL was lost, new records still get numbers above every snapshot's."""
-    store = SnapshotStore(tmp_path / "snapshots")
+    store = SnapshotFiles(tmp_path / "snapshots")
     store.write("beta", fresh_engine("beta").to_bytes(), 500)
     wal = WriteAheadLog(tmp_path / "wal")
     report = recover(store, wal, make_engine)
@@ -483,7 +483,7 @@ CHILD = textwrap.dedent(
     """
     import json, random, sys
     import eventtally
-    from eventtally.durability import SnapshotStore, WalRecord, WriteAheadLog, to_ms
+    from eventtally.durability import SnapshotFiles, WalRecord, WriteAheadLog, to_ms
 
     root, start = sys.argv[1], int(sys.argv[2])
     INGEST = {"id": "in", "name": "i", "schema": "ARRAY_OF_EVENTS",
@@ -492,7 +492,7 @@ CHILD = textwrap.dedent(
               "intervalCount": 1, "aggregations": [{"id": 1, "name": "n",
               "calculations": ["COUNT"], "calculationField": None, "subFilter": None}]}
     wal = WriteAheadLog(root + "/wal", fsync="always", segment_bytes=64 << 10)
-    snaps = SnapshotStore(root + "/snapshots")
+    snaps = SnapshotFiles(root + "/snapshots")
     got = snaps.latest_valid("o")
     engine = (eventtally.Engine.from_bytes(got[0], clock=lambda: 1715688000.0) if got
               else eventtally.Engine(INGEST, [FILTER], clock=lambda: 1715688000.0))
@@ -546,7 +546,7 @@ def test_sigkill_while_ingesting_recovers_every_acknowledged_event(tmp_path: Pat
         assert set(acknowledged) <= set(logged)
         assert all(len(json.loads(logged[s].payload)) == n for s, n in acknowledged.items())
         expected = sum(len(json.loads(r.payload)) for r in logged.values())
-        report = recover(SnapshotStore(tmp_path / "snapshots"), wal, _child_engine)
+        report = recover(SnapshotFiles(tmp_path / "snapshots"), wal, _child_engine)
         engine = report.engines["o"]
         got = sum(r["value"] for r in engine.results(_COUNT_QUERY))
         assert got == expected

@@ -5,7 +5,7 @@ What this package guarantees (each module states its own guarantees in detail):
 - :mod:`~eventtally.durability.wal`: a batch appended to the :class:`WriteAheadLog` is durable
   per the fsync policy when ``append`` returns (``always`` by default, with group commit); records
   are framed, checksummed and numbered, torn tails are cut on open, damage elsewhere is an error.
-- :mod:`~eventtally.durability.snapshots`: :class:`SnapshotStore` writes per-organization engine
+- :mod:`~eventtally.durability.snapshots`: :class:`SnapshotFiles` writes per-organization engine
   snapshots atomically, tagged with the WAL position they cover, and falls back to older ones.
 - :mod:`~eventtally.durability.recovery`: :func:`recover` = newest valid snapshot + the WAL after
   it, applied exactly once, with ``received_at`` preserved.
@@ -17,9 +17,9 @@ What this package guarantees (each module states its own guarantees in detail):
 The server drives them as ``docs/durability.md`` ("Integration") describes. Stdlib only.
 """
 
-from eventtally.durability.dedup import DedupPlan, DedupStats, MessageIdDeduplicator
+from eventtally.durability.dedup import DedupVerdict, DedupStats, MessageIdDeduplicator
 from eventtally.durability.recovery import RecoveryReport, ingest_record, recover
-from eventtally.durability.snapshots import SnapshotFile, SnapshotStore
+from eventtally.durability.snapshots import SnapshotFile, SnapshotFiles
 from eventtally.durability.wal import (
     FSYNC_BUCKETS,
     FsyncPolicy,
@@ -37,13 +37,13 @@ from eventtally.durability.wal import (
 
 __all__ = [
     "FSYNC_BUCKETS",
-    "DedupPlan",
+    "DedupVerdict",
     "DedupStats",
     "FsyncPolicy",
     "MessageIdDeduplicator",
     "RecoveryReport",
     "SnapshotFile",
-    "SnapshotStore",
+    "SnapshotFiles",
     "TornTail",
     "WalClosedError",
     "WalCorruptionError",

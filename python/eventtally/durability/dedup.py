@@ -9,7 +9,7 @@ What this module guarantees:
   confused with probability about ``max_ids / 2**64`` per lookup; the raw strings are not kept.
 - An id counts as seen once its batch is *committed* (logged and applied). :meth:`check_batch`
   reserves the new ids of a batch while it is in flight, so a concurrent copy of the same batch
-  drops them, and :meth:`DedupPlan` is aborted (ids released) when the batch fails, so Segment's
+  drops them, and :meth:`DedupVerdict` is aborted (ids released) when the batch fails, so Segment's
   retry of a refused batch is never dropped as a duplicate.
 - Events and their ids are read by the engine's own batch grammar (``_core.message_ids``, the
   Rust scanner), so this module splits a batch into exactly the events the engine ingests.
@@ -37,7 +37,7 @@ from typing import Any
 from eventtally import _core
 from eventtally._safejson import MAX_DEPTH, TooDeepError, check_depth
 
-__all__ = ["DedupPlan", "DedupStats", "MessageIdDeduplicator", "message_id_hash"]
+__all__ = ["DedupVerdict", "DedupStats", "MessageIdDeduplicator", "message_id_hash"]
 
 _SCHEMAS = {
     "ARRAY_OF_EVENTS": "ARRAY_OF_EVENTS",
@@ -77,7 +77,7 @@ class DedupStats:
 
 
 @dataclass(slots=True)
-class DedupPlan:
+class DedupVerdict:
     """One batch's verdict: ``body`` is what to ingest and log (the very object passed in when
     nothing was dropped). When :attr:`empty`, every event was a duplicate: skip the ingest and
     answer 200."""
@@ -269,7 +269,7 @@ class MessageIdDeduplicator:
 
     # ------------------------------------------------------------------ batches
 
-    def check_batch(self, body: bytes, schema: str | Mapping[str, Any]) -> DedupPlan:
+    def check_batch(self, body: bytes, schema: str | Mapping[str, Any]) -> DedupVerdict:
         """Drop the events of ``body`` whose ``messageId`` was seen or is in flight, reserve the
         new ones, and return the plan; :meth:`commit` or :meth:`abort` it (or use :meth:`batch`).
 
@@ -282,7 +282,7 @@ class MessageIdDeduplicator:
         except (_Unparsable, ValueError, RecursionError):
             with self._lock:
                 self._unparsed += 1
-            return DedupPlan(body=body, dropped=0, kept=0, parsed=False)
+            return DedupVerdict(body=body, dropped=0, kept=0, parsed=False)
         keep: list[bool] = []
         fresh: list[int] = []
         no_id = 0
@@ -303,7 +303,7 @@ class MessageIdDeduplicator:
             self._checked += len(keep) - parsed.structural
             self._dropped += dropped
             self._no_id += no_id
-        return DedupPlan(
+        return DedupVerdict(
             body=body if not dropped else parsed.rebuild(keep),
             dropped=dropped,
             kept=len(keep) - dropped - parsed.structural,
@@ -311,7 +311,7 @@ class MessageIdDeduplicator:
             no_message_id=no_id,
         )
 
-    def commit(self, plan: DedupPlan) -> None:
+    def commit(self, plan: DedupVerdict) -> None:
         """The batch was logged and applied: its new ids are now seen."""
         if plan.state != "pending":
             return
@@ -323,7 +323,7 @@ class MessageIdDeduplicator:
                 self._remember(h, now)
         plan.state = "committed"
 
-    def abort(self, plan: DedupPlan) -> None:
+    def abort(self, plan: DedupVerdict) -> None:
         """The batch was refused: release its ids so a retry is not dropped."""
         if plan.state != "pending":
             return
@@ -333,7 +333,7 @@ class MessageIdDeduplicator:
         plan.state = "aborted"
 
     @contextmanager
-    def batch(self, body: bytes, schema: str | Mapping[str, Any]) -> Iterator[DedupPlan]:
+    def batch(self, body: bytes, schema: str | Mapping[str, Any]) -> Iterator[DedupVerdict]:
         """``check_batch`` as a context: committed on normal exit, aborted on an exception."""
         plan = self.check_batch(body, schema)
         try:

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 import eventtally
 
-from .snapshots import SnapshotStore
+from .snapshots import SnapshotFiles
 from .wal import TornTail, WalRecord, WriteAheadLog
 
 __all__ = ["RecoveryReport", "ingest_record", "recover"]
@@ -112,7 +112,7 @@ def _events(result: object) -> int:
 
 
 def recover(
-    snapshots: SnapshotStore,
+    snapshots: SnapshotFiles,
     wal: WriteAheadLog,
     make_engine: Callable[[str, bytes | None], E | None],
     apply_record: Callable[[E, WalRecord], object] | None = None,

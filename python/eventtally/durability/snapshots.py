@@ -9,11 +9,11 @@ What this module guarantees:
   organization id) and ends with a CRC-32 of all the bytes before it, so a torn, truncated or
   bit-flipped file is recognised; the engine's own snapshot bytes (``Engine.to_bytes``, itself
   versioned and checksummed) are stored inside unchanged.
-- :meth:`SnapshotStore.latest_valid` returns the newest snapshot of an organization that
+- :meth:`SnapshotFiles.latest_valid` returns the newest snapshot of an organization that
   verifies, falling back to older ones with a WARNING on ``eventtally.snapshots``; corrupt files
   are left in place for inspection, never deleted by the fallback.
 - After each write only the ``keep`` newest snapshots (by WAL sequence number) of that
-  organization remain. :meth:`SnapshotStore.safe_wal_seq` says how much of the WAL every kept
+  organization remain. :meth:`SnapshotFiles.safe_wal_seq` says how much of the WAL every kept
   snapshot still needs, so a fallback never lands on a snapshot whose WAL tail was deleted.
 - Thread-safe; writes of different organizations may run concurrently.
 """
@@ -35,7 +35,7 @@ from urllib.parse import quote, unquote
 
 from .files import atomic_write, make_private_dirs
 
-__all__ = ["SNAPSHOT_VERSION", "SnapshotFile", "SnapshotStore"]
+__all__ = ["SNAPSHOT_VERSION", "SnapshotFile", "SnapshotFiles"]
 
 log = logging.getLogger("eventtally.snapshots")
 
@@ -82,7 +82,7 @@ def _decode(data: bytes, org_id: str, wal_seq: int) -> bytes:
     return data[start : start + length]
 
 
-class SnapshotStore:
+class SnapshotFiles:
     """Snapshot files of every organization in one directory, ``keep`` newest per organization."""
 
     def __init__(self, directory: str | os.PathLike[str], *, keep: int = 3) -> None:

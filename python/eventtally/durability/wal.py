@@ -855,7 +855,7 @@ class WriteAheadLog:
         """Delete whole segments holding only records below ``seq`` and outside the retention.
 
         Pass one more than the highest sequence number every organization's snapshots cover
-        (``SnapshotStore.safe_wal_seq(orgs) + 1``). Only a prefix of segments (oldest first) is
+        (``SnapshotFiles.safe_wal_seq(orgs) + 1``). Only a prefix of segments (oldest first) is
         deleted, and never the active one. Returns the deleted paths; with ``dry_run`` nothing
         is deleted and the paths that would be are returned.
         """

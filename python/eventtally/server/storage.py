@@ -6,7 +6,7 @@ Layout (``<data_dir>/``):
   ``eventtally backfill``); it holds that process's pid. The metadata database beside it is
   shared: the management CLI writes it while a server runs.
 - ``wal/``: :class:`~eventtally.durability.WriteAheadLog` segments (every accepted batch).
-- ``snapshots/``: :class:`~eventtally.durability.SnapshotStore` files, one organization's state
+- ``snapshots/``: :class:`~eventtally.durability.SnapshotFiles` files, one organization's state
   per file, tagged with the WAL sequence number they cover.
 - ``state/<org>.snapshot``: a symbolic link to the organization's newest snapshot (for operators
   and backup scripts; never read while snapshots exist). A regular file there is an interim
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import eventtally
-from eventtally.durability import MessageIdDeduplicator, SnapshotStore, WriteAheadLog
+from eventtally.durability import MessageIdDeduplicator, SnapshotFiles, WriteAheadLog
 from eventtally.durability.files import make_private_dirs, open_private
 
 from .config import DurabilityConfig
@@ -157,7 +157,7 @@ class Storage:
         self.cfg = cfg
         self.lock = DataDirLock(self.data_dir)
         self.wal: WriteAheadLog | None = None
-        self.snapshots: SnapshotStore | None = None
+        self.snapshots: SnapshotFiles | None = None
         self.dedup: MessageIdDeduplicator | None = (
             MessageIdDeduplicator(window=cfg.dedup_window_s, max_ids=cfg.dedup_max_ids)
             if cfg.dedup
@@ -174,7 +174,7 @@ class Storage:
         self.lock.acquire(self.cfg.lock_timeout_s, stop)
         try:
             make_private_dirs(self.state_dir)
-            self.snapshots = SnapshotStore(
+            self.snapshots = SnapshotFiles(
                 self.data_dir / "snapshots", keep=self.cfg.snapshots_keep
             )
             self.wal = WriteAheadLog(

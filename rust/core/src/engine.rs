@@ -3,8 +3,8 @@
 //!
 //! Guarantees:
 //! - A batch is atomic: [`Plan::prepare`] reads the whole batch into a [`Delta`] without touching
-//!   the state, and fails without side effects on malformed input. [`Store::apply`] fails only
-//!   when a counter would overflow (checked by [`Store::check_apply`] before anything changes).
+//!   the state, and fails without side effects on malformed input. [`EngineState::apply`] fails only
+//!   when a counter would overflow (checked by [`EngineState::check_apply`] before anything changes).
 //! - Each event is scanned once; only the paths some filter, grouping, aggregation or timestamp
 //!   reads are extracted (one path trie for the root event, one per flattened array).
 //! - Everything dropped is counted by reason in [`IngestStats`].
@@ -779,13 +779,13 @@ pub fn distinct_hash(type_tag: u8, bytes: &[u8]) -> u64 {
 
 /// The aggregate state of every filter, keyed by filter id.
 #[derive(Debug, Clone, Default)]
-pub struct Store {
+pub struct EngineState {
     pub states: HashMap<String, FilterState>,
     /// Retention layout of every filter that has been compacted (`retention` module).
     pub layouts: HashMap<String, crate::retention::TierLayout>,
 }
 
-impl Store {
+impl EngineState {
     /// Makes sure every filter of `plan` has a state and drops states of removed filters.
     pub fn sync(&mut self, plan: &Plan) {
         self.states
@@ -846,13 +846,13 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub plan: Arc<Plan>,
-    pub store: Store,
+    pub store: EngineState,
 }
 
 impl Engine {
     pub fn new(ingests: Vec<IngestDef>, filters: Vec<FilterDef>) -> Result<Engine> {
         let plan = Arc::new(Plan::new(ingests, filters)?);
-        let mut store = Store::default();
+        let mut store = EngineState::default();
         store.sync(&plan);
         Ok(Engine { plan, store })
     }

@@ -324,7 +324,7 @@ fn work(
 mod tests {
     use super::*;
     use crate::config::{FilterDef, IngestDef};
-    use crate::engine::Store;
+    use crate::engine::EngineState;
     use serde_json::json;
     use std::io::Write;
 
@@ -361,8 +361,8 @@ mod tests {
         path.to_string_lossy().into_owned()
     }
 
-    fn sequential(plan: &Plan, paths: &[String]) -> Store {
-        let mut store = Store::default();
+    fn sequential(plan: &Plan, paths: &[String]) -> EngineState {
+        let mut store = EngineState::default();
         store.sync(plan);
         for p in paths {
             let d = crate::file::prepare_file(plan, p, 0, 0, &mut |_, _| {}).expect("file");
@@ -371,7 +371,7 @@ mod tests {
         store
     }
 
-    fn cells(plan: &Plan, store: &Store) -> Vec<(i64, Vec<u8>, u64, u64, u64)> {
+    fn cells(plan: &Plan, store: &EngineState) -> Vec<(i64, Vec<u8>, u64, u64, u64)> {
         let _ = plan;
         let s = &store.states["f"];
         let mut out: Vec<_> = (0..s.rows())
@@ -424,7 +424,7 @@ mod tests {
             .expect("parallel")
             .expect("not cancelled");
             assert!(polls >= 1);
-            let mut store = Store::default();
+            let mut store = EngineState::default();
             store.sync(&plan);
             let events = delta.stats.events;
             store.apply(&plan, delta).expect("apply");
@@ -514,11 +514,11 @@ mod tests {
         reading: SMALL,
     };
 
-    fn in_memory(plan: &Plan, data: &[u8]) -> Store {
+    fn in_memory(plan: &Plan, data: &[u8]) -> EngineState {
         let mut d = plan.empty_delta();
         plan.prepare_chunk(data, 0, crate::config::Schema::ArrayOfEvents, 0, 0, &mut d)
             .expect("in memory");
-        let mut store = Store::default();
+        let mut store = EngineState::default();
         store.sync(plan);
         store.apply(plan, d).expect("apply");
         store
@@ -551,7 +551,7 @@ mod tests {
             crate::file::prepare_file_into(&plan, &path, 0, 0, SMALL, &mut delta, &mut |_, _| {})
                 .expect("guessed cuts hold");
             assert_eq!(delta.stats.events, 30_000);
-            let mut store = Store::default();
+            let mut store = EngineState::default();
             store.sync(&plan);
             store.apply(&plan, delta).expect("apply");
             assert_eq!(cells(&plan, &store), expected, "{name} sequential");
@@ -575,7 +575,7 @@ mod tests {
                 )
                 .expect("guessed ranges hold")
                 .expect("not cancelled");
-                let mut store = Store::default();
+                let mut store = EngineState::default();
                 store.sync(&plan);
                 store.apply(&plan, delta).expect("apply");
                 assert_eq!(cells(&plan, &store), expected, "{name} threads={threads}");
@@ -612,7 +612,7 @@ mod tests {
         assert!(matches!(guessed, Err(Failure::Guessed(_))), "{guessed:?}");
         let delta = crate::file::prepare_file_with(&plan, &path, 0, 0, SMALL, &mut |_, _| {})
             .expect("file");
-        let mut store = Store::default();
+        let mut store = EngineState::default();
         store.sync(&plan);
         store.apply(&plan, delta).expect("apply");
         assert_eq!(cells(&plan, &store), expected);
@@ -620,7 +620,7 @@ mod tests {
         let delta = prepare_files_split(&plan, &[path], 0, 0, 2, split, &mut |_, _| true)
             .expect("parallel")
             .expect("not cancelled");
-        let mut store = Store::default();
+        let mut store = EngineState::default();
         store.sync(&plan);
         store.apply(&plan, delta).expect("apply");
         assert_eq!(cells(&plan, &store), expected);

@@ -611,7 +611,7 @@ fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
     }
 }
 
-struct GroupPlan {
+struct GroupMapping {
     /// Per stored tuple: the output tuple index, or None when filtered out.
     map: Vec<Option<u32>>,
     keys: Vec<String>,
@@ -624,7 +624,12 @@ struct GroupPlan {
 
 /// Decides, once per stored grouping tuple, whether it passes the value filters and which output
 /// tuple it lands in; output tuples get ids in ascending order of their values.
-fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usize>) -> GroupPlan {
+fn map_groups(
+    def: &FilterDef,
+    state: &FilterState,
+    q: &Query,
+    only: Option<usize>,
+) -> GroupMapping {
     let n = def.groupings.len();
     let mut allowed: Vec<Option<hashbrown::HashSet<&str>>> = vec![None; n];
     let mut split = vec![true; n];
@@ -723,7 +728,7 @@ fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usi
     for m in map.iter_mut().flatten() {
         *m = new_id[*m as usize];
     }
-    GroupPlan {
+    GroupMapping {
         map,
         keys,
         values,
@@ -739,7 +744,7 @@ fn plan_groups(def: &FilterDef, state: &FilterState, q: &Query, only: Option<usi
 #[allow(clippy::too_many_arguments)]
 fn merge_sketch_cells(
     state: &FilterState,
-    gp: &GroupPlan,
+    gp: &GroupMapping,
     cols: &AggColumns,
     q: &Query,
     p: f64,
@@ -1046,7 +1051,7 @@ impl TupleSink {
 #[allow(clippy::too_many_arguments)]
 fn merge_streaming(
     state: &FilterState,
-    gp: &GroupPlan,
+    gp: &GroupMapping,
     c: &AggColumns,
     (calc, p): (Calc, f64),
     window: (i64, i64),
@@ -1070,7 +1075,7 @@ fn merge_streaming(
 /// percentile, the window, the output bucket of a stored bucket, and the slice rule.
 type StreamArgs<'a> = (
     &'a FilterState,
-    &'a GroupPlan,
+    &'a GroupMapping,
     &'a AggColumns,
     f64,
     (i64, i64),
@@ -1130,7 +1135,7 @@ struct DenseCells {
 impl DenseCells {
     fn build(
         state: &FilterState,
-        gp: &GroupPlan,
+        gp: &GroupMapping,
         (start, end): (i64, i64),
         out_bucket: &dyn Fn(i64) -> i64,
     ) -> Option<DenseCells> {
@@ -1297,7 +1302,7 @@ impl DenseCells {
 /// (row, bucket start, output tuple).
 fn selected_rows<'s>(
     state: &'s FilterState,
-    gp: &'s GroupPlan,
+    gp: &'s GroupMapping,
     start: i64,
     end: i64,
 ) -> impl Iterator<Item = (usize, i64, u32)> + 's {
@@ -1340,7 +1345,7 @@ impl Columns {
             .collect()
     }
 
-    fn into_result(self, gp: GroupPlan, grouped: bool) -> ResultSet {
+    fn into_result(self, gp: GroupMapping, grouped: bool) -> ResultSet {
         ResultSet {
             keys: gp.keys,
             values: gp.values,
@@ -1358,7 +1363,7 @@ impl Columns {
 /// and rows go straight into the output columns.
 fn plain_columns(
     state: &FilterState,
-    gp: &GroupPlan,
+    gp: &GroupMapping,
     c: &AggColumns,
     calc: Calc,
     p: f64,
@@ -1366,7 +1371,7 @@ fn plain_columns(
 ) -> Columns {
     fn fill(
         state: &FilterState,
-        gp: &GroupPlan,
+        gp: &GroupMapping,
         (start, end): (i64, i64),
         value: impl Fn(usize) -> Option<f64>,
     ) -> Columns {
@@ -1411,7 +1416,7 @@ pub fn run(def: &FilterDef, state: &FilterState, q: &Query, now_ms: i64) -> Resu
         .aggregation(q.aggregation_id)
         .expect("validated aggregation");
     let cols = &state.aggs[agg_index];
-    let gp = plan_groups(def, state, q, None);
+    let gp = map_groups(def, state, q, None);
     let p = q.percentile.unwrap_or(0.5);
     let start = q.start_ms.unwrap_or(i64::MIN);
     let end = q.end_ms.unwrap_or(i64::MAX);
@@ -1531,7 +1536,7 @@ pub fn grouping_values(def: &FilterDef, state: &FilterState, q: &Query) -> Resul
             format!("{name:?} is not a grouping of filter {:?}", def.id),
         )
     })?;
-    let gp = plan_groups(def, state, q, Some(idx));
+    let gp = map_groups(def, state, q, Some(idx));
     let start = q.start_ms.unwrap_or(i64::MIN);
     let end = q.end_ms.unwrap_or(i64::MAX);
     let mut seen = vec![false; gp.tuples];

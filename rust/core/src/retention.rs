@@ -20,7 +20,7 @@ use hashbrown::HashMap;
 use serde_json::{json, Value as Json};
 
 use crate::config::{fit_default_retention, FilterDef, RetentionTier};
-use crate::engine::{Plan, Store};
+use crate::engine::{EngineState, Plan};
 use crate::error::{Error, Result};
 use crate::sketch::{DistinctSketch, QuantileSketch};
 use crate::state::{AggColumns, FilterState, GroupTable};
@@ -421,7 +421,7 @@ impl Compaction {
     }
 
     /// Moves every filter's floors forward (idempotent) and makes one job per filter with tiers.
-    fn start(&mut self, store: &mut Store, plan: &std::sync::Arc<Plan>) {
+    fn start(&mut self, store: &mut EngineState, plan: &std::sync::Arc<Plan>) {
         self.jobs.clear();
         self.current = 0;
         self.report.filters = 0;
@@ -474,7 +474,7 @@ impl Compaction {
     /// now). Returns what the step did and whether the whole compaction is done.
     pub fn step(
         &mut self,
-        store: &mut Store,
+        store: &mut EngineState,
         plan: &std::sync::Arc<Plan>,
         budget: StepBudget,
     ) -> (StepWork, bool) {
@@ -577,7 +577,7 @@ impl Compaction {
 /// Compacts every filter of `store` at `now_ms` in one go (a [`Compaction`] run to its end
 /// with unbounded steps); `default` applies to filters without their own tiers.
 pub fn compact_store(
-    store: &mut Store,
+    store: &mut EngineState,
     plan: &std::sync::Arc<Plan>,
     now_ms: i64,
     default: &[RetentionTier],

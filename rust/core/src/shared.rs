@@ -1,4 +1,4 @@
-//! The engine as threads share it: a compiled [`Plan`] and the aggregate [`Store`] behind their
+//! The engine as threads share it: a compiled [`Plan`] and the aggregate [`EngineState`] behind their
 //! own locks, so batches are parsed and evaluated concurrently and only the merge is serialized.
 //! The Python binding wraps a [`SharedEngine`] and only converts; every rule below is decided
 //! here, once.
@@ -13,7 +13,7 @@
 //! 1. [`PreparedBatch`]'s slot (`Mutex<Slot>`): held just long enough to move the slot between
 //!    `Ready`, `Applying` and `Applied`; nothing else is locked or waited for while it is held,
 //!    and a second `apply` of one batch is refused at once instead of waiting.
-//! 2. [`SharedEngine`]'s store (`Mutex<Store>`): the aggregate state.
+//! 2. [`SharedEngine`]'s store (`Mutex<EngineState>`): the aggregate state.
 //! 3. [`SharedEngine`]'s plan (`RwLock<Arc<Plan>>`): read (an `Arc` clone) under the store lock,
 //!    written only by a definition edit, which holds the store lock first.
 //!
@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value as Json};
 
 use crate::config::{parse_retention, FilterDef, IngestDef};
-use crate::engine::{Delta, IngestStats, Plan, Store};
+use crate::engine::{Delta, EngineState, IngestStats, Plan};
 use crate::error::{Error, Result};
 use crate::query::{self, Query, ResultSet};
 use crate::response::{self, AnswerLimits, ChunkedAnswer, MultiWriter};
@@ -75,7 +75,7 @@ const COMPACT_GIVE_WAY: Duration = Duration::from_millis(2);
 #[derive(Debug)]
 pub struct SharedEngine {
     plan: RwLock<Arc<Plan>>,
-    store: Mutex<Store>,
+    store: Mutex<EngineState>,
     /// Held for a whole [`SharedEngine::compact`], so compactions run one at a time.
     compacting: Mutex<()>,
     /// Callers waiting for (or about to take) the store lock through `lock_store`: a
@@ -226,7 +226,7 @@ impl SharedEngine {
     /// An engine for these definitions, with empty state.
     pub fn new(ingests: Vec<IngestDef>, filters: Vec<FilterDef>) -> Result<SharedEngine> {
         let plan = Plan::new(ingests, filters)?;
-        let mut store = Store::default();
+        let mut store = EngineState::default();
         store.sync(&plan);
         Ok(SharedEngine::from_parts(plan, store))
     }
@@ -237,7 +237,7 @@ impl SharedEngine {
         SharedEngine::new(i, f)
     }
 
-    fn from_parts(plan: Plan, store: Store) -> SharedEngine {
+    fn from_parts(plan: Plan, store: EngineState) -> SharedEngine {
         SharedEngine {
             plan: RwLock::new(Arc::new(plan)),
             store: Mutex::new(store),
@@ -259,7 +259,7 @@ impl SharedEngine {
             .clone()
     }
 
-    fn lock_store(&self) -> MutexGuard<'_, Store> {
+    fn lock_store(&self) -> MutexGuard<'_, EngineState> {
         self.store_waiters.fetch_add(1, Ordering::SeqCst);
         let guard = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         self.store_waiters.fetch_sub(1, Ordering::SeqCst);
@@ -268,7 +268,7 @@ impl SharedEngine {
 
     /// The store lock for one compaction step: first lets every caller already waiting for it
     /// take it (for up to [`COMPACT_GIVE_WAY`]), so a batch waits for one step at most.
-    fn lock_store_for_compaction(&self) -> MutexGuard<'_, Store> {
+    fn lock_store_for_compaction(&self) -> MutexGuard<'_, EngineState> {
         let since = Instant::now();
         while self.store_waiters.load(Ordering::SeqCst) > 0 && since.elapsed() < COMPACT_GIVE_WAY {
             std::thread::yield_now();
@@ -467,7 +467,7 @@ impl SharedEngine {
     }
 
     /// Evaluates a query parsed against `plan` (whose filters `store` has states for).
-    fn answer_query(store: &Store, plan: &Plan, q: &Query, now_ms: i64) -> ResultSet {
+    fn answer_query(store: &EngineState, plan: &Plan, q: &Query, now_ms: i64) -> ResultSet {
         let def = plan.filter(&q.filter_id).expect("validated filter");
         let state = store.states.get(&q.filter_id).expect("synced state");
         query::run(def, state, q, now_ms)
@@ -511,7 +511,7 @@ impl SharedEngine {
             let ids = wave..list.len().min(wave + MULTI_WAVE);
             let results: Vec<Result<(ResultSet, Option<String>)>> = {
                 let guard = self.lock_store();
-                let store: &Store = &guard;
+                let store: &EngineState = &guard;
                 let plan = self.plan();
                 let parsed: Vec<Result<Query>> = ids
                     .clone()
@@ -847,7 +847,7 @@ impl SharedEngine {
 
 /// Adds `other`'s states into `store` (same definitions), fitting both to the later tier
 /// floors first so rows of different resolutions never merge.
-fn merge_stores(store: &mut Store, other: &Store) -> Result<()> {
+fn merge_stores(store: &mut EngineState, other: &EngineState) -> Result<()> {
     // Check every filter before changing any, so a refused merge leaves the state as it was.
     for (id, layout) in &other.layouts {
         if let Some(mine) = store.layouts.get(id) {

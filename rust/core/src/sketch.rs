@@ -747,15 +747,15 @@ fn dedup_hashes(hashes: &mut Vec<u64>) {
 /// [`QuantileMerger`]. Rollups mostly merge small cells, so appending and sorting once beats
 /// re-laying out a dense store on every merge. It is never compared or encoded.
 #[derive(Clone, Debug, Default)]
-struct PairStore {
+struct PairBins {
     pairs: Vec<(i32, u64)>,
     sorted: bool,
     /// Counting buffer of `finish` (reused across cells).
     dense: Vec<u64>,
 }
 
-impl PairStore {
-    fn add_store(&mut self, other: &DenseStore) {
+impl PairBins {
+    fn add_bins(&mut self, other: &DenseBins) {
         self.sorted = false;
         self.pairs.extend(
             other
@@ -768,7 +768,7 @@ impl PairStore {
     }
 
     /// Sorts and coalesces the pairs, then folds keys below `max - MAX_BINS + 1` into that bin
-    /// exactly as [`DenseStore`] collapses them, so answers equal the merged sketch's.
+    /// exactly as [`DenseBins`] collapses them, so answers equal the merged sketch's.
     fn finish(&mut self) {
         if self.sorted {
             return;
@@ -945,8 +945,8 @@ fn quantile_of_bins(
 pub struct QuantileMerger {
     exact: Vec<f64>,
     binned: bool,
-    positive: PairStore,
-    negative: PairStore,
+    positive: PairBins,
+    negative: PairBins,
     zero_count: u64,
     count: u64,
     min: f64,
@@ -1001,8 +1001,8 @@ impl QuantileMerger {
         }
         if let Some(bins) = &sketch.bins {
             self.binned = true;
-            self.positive.add_store(&bins.positive);
-            self.negative.add_store(&bins.negative);
+            self.positive.add_bins(&bins.positive);
+            self.negative.add_bins(&bins.negative);
             self.zero_count += bins.zero_count;
         } else if self.binned || self.count + sketch.count > QUANTILE_EXACT_LIMIT as u64 {
             // The merge is past the exact limit: its values go straight to their bins, never
@@ -1083,13 +1083,13 @@ impl QuantileMerger {
 /// Invariant (relied on by equality and checked by decode): when non-empty, the first and last
 /// counters are non-zero, so the representation is canonical; an empty store has offset 0.
 #[derive(Clone, Debug, PartialEq, Default)]
-struct DenseStore {
+struct DenseBins {
     offset: i32,
     /// Most cells see one or two distinct values: two bins live inline, without an allocation.
     counts: SmallVec<[u64; 2]>,
 }
 
-impl DenseStore {
+impl DenseBins {
     /// (key, count) for every bin, in ascending key order.
     fn bins(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
         let offset = self.offset;
@@ -1235,9 +1235,9 @@ pub struct QuantileSketch {
 struct Bins {
     zero_count: u64,
     /// Keyed by `x` for `x > 0`.
-    positive: DenseStore,
+    positive: DenseBins,
     /// Keyed by `-x` for `x < 0`, so its highest key is the most negative value.
-    negative: DenseStore,
+    negative: DenseBins,
 }
 
 impl Bins {
@@ -1303,7 +1303,7 @@ impl QuantileSketch {
     }
 
     /// Moves the exact values into the bins. The bins of a multiset do not depend on the order
-    /// the values arrive in (see [`DenseStore::reshape`]), so neither does the result of
+    /// the values arrive in (see [`DenseBins::reshape`]), so neither does the result of
     /// converting at whichever add or merge first passes the limit.
     #[cold]
     fn move_into_bins(&mut self) -> &mut Bins {
@@ -1538,8 +1538,8 @@ impl QuantileSketch {
             return Err("quantile sketch: invalid min or max".into());
         }
         let zero_count = r.varint()?;
-        let positive = DenseStore::decode(r)?;
-        let negative = DenseStore::decode(r)?;
+        let positive = DenseBins::decode(r)?;
+        let negative = DenseBins::decode(r)?;
         let total = positive
             .total()
             .zip(negative.total())
@@ -2267,9 +2267,9 @@ mod tests {
 
     /// The store every insertion order must produce: each key folded to
     /// `max(key, max_key - MAX_BINS + 1)`.
-    fn reference_store(keys: &[i32]) -> DenseStore {
+    fn reference_store(keys: &[i32]) -> DenseBins {
         let Some(&hi) = keys.iter().max() else {
-            return DenseStore::default();
+            return DenseBins::default();
         };
         let floor = hi - (QUANTILE_MAX_BINS as i32 - 1);
         let lo = keys.iter().map(|&k| k.max(floor)).min().unwrap();
@@ -2277,7 +2277,7 @@ mod tests {
         for &k in keys {
             counts[(k.max(floor) - lo) as usize] += 1;
         }
-        DenseStore {
+        DenseBins {
             offset: lo,
             counts: counts.into(),
         }
@@ -2303,7 +2303,7 @@ mod tests {
                 if case % 2 == 1 {
                     rng.shuffle(&mut order);
                 }
-                let mut store = DenseStore::default();
+                let mut store = DenseBins::default();
                 for &k in &order {
                     store.add(k);
                 }

@@ -22,7 +22,7 @@ use serde_json::{json, Value as Json};
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::config::{Calc, CalcSet, FilterDef, IngestDef};
-use crate::engine::{Engine, Plan, Store};
+use crate::engine::{Engine, EngineState, Plan};
 use crate::error::{Error, Result};
 use crate::sketch::{DistinctSketch, QuantileSketch};
 use crate::state::{AggColumns, FilterState, GroupTable};
@@ -205,7 +205,7 @@ fn read_state(r: &mut Reader<'_>, def: &FilterDef, version: u32) -> Result<Filte
 
 /// Serializes an engine's definitions and state.
 #[must_use]
-pub fn encode(plan: &Plan, store: &Store) -> Vec<u8> {
+pub fn encode(plan: &Plan, store: &EngineState) -> Vec<u8> {
     let mut w = Writer { out: Vec::new() };
     let defs = serde_json::to_vec(&definitions_json(plan)).expect("definitions serialize");
     w.prefixed(&defs);
