@@ -17,7 +17,7 @@ What this package guarantees (each module states its own guarantees in detail):
 The server drives them as ``docs/durability.md`` ("Integration") describes. Stdlib only.
 """
 
-from eventtally.durability.dedup import DedupVerdict, DedupStats, MessageIdDeduplicator
+from eventtally.durability.dedup import DedupStats, DedupVerdict, MessageIdDeduplicator
 from eventtally.durability.recovery import RecoveryReport, ingest_record, recover
 from eventtally.durability.snapshots import SnapshotFile, SnapshotFiles
 from eventtally.durability.wal import (
@@ -37,8 +37,8 @@ from eventtally.durability.wal import (
 
 __all__ = [
     "FSYNC_BUCKETS",
-    "DedupVerdict",
     "DedupStats",
+    "DedupVerdict",
     "FsyncPolicy",
     "MessageIdDeduplicator",
     "RecoveryReport",

@@ -37,7 +37,7 @@ from typing import Any
 from eventtally import _core
 from eventtally._safejson import MAX_DEPTH, TooDeepError, check_depth
 
-__all__ = ["DedupVerdict", "DedupStats", "MessageIdDeduplicator", "message_id_hash"]
+__all__ = ["DedupStats", "DedupVerdict", "MessageIdDeduplicator", "message_id_hash"]
 
 _SCHEMAS = {
     "ARRAY_OF_EVENTS": "ARRAY_OF_EVENTS",
