@@ -19,7 +19,7 @@ use crate::error::Error;
 pub type Result<T, E = Box<Error>> = std::result::Result<T, E>;
 use crate::path::{Path, Segment};
 pub use crate::scan::{Native, StringSearch};
-use crate::value::Value;
+use crate::value::{json_number_end, NumberFault, Value};
 
 /// Deepest container nesting accepted anywhere in a batch.
 pub const MAX_DEPTH: usize = 512;
@@ -509,45 +509,20 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
     #[inline]
     fn scan_number(&mut self) -> Result<&'a str> {
         let start = self.pos;
-        let b = self.buf;
-        let mut i = start;
-        if b.get(i) == Some(&b'-') {
-            i += 1;
+        match json_number_end(self.buf, start) {
+            Ok(end) => {
+                self.pos = end;
+                Ok(&self.src[start..end])
+            }
+            Err((at, fault)) => Err(self.err(
+                at,
+                match fault {
+                    NumberFault::NoIntegerDigits => "invalid number",
+                    NumberFault::NoFractionDigits => "invalid number: digit expected after '.'",
+                    NumberFault::NoExponentDigits => "invalid number: digit expected in exponent",
+                },
+            )),
         }
-        match b.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => {
-                while matches!(b.get(i), Some(b'0'..=b'9')) {
-                    i += 1;
-                }
-            }
-            _ => return Err(self.err(i, "invalid number")),
-        }
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            let s = i;
-            while matches!(b.get(i), Some(b'0'..=b'9')) {
-                i += 1;
-            }
-            if i == s {
-                return Err(self.err(i, "invalid number: digit expected after '.'"));
-            }
-        }
-        if matches!(b.get(i), Some(b'e' | b'E')) {
-            i += 1;
-            if matches!(b.get(i), Some(b'+' | b'-')) {
-                i += 1;
-            }
-            let s = i;
-            while matches!(b.get(i), Some(b'0'..=b'9')) {
-                i += 1;
-            }
-            if i == s {
-                return Err(self.err(i, "invalid number: digit expected in exponent"));
-            }
-        }
-        self.pos = i;
-        Ok(&self.src[start..i])
     }
 
     fn scan_literal(&mut self, word: &'static [u8]) -> Result<()> {

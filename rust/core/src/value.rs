@@ -81,46 +81,66 @@ fn parse_finite(raw: &str) -> Option<f64> {
     raw.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
+/// Where a JSON number that should start at a given offset breaks the grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberFault {
+    /// No integer digits (after an optional `-`).
+    NoIntegerDigits,
+    /// A `.` with no digit after it.
+    NoFractionDigits,
+    /// An `e`/`E` (and optional sign) with no digit after it.
+    NoExponentDigits,
+}
+
+/// The one JSON number grammar (RFC 8259 `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`): the end
+/// of the longest number starting at `start`, or the offset where it breaks and why. The batch
+/// scanner, [`is_json_number`] and the `JPath` lexer all read numbers through it; each words its
+/// own errors. A leading `0` ends the integer part, so `01` scans as `0` followed by `1`.
+///
+/// # Errors
+/// The offset of the first byte that breaks the grammar, with the rule it breaks.
+#[inline]
+pub fn json_number_end(b: &[u8], start: usize) -> Result<usize, (usize, NumberFault)> {
+    let digits_from = |mut i: usize| {
+        while matches!(b.get(i), Some(b'0'..=b'9')) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = start;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits_from(i + 1),
+        _ => return Err((i, NumberFault::NoIntegerDigits)),
+    }
+    if b.get(i) == Some(&b'.') {
+        let j = digits_from(i + 1);
+        if j == i + 1 {
+            return Err((j, NumberFault::NoFractionDigits));
+        }
+        i = j;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let j = digits_from(i);
+        if j == i {
+            return Err((j, NumberFault::NoExponentDigits));
+        }
+        i = j;
+    }
+    Ok(i)
+}
+
 /// True when `s` is exactly a JSON number (RFC 8259 grammar, no surrounding whitespace).
 #[must_use]
 pub fn is_json_number(s: &[u8]) -> bool {
-    let mut i = 0;
-    if s.first() == Some(&b'-') {
-        i += 1;
-    }
-    match s.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            while matches!(s.get(i), Some(b'0'..=b'9')) {
-                i += 1;
-            }
-        }
-        _ => return false,
-    }
-    if s.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while matches!(s.get(i), Some(b'0'..=b'9')) {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
-    }
-    if matches!(s.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(s.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let start = i;
-        while matches!(s.get(i), Some(b'0'..=b'9')) {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
-    }
-    i == s.len()
+    json_number_end(s, 0) == Ok(s.len())
 }
 
 /// Grouping form of a JSON number: integer text stays as written (minus a `-0` sign), everything
@@ -211,6 +231,31 @@ pub fn write_compact_json(raw: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_number_grammar_ends_and_faults() {
+        use NumberFault::{NoExponentDigits, NoFractionDigits, NoIntegerDigits};
+        for (text, want) in [
+            ("0", Ok(1)),
+            ("-0", Ok(2)),
+            ("01", Ok(1)),
+            ("12.5e+3,", Ok(7)),
+            ("1E9]", Ok(3)),
+            ("-", Err((1, NoIntegerDigits))),
+            ("+1", Err((0, NoIntegerDigits))),
+            ("-.5", Err((1, NoIntegerDigits))),
+            ("1.", Err((2, NoFractionDigits))),
+            ("1.e5", Err((2, NoFractionDigits))),
+            ("1e", Err((2, NoExponentDigits))),
+            ("1e+", Err((3, NoExponentDigits))),
+        ] {
+            assert_eq!(json_number_end(text.as_bytes(), 0), want, "{text}");
+        }
+        assert_eq!(json_number_end(b"[-7]", 1), Ok(3));
+        assert!(is_json_number(b"-1.5e-3"));
+        assert!(!is_json_number(b"01"));
+        assert!(!is_json_number(b"1 "));
+    }
 
     fn js(v: f64) -> String {
         let mut s = String::new();

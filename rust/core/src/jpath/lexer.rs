@@ -4,6 +4,7 @@
 // the parent, as when they were one file.
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::value::{json_number_end, NumberFault};
 
 pub(super) fn check_length(src: &str) -> Result<()> {
     if src.len() > MAX_EXPRESSION_BYTES {
@@ -244,41 +245,22 @@ impl<'s> Cursor<'s> {
     pub(super) fn number(&mut self) -> Result<f64> {
         let start = self.pos;
         let bytes = self.src.as_bytes();
-        let digits_from = |mut i: usize| {
-            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
+        let i = match json_number_end(bytes, start) {
+            Ok(end) => end,
+            Err((_, NumberFault::NoIntegerDigits)) => {
+                return Err(self.error(start, "expected digits after '-'"))
             }
-            i
+            Err((at, NumberFault::NoFractionDigits)) => {
+                return Err(self.error(at, "expected digits after the decimal point"))
+            }
+            Err((at, NumberFault::NoExponentDigits)) => {
+                return Err(self.error(at, "expected digits in the exponent"))
+            }
         };
-        let mut i = start;
-        if bytes.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        let j = digits_from(i);
-        if j == i {
-            return Err(self.error(start, "expected digits after '-'"));
-        }
-        if j > i + 1 && bytes[i] == b'0' {
+        // The grammar ends a number at a leading `0`; a digit right after it is that zero's
+        // fault, not the next token's.
+        if bytes.get(i).is_some_and(u8::is_ascii_digit) {
             return Err(self.error(start, "leading zeros are not allowed in numbers"));
-        }
-        i = j;
-        if bytes.get(i) == Some(&b'.') {
-            let j = digits_from(i + 1);
-            if j == i + 1 {
-                return Err(self.error(i + 1, "expected digits after the decimal point"));
-            }
-            i = j;
-        }
-        if matches!(bytes.get(i), Some(b'e' | b'E')) {
-            let mut k = i + 1;
-            if matches!(bytes.get(k), Some(b'+' | b'-')) {
-                k += 1;
-            }
-            let j = digits_from(k);
-            if j == k {
-                return Err(self.error(k, "expected digits in the exponent"));
-            }
-            i = j;
         }
         if let Some(c) = self.src[i..].chars().next() {
             if is_ident_char(c) || c == '.' {
