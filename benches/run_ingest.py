@@ -67,6 +67,7 @@ import numpy as np  # noqa: E402
 from tests.reference import ReferenceEngine, parse_iso8601  # noqa: E402
 
 import eventtally  # noqa: E402
+from rollup_workload import DUCKDB_SQL, QUERIES  # noqa: E402
 from segment_gen import (  # noqa: E402
     BENCH_FILTER,
     BENCH_INGEST,
@@ -108,49 +109,9 @@ NDJSON_INGEST: dict[str, Any] = {**BENCH_INGEST, "schema": "NEWLINE_DELIMITED"}
 GROUP_KEYS: tuple[str, ...] = tuple(item["grouping"] for item in BENCH_FILTER["groupingItems"])
 
 
-def _query(aggregation_id: int, calculation: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "filterId": BENCH_FILTER["id"],
-        "aggregationId": aggregation_id,
-        "calculation": calculation,
-        **extra,
-    }
-
-
-QUERIES: dict[str, dict[str, Any]] = {
-    "count": _query(1, "COUNT"),
-    "sum": _query(2, "SUM"),
-    "min": _query(2, "MIN"),
-    "max": _query(2, "MAX"),
-    "avg": _query(2, "AVG"),
-    "distinct": _query(3, "APPROX_COUNT_DISTINCT"),
-    "p50": _query(4, "PERCENTILES", percentile=0.5),
-}
 """One Metrics API query per calculation; the answer's column names are the keys."""
 COLUMNS = tuple(QUERIES)
 
-DUCKDB_SQL = """
-SELECT
-    date_trunc('minute', receivedAt) AS minute,
-    type, event, name, context.device.type AS device,
-    count(*) AS count,
-    sum(TRY_CAST(properties.revenue AS DOUBLE)) AS sum,
-    min(TRY_CAST(properties.revenue AS DOUBLE)) AS min,
-    max(TRY_CAST(properties.revenue AS DOUBLE)) AS max,
-    avg(TRY_CAST(properties.revenue AS DOUBLE)) AS avg,
-    approx_count_distinct(anonymousId) AS distinct,
-    approx_quantile(properties.value, 0.5) AS p50
-FROM read_ndjson(?, columns = {
-    'type': 'VARCHAR', 'event': 'VARCHAR', 'name': 'VARCHAR',
-    'receivedAt': 'TIMESTAMP', 'anonymousId': 'VARCHAR',
-    'properties': 'STRUCT(revenue VARCHAR, value DOUBLE)',
-    'context': 'STRUCT(device STRUCT(type VARCHAR))'
-})
-WHERE type IN ('track', 'page', 'screen')
-GROUP BY ALL
-"""
-"""The workload in DuckDB SQL. ``revenue`` is read as text and ``TRY_CAST`` to DOUBLE, so a
-numeric string counts and anything else is skipped, as eventtally's decision 6 says."""
 
 # ---------------------------------------------------------------------------------------------
 # Runners: raw bytes in memory -> the columnar answer of every calculation (the timed region)

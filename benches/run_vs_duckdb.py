@@ -55,48 +55,8 @@ for _p in (HERE, HERE.parent):
 
 GENERATORS = ("segment", "shaped")
 
-# Copies of run_ingest's (checked equal in main()): a timed child imports only its engine, so
-# DuckDB's process does not pay for importing eventtally, numpy and the reference.
-DUCKDB_SQL = """
-SELECT
-    date_trunc('minute', receivedAt) AS minute,
-    type, event, name, context.device.type AS device,
-    count(*) AS count,
-    sum(TRY_CAST(properties.revenue AS DOUBLE)) AS sum,
-    min(TRY_CAST(properties.revenue AS DOUBLE)) AS min,
-    max(TRY_CAST(properties.revenue AS DOUBLE)) AS max,
-    avg(TRY_CAST(properties.revenue AS DOUBLE)) AS avg,
-    approx_count_distinct(anonymousId) AS distinct,
-    approx_quantile(properties.value, 0.5) AS p50
-FROM read_ndjson(?, columns = {
-    'type': 'VARCHAR', 'event': 'VARCHAR', 'name': 'VARCHAR',
-    'receivedAt': 'TIMESTAMP', 'anonymousId': 'VARCHAR',
-    'properties': 'STRUCT(revenue VARCHAR, value DOUBLE)',
-    'context': 'STRUCT(device STRUCT(type VARCHAR))'
-})
-WHERE type IN ('track', 'page', 'screen')
-GROUP BY ALL
-"""
+from rollup_workload import DUCKDB_SQL, QUERIES  # noqa: E402  (after the path setup)
 
-
-def _query(aggregation_id: int, calculation: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "filterId": "bench",
-        "aggregationId": aggregation_id,
-        "calculation": calculation,
-        **extra,
-    }
-
-
-QUERIES: dict[str, dict[str, Any]] = {
-    "count": _query(1, "COUNT"),
-    "sum": _query(2, "SUM"),
-    "min": _query(2, "MIN"),
-    "max": _query(2, "MAX"),
-    "avg": _query(2, "AVG"),
-    "distinct": _query(3, "APPROX_COUNT_DISTINCT"),
-    "p50": _query(4, "PERCENTILES", percentile=0.5),
-}
 FORMS = {"ndjson": "events.ndjson", "array": "events.json", "array-multiline": "multi.json"}
 REL_SUM = 1e-9
 
@@ -253,14 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("duckdb") is None:
         print("duckdb is not installed (pip install duckdb)", file=sys.stderr)
         return 2
-    import run_ingest
     import segment_gen
     import shaped_gen
     from run_ingest import scratch_dir, totals_of
-
-    if (DUCKDB_SQL, QUERIES) != (run_ingest.DUCKDB_SQL, run_ingest.QUERIES):
-        print("run_vs_duckdb's workload copy differs from run_ingest's", file=sys.stderr)
-        return 2
 
     workdir = scratch_dir()
     try:
