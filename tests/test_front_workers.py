@@ -169,3 +169,29 @@ def test_shutdown_before_any_call_and_bad_size() -> None:
     _run(main())
     with pytest.raises(ValueError, match="at least one thread"):
         Workers(0)
+
+
+def test_a_call_goes_to_the_thread_that_went_idle_last() -> None:
+    # Calls one after the other run on one thread (its malloc arena stays warm), not round-robin
+    # over every thread as a shared queue's first-come waiters would take them.
+    pool = Workers(4)
+    seen: list[int] = []
+
+    async def all_idle() -> None:
+        # Every thread back on the idle stack (bounded: a pool that never gets there fails).
+        deadline = time.monotonic() + 10
+        while len(pool._idle) < pool.threads:
+            assert time.monotonic() < deadline, "the worker threads never went idle"
+            await asyncio.sleep(0.001)
+
+    async def main() -> None:
+        await pool.run(int)  # starts the threads
+        for _ in range(20):
+            await all_idle()
+            seen.append(await pool.run(threading.get_ident))
+
+    try:
+        _run(main())
+    finally:
+        pool.shutdown()
+    assert len(set(seen)) == 1, seen
