@@ -776,13 +776,7 @@ pub fn prepare_array_range(
     let (start, end) = range;
     let last_is_cut = end < len;
     let stop = if last_is_cut { end + 1 } else { end };
-    let mut file = File::open(path).map_err(|e| io_err(path, &e))?;
-    file.seek(SeekFrom::Start(start))
-        .map_err(|e| io_err(path, &e))?;
-    let mut source = Snapshot::new(file, Some(stop - start), path);
-    let base = usize::try_from(start).map_err(|_| Error::Limit {
-        reason: format!("{path}: offset {start} does not fit in memory addresses"),
-    })?;
+    let (mut source, base) = open_range(path, start, stop)?;
     let ctx = Ctx {
         plan,
         path,
@@ -812,6 +806,18 @@ pub fn prepare_array_range(
     }
 }
 
+/// Bytes `start..stop` of the file at `path`, held to that length, and `start` as the base of
+/// error offsets.
+fn open_range(path: &str, start: u64, stop: u64) -> Result<(Snapshot<File>, usize)> {
+    let mut file = File::open(path).map_err(|e| io_err(path, &e))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| io_err(path, &e))?;
+    let base = usize::try_from(start).map_err(|_| Error::Limit {
+        reason: format!("{path}: offset {start} does not fit in memory addresses"),
+    })?;
+    Ok((Snapshot::new(file, Some(stop - start), path), base))
+}
+
 /// Reads bytes `start..end` of an uncompressed NDJSON file (both line starts, from
 /// [`line_boundaries`]) into `delta`; error offsets are offsets into the whole file.
 /// `progress(bytes)` reports the bytes of each chunk once it is parsed.
@@ -825,13 +831,7 @@ pub fn prepare_ndjson_range(
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let (start, end) = range;
-    let mut file = File::open(path).map_err(|e| io_err(path, &e))?;
-    file.seek(SeekFrom::Start(start))
-        .map_err(|e| io_err(path, &e))?;
-    let mut source = Snapshot::new(file, Some(end - start), path);
-    let base = usize::try_from(start).map_err(|_| Error::Limit {
-        reason: format!("{path}: offset {start} does not fit in memory addresses"),
-    })?;
+    let (mut source, base) = open_range(path, start, end)?;
     let ctx = Ctx {
         plan,
         path,
