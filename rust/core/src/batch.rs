@@ -946,19 +946,7 @@ mod tests {
         assert!(extract(&ok, &[&["a"]]).is_ok());
     }
 
-    /// Deterministic xorshift64* so a failing case replays exactly.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     const KEYS: [&str; 6] = [
         "a",

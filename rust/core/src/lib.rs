@@ -33,6 +33,8 @@ pub mod shared;
 pub mod sketch;
 pub mod snapshot;
 pub mod state;
+#[cfg(test)]
+mod test_rng;
 pub mod time;
 pub mod value;
 pub mod wire;

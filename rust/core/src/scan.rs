@@ -355,16 +355,7 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// A small deterministic generator (xorshift64*), so failures replay exactly.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn check(buf: &[u8]) {
         for from in 0..=buf.len() {
