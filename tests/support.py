@@ -9,7 +9,9 @@ What lives here:
 - query helpers that turn ``Engine.results`` rows into comparable tables;
 - ``snapshot(engine)``: every answer the engine can give for its filters, used to check that a
   rejected batch changes nothing and that equivalent inputs give identical state;
-- the fixtures directory ``tests/data`` (copied from ``shared/spec/fixtures``).
+- the fixtures directory ``tests/data`` (copied from ``shared/spec/fixtures``);
+- ``run_race_script``: a race script of ``tests/`` (``race_*.py``) in a subprocess under a hard
+  limit, so a deadlock fails the test in bounded time instead of hanging the suite.
 
 ``tests`` is a package (``from tests.support import …``); ``benches/`` is put on ``sys.path``
 so suites can ``import segment_gen``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -320,3 +323,19 @@ def data_dir() -> Path:
 def engine() -> eventtally.Engine:
     """A default engine: ARRAY_OF_EVENTS at ingest time, one filter ``f`` with COUNT."""
     return make_engine()
+
+
+def run_race_script(name: str, rounds: int, deadline: int, timeout: int) -> None:
+    """Runs ``tests/<name>`` for ``rounds`` rounds; it must exit 0 and report every round.
+
+    ``deadline`` is the script's own watchdog (it dumps every thread's stack and exits);
+    ``timeout`` is this process's hard limit on the child, past the watchdog's."""
+    result = subprocess.run(
+        [sys.executable, str(HERE / name), "--rounds", str(rounds), "--deadline", str(deadline)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok: {rounds} rounds" in result.stdout

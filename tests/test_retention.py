@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 
 import eventtally
 from eventtally import ConfigError, Engine, SnapshotError
-from tests.support import Clock
+from tests.support import Clock, run_race_script
 
 MINUTE = 60
 HOUR = 3600
@@ -387,19 +385,4 @@ def test_a_compaction_racing_concurrent_batches_equals_compacting_after_them() -
     It runs in a subprocess under a hard limit: a deadlock between the compaction's steps and
     the batches cannot be interrupted inside this process.
     """
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("race_compact.py")),
-            "--rounds",
-            "3",
-            "--deadline",
-            "150",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok: 3 rounds" in result.stdout
+    run_race_script("race_compact.py", rounds=3, deadline=150, timeout=200)

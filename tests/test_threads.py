@@ -4,8 +4,6 @@ batch is processed."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from tests.support import (
     make_engine,
     query,
     rows,
+    run_race_script,
     snapshot,
 )
 
@@ -322,22 +321,7 @@ def test_a_prepared_batch_applies_once_under_a_race() -> None:
     It runs in a subprocess (``tests/race_apply.py``) under a hard limit: a deadlock that holds
     the GIL cannot be interrupted inside this process, so it must not happen in it.
     """
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("race_apply.py")),
-            "--rounds",
-            "50",
-            "--deadline",
-            "60",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok: 50 rounds" in result.stdout
+    run_race_script("race_apply.py", rounds=50, deadline=60, timeout=90)
 
 
 def test_prepare_raises_on_bad_batches() -> None:
