@@ -888,6 +888,15 @@ mod tests {
         Engine::new(vec![ingest], vec![FilterDef::from_json(f).unwrap()]).unwrap()
     }
 
+    /// An engine with the test tiers that ingested five days of [`batches`].
+    fn tiered_five_days() -> Engine {
+        let mut e = engine(&filter(Some(tiers())));
+        for b in batches(5) {
+            e.ingest(&b, None, T0).unwrap();
+        }
+        e
+    }
+
     /// Deterministic events: one every 7 minutes per group over `days`, values varying.
     fn batches(days: i64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -1229,12 +1238,7 @@ mod tests {
 
     #[test]
     fn small_steps_give_the_one_step_answer() {
-        let mut stepped = engine(&filter(Some(tiers())));
-        let mut whole = engine(&filter(Some(tiers())));
-        for b in batches(5) {
-            stepped.ingest(&b, None, T0).unwrap();
-            whole.ingest(&b, None, T0).unwrap();
-        }
+        let (mut stepped, mut whole) = (tiered_five_days(), tiered_five_days());
         let now = T0 + 5 * DAY;
         let one = compact_store(&mut whole.store, &whole.plan, now, &[]);
         let budget = StepBudget {
@@ -1314,12 +1318,7 @@ mod tests {
 
     #[test]
     fn a_plan_made_stale_between_steps_is_made_again() {
-        let mut stepped = engine(&filter(Some(tiers())));
-        let mut whole = engine(&filter(Some(tiers())));
-        for b in batches(5) {
-            stepped.ingest(&b, None, T0).unwrap();
-            whole.ingest(&b, None, T0).unwrap();
-        }
+        let (mut stepped, mut whole) = (tiered_five_days(), tiered_five_days());
         let now = T0 + 5 * DAY;
         let budget = StepBudget {
             scan: 300,
