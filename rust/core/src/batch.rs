@@ -549,10 +549,25 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
 
     /// Iteratively skips an object or array at `pos`; returns the top-level element count.
     ///
+    /// The structural index ([`skip_indexed`]) decides first; only when it does not accept the
+    /// container (invalid JSON, or nesting deeper than it tracks) does the token scanner below
+    /// run from the same start, so errors and their offsets are always the token scanner's.
+    fn skip_container(&mut self) -> Result<usize> {
+        if self.nesting + INDEX_DEPTH < MAX_DEPTH {
+            if let Some((end, count)) = skip_indexed::<S>(self.buf, self.pos) {
+                self.pos = end;
+                return Ok(count);
+            }
+        }
+        self.skip_container_tokens()
+    }
+
+    /// [`Scanner::skip_container`] one token at a time: the reference the index is held to.
+    ///
     /// Two nested loops instead of a state machine with flags: the outer one is entered right
     /// inside a container (its close or a first element follows), the inner one reads one
     /// element and what follows it, so each token costs one dispatch on its first byte.
-    fn skip_container(&mut self) -> Result<usize> {
+    fn skip_container_tokens(&mut self) -> Result<usize> {
         self.stack.clear();
         if self.nesting >= MAX_DEPTH {
             return Err(self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
@@ -823,6 +838,223 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
         }
         Ok(())
     }
+}
+
+/// Deepest nesting, relative to its start, that [`skip_indexed`] tracks (one bit per level).
+const INDEX_DEPTH: usize = 63;
+
+// Grammar states of `skip_indexed`: what the next token may be.
+/// A member value (or the container itself, before its first byte).
+const VALUE: u8 = 0;
+/// Right after `[`: an element or `]`.
+const ELEMENT_OR_CLOSE: u8 = 1;
+/// After `,` in an array: an element.
+const ELEMENT: u8 = 2;
+/// Right after `{`: a member name or `}`.
+const NAME_OR_CLOSE: u8 = 3;
+/// After `,` in an object: a member name.
+const NAME: u8 = 4;
+/// After a member name: `:`.
+const COLON: u8 = 5;
+/// After a value: `,` or the close of the innermost container.
+const AFTER: u8 = 6;
+
+/// Each bit set where that byte is the second of a pair of backslashes (escaped), with the
+/// carry into the next block in `prev_escaped` (simdjson's branch-free odd-sequence rule).
+#[inline]
+fn escaped_bits(backslash: u64, prev_escaped: &mut u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let backslash = backslash & !*prev_escaped;
+    let follows_escape = (backslash << 1) | *prev_escaped;
+    let odd_starts = backslash & !EVEN & !follows_escape;
+    let (even_starts, overflow) = odd_starts.overflowing_add(backslash);
+    *prev_escaped = u64::from(overflow);
+    (EVEN ^ (even_starts << 1)) & follows_escape
+}
+
+/// Bit `i` is the XOR of bits `0..=i`: inside a string from its opening quote up to (not
+/// including) its closing quote, when `x` holds the unescaped quotes.
+#[inline]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// Validates and skips the object or array at `buf[start]` over a structural index of 64-byte
+/// blocks (simdjson's first stage: quote and backslash masks, the in-string mask by prefix
+/// XOR, structural and scalar-start bits), walking the grammar from token to token instead of
+/// from byte to byte. Returns the end (one past the close) and the top-level element count,
+/// exactly as [`Scanner::skip_container_tokens`] would, or `None` when it does not accept:
+/// then the caller runs that token scanner, which finds the error and its exact offset.
+///
+/// It accepts only what the token scanner accepts: every byte up to the close is classified,
+/// control bytes inside strings, control bytes other than tab and line ends outside them,
+/// backslashes outside strings, bad escapes, malformed literals and numbers, and any token out
+/// of grammar refuse. `buf` is valid UTF-8 already (the whole batch is checked first). Nesting
+/// deeper than [`INDEX_DEPTH`] below the start refuses too (the caller bounds the total).
+fn skip_indexed<S: StringSearch>(buf: &[u8], start: usize) -> Option<(usize, usize)> {
+    let mut at = start;
+    let mut pad = [b' '; 64];
+    // Carries between blocks: all ones when a string is open, a pending escape, and whether the
+    // previous block ended inside a scalar (number or literal).
+    let (mut in_string_carry, mut escape_carry, mut scalar_carry) = (0u64, 0u64, 0u64);
+    // One bit per open container, innermost lowest: 1 for an object.
+    let (mut stack, mut depth) = (0u64, 0usize);
+    let mut state = VALUE;
+    let mut top_count = 0usize;
+    while at < buf.len() {
+        let block: &[u8; 64] = if let Some(b) = buf.get(at..at + 64) {
+            b.try_into().expect("64 bytes")
+        } else {
+            // The tail, padded with spaces: they are whitespace, so they hold no token.
+            let n = buf.len() - at;
+            pad[..n].copy_from_slice(&buf[at..]);
+            &pad
+        };
+        let m = S::classify(block);
+        let escaped = if (m.backslash | escape_carry) == 0 {
+            0
+        } else {
+            escaped_bits(m.backslash, &mut escape_carry)
+        };
+        let quote = m.quote & !escaped;
+        let in_string = prefix_xor(quote) ^ in_string_carry;
+        in_string_carry = ((in_string as i64) >> 63) as u64;
+        let control = m.low & !m.space;
+        let mut bad = (control & in_string) | (m.backslash & !in_string);
+        let mut loose = control & !in_string;
+        while loose != 0 {
+            let i = loose.trailing_zeros() as usize;
+            loose &= loose - 1;
+            if !matches!(block[i], b'\t' | b'\n' | b'\r') {
+                bad |= 1 << i;
+            }
+        }
+        let mut esc = escaped;
+        while esc != 0 {
+            let i = esc.trailing_zeros() as usize;
+            esc &= esc - 1;
+            let p = at + i;
+            let ok = match buf.get(p) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => true,
+                Some(b'u') => buf
+                    .get(p + 1..p + 5)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+                _ => false,
+            };
+            if !ok {
+                bad |= 1 << i;
+            }
+        }
+        let scalar = !in_string & !quote & !m.structural & !m.low;
+        let scalar_start = scalar & !((scalar << 1) | scalar_carry);
+        scalar_carry = scalar >> 63;
+        let mut tokens = (m.structural & !in_string) | (quote & in_string) | scalar_start;
+        while tokens != 0 {
+            let i = tokens.trailing_zeros() as usize;
+            tokens &= tokens - 1;
+            let c = block[i];
+            match c {
+                b'{' | b'[' => {
+                    if state > ELEMENT {
+                        return None;
+                    }
+                    if depth == 1 && state != VALUE {
+                        top_count += 1;
+                    }
+                    depth += 1;
+                    if depth > INDEX_DEPTH {
+                        return None;
+                    }
+                    let object = c == b'{';
+                    stack = (stack << 1) | u64::from(object);
+                    state = if object { NAME_OR_CLOSE } else { ELEMENT_OR_CLOSE };
+                }
+                b'}' | b']' => {
+                    let object = stack & 1 == 1;
+                    let fits = if c == b'}' {
+                        object && (state == NAME_OR_CLOSE || state == AFTER)
+                    } else {
+                        !object && (state == ELEMENT_OR_CLOSE || state == AFTER)
+                    };
+                    if !fits || depth == 0 {
+                        return None;
+                    }
+                    stack >>= 1;
+                    depth -= 1;
+                    state = AFTER;
+                    if depth == 0 {
+                        let upto = if i == 63 { !0 } else { (1u64 << (i + 1)) - 1 };
+                        return (bad & upto == 0).then_some((at + i + 1, top_count));
+                    }
+                }
+                b':' => {
+                    if state != COLON {
+                        return None;
+                    }
+                    state = VALUE;
+                }
+                b',' => {
+                    if state != AFTER {
+                        return None;
+                    }
+                    state = if stack & 1 == 1 { NAME } else { ELEMENT };
+                }
+                b'"' => {
+                    state = match state {
+                        NAME_OR_CLOSE | NAME => {
+                            if depth == 1 {
+                                top_count += 1;
+                            }
+                            COLON
+                        }
+                        VALUE => AFTER,
+                        ELEMENT_OR_CLOSE | ELEMENT => {
+                            if depth == 1 {
+                                top_count += 1;
+                            }
+                            AFTER
+                        }
+                        _ => return None,
+                    };
+                }
+                _ => {
+                    if state > ELEMENT {
+                        return None;
+                    }
+                    if depth == 1 && state != VALUE {
+                        top_count += 1;
+                    }
+                    let p = at + i;
+                    let end = match c {
+                        b't' => buf[p..].starts_with(b"true").then_some(p + 4),
+                        b'f' => buf[p..].starts_with(b"false").then_some(p + 5),
+                        b'n' => buf[p..].starts_with(b"null").then_some(p + 4),
+                        b'-' | b'0'..=b'9' => json_number_end(buf, p).ok(),
+                        _ => None,
+                    }?;
+                    // The scalar must end where its run of non-structural bytes ends.
+                    match buf.get(end) {
+                        Some(&b) if b > b' ' && !matches!(b, b',' | b']' | b'}' | b'"') => {
+                            return None
+                        }
+                        _ => {}
+                    }
+                    state = AFTER;
+                }
+            }
+        }
+        if bad != 0 {
+            return None;
+        }
+        at += 64;
+    }
+    None
 }
 
 /// Byte-slice equality without a `memcmp` call: member names are short, and most candidates
@@ -1144,6 +1376,107 @@ mod tests {
         }
         // The mutations must really exercise both outcomes.
         assert!(accepted > 1000 && rejected > 500, "{accepted} {rejected}");
+    }
+
+    /// A container for the index test: generated values, sometimes with long backslash runs
+    /// (escape carries across blocks) and sometimes nested past [`INDEX_DEPTH`].
+    fn gen_container(rng: &mut Rng) -> (String, bool) {
+        let mut doc = String::new();
+        while !doc.starts_with(['{', '[']) {
+            doc.clear();
+            gen_value(rng, 0, &mut doc);
+        }
+        if rng.below(4) == 0 {
+            let run = "\\\\".repeat(rng.below(40));
+            let tail = ["\\\"", "x", "\\u00e9", ""][rng.below(4)];
+            doc = format!("[\"{run}{tail}\",{doc},\"{}\"]", "y".repeat(rng.below(70)));
+        }
+        let deep = rng.below(8) == 0;
+        if deep {
+            let levels = 55 + rng.below(15);
+            doc = format!("{}{doc}{}", "[".repeat(levels), "]".repeat(levels));
+        }
+        (doc, deep)
+    }
+
+    #[test]
+    fn structural_index_skip_equals_the_token_scanner() {
+        let mut rng = Rng(0x6A09_E667_F3BC_C909);
+        let (mut accepted, mut refused) = (0, 0);
+        for case in 0..20_000 {
+            let (mut doc, deep) = gen_container(&mut rng);
+            if case % 2 == 1 {
+                for _ in 0..=rng.below(2) {
+                    doc = mutate(&mut rng, &doc);
+                }
+            }
+            // Text before the container moves it across every block alignment.
+            let start = rng.below(70);
+            let doc = format!("{}{doc}", "x".repeat(start));
+            if !matches!(doc.as_bytes().get(start), Some(b'{' | b'[')) {
+                continue;
+            }
+            let mut sc = Scanner::<crate::scan::Scalar>::with_search(&doc, 0);
+            sc.set_position(start);
+            let want = sc.skip_container_tokens().map(|n| (sc.position(), n));
+            let got = [
+                skip_indexed::<crate::scan::Scalar>(doc.as_bytes(), start),
+                skip_indexed::<crate::scan::Sse2>(doc.as_bytes(), start),
+                skip_indexed::<crate::scan::Avx2>(doc.as_bytes(), start),
+                skip_indexed::<Native>(doc.as_bytes(), start),
+            ];
+            for g in got {
+                match &want {
+                    Ok(w) => {
+                        // Only nesting past the index's depth may send valid input back.
+                        if g.is_none() && deep {
+                            continue;
+                        }
+                        assert_eq!(g, Some(*w), "{doc}");
+                        accepted += 1;
+                    }
+                    Err(_) => {
+                        assert_eq!(g, None, "{doc}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(accepted > 20_000 && refused > 8_000, "{accepted} {refused}");
+    }
+
+    #[test]
+    fn structural_index_refuses_what_the_grammar_refuses() {
+        for bad in [
+            "[1 2]",
+            "[1,]",
+            "[,1]",
+            "{\"a\" 1}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{1:2}",
+            "[tru]",
+            "[truex]",
+            "[01]",
+            "[1.]",
+            "[-]",
+            "[\"a\\q\"]",
+            "[\"a\\u12g4\"]",
+            "[\"a\tb\"]",
+            "[\x01]",
+            "[\\]",
+            "[\"a\"\"b\"]",
+            "[}",
+            "{]",
+            "[[]",
+            "[\"open]",
+        ] {
+            assert_eq!(skip_indexed::<Native>(bad.as_bytes(), 0), None, "{bad:?}");
+            let mut sc = Scanner::new(bad, 0);
+            assert!(sc.skip_container_tokens().is_err(), "{bad:?}");
+        }
+        let ok = "[\n\t1 ,\r\n{\"a\\\\\":\"\\\"]\"}, [], {}, true,null,-0.5e+3]";
+        assert_eq!(skip_indexed::<Native>(ok.as_bytes(), 0), Some((ok.len(), 7)));
     }
 
     #[test]
