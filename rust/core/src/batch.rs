@@ -843,81 +843,21 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
 /// Deepest nesting, relative to its start, that [`skip_indexed`] tracks (one bit per level).
 const INDEX_DEPTH: usize = 63;
 
-// The grammar of `skip_indexed` as tables, so a token costs loads and arithmetic instead of a
-// dispatch on its byte (an indirect jump the CPU mispredicts). States say what may come next;
-// each knows whether it is inside an object or an array, so a close needs no stack check.
-/// Before the container's own first byte.
-const TOP: u8 = 0;
-/// After `:`: a member value.
-const MEMBER_VALUE: u8 = 1;
+// Grammar states of `skip_indexed`: what the next token may be.
+/// A member value (or the container itself, before its first byte).
+const VALUE: u8 = 0;
 /// Right after `[`: an element or `]`.
-const ELEMENT_OR_CLOSE: u8 = 2;
+const ELEMENT_OR_CLOSE: u8 = 1;
 /// After `,` in an array: an element.
-const ELEMENT: u8 = 3;
+const ELEMENT: u8 = 2;
 /// Right after `{`: a member name or `}`.
-const NAME_OR_CLOSE: u8 = 4;
+const NAME_OR_CLOSE: u8 = 3;
 /// After `,` in an object: a member name.
-const NAME: u8 = 5;
+const NAME: u8 = 4;
 /// After a member name: `:`.
-const COLON: u8 = 6;
-/// After a value in an array: `,` or `]`. `AFTER_IN_OBJECT` must be one more (see the close).
-const AFTER_IN_ARRAY: u8 = 7;
-/// After a value in an object: `,` or `}`.
-const AFTER_IN_OBJECT: u8 = 8;
-/// Not JSON: the token scanner takes over.
-const REFUSE: u8 = 0xFF;
-
-/// Token classes, by the token's first byte: `{ [ } ] : ,`, a string's opening quote, and 7
-/// for any other byte (a scalar: number or literal, checked at its position).
-static TOKEN_CLASS: [u8; 256] = {
-    let mut t = [7u8; 256];
-    t[b'{' as usize] = 0;
-    t[b'[' as usize] = 1;
-    t[b'}' as usize] = 2;
-    t[b']' as usize] = 3;
-    t[b':' as usize] = 4;
-    t[b',' as usize] = 5;
-    t[b'"' as usize] = 6;
-    t
-};
-
-/// `NEXT[state][class]`: the state after a token, or [`REFUSE`]. After a close the table says
-/// `AFTER_IN_ARRAY`; the walk adds the enclosing container's kind (1 for an object).
-static NEXT: [[u8; 8]; 9] = {
-    const R: u8 = REFUSE;
-    const OBJ: u8 = NAME_OR_CLOSE;
-    const ARR: u8 = ELEMENT_OR_CLOSE;
-    const IN_A: u8 = AFTER_IN_ARRAY;
-    const IN_O: u8 = AFTER_IN_OBJECT;
-    [
-        [OBJ, ARR, R, R, R, R, R, R],
-        [OBJ, ARR, R, R, R, R, IN_O, IN_O],
-        [OBJ, ARR, R, IN_A, R, R, IN_A, IN_A],
-        [OBJ, ARR, R, R, R, R, IN_A, IN_A],
-        [R, R, IN_A, R, R, R, COLON, R],
-        [R, R, R, R, R, R, COLON, R],
-        [R, R, R, R, MEMBER_VALUE, R, R, R],
-        [R, R, R, IN_A, R, ELEMENT, R, R],
-        [R, R, IN_A, R, R, NAME, R, R],
-    ]
-};
-
-/// 1 where a token starts an element of its container (an array's value, an object's member
-/// name): the top-level count of [`Scanner::skip_container_tokens`].
-static STARTS_ELEMENT: [[u8; 8]; 9] = {
-    let mut t = [[0u8; 8]; 9];
-    let mut c = 0;
-    while c < 8 {
-        if c != 2 && c != 3 && c != 4 && c != 5 {
-            t[ELEMENT_OR_CLOSE as usize][c] = 1;
-            t[ELEMENT as usize][c] = 1;
-        }
-        c += 1;
-    }
-    t[NAME_OR_CLOSE as usize][6] = 1;
-    t[NAME as usize][6] = 1;
-    t
-};
+const COLON: u8 = 5;
+/// After a value: `,` or the close of the innermost container.
+const AFTER: u8 = 6;
 
 /// Each bit set where that byte is the second of a pair of backslashes (escaped), with the
 /// carry into the next block in `prev_escaped` (simdjson's branch-free odd-sequence rule).
@@ -945,23 +885,6 @@ fn prefix_xor(mut x: u64) -> u64 {
     x
 }
 
-/// Whether the number or literal starting at `buf[p]` is valid and ends where its run of
-/// non-structural bytes ends (`truex` and `1.5.3` are refused).
-#[inline]
-fn scalar_ok(buf: &[u8], p: usize) -> bool {
-    let end = match buf[p] {
-        b't' => buf[p..].starts_with(b"true").then_some(p + 4),
-        b'f' => buf[p..].starts_with(b"false").then_some(p + 5),
-        b'n' => buf[p..].starts_with(b"null").then_some(p + 4),
-        b'-' | b'0'..=b'9' => json_number_end(buf, p).ok(),
-        _ => None,
-    };
-    end.is_some_and(|e| {
-        buf.get(e)
-            .is_none_or(|&b| b <= b' ' || matches!(b, b',' | b']' | b'}' | b'"'))
-    })
-}
-
 /// Validates and skips the object or array at `buf[start]` over a structural index of 64-byte
 /// blocks (simdjson's first stage: quote and backslash masks, the in-string mask by prefix
 /// XOR, structural and scalar-start bits), walking the grammar from token to token instead of
@@ -980,10 +903,9 @@ fn skip_indexed<S: StringSearch>(buf: &[u8], start: usize) -> Option<(usize, usi
     // Carries between blocks: all ones when a string is open, a pending escape, and whether the
     // previous block ended inside a scalar (number or literal).
     let (mut in_string_carry, mut escape_carry, mut scalar_carry) = (0u64, 0u64, 0u64);
-    // `after[d]`: the state after a value inside the open container at depth `d`.
-    let mut after = [AFTER_IN_ARRAY; INDEX_DEPTH + 1];
-    let mut depth = 0usize;
-    let mut state = TOP;
+    // One bit per open container, innermost lowest: 1 for an object.
+    let (mut stack, mut depth) = (0u64, 0usize);
+    let mut state = VALUE;
     let mut top_count = 0usize;
     while at < buf.len() {
         let block: &[u8; 64] = if let Some(b) = buf.get(at..at + 64) {
@@ -1036,31 +958,94 @@ fn skip_indexed<S: StringSearch>(buf: &[u8], start: usize) -> Option<(usize, usi
         while tokens != 0 {
             let i = tokens.trailing_zeros() as usize;
             tokens &= tokens - 1;
-            let class = TOKEN_CLASS[usize::from(block[i])];
-            let entry = NEXT[usize::from(state)][usize::from(class)];
-            if entry == REFUSE {
-                return None;
-            }
-            top_count += usize::from(STARTS_ELEMENT[usize::from(state)][usize::from(class)])
-                & usize::from(depth == 1);
-            if class < 2 {
-                depth += 1;
-                if depth > INDEX_DEPTH {
-                    return None;
+            let c = block[i];
+            match c {
+                b'{' | b'[' => {
+                    if state > ELEMENT {
+                        return None;
+                    }
+                    if depth == 1 && state != VALUE {
+                        top_count += 1;
+                    }
+                    depth += 1;
+                    if depth > INDEX_DEPTH {
+                        return None;
+                    }
+                    let object = c == b'{';
+                    stack = (stack << 1) | u64::from(object);
+                    state = if object { NAME_OR_CLOSE } else { ELEMENT_OR_CLOSE };
                 }
-                after[depth] = AFTER_IN_ARRAY + u8::from(class == 0);
-                state = entry;
-            } else if class < 4 {
-                depth -= 1;
-                if depth == 0 {
-                    let upto = if i == 63 { !0 } else { (1u64 << (i + 1)) - 1 };
-                    return (bad & upto == 0).then_some((at + i + 1, top_count));
+                b'}' | b']' => {
+                    let object = stack & 1 == 1;
+                    let fits = if c == b'}' {
+                        object && (state == NAME_OR_CLOSE || state == AFTER)
+                    } else {
+                        !object && (state == ELEMENT_OR_CLOSE || state == AFTER)
+                    };
+                    if !fits || depth == 0 {
+                        return None;
+                    }
+                    stack >>= 1;
+                    depth -= 1;
+                    state = AFTER;
+                    if depth == 0 {
+                        let upto = if i == 63 { !0 } else { (1u64 << (i + 1)) - 1 };
+                        return (bad & upto == 0).then_some((at + i + 1, top_count));
+                    }
                 }
-                state = after[depth];
-            } else {
-                state = entry;
-                if class == 7 && !scalar_ok(buf, at + i) {
-                    return None;
+                b':' => {
+                    if state != COLON {
+                        return None;
+                    }
+                    state = VALUE;
+                }
+                b',' => {
+                    if state != AFTER {
+                        return None;
+                    }
+                    state = if stack & 1 == 1 { NAME } else { ELEMENT };
+                }
+                b'"' => {
+                    state = match state {
+                        NAME_OR_CLOSE | NAME => {
+                            if depth == 1 {
+                                top_count += 1;
+                            }
+                            COLON
+                        }
+                        VALUE => AFTER,
+                        ELEMENT_OR_CLOSE | ELEMENT => {
+                            if depth == 1 {
+                                top_count += 1;
+                            }
+                            AFTER
+                        }
+                        _ => return None,
+                    };
+                }
+                _ => {
+                    if state > ELEMENT {
+                        return None;
+                    }
+                    if depth == 1 && state != VALUE {
+                        top_count += 1;
+                    }
+                    let p = at + i;
+                    let end = match c {
+                        b't' => buf[p..].starts_with(b"true").then_some(p + 4),
+                        b'f' => buf[p..].starts_with(b"false").then_some(p + 5),
+                        b'n' => buf[p..].starts_with(b"null").then_some(p + 4),
+                        b'-' | b'0'..=b'9' => json_number_end(buf, p).ok(),
+                        _ => None,
+                    }?;
+                    // The scalar must end where its run of non-structural bytes ends.
+                    match buf.get(end) {
+                        Some(&b) if b > b' ' && !matches!(b, b',' | b']' | b'}' | b'"') => {
+                            return None
+                        }
+                        _ => {}
+                    }
+                    state = AFTER;
                 }
             }
         }
@@ -1491,10 +1476,7 @@ mod tests {
             assert!(sc.skip_container_tokens().is_err(), "{bad:?}");
         }
         let ok = "[\n\t1 ,\r\n{\"a\\\\\":\"\\\"]\"}, [], {}, true,null,-0.5e+3]";
-        assert_eq!(
-            skip_indexed::<Native>(ok.as_bytes(), 0),
-            Some((ok.len(), 7))
-        );
+        assert_eq!(skip_indexed::<Native>(ok.as_bytes(), 0), Some((ok.len(), 7)));
     }
 
     #[test]
