@@ -33,8 +33,6 @@ static STRING_STOP: [bool; 256] = {
 pub trait StringSearch {
     /// Same contract as [`string_stop`].
     fn string_stop(buf: &[u8], from: usize) -> usize;
-    /// Same contract as [`classify`].
-    fn classify(block: &[u8; 64]) -> BlockMasks;
 }
 
 /// The best path for this CPU: SSE2 (inline) then AVX2 when detected; scalar off x86-64.
@@ -59,21 +57,12 @@ impl StringSearch for Native {
     fn string_stop(buf: &[u8], from: usize) -> usize {
         string_stop(buf, from)
     }
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn classify(block: &[u8; 64]) -> BlockMasks {
-        classify(block)
-    }
 }
 
 impl StringSearch for Scalar {
     #[inline]
     fn string_stop(buf: &[u8], from: usize) -> usize {
         string_stop_scalar(buf, from)
-    }
-    #[inline]
-    fn classify(block: &[u8; 64]) -> BlockMasks {
-        classify_scalar(block)
     }
 }
 
@@ -82,20 +71,12 @@ impl StringSearch for Sse2 {
     fn string_stop(buf: &[u8], from: usize) -> usize {
         string_stop_sse2(buf, from).unwrap_or_else(|| string_stop_scalar(buf, from))
     }
-    #[inline]
-    fn classify(block: &[u8; 64]) -> BlockMasks {
-        classify_sse2(block).unwrap_or_else(|| classify_scalar(block))
-    }
 }
 
 impl StringSearch for Avx2 {
     #[inline]
     fn string_stop(buf: &[u8], from: usize) -> usize {
         string_stop_avx2(buf, from).unwrap_or_else(|| Sse2::string_stop(buf, from))
-    }
-    #[inline]
-    fn classify(block: &[u8; 64]) -> BlockMasks {
-        classify_avx2(block).unwrap_or_else(|| Sse2::classify(block))
     }
 }
 
@@ -243,92 +224,6 @@ pub fn ascii_run_end(buf: &[u8], from: usize) -> usize {
     i
 }
 
-/// The byte classes of one 64-byte block that the structural skip needs, one bit per byte
-/// (bit `i` is byte `i`): the JSON structural index of simdjson's first stage, before strings
-/// are masked out (the skip does that, since it carries state between blocks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BlockMasks {
-    /// `"`.
-    pub quote: u64,
-    /// `\`.
-    pub backslash: u64,
-    /// Bytes at or below 0x20: the space, the other JSON whitespace and the control bytes.
-    pub low: u64,
-    /// The space (0x20): `low & !space` are the tab, the line ends and the control bytes.
-    pub space: u64,
-    /// `{ } [ ] : ,`.
-    pub structural: u64,
-}
-
-/// The classes of the 64 bytes of `block`. Every implementation returns the same masks for
-/// every block; the tests hold them to a byte-at-a-time oracle.
-#[allow(clippy::inline_always)]
-#[inline(always)]
-#[must_use]
-pub fn classify(block: &[u8; 64]) -> BlockMasks {
-    #[cfg(target_arch = "x86_64")]
-    {
-        x86::classify(block)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        classify_scalar(block)
-    }
-}
-
-/// Portable [`classify`]: one byte at a time (the oracle, and the path off x86-64).
-#[must_use]
-pub fn classify_scalar(block: &[u8; 64]) -> BlockMasks {
-    let mut m = BlockMasks::default();
-    for (i, &b) in block.iter().enumerate() {
-        let bit = 1u64 << i;
-        match b {
-            b'"' => m.quote |= bit,
-            b'\\' => m.backslash |= bit,
-            b'{' | b'}' | b'[' | b']' | b':' | b',' => m.structural |= bit,
-            b' ' => {
-                m.space |= bit;
-                m.low |= bit;
-            }
-            0..=0x1F => m.low |= bit,
-            _ => {}
-        }
-    }
-    m
-}
-
-/// [`classify`] with SSE2 (`None` off x86-64).
-#[must_use]
-pub fn classify_sse2(block: &[u8; 64]) -> Option<BlockMasks> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        Some(x86::classify_sse2(block))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = block;
-        None
-    }
-}
-
-/// [`classify`] with AVX2 (`None` when this CPU has none).
-#[must_use]
-pub fn classify_avx2(block: &[u8; 64]) -> Option<BlockMasks> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was detected on this CPU just above.
-            return Some(unsafe { x86::classify_avx2(block) });
-        }
-        None
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = block;
-        None
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 // The `loadu` intrinsics take `*const __m128i`/`__m256i` but read unaligned memory by contract,
 // so the casts from `*const u8` need no alignment.
@@ -454,101 +349,6 @@ mod x86 {
         }
         sse2_loop(buf, i)
     }
-
-    /// [`super::classify`]: AVX2 when detected, else SSE2.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    pub(super) fn classify(block: &[u8; 64]) -> super::BlockMasks {
-        if avx2() {
-            // SAFETY: `avx2()` checked that this CPU has AVX2.
-            return unsafe { classify_avx2(block) };
-        }
-        classify_sse2(block)
-    }
-
-    /// The five class masks of 16 bytes, as 16-bit movemasks.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn classes16(block: &[u8; 16]) -> [u64; 5] {
-        // SAFETY: `block` is 16 readable bytes and `loadu` has no alignment requirement; the
-        // other intrinsics are SSE2, part of the x86-64 baseline.
-        unsafe {
-            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            let sp = _mm_set1_epi8(b' ' as i8);
-            let low = _mm_cmpeq_epi8(_mm_max_epu8(v, sp), sp);
-            let space = _mm_cmpeq_epi8(v, sp);
-            // `{`|0x20 and `[`|0x20 are both `{`; `}` and `]` likewise give `}`.
-            let folded = _mm_or_si128(v, sp);
-            let structural = _mm_or_si128(
-                _mm_or_si128(
-                    _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8)),
-                    _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8)),
-                ),
-                _mm_or_si128(
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8)),
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8)),
-                ),
-            );
-            [quote, backslash, low, space, structural]
-                .map(|m| u64::from(_mm_movemask_epi8(m) as u32 & 0xFFFF))
-        }
-    }
-
-    /// [`super::classify`] with four 16-byte SSE2 steps.
-    pub(super) fn classify_sse2(block: &[u8; 64]) -> super::BlockMasks {
-        let mut m = [0u64; 5];
-        for (k, chunk) in block.chunks_exact(16).enumerate() {
-            let c = classes16(chunk.try_into().expect("16 bytes"));
-            for (acc, bits) in m.iter_mut().zip(c) {
-                *acc |= bits << (16 * k);
-            }
-        }
-        super::BlockMasks {
-            quote: m[0],
-            backslash: m[1],
-            low: m[2],
-            space: m[3],
-            structural: m[4],
-        }
-    }
-
-    /// [`super::classify`] with two 32-byte AVX2 steps.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn classify_avx2(block: &[u8; 64]) -> super::BlockMasks {
-        let half = |v: __m256i| {
-            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
-            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
-            let sp = _mm256_set1_epi8(b' ' as i8);
-            let low = _mm256_cmpeq_epi8(_mm256_max_epu8(v, sp), sp);
-            let space = _mm256_cmpeq_epi8(v, sp);
-            let folded = _mm256_or_si256(v, sp);
-            let structural = _mm256_or_si256(
-                _mm256_or_si256(
-                    _mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'{' as i8)),
-                    _mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'}' as i8)),
-                ),
-                _mm256_or_si256(
-                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b':' as i8)),
-                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b',' as i8)),
-                ),
-            );
-            [quote, backslash, low, space, structural]
-                .map(|m| u64::from(_mm256_movemask_epi8(m) as u32))
-        };
-        let p = block.as_ptr().cast::<__m256i>();
-        // SAFETY: `block` is 64 readable bytes: two unaligned 32-byte loads at 0 and 32.
-        let (lo, hi) = unsafe { (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1))) };
-        let (a, b) = (half(lo), half(hi));
-        super::BlockMasks {
-            quote: a[0] | b[0] << 32,
-            backslash: a[1] | b[1] << 32,
-            low: a[2] | b[2] << 32,
-            space: a[3] | b[3] << 32,
-            structural: a[4] | b[4] << 32,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -567,31 +367,6 @@ mod tests {
             }
             if let Some(got) = string_stop_avx2(buf, from) {
                 assert_eq!(got, want, "avx2 {buf:?} {from}");
-            }
-        }
-    }
-
-    #[test]
-    fn classify_paths_agree_with_the_byte_oracle() {
-        let mut rng = Rng(0xBB67_AE85_84CA_A73B);
-        let alphabet = b"\"\\{}[]:, \t\n\r\x00\x1f\x20\x21aZ09\x7f\x80\xff";
-        for case in 0..5000 {
-            let mut block = [0u8; 64];
-            for b in &mut block {
-                // Half the blocks from JSON's special bytes, half from every byte value.
-                *b = if case % 2 == 0 {
-                    alphabet[(rng.next() % alphabet.len() as u64) as usize]
-                } else {
-                    rng.next() as u8
-                };
-            }
-            let want = classify_scalar(&block);
-            assert_eq!(classify(&block), want, "{block:?}");
-            if let Some(got) = classify_sse2(&block) {
-                assert_eq!(got, want, "sse2 {block:?}");
-            }
-            if let Some(got) = classify_avx2(&block) {
-                assert_eq!(got, want, "avx2 {block:?}");
             }
         }
     }
