@@ -8,7 +8,8 @@ What this module guarantees:
   the totals of the generated objects. So a benchmark on either shape measures the same work
   with different skipping.
 - ``run_scan_ab.py`` runs end to end in a small configuration (the build against itself), in a
-  subprocess with a hard time limit, and reports that every answer agreed.
+  subprocess with a hard time limit, and reports that every answer agreed; its reading of
+  ``callgrind_annotate`` output takes each function's own inclusive line, not a call site.
 """
 
 from __future__ import annotations
@@ -70,3 +71,25 @@ def test_ab_child_reports_time_and_answer(tmp_path: Path) -> None:
     assert (
         sum(v for _, v in out["answer"]["count"]) == totals_of(generate_events(50, seed=4)).matched
     )
+
+
+def test_callgrind_parts_come_from_each_functions_own_line() -> None:
+    from run_scan_ab import PARTS, parts_of
+
+    obj = "[/venv/eventtally/_core.so]"
+    text = "\n".join(
+        [
+            "127,527,268 (100.0%)  ???:eventtally_core::engine::Plan::prepare " + obj,
+            "22,356,180 (17.5%)  => ???:eventtally_core::batch::Scanner<S>::skip_container (55x)",
+            " 22,356,031 (17.53%)  ???:eventtally_core::batch::Scanner<S>::skip_container " + obj,
+            " 16,211,672 (12.71%)  ???:eventtally_core::engine::update " + obj,
+            "  3,876,000 ( 3.04%)  ???:eventtally_core::time::iso8601::parse_iso8601 " + obj,
+        ]
+    )
+    got = parts_of(text)
+    assert set(got) == set(PARTS)
+    assert got["prepare"] == 127_527_268
+    assert got["skip_container"] == 22_356_031  # not the call site above it
+    assert got["update"] == 16_211_672
+    assert got["timestamp"] == 3_876_000
+    assert got["extract_at"] == 0 and got["utf8"] == 0  # absent: inlined everywhere

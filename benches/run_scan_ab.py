@@ -22,9 +22,15 @@ What this module guarantees:
   (``check_totals``) and requires every child's answer, of both builds and both shapes, to be
   exactly the same (the reshape keeps every value the filter reads). A disagreement exits 1.
 - ``--callgrind``: instructions per event from ``valgrind --tool=callgrind``, counted only
-  inside ``Plan::prepare`` (``--toggle-collect``), as the difference between a run on ``n``
-  events and one on ``n / 6``, divided by the difference in events, so per-batch set-up cancels
-  out. Instruction counts are repeatable on a
+  inside the binding's ``Engine.ingest`` (``--toggle-collect``: the whole call, from the
+  Python object to the applied state and the stats dict, without the interpreter), as the
+  difference between a run on ``n`` events and one on ``n / 6``, divided by the difference in
+  events, so per-batch set-up cancels out. The same run splits that total by inclusive cost
+  (``callgrind_annotate``): ``Plan::prepare`` (scan and per-event update into the batch's
+  delta), inside it the token walk (``extract_at``), the skip of unread containers
+  (``skip_container``), the per-event ``update`` of the aggregate state, the timestamp parse
+  and the UTF-8 check; and the rest of the call (the merge into the store, the binding). A
+  function that LTO inlined everywhere reports 0. Instruction counts are repeatable on a
   shared machine where wall time is not.
 """
 
@@ -90,22 +96,58 @@ def _run_child(python: str, path: Path, repeat: int, answer: bool = True) -> dic
     return result
 
 
-def _callgrind_ir(python: str, path: Path) -> int:
-    # Only inside `Plan::prepare` (the scan of a batch into its delta): the interpreter, the
-    # import and numpy's thread pool stay out of the count.
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    cmd += ["--toggle-collect=eventtally_core::engine::Plan::prepare", python, __file__]
-    done = subprocess.run(
-        [*cmd, "--child", str(path), "--repeat", "1", "--no-answer"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=1800,
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"no callgrind total in: {done.stderr[-500:]}")
-    return int(found.group(1))
+PARTS: dict[str, str] = {
+    "prepare": r"eventtally_core::engine::Plan::prepare ",
+    "extract_at": r"eventtally_core::batch::Scanner<S>::extract_at ",
+    "skip_container": r"eventtally_core::batch::Scanner<S>::skip_container ",
+    "update": r"eventtally_core::engine::update ",
+    "timestamp": r"eventtally_core::time::iso8601::parse_iso8601 ",
+    "utf8": r"eventtally_core::batch::decode_utf8 ",
+}
+"""Inclusive callgrind cost per part of the ingest (``--callgrind``): the pattern each part's
+function matches in ``callgrind_annotate --inclusive=yes`` (its own entry, not a call site)."""
+
+
+def _callgrind_ir(python: str, path: Path) -> dict[str, int]:
+    """Instructions of one ``Engine.ingest`` call: the total and each part of ``PARTS``."""
+    # Only inside the binding's `ingest` (the whole call): the interpreter, the import and
+    # numpy's thread pool stay out of the count.
+    with tempfile.NamedTemporaryFile(prefix="et-callgrind-", suffix=".out") as out:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}"]
+        cmd += ["--toggle-collect=_core::engine::Engine::__pymethod_ingest__", python, __file__]
+        done = subprocess.run(
+            [*cmd, "--child", str(path), "--repeat", "1", "--no-answer"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"no callgrind total in: {done.stderr[-500:]}")
+        annotated = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", "--threshold=100", out.name],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout
+    return {"total": int(found.group(1)), **parts_of(annotated)}
+
+
+def parts_of(annotated: str) -> dict[str, int]:
+    """Each part of ``PARTS``: its function's inclusive count in ``callgrind_annotate`` text."""
+    counts = {}
+    for part, pattern in PARTS.items():
+        # A function's own line reads "<count> (<pct>)  ???:<name> [<object>]"; call-site
+        # lines carry "=>" or "<" before the name and are left out by the anchor.
+        line = re.search(
+            r"^\s*([\d,]+) \([^)]*\)\s+\S*:" + re.escape(pattern).replace(r"\ ", r"\s"),
+            annotated,
+            re.M,
+        )
+        counts[part] = int(line.group(1).replace(",", "")) if line else 0
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,15 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.callgrind:
             print(f"instructions per event (callgrind, {args.events} - {small} events)")
             for shape in SHAPES:
-                per = {}
+                per: dict[str, dict[str, float]] = {}
                 for name, python in builds.items():
                     big = _callgrind_ir(python, files[shape, args.events])
                     little = _callgrind_ir(python, files[shape, small])
-                    per[name] = (big - little) / (args.events - small)
-                print(
-                    f"  {shape:12} base {per['base']:8.0f}  new {per['new']:8.0f}  "
-                    f"new/base {per['new'] / per['base']:.3f}"
-                )
+                    per[name] = {
+                        part: (big[part] - little[part]) / (args.events - small) for part in big
+                    }
+                    per[name]["outside prepare"] = per[name]["total"] - per[name]["prepare"]
+                for part in per["base"]:
+                    b, n = per["base"][part], per["new"][part]
+                    ratio = f"{n / b:.3f}" if b else "-"
+                    label = f"{shape} {part}"
+                    print(f"  {label:32} base {b:8.0f}  new {n:8.0f}  new/base {ratio}")
             return 0
 
         best = {(b, s): float("inf") for b in builds for s in SHAPES}

@@ -702,6 +702,35 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
         self.extract_at(trie, 0, slots)
     }
 
+    /// The common member of compact JSON, `"name":"value"` with a plain name (no escape, no
+    /// whitespace), read on local copies of the position: a member no path reads whose value
+    /// is a plain string is skipped whole ([`Compact::Skipped`], its value's end); otherwise
+    /// the name is resolved and the value left to the caller ([`Compact::Named`], at the
+    /// value). Anything else ([`Compact::No`]) changes nothing, and the caller's token-by-token
+    /// code reads the member from the same position, so errors and their offsets are its own.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn compact_member(&self, node: &TrieNode) -> Compact {
+        let b = self.buf;
+        let p = self.pos;
+        if b.get(p) != Some(&b'"') {
+            return Compact::No;
+        }
+        let ke = S::string_stop(b, p + 1);
+        if b.get(ke) != Some(&b'"') || b.get(ke + 1) != Some(&b':') {
+            return Compact::No;
+        }
+        let value = ke + 2;
+        let child = node.child_raw(b, p + 1, ke);
+        if child.is_none() && b.get(value) == Some(&b'"') {
+            let ve = S::string_stop(b, value + 1);
+            if b.get(ve) == Some(&b'"') {
+                return Compact::Skipped(ve + 1);
+            }
+        }
+        Compact::Named { child, value }
+    }
+
     fn extract_at(
         &mut self,
         trie: &PathTrie,
@@ -725,15 +754,39 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                     self.leave();
                 } else {
                     loop {
-                        if self.peek_non_ws() != Some(b'"') {
-                            return Err(self.unexpected("a member name string"));
-                        }
-                        let (ks, ke, escaped) = self.scan_string()?;
-                        self.expect(b':', "':' after member name")?;
-                        let child = if escaped {
-                            node.child_named(self.decode_escapes(ks, ke).as_bytes())
-                        } else {
-                            node.child_raw(self.buf, ks, ke)
+                        let child = match self.compact_member(node) {
+                            Compact::Skipped(end) => {
+                                self.pos = end;
+                                None
+                            }
+                            Compact::Named { child, value } => {
+                                self.pos = value;
+                                if child.is_none() {
+                                    self.skip_value()?;
+                                }
+                                child
+                            }
+                            Compact::No => {
+                                if self.peek_non_ws() != Some(b'"') {
+                                    return Err(self.unexpected("a member name string"));
+                                }
+                                let (ks, ke, escaped) = self.scan_string()?;
+                                self.expect(b':', "':' after member name")?;
+                                let child = if escaped {
+                                    node.child_named(self.decode_escapes(ks, ke).as_bytes())
+                                } else {
+                                    node.child_raw(self.buf, ks, ke)
+                                };
+                                if child.is_none() {
+                                    // Most unread members are strings: skipped inline.
+                                    if self.peek_non_ws() == Some(b'"') {
+                                        self.scan_string()?;
+                                    } else {
+                                        self.skip_value()?;
+                                    }
+                                }
+                                child
+                            }
                         };
                         match child {
                             Some(c) => {
@@ -752,14 +805,7 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                                     self.extract_at(trie, c as usize, slots)?;
                                 }
                             }
-                            None => {
-                                // Most unread members are strings: skipped inline.
-                                if self.peek_non_ws() == Some(b'"') {
-                                    self.scan_string()?;
-                                } else {
-                                    self.skip_value()?;
-                                }
-                            }
+                            None => {}
                         }
                         match self.peek_non_ws() {
                             Some(b',') => self.pos += 1,
@@ -823,6 +869,16 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
         }
         Ok(())
     }
+}
+
+/// What [`Scanner::compact_member`] did with the member at the scanner's position.
+enum Compact {
+    /// An unread member with a plain string value, skipped up to this end.
+    Skipped(usize),
+    /// A plain name followed by `:`: its child (if a path reads it) and where its value starts.
+    Named { child: Option<u32>, value: usize },
+    /// Not the compact form: nothing was consumed.
+    No,
 }
 
 /// Byte-slice equality without a `memcmp` call: member names are short, and most candidates
