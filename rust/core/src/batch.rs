@@ -577,14 +577,32 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                     top_count += 1;
                 }
                 if top == b'{' {
-                    if self.peek_non_ws() != Some(b'"') {
-                        return Err(self.unexpected("a member name string"));
+                    // A compact `"name":` (and a plain string value) on local positions, as in
+                    // `compact_member`; the token code reads anything else from the same place.
+                    let (b, p) = (self.buf, self.pos);
+                    let name_end = (b.get(p) == Some(&b'"')).then(|| S::string_stop(b, p + 1));
+                    if let Some(ke) = name_end.filter(|&ke| b.get(ke..ke + 2) == Some(b"\":")) {
+                        self.pos = ke + 2;
+                        if b.get(ke + 2) == Some(&b'"') {
+                            let ve = S::string_stop(b, ke + 3);
+                            if b.get(ve) == Some(&b'"') {
+                                self.pos = ve + 1;
+                                if self.after_value()? {
+                                    return Ok(top_count);
+                                }
+                                continue;
+                            }
+                        }
+                    } else {
+                        if self.peek_non_ws() != Some(b'"') {
+                            return Err(self.unexpected("a member name string"));
+                        }
+                        self.scan_string()?;
+                        if self.peek_non_ws() != Some(b':') {
+                            return Err(self.unexpected("':' after member name"));
+                        }
+                        self.pos += 1;
                     }
-                    self.scan_string()?;
-                    if self.peek_non_ws() != Some(b':') {
-                        return Err(self.unexpected("':' after member name"));
-                    }
-                    self.pos += 1;
                 }
                 match self.peek_non_ws() {
                     Some(open @ (b'{' | b'[')) => {
