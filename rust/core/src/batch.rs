@@ -558,17 +558,36 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
             return Err(self.err(self.pos, format!("nesting deeper than {MAX_DEPTH} levels")));
         }
         let mut top_count = 0usize;
-        self.stack.push(self.buf[self.pos]);
-        self.pos += 1;
-        'open: loop {
-            self.skip_ws();
-            let top = *self.stack.last().expect("an open container");
-            // `{` + 2 is `}` and `[` + 2 is `]`.
-            if self.peek() == Some(top + 2) {
+        // The compact prefix: done, or resumed at an element after a `,`, where the inner loop
+        // below would be after that element (so `{"a":1,}` still fails there).
+        let mut resumed = false;
+        match self.flat_compact(self.pos) {
+            Flat::Done { end, count } => {
+                self.pos = end;
+                return Ok(count);
+            }
+            Flat::At { pos, count } => {
+                self.stack.push(self.buf[self.pos]);
+                self.pos = pos;
+                top_count = count;
+                resumed = true;
+            }
+            Flat::No => {
+                self.stack.push(self.buf[self.pos]);
                 self.pos += 1;
-                self.stack.pop();
-                if self.after_value()? {
-                    return Ok(top_count);
+            }
+        }
+        'open: loop {
+            if !std::mem::take(&mut resumed) {
+                self.skip_ws();
+                let top = *self.stack.last().expect("an open container");
+                // `{` + 2 is `}` and `[` + 2 is `]`.
+                if self.peek() == Some(top + 2) {
+                    self.pos += 1;
+                    self.stack.pop();
+                    if self.after_value()? {
+                        return Ok(top_count);
+                    }
                 }
             }
             loop {
@@ -628,6 +647,70 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                 if self.after_value()? {
                     return Ok(top_count);
                 }
+            }
+        }
+    }
+
+    /// The compact prefix of the container at `start` (`{`/`[` checked by the caller), on local
+    /// positions: the flat elements without whitespace or escapes (`"name":"Apple"`,
+    /// `"version":3`, `true`, `0.5`) that open it. [`Flat::Done`] when they make the whole
+    /// container, with its end and element count exactly as the token loop of
+    /// [`Scanner::skip_container`] would find them; [`Flat::At`] at the first element that is
+    /// not one (nested, spaced, escaped or invalid), after a `,`; [`Flat::No`] when even the
+    /// first is not. The token loop reads on from there, so errors and offsets are its own.
+    fn flat_compact(&self, start: usize) -> Flat {
+        let b = self.buf;
+        let object = b[start] == b'{';
+        let close = if object { b'}' } else { b']' };
+        let mut p = start + 1;
+        if b.get(p) == Some(&close) {
+            return Flat::Done {
+                end: p + 1,
+                count: 0,
+            };
+        }
+        let mut count = 0usize;
+        loop {
+            let stop = if count == 0 {
+                Flat::No
+            } else {
+                Flat::At { pos: p, count }
+            };
+            let mut q = p;
+            if object {
+                if b.get(q) != Some(&b'"') {
+                    return stop;
+                }
+                let ke = S::string_stop(b, q + 1);
+                if b.get(ke..ke + 2) != Some(b"\":") {
+                    return stop;
+                }
+                q = ke + 2;
+            }
+            let end = match b.get(q) {
+                Some(b'"') => {
+                    let ve = S::string_stop(b, q + 1);
+                    (b.get(ve) == Some(&b'"')).then_some(ve + 1)
+                }
+                Some(b't') => b[q..].starts_with(b"true").then_some(q + 4),
+                Some(b'f') => b[q..].starts_with(b"false").then_some(q + 5),
+                Some(b'n') => b[q..].starts_with(b"null").then_some(q + 4),
+                Some(b'-' | b'0'..=b'9') => json_number_end(b, q).ok(),
+                _ => None,
+            };
+            let Some(end) = end else { return stop };
+            match b.get(end) {
+                Some(b',') => {
+                    count += 1;
+                    p = end + 1;
+                }
+                Some(&c) if c == close => {
+                    return Flat::Done {
+                        end: end + 1,
+                        count: count + 1,
+                    }
+                }
+                _ => return stop,
             }
         }
     }
@@ -887,6 +970,16 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
         }
         Ok(())
     }
+}
+
+/// How far [`Scanner::flat_compact`] read a container.
+enum Flat {
+    /// The whole container: one past its close, and its element count.
+    Done { end: usize, count: usize },
+    /// `count` elements and their commas, up to the element at `pos`.
+    At { pos: usize, count: usize },
+    /// Not even the first element.
+    No,
 }
 
 /// What [`Scanner::compact_member`] did with the member at the scanner's position.
