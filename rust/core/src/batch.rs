@@ -1313,6 +1313,63 @@ mod tests {
         assert!(accepted > 1000 && rejected > 500, "{accepted} {rejected}");
     }
 
+    /// One JSON value by serde_json: where it ends, and its element count (arrays) or its
+    /// distinct member names (objects: a map merges duplicates, so the scanner's count of
+    /// members is at least this).
+    fn serde_value_end(doc: &str) -> Option<(usize, usize, bool)> {
+        let mut it = serde_json::Deserializer::from_str(doc).into_iter::<serde_json::Value>();
+        let v = it.next()?.ok()?;
+        let end = it.byte_offset();
+        match v {
+            serde_json::Value::Array(a) => Some((end, a.len(), true)),
+            serde_json::Value::Object(m) => Some((end, m.len(), false)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn container_skips_end_and_count_as_serde_json_reads_them() {
+        // Mostly compact containers (the fast paths), some spaced or escaped (the token loop
+        // resuming after a compact prefix), half of them mutated into invalid JSON.
+        let mut rng = Rng(0x3C6E_F372_FE94_F82B);
+        let (mut accepted, mut rejected) = (0, 0);
+        for case in 0..6000 {
+            let mut doc = String::new();
+            while !doc.starts_with(['{', '[']) {
+                doc.clear();
+                gen_value(&mut rng, 2, &mut doc);
+            }
+            if case % 2 == 1 {
+                for _ in 0..=rng.below(3) {
+                    doc = mutate(&mut rng, &doc);
+                }
+            }
+            if !doc.starts_with(['{', '[']) {
+                continue;
+            }
+            // A mutated `\u` escape may be a lone surrogate, which serde_json refuses and this
+            // scanner accepts by design (decoded as U+FFFD).
+            if case % 2 == 1 && doc.contains("\\u") {
+                continue;
+            }
+            let mut sc = Scanner::new(&doc, 0);
+            let got = sc.skip_value().map(|n| (sc.position(), n));
+            match serde_value_end(&doc) {
+                Some((end, n, array)) => {
+                    let (got_end, got_n) = got.expect(&doc);
+                    assert_eq!(got_end, end, "{doc}");
+                    assert!(if array { got_n == n } else { got_n >= n }, "{doc}");
+                    accepted += 1;
+                }
+                None => {
+                    assert!(got.is_err(), "{doc}");
+                    rejected += 1;
+                }
+            }
+        }
+        assert!(accepted > 2000 && rejected > 400, "{accepted} {rejected}");
+    }
+
     #[test]
     fn utf8_and_bom() {
         assert_eq!(decode_utf8(b"\xEF\xBB\xBF[]").unwrap(), ("[]", 3));
