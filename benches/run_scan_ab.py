@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                     per[name]["outside prepare"] = per[name]["total"] - per[name]["prepare"]
                 for part in per["base"]:
                     b, n = per["base"][part], per["new"][part]
-                    ratio = f"{n / b:.3f}" if b else "-"
+                    # A part that costs nothing in the baseline has no ratio.
+                    ratio = f"{n / b:.3f}" if abs(b) >= 1 else "-"
                     label = f"{shape} {part}"
                     print(f"  {label:32} base {b:8.0f}  new {n:8.0f}  new/base {ratio}")
             return 0
