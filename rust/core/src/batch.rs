@@ -889,24 +889,21 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                                 child
                             }
                         };
-                        match child {
-                            Some(c) => {
-                                let cn = &trie.nodes[c as usize];
-                                for &s in &cn.descendants {
-                                    slots[s as usize] = None;
-                                }
-                                // Leaves (most read paths) are read here, without a recursive
-                                // call and its frame.
-                                if cn.is_leaf() {
-                                    let v = self.read_value()?;
-                                    if let Some(slot) = cn.slot {
-                                        slots[slot as usize] = Some(v);
-                                    }
-                                } else {
-                                    self.extract_at(trie, c as usize, slots)?;
-                                }
+                        if let Some(c) = child {
+                            let cn = &trie.nodes[c as usize];
+                            for &s in &cn.descendants {
+                                slots[s as usize] = None;
                             }
-                            None => {}
+                            // Leaves (most read paths) are read here, without a recursive
+                            // call and its frame.
+                            if cn.is_leaf() {
+                                let v = self.read_value()?;
+                                if let Some(slot) = cn.slot {
+                                    slots[slot as usize] = Some(v);
+                                }
+                            } else {
+                                self.extract_at(trie, c as usize, slots)?;
+                            }
                         }
                         match self.peek_non_ws() {
                             Some(b',') => self.pos += 1,
@@ -1313,7 +1310,7 @@ mod tests {
         assert!(accepted > 1000 && rejected > 500, "{accepted} {rejected}");
     }
 
-    /// One JSON value by serde_json: where it ends, and its element count (arrays) or its
+    /// One JSON value by `serde_json`: where it ends, and its element count (arrays) or its
     /// distinct member names (objects: a map merges duplicates, so the scanner's count of
     /// members is at least this).
     fn serde_value_end(doc: &str) -> Option<(usize, usize, bool)> {
@@ -1354,17 +1351,14 @@ mod tests {
             }
             let mut sc = Scanner::new(&doc, 0);
             let got = sc.skip_value().map(|n| (sc.position(), n));
-            match serde_value_end(&doc) {
-                Some((end, n, array)) => {
-                    let (got_end, got_n) = got.expect(&doc);
-                    assert_eq!(got_end, end, "{doc}");
-                    assert!(if array { got_n == n } else { got_n >= n }, "{doc}");
-                    accepted += 1;
-                }
-                None => {
-                    assert!(got.is_err(), "{doc}");
-                    rejected += 1;
-                }
+            if let Some((end, n, array)) = serde_value_end(&doc) {
+                let (got_end, got_n) = got.expect(&doc);
+                assert_eq!(got_end, end, "{doc}");
+                assert!(if array { got_n == n } else { got_n >= n }, "{doc}");
+                accepted += 1;
+            } else {
+                assert!(got.is_err(), "{doc}");
+                rejected += 1;
             }
         }
         assert!(accepted > 2000 && rejected > 400, "{accepted} {rejected}");
