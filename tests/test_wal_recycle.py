@@ -200,7 +200,7 @@ def test_recycle_settings_are_validated(tmp_path: Path) -> None:
         WriteAheadLog(tmp_path, recycle_segments=-1)
     with pytest.raises(ConfigFileError, match="wal_recycle_segments"):
         DurabilityConfig(wal_recycle_segments=-1).validate()
-    assert DurabilityConfig().validate().wal_recycle_segments == 8
+    assert DurabilityConfig().validate().wal_recycle_segments == 0  # opt-in
 
 
 CHILD = textwrap.dedent(

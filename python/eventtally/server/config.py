@@ -68,9 +68,10 @@ class DurabilityConfig:
     wal_retention_bytes: int = 0
     wal_retention_seconds: float = 0.0
     #: Segments removed after snapshots that are kept as spares and overwritten in place by
-    #: later rotations (no new file, no block allocation: cheaper writes and fsyncs); 0 deletes
-    #: them.  Costs up to this many x ``segment_bytes`` of disk.
-    wal_recycle_segments: int = 8
+    #: later rotations (no new file, no block allocation: cheaper fsyncs); 0 (default) deletes
+    #: them.  Costs up to this many x ``segment_bytes`` of disk.  Opt-in: it paid only where
+    #: spares were seconds old (benches/README.md, "WAL recycling").
+    wal_recycle_segments: int = 0
     #: zlib level for WAL payloads (0 = stored as received).
     wal_compress_level: int = 0
     #: Seconds between snapshots of changed organizations; ``None`` = ``server.save_interval``;
