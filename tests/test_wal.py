@@ -413,6 +413,89 @@ def test_group_commit_leader_covers_followers(
         monkeypatch.setattr(walmod, "_sync", real_sync)
 
 
+def test_a_finished_fsync_wakes_one_next_leader_not_every_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten appenders wait behind an fsync that cannot cover them: when it ends, one of them
+    leads the next fsync while the other nine stay asleep (no thundering herd), and that one
+    fsync then releases all nine."""
+    gates = [threading.Event(), threading.Event()]
+    entered = [threading.Event(), threading.Event()]
+    calls: list[int] = []
+    real_sync = walmod._sync
+
+    def slow_sync(fd: int) -> None:
+        n = len(calls)
+        calls.append(fd)
+        if n < 2:
+            entered[n].set()
+            gates[n].wait(5)
+        real_sync(fd)
+
+    with WriteAheadLog(tmp_path, fsync="always") as wal:
+        monkeypatch.setattr(walmod, "_sync", slow_sync)
+        first = threading.Thread(target=wal.append, args=(rec(1),))
+        first.start()
+        assert entered[0].wait(5)
+        followers = [threading.Thread(target=wal.append, args=(rec(i),)) for i in range(2, 12)]
+        for t in followers:
+            t.start()
+        deadline = time.monotonic() + 5
+        while len(wal._waiters) < 10 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert len(wal._waiters) == 10
+        gates[0].set()
+        assert entered[1].wait(5)  # one follower leads the second fsync ...
+        time.sleep(0.05)
+        assert len(wal._waiters) == 9  # ... the others were not woken
+        gates[1].set()
+        first.join(5)
+        for t in followers:
+            t.join(5)
+        assert not any(t.is_alive() for t in [first, *followers])
+        assert len(calls) == 2 and wal.stats().synced_seq == 11
+        monkeypatch.setattr(walmod, "_sync", real_sync)
+
+
+def test_a_failed_fsync_releases_every_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appenders waiting behind an fsync that fails all get WalFailedError; none hangs."""
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def failing_sync(fd: int) -> None:
+        entered.set()
+        gate.wait(5)
+        raise OSError(5, "Input/output error")
+
+    wal = WriteAheadLog(tmp_path, fsync="always")
+    monkeypatch.setattr(walmod, "_sync", failing_sync)
+    errors: list[BaseException] = []
+
+    def append(i: int) -> None:
+        try:
+            wal.append(rec(i))
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(1,))]
+    threads[0].start()
+    assert entered.wait(5)
+    threads += [threading.Thread(target=append, args=(i,)) for i in range(2, 8)]
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(wal._waiters) < 6 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert len(errors) == 7 and all(isinstance(e, WalFailedError) for e in errors)
+    wal.close()
+
+
 def test_interval_policy_syncs_in_the_background(tmp_path: Path) -> None:
     """fsync=interval returns before syncing; the background thread syncs within the interval."""
     with WriteAheadLog(tmp_path, fsync="interval", interval_ms=20) as wal:
