@@ -61,7 +61,6 @@ import os
 import re
 import struct
 import sys
-import _thread
 import threading
 import time
 import zlib
@@ -426,8 +425,6 @@ class WriteAheadLog:
         self._synced_seq = 0
         self._syncing = False
         self._pending_close: list[int] = []
-        # Appenders waiting for an fsync to cover them: (seq, a held lock they block on).
-        self._waiters: list[tuple[int, _thread.LockType]] = []
         # Stale bytes of a recycled file follow the live records of the active segment: every
         # append then writes ``_marker`` after its record (see the module doc).
         self._marker = b""
@@ -749,7 +746,6 @@ class WriteAheadLog:
             log.error("WAL: could not cut a failed write back off (%s); refusing appends", exc)
             self._failed = exc
             self._cond.notify_all()
-            self._wake_waiters(everyone=True)
 
     def _rotate(self) -> None:
         """Start a new segment (lock held). A failure keeps the current one growing."""
@@ -763,7 +759,6 @@ class WriteAheadLog:
                 log.error("WAL: could not cut a recycled segment to its records (%s)", exc)
                 self._failed = exc
                 self._cond.notify_all()
-                self._wake_waiters(everyone=True)
                 raise WalFailedError(f"truncating the write-ahead log failed: {exc}") from exc
             self._marker = b""
         if self.fsync != "never":
@@ -775,7 +770,6 @@ class WriteAheadLog:
                 log.error("WAL fsync failed (%s); refusing appends until restart", exc)
                 self._failed = exc
                 self._cond.notify_all()
-                self._wake_waiters(everyone=True)
                 raise WalFailedError(f"fsync of the write-ahead log failed: {exc}") from exc
         reused = self._reuse_spare(self._next_seq)
         try:
@@ -800,48 +794,16 @@ class WriteAheadLog:
         self._observe(time.perf_counter() - t0)
         self._synced_seq = self._last_seq
         self._cond.notify_all()
-        self._wake_waiters()
 
     def _wait_durable(self, seq: int) -> None:
-        """Group commit (lock held): lead an fsync or wait for the one in flight to cover us.
-
-        A waiter blocks on a lock of its own, which :meth:`_wake_waiters` releases once an
-        fsync covers it (or to make it lead the next one): a finished fsync wakes the appenders
-        it covered and one more, not every waiting thread to find most of them still uncovered.
-        """
+        """Group commit (lock held): lead an fsync or wait for the one in flight to cover us."""
         while self._synced_seq < seq:
             if self._failed is not None:
                 raise WalFailedError(f"fsync of the write-ahead log failed: {self._failed}")
-            if self._closed:
-                raise WalClosedError(f"write-ahead log {self.directory} is closed")
             if self._syncing:
-                waiter = _thread.allocate_lock()
-                waiter.acquire()
-                self._waiters.append((seq, waiter))
-                self._cond.release()
-                try:
-                    waiter.acquire()
-                finally:
-                    self._cond.acquire()
+                self._cond.wait()
             else:
                 self._lead_sync()
-
-    def _wake_waiters(self, *, everyone: bool = False) -> None:
-        """Release the waiters an fsync now covers, and the oldest other one to lead the next
-        fsync when none is running (lock held); ``everyone`` after a failure or at close."""
-        if not self._waiters:
-            return
-        if everyone:
-            woken, self._waiters = self._waiters, []
-        else:
-            synced = self._synced_seq
-            woken = [w for w in self._waiters if w[0] <= synced]
-            rest = [w for w in self._waiters if w[0] > synced]
-            if rest and not self._syncing:
-                woken.append(rest.pop(0))
-            self._waiters = rest
-        for _seq, waiter in woken:
-            waiter.release()
 
     def _lead_sync(self) -> None:
         """fsync the active segment with the lock released (lock held on entry and exit).
@@ -870,11 +832,9 @@ class WriteAheadLog:
         if error is not None:
             log.error("WAL fsync failed (%s); refusing appends until restart", error)
             self._failed = error
-            self._wake_waiters(everyone=True)
             raise WalFailedError(f"fsync of the write-ahead log failed: {error}") from error
         self._observe(elapsed)
         self._synced_seq = max(self._synced_seq, target)
-        self._wake_waiters()
 
     def _observe(self, seconds: float) -> None:
         self._fsyncs += 1
@@ -1154,7 +1114,6 @@ class WriteAheadLog:
                         os.close(fd)
                 self._pending_close.clear()
                 self._cond.notify_all()
-                self._wake_waiters(everyone=True)
 
     def __enter__(self) -> WriteAheadLog:
         return self
