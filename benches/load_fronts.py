@@ -445,7 +445,7 @@ def main() -> int:
         type=float,
         default=0.0,
         help="throughput: seconds of the same load before the measured run (steady state: with "
-        'ET_FRONT_SETTINGS=\'{"save_interval": 2}\' snapshots free WAL segments meanwhile)',
+        "ET_FRONT_SETTINGS='{\"save_interval\": 2}' snapshots free WAL segments meanwhile)",
     )
     p.add_argument("--idle", type=int, default=2000)
     p.add_argument("--flood", type=int, default=300, help="flood connections (first flood)")

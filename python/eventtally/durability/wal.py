@@ -670,8 +670,11 @@ class WriteAheadLog:
             crc = zlib.crc32(head, crc_payload)
             frame = _FRAME.pack(RECORD_MAGIC, length, crc) + head
             marker = self._marker
+            parts: list[bytes | bytearray | memoryview] = [frame, payload]
+            if marker:
+                parts.append(marker)
             try:
-                written = _writev_all(self._fd, [frame, payload, marker] if marker else [frame, payload])
+                written = _writev_all(self._fd, parts)
             except OSError as exc:
                 self._write_error = exc
                 self._probe_bytes = len(frame) + len(payload)
@@ -1029,8 +1032,9 @@ class WriteAheadLog:
                 self._spares = sorted(self._spares + kept)
                 self._trim_spares()
         log.info(
-            "WAL: removed %d segment(s) below seq %d (%d kept as spares)", len(deleted), seq, len(kept)
-        )
+            "WAL: removed %d segment(s) below seq %d (%d kept as spares)",
+            len(deleted), seq, len(kept),
+        )  # fmt: skip
         return deleted
 
     def spares(self) -> list[Path]:
