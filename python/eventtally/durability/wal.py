@@ -28,8 +28,22 @@ What this module guarantees:
   record in an older segment during :meth:`WriteAheadLog.replay`. Nothing is skipped silently.
 - Segments ``wal-<first seq, 20 digits>.log`` rotate at ``segment_bytes``; a rotated segment is
   fsynced first (policies ``always`` and ``interval``). :meth:`WriteAheadLog.truncate_before`
-  deletes only whole segments below a sequence number and outside the configured retention, oldest
+  removes only whole segments below a sequence number and outside the configured retention, oldest
   first, and never the segment being written.
+- Recycling. Up to ``recycle_segments`` removed segments are kept as spares
+  (``spare-<first seq>.wal``) and the next rotation overwrites one in place instead of creating
+  a file: overwriting blocks that are already written (and usually still in the page cache)
+  needs no block allocation, no fresh page-cache pages and no metadata journal commit at
+  ``fdatasync``, which appending to a new file pays on every record (as PostgreSQL recycles WAL
+  segments). A spare gets its new segment header (fsynced) before it is renamed into place, so
+  a crash leaves either a spare or a well-formed empty segment. Its old records stay behind the
+  live ones; they can never replay: every stale record's sequence number is below the
+  segment's first one (names and numbers only grow), and while stale bytes follow the live
+  records each append also writes an *end marker* (``ETWE`` + the segment's first sequence
+  number) right after its record, so opening tells a clean end (marker) from a torn one (no
+  marker: cut as before). A rotated or cut segment is truncated to its live records, so only
+  the newest segment ever holds stale bytes, and only past a marker. Segments written without
+  recycling are byte for byte the old format; both replay.
 
 Checksums: a payload given as ``bytes`` is checksummed by the core (``_core.crc32``, crc32fast's
 carry-less-multiply kernel, detached from the interpreter; equal to ``zlib.crc32``), anything else
@@ -113,6 +127,11 @@ _SEQ_MAX = 2**64 - 1
 _I64 = 2**63
 
 _SEGMENT_RE = re.compile(r"^wal-(\d{20})\.log$")
+_SPARE_RE = re.compile(r"^spare-(\d{20})\.wal$")
+
+END_MAGIC = b"ETWE"
+#: End marker after the newest record of a recycled segment: magic, the segment's first seq.
+_END = struct.Struct("<4sQ")
 
 FSYNC_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -170,7 +189,8 @@ class TornTail:
 
 @dataclass(frozen=True, slots=True)
 class WalSegment:
-    """One segment file: its first sequence number (from its name), path and size."""
+    """One segment file: its first sequence number (from its name), path and size (of its
+    records: a recycled active segment's file is larger)."""
 
     first_seq: int
     path: Path
@@ -239,6 +259,14 @@ class _Raw:
 
 def _segment_name(first_seq: int) -> str:
     return f"wal-{first_seq:020d}.log"
+
+
+def _spare_name(first_seq: int) -> str:
+    return f"spare-{first_seq:020d}.wal"
+
+
+def _end_marker(first_seq: int) -> bytes:
+    return _END.pack(END_MAGIC, first_seq)
 
 
 #: The log writes through this module-level name, so a test can make the disk fail.
@@ -349,7 +377,9 @@ class WriteAheadLog:
     reduction per 300 KB Segment batch). ``repair``: cut the newest segment at its first bad
     record even when valid records follow (they are logged and discarded). ``on_fsync(seconds)``
     is called after every fsync, under the log's lock: keep it cheap (a histogram ``observe``)
-    and do not call back into the log.
+    and do not call back into the log. ``recycle_segments``: how many segments
+    :meth:`truncate_before` keeps as spares for later rotations to overwrite in place (0: delete
+    them, and every segment is a new file).
     """
 
     def __init__(
@@ -364,6 +394,7 @@ class WriteAheadLog:
         compress_level: int = 0,
         repair: bool = False,
         on_fsync: Callable[[float], None] | None = None,
+        recycle_segments: int = 0,
     ) -> None:
         if fsync not in _POLICIES:
             raise ValueError(f"fsync must be one of {_POLICIES}, not {fsync!r}")
@@ -373,6 +404,8 @@ class WriteAheadLog:
             raise ValueError("segment_bytes must be at least 4096")
         if not 0 <= compress_level <= 9:
             raise ValueError("compress_level must be 0 (off) to 9")
+        if recycle_segments < 0:
+            raise ValueError("recycle_segments must not be negative")
         self.directory = Path(directory)
         self.fsync: FsyncPolicy = fsync
         self.interval_ms = float(interval_ms)
@@ -381,6 +414,7 @@ class WriteAheadLog:
         self.retain_seconds = float(retain_seconds)
         self.compress_level = int(compress_level)
         self._on_fsync = on_fsync
+        self.recycle_segments = int(recycle_segments)
 
         self._cond = threading.Condition(threading.Lock())
         self._segments: list[int] = []  # first seqs, oldest first; the last one is active
@@ -391,6 +425,10 @@ class WriteAheadLog:
         self._synced_seq = 0
         self._syncing = False
         self._pending_close: list[int] = []
+        # Stale bytes of a recycled file follow the live records of the active segment: every
+        # append then writes ``_marker`` after its record (see the module doc).
+        self._marker = b""
+        self._spares: list[int] = []  # first seqs of spare files, ascending
         self._failed: OSError | None = None
         # The last append's write failed (not sticky: disk full clears); probe size in bytes.
         self._write_error: OSError | None = None
@@ -421,11 +459,10 @@ class WriteAheadLog:
         return self.directory / _segment_name(first_seq)
 
     def _open(self, repair: bool) -> None:
-        firsts = sorted(
-            int(m.group(1))
-            for name in os.listdir(self.directory)
-            if (m := _SEGMENT_RE.match(name)) is not None
-        )
+        names = os.listdir(self.directory)
+        firsts = sorted(int(m.group(1)) for n in names if (m := _SEGMENT_RE.match(n)) is not None)
+        self._spares = sorted(int(m.group(1)) for n in names if (m := _SPARE_RE.match(n)))
+        self._trim_spares()
         if not firsts:
             self._segments = [1]
             self._fd = self._create_segment(1)
@@ -434,7 +471,8 @@ class WriteAheadLog:
         self._segments = firsts
         first = firsts[-1]
         path = self._path(first)
-        last_seq, end, torn_seq = self._check_newest(path, first, repair)
+        last_seq, end, torn_seq, recycled = self._check_newest(path, first, repair)
+        self._marker = _end_marker(first) if recycled else b""
         # An empty newest segment: its name says every record on disk is below ``first``.
         self._last_seq = self._synced_seq = max(last_seq, first - 1)
         self._next_seq = max(self._last_seq, torn_seq) + 1
@@ -445,9 +483,9 @@ class WriteAheadLog:
         if self.fsync != "never":
             _sync(self._fd)
 
-    def _check_newest(self, path: Path, first: int, repair: bool) -> tuple[int, int, int]:
+    def _check_newest(self, path: Path, first: int, repair: bool) -> tuple[int, int, int, bool]:
         """Scan the newest segment and cut a torn tail: (last seq or 0, good length, the seq a
-        torn record had claimed or 0)."""
+        torn record had claimed or 0, whether stale recycled bytes follow a clean end)."""
         with open(path, "rb") as f:
             data = f.read()
         size = len(data)
@@ -457,7 +495,7 @@ class WriteAheadLog:
             self._rewrite_header(path, first)
             if size:
                 self._report_torn(TornTail(path, hdr, size, "incomplete segment header"))
-            return 0, hdr, 0
+            return 0, hdr, 0, False
         magic, version, _reserved, hdr_first = _SEGMENT_HEADER.unpack_from(data, 0)
         if magic != SEGMENT_MAGIC or version != SEGMENT_VERSION or hdr_first != first:
             raise WalCorruptionError(
@@ -469,7 +507,11 @@ class WriteAheadLog:
             )
         pos, last = hdr, 0
         prev = first - 1
+        marker = _end_marker(first)
         while pos < size:
+            if data.startswith(marker, pos):
+                # A recycled segment's clean end: what follows is an older life of the file.
+                return last, pos, 0, True
             try:
                 raw = _parse(data, pos, size, prev, None)
             except _Defect as defect:
@@ -493,10 +535,10 @@ class WriteAheadLog:
                 with open(path, "rb+") as f:
                     os.fsync(f.fileno())
                 self._report_torn(TornTail(path, pos, size - pos, defect.reason, after))
-                return last, pos, _torn_seq(data, pos, size, prev)
+                return last, pos, _torn_seq(data, pos, size, prev), False
             prev = last = raw.seq
             pos = raw.end
-        return last, pos, 0
+        return last, pos, 0, False
 
     def _report_torn(self, torn: TornTail) -> None:
         self.torn_tail = torn
@@ -511,6 +553,56 @@ class WriteAheadLog:
             f.write(_SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first))
             f.flush()
             os.fsync(f.fileno())
+
+    def _trim_spares(self) -> None:
+        """Delete spares beyond ``recycle_segments`` (the oldest first: the newest are likelier
+        to be in the page cache)."""
+        extra = len(self._spares) - self.recycle_segments
+        if extra <= 0:
+            return
+        for first in self._spares[:extra]:
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / _spare_name(first)).unlink()
+        self._spares = self._spares[extra:]
+
+    def _reuse_spare(self, first_seq: int) -> int | None:
+        """Turn the newest spare into segment ``first_seq`` (lock held); its fd, or ``None``
+        when there is no spare or reusing it failed (the caller then creates a file).
+
+        The new header and the end marker right after it are written and fsynced while the
+        file still has its spare name, and only then is it renamed: a crash leaves either a
+        spare or an empty, well-formed segment whose stale records all lie past a marker.
+        """
+        while self._spares:
+            spare = self.directory / _spare_name(self._spares.pop())
+            try:
+                fd = os.open(spare, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                log.warning("WAL: spare %s unusable (%s); deleted", spare.name, exc)
+                with contextlib.suppress(OSError):
+                    spare.unlink()
+                continue
+            try:
+                head = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq)
+                os.pwritev(fd, [head, _end_marker(first_seq)], 0)
+                if self.fsync != "never":
+                    _sync(fd)
+                os.rename(spare, self._path(first_seq))
+                if self.fsync != "never":
+                    _fsync_dir(self.directory)
+                if hasattr(os, "posix_fadvise"):
+                    # Pages evicted since the spare was last written are read back ahead of the
+                    # writes: a record that covers part of an uncached page would wait for it.
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError as exc:
+                os.close(fd)
+                log.warning("WAL: could not reuse spare %s (%s); creating a file", spare, exc)
+                with contextlib.suppress(OSError):
+                    spare.unlink()
+                return None
+            os.lseek(fd, _SEGMENT_HEADER.size, os.SEEK_SET)
+            return fd
+        return None
 
     def _create_segment(self, first_seq: int) -> int:
         path = self._path(first_seq)
@@ -577,13 +669,21 @@ class WriteAheadLog:
             head += names
             crc = zlib.crc32(head, crc_payload)
             frame = _FRAME.pack(RECORD_MAGIC, length, crc) + head
+            marker = self._marker
+            parts: list[bytes | bytearray | memoryview] = [frame, payload]
+            if marker:
+                parts.append(marker)
             try:
-                written = _writev_all(self._fd, [frame, payload])
+                written = _writev_all(self._fd, parts)
             except OSError as exc:
                 self._write_error = exc
                 self._probe_bytes = len(frame) + len(payload)
                 self._undo_write()
                 raise
+            if marker:
+                # The next record overwrites the marker: the file position stays at its start.
+                written -= len(marker)
+                os.lseek(self._fd, self._offset + written, os.SEEK_SET)
             self._write_error = None
             self._offset += written
             self._bytes_written += written
@@ -639,10 +739,12 @@ class WriteAheadLog:
             return None
 
     def _undo_write(self) -> None:
-        """Cut a partly written record so the segment stays well-formed (lock held)."""
+        """Cut a partly written record so the segment stays well-formed (lock held). A recycled
+        segment loses its stale tail (and with it the need for a marker)."""
         try:
             os.ftruncate(self._fd, self._offset)
             os.lseek(self._fd, self._offset, os.SEEK_SET)
+            self._marker = b""
         except OSError as exc:
             log.error("WAL: could not cut a failed write back off (%s); refusing appends", exc)
             self._failed = exc
@@ -651,31 +753,47 @@ class WriteAheadLog:
     def _rotate(self) -> None:
         """Start a new segment (lock held). A failure keeps the current one growing."""
         old = self._fd
+        truncated = bool(self._marker)
+        if truncated:
+            # Only the newest segment may hold stale bytes: replay reads older ones to the end.
+            try:
+                os.ftruncate(old, self._offset)
+            except OSError as exc:
+                log.error("WAL: could not cut a recycled segment to its records (%s)", exc)
+                self._failed = exc
+                self._cond.notify_all()
+                raise WalFailedError(f"truncating the write-ahead log failed: {exc}") from exc
+            self._marker = b""
         if self.fsync != "never":
             try:
-                self._sync_fd_locked(old)
+                # fsync, not fdatasync, after a cut: the smaller size must be on disk before the
+                # next segment exists (only the newest segment may hold stale bytes).
+                self._sync_fd_locked(old, full=truncated)
             except OSError as exc:
                 log.error("WAL fsync failed (%s); refusing appends until restart", exc)
                 self._failed = exc
                 self._cond.notify_all()
                 raise WalFailedError(f"fsync of the write-ahead log failed: {exc}") from exc
+        reused = self._reuse_spare(self._next_seq)
         try:
-            new = self._create_segment(self._next_seq)
+            new = reused if reused is not None else self._create_segment(self._next_seq)
         except OSError as exc:
             log.error("WAL: could not rotate to a new segment (%s); continuing in the old one", exc)
             return
         self._segments.append(self._next_seq)
         self._fd = new
         self._offset = _SEGMENT_HEADER.size
+        if reused is not None:
+            self._marker = _end_marker(self._next_seq)
         if self._syncing:
             self._pending_close.append(old)  # a group-commit leader is fsyncing it right now
         else:
             os.close(old)
 
-    def _sync_fd_locked(self, fd: int) -> None:
+    def _sync_fd_locked(self, fd: int, *, full: bool = False) -> None:
         """fsync ``fd`` while holding the lock (rotation): covers everything written so far."""
         t0 = time.perf_counter()
-        _sync(fd)
+        (os.fsync if full else _sync)(fd)
         self._observe(time.perf_counter() - t0)
         self._synced_seq = self._last_seq
         self._cond.notify_all()
@@ -826,11 +944,14 @@ class WriteAheadLog:
                 raise corrupt(0, "bad segment header")
             pos = _SEGMENT_HEADER.size
             prev = first - 1
+            marker = _end_marker(first)
 
             def keep(seq: int, org: str) -> bool:
                 return seq > after_seq and (where is None or where(seq, org))
 
             while pos < end:
+                if buf[pos : pos + _END.size] == marker:
+                    break  # a recycled file's live end (normally cut at rotation)
                 try:
                     raw = _parse(buf, pos, end, prev, keep)
                 except _Defect as defect:
@@ -852,12 +973,13 @@ class WriteAheadLog:
     # ----------------------------------------------------------------------------- maintenance
 
     def truncate_before(self, seq: int, *, dry_run: bool = False) -> list[Path]:
-        """Delete whole segments holding only records below ``seq`` and outside the retention.
+        """Remove whole segments holding only records below ``seq`` and outside the retention.
 
         Pass one more than the highest sequence number every organization's snapshots cover
         (``SnapshotFiles.safe_wal_seq(orgs) + 1``). Only a prefix of segments (oldest first) is
-        deleted, and never the active one. Returns the deleted paths; with ``dry_run`` nothing
-        is deleted and the paths that would be are returned.
+        removed, and never the active one: the newest of them become spares while there are
+        fewer than ``recycle_segments``, the others are deleted. Returns the removed segments'
+        paths; with ``dry_run`` nothing is removed and the paths that would be are returned.
         """
         now = time.time()
         with self._cond:
@@ -889,21 +1011,42 @@ class WriteAheadLog:
             return [self._path(first) for first in doomed]
         with self._cond:
             self._segments = [s for s in self._segments if s not in doomed]
+            room = max(0, self.recycle_segments - len(self._spares))
         deleted: list[Path] = []
-        for first in doomed:
+        kept: list[int] = []
+        for i, first in enumerate(doomed):
             path = self._path(first)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                deleted.append(path)
+            try:
+                if len(doomed) - i <= room:
+                    os.rename(path, self.directory / _spare_name(first))
+                    kept.append(first)
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+            deleted.append(path)
         if deleted and self.fsync != "never":
             _fsync_dir(self.directory)
-        log.info("WAL: deleted %d segment(s) below seq %d", len(deleted), seq)
+        if kept:
+            with self._cond:
+                self._spares = sorted(self._spares + kept)
+                self._trim_spares()
+        log.info(
+            "WAL: removed %d segment(s) below seq %d (%d kept as spares)",
+            len(deleted), seq, len(kept),
+        )  # fmt: skip
         return deleted
+
+    def spares(self) -> list[Path]:
+        """The spare files a later rotation will overwrite, oldest first."""
+        with self._cond:
+            return [self.directory / _spare_name(first) for first in self._spares]
 
     def segments(self) -> list[WalSegment]:
         """The segment files, oldest first (the last one is being written)."""
         with self._cond:
             firsts = list(self._segments)
+            active_end = self._offset if self._marker else None
         out = []
         for first in firsts:
             path = self._path(first)
@@ -911,6 +1054,8 @@ class WriteAheadLog:
                 size = path.stat().st_size
             except FileNotFoundError:
                 continue
+            if first == firsts[-1] and active_end is not None:
+                size = active_end  # a recycled file: its stale tail is not log
             out.append(WalSegment(first, path, size))
         return out
 

@@ -67,6 +67,11 @@ class DurabilityConfig:
     #: ``wal_retention_bytes`` or younger than ``wal_retention_seconds`` (kept for backfill).
     wal_retention_bytes: int = 0
     wal_retention_seconds: float = 0.0
+    #: Segments removed after snapshots that are kept as spares and overwritten in place by
+    #: later rotations (no new file, no block allocation: cheaper fsyncs); 0 (default) deletes
+    #: them.  Costs up to this many x ``segment_bytes`` of disk.  Opt-in: it paid only where
+    #: spares were seconds old (benches/README.md, "WAL recycling").
+    wal_recycle_segments: int = 0
     #: zlib level for WAL payloads (0 = stored as received).
     wal_compress_level: int = 0
     #: Seconds between snapshots of changed organizations; ``None`` = ``server.save_interval``;
@@ -98,7 +103,9 @@ class DurabilityConfig:
             raise ConfigFileError("durability.segment_bytes: must be at least 4096")
         if not 0 <= self.wal_compress_level <= 9:
             raise ConfigFileError("durability.wal_compress_level: must be 0 (off) to 9")
-        for name in ("wal_retention_bytes", "wal_retention_seconds", "lock_timeout_s"):
+        for name in (
+            "wal_retention_bytes", "wal_retention_seconds", "lock_timeout_s", "wal_recycle_segments"
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigFileError(f"durability.{name}: must not be negative")
         if self.snapshot_interval_s is not None and self.snapshot_interval_s < 0:
@@ -330,6 +337,7 @@ _DURABILITY_TYPES: dict[str, tuple[type, ...]] = {
     "segment_bytes": (int,),
     "wal_retention_bytes": (int,),
     "wal_retention_seconds": (int, float),
+    "wal_recycle_segments": (int,),
     "wal_compress_level": (int,),
     "snapshot_interval_s": (int, float),
     "snapshots_keep": (int,),

@@ -186,6 +186,7 @@ class Storage:
                 retain_seconds=self.cfg.wal_retention_seconds,
                 compress_level=self.cfg.wal_compress_level,
                 repair=self.cfg.wal_repair,
+                recycle_segments=self.cfg.wal_recycle_segments,
             )
         except BaseException:
             self.lock.release()
