@@ -315,6 +315,15 @@ impl DistinctSketch {
         matches!(self.repr, DistinctRepr::Exact(_))
     }
 
+    /// The one hash of a sketch that holds exactly one (`None` otherwise).
+    #[must_use]
+    pub fn single_hash(&self) -> Option<u64> {
+        match &self.repr {
+            DistinctRepr::Exact(set) if set.len() == 1 => set.iter().next(),
+            _ => None,
+        }
+    }
+
     /// Folds `other` in; the result equals the sketch of the union of both inputs.
     pub fn merge(&mut self, other: &Self) {
         match (&mut self.repr, &other.repr) {
@@ -633,6 +642,15 @@ impl DistinctMerger {
                 }
             }
             DistinctRepr::Hll(_) => self.add_hll(other),
+        }
+    }
+
+    /// Adds the cell of one value with hash `h` (as [`DistinctMerger::add`] of its sketch).
+    #[inline]
+    pub fn add_hash(&mut self, h: u64) {
+        self.hashes.push(h);
+        if self.hashes.len() > 8 * EXACT_LIMIT {
+            self.compact();
         }
     }
 
@@ -991,6 +1009,30 @@ impl QuantileMerger {
             }
         }
         self.add_any(sketch);
+    }
+
+    /// Adds the cell of the one finite value `x` (never -0.0), as [`QuantileMerger::add`] of
+    /// its sketch.
+    #[inline]
+    pub fn add_value(&mut self, x: f64) {
+        if !self.binned && self.count < QUANTILE_EXACT_LIMIT as u64 {
+            self.exact.push(x);
+            self.count += 1;
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+            return;
+        }
+        self.add_value_binned(x);
+    }
+
+    /// [`QuantileMerger::add_value`] past the exact limit (out of line).
+    #[inline(never)]
+    fn add_value_binned(&mut self, x: f64) {
+        self.bin_exact();
+        self.bin_value(x);
+        self.count += 1;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
     }
 
     /// [`QuantileMerger::add`] for every sketch.
@@ -1382,6 +1424,28 @@ impl QuantileSketch {
             bins.negative.bins(),
             bins.positive.bins(),
         )
+    }
+
+    /// The one value of a sketch that holds exactly one exact value and is the sketch `add`
+    /// builds from it (count, sum, min and max all that value); `None` otherwise.
+    #[must_use]
+    pub fn single_value(&self) -> Option<f64> {
+        match (self.count, self.exact.as_slice(), &self.bins) {
+            (1, &[x], None)
+                if [self.sum, self.min, self.max]
+                    .iter()
+                    .all(|v| v.to_bits() == x.to_bits()) =>
+            {
+                Some(x)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`QuantileSketch::quantile`] of the sketch holding the one value `x`.
+    #[must_use]
+    pub fn quantile_of_one(x: f64, p: f64) -> Option<f64> {
+        exact_quantile(&[x], p)
     }
 
     /// Number of finite values added.
