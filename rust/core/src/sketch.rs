@@ -627,16 +627,20 @@ impl DistinctMerger {
                     }
                     return;
                 }
-                // Most other cells hold a value or two: their slots are read directly (no
-                // iterator chain), one compare per slot.
-                if set.has_zero {
-                    self.hashes.push(0);
+                // Other cells' slots are copied without a branch per slot: every slot is
+                // written and the write position moves on only past a hash (empty slots are
+                // zero), so a table of scattered hashes costs no mispredicted branches.
+                let slots = set.slots.as_slice();
+                let start = self.hashes.len();
+                // One place more for the zero hash, which is kept by a flag, not a slot.
+                self.hashes.resize(start + slots.len() + 1, 0);
+                let out = &mut self.hashes[start..];
+                let mut n = usize::from(set.has_zero);
+                for &h in slots {
+                    out[n] = h;
+                    n += usize::from(h != 0);
                 }
-                for &h in set.slots.as_slice() {
-                    if h != 0 {
-                        self.hashes.push(h);
-                    }
-                }
+                self.hashes.truncate(start + n);
                 if self.hashes.len() > 8 * EXACT_LIMIT {
                     self.compact();
                 }
