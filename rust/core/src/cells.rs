@@ -148,7 +148,8 @@ impl<S: CellSketch> SketchColumn<S> {
         self.words.is_empty()
     }
 
-    #[inline]
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn slot(&self, row: usize) -> Slot {
         let w = self.words[row];
         if S::is_value(w) {
@@ -161,7 +162,8 @@ impl<S: CellSketch> SketchColumn<S> {
     }
 
     /// The cell of `row`.
-    #[inline]
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     #[must_use]
     pub fn cell(&self, row: usize) -> Cell<'_, S> {
         match self.slot(row) {
@@ -382,8 +384,10 @@ impl SketchColumn<QuantileSketch> {
         }
     }
 
-    /// Merges `row` into a query-time merger.
-    #[inline]
+    /// Merges `row` into a query-time merger (inlined into the rollup loops: one call per
+    /// stored row).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     pub fn merge_into(&self, row: usize, merger: &mut QuantileMerger) {
         match self.cell(row) {
             Cell::Empty => {}
@@ -419,8 +423,10 @@ impl SketchColumn<DistinctSketch> {
         }
     }
 
-    /// Merges `row` into a query-time merger.
-    #[inline]
+    /// Merges `row` into a query-time merger (inlined into the rollup loops: one call per
+    /// stored row).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     pub fn merge_into(&self, row: usize, merger: &mut DistinctMerger) {
         match self.cell(row) {
             Cell::Empty => {}

@@ -1022,8 +1022,10 @@ impl QuantileMerger {
         if !self.binned && self.count < QUANTILE_EXACT_LIMIT as u64 {
             self.exact.push(x);
             self.count += 1;
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
+            // `x` is finite, so plain compares give what `f64::min`/`max` give, without their
+            // NaN handling (and equal values have equal bits: no -0.0 is stored).
+            self.min = if x < self.min { x } else { self.min };
+            self.max = if x > self.max { x } else { self.max };
             return;
         }
         self.add_value_binned(x);
