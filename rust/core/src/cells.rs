@@ -112,13 +112,22 @@ impl CellSketch for DistinctSketch {
 }
 
 /// One cell as stored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum Cell<'a, S> {
     Empty,
     /// A one-value cell: its value word.
     One(u64),
     Sketch(&'a S),
 }
+
+// By hand: derived, these would require `S: Copy`, and a cell only borrows its sketch.
+impl<S> Clone for Cell<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Cell<'_, S> {}
 
 /// Where a cell lives, by its word.
 #[derive(Clone, Copy)]
@@ -451,6 +460,13 @@ mod tests {
     use super::*;
     use crate::test_rng::Rng;
 
+    fn big_index(slot: Slot) -> Option<usize> {
+        match slot {
+            Slot::Big(i) => Some(i),
+            _ => None,
+        }
+    }
+
     fn encoded_q(s: &QuantileSketch) -> Vec<u8> {
         let mut out = Vec::new();
         s.encode(&mut out);
@@ -476,11 +492,11 @@ mod tests {
             other.push_empty();
             other_ref.push(QuantileSketch::new());
         }
-        for r in 0..40 {
+        for (r, sketch) in other_ref.iter_mut().enumerate() {
             for _ in 0..(rng.below(4) * rng.below(3)) {
                 let x = [0.0, -0.0, 1.5, -2.25, 1e300, f64::NAN, 7.0][rng.below(7)];
                 other.add(r, x);
-                other_ref[r].add(x);
+                sketch.add(x);
             }
         }
         for step in 0..4000 {
@@ -525,14 +541,18 @@ mod tests {
             }
             assert_eq!(col.len(), reference.len());
             for (r, s) in reference.iter().enumerate() {
-                assert_eq!(encoded_q(&col.sketch(r)), encoded_q(s), "step {step} row {r}");
+                assert_eq!(
+                    encoded_q(&col.sketch(r)),
+                    encoded_q(s),
+                    "step {step} row {r}"
+                );
                 for p in [0.5, 0.99] {
                     let got = col.quantile(r, p).map(f64::to_bits);
                     assert_eq!(got, s.quantile(p).map(f64::to_bits), "step {step} row {r}");
                 }
             }
             for (i, &o) in col.owner.iter().enumerate() {
-                assert_eq!(col.slot(o as usize).big_index(), Some(i), "step {step}");
+                assert_eq!(big_index(col.slot(o as usize)), Some(i), "step {step}");
             }
         }
     }
@@ -543,7 +563,16 @@ mod tests {
         let mut col = SketchColumn::<DistinctSketch>::default();
         let mut reference: Vec<DistinctSketch> = Vec::new();
         // Hashes include 0 and ones in the reserved range, which must not be stored inline.
-        let hashes = [0, 1, 2, 3, u64::MAX, DISTINCT_RESERVED, DISTINCT_RESERVED | 5, 1 << 40];
+        let hashes = [
+            0,
+            1,
+            2,
+            3,
+            u64::MAX,
+            DISTINCT_RESERVED,
+            DISTINCT_RESERVED | 5,
+            1 << 40,
+        ];
         for step in 0..3000 {
             let op = rng.below(100);
             let n = reference.len();
@@ -576,7 +605,11 @@ mod tests {
                 });
             }
             for (r, s) in reference.iter().enumerate() {
-                assert_eq!(encoded_d(&col.sketch(r)), encoded_d(s), "step {step} row {r}");
+                assert_eq!(
+                    encoded_d(&col.sketch(r)),
+                    encoded_d(s),
+                    "step {step} row {r}"
+                );
                 assert_eq!(col.estimate(r).to_bits(), s.estimate().to_bits());
                 let mut a = DistinctMerger::new();
                 col.merge_into(r, &mut a);
@@ -598,20 +631,13 @@ mod tests {
         let mut d = SketchColumn::<DistinctSketch>::default();
         d.push_empty();
         d.insert_hash(0, DISTINCT_RESERVED | 9);
-        assert!(matches!(d.cell(0), Cell::Sketch(_)), "a reserved hash is not a word");
+        assert!(
+            matches!(d.cell(0), Cell::Sketch(_)),
+            "a reserved hash is not a word"
+        );
         d.push_empty();
         d.insert_hash(1, 42);
         d.insert_hash(1, 42);
         assert!(matches!(d.cell(1), Cell::One(42)));
-    }
-}
-
-#[cfg(test)]
-impl Slot {
-    fn big_index(self) -> Option<usize> {
-        match self {
-            Slot::Big(i) => Some(i),
-            _ => None,
-        }
     }
 }

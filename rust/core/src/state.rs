@@ -504,8 +504,15 @@ impl FilterState {
         self.aggs
             .iter()
             .map(|a| {
-                (if a.distinct.is_empty() { 0 } else { a.distinct.row_bytes(r) })
-                    + (if a.quantile.is_empty() { 0 } else { a.quantile.row_bytes(r) })
+                (if a.distinct.is_empty() {
+                    0
+                } else {
+                    a.distinct.row_bytes(r)
+                }) + (if a.quantile.is_empty() {
+                    0
+                } else {
+                    a.quantile.row_bytes(r)
+                })
             })
             .sum()
     }
