@@ -755,7 +755,7 @@ fn update(
                     distinct_hash(other.type_tag(), scratch.text.as_bytes())
                 }
             };
-            cols.distinct[row].insert_hash(h);
+            cols.distinct.insert_hash(row, h);
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Pure Rust, no Python. One module per concept: `batch` scans batches and extracts only the
 //! paths some filter reads; `jpath` compiles conditions; `time` parses timestamps and truncates
-//! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches; `config`
+//! them to buckets; `sketch` holds the mergeable distinct-count and quantile sketches and
+//! `cells` the columns that store them, small cells inline; `config`
 //! validates definitions; `state` keeps the columnar aggregates; `engine` ties them together;
 //! `shared` is the engine as threads share it (locks, the prepare-again rule, definition
 //! edits, merges); `query` answers Metrics API requests (`fanout` spreads a multi request's queries over the cores); `response` streams their answer text
@@ -14,6 +15,7 @@
 //! write-ahead log's CRC-32.
 
 pub mod batch;
+pub mod cells;
 pub mod checksum;
 pub mod codec;
 pub mod config;

@@ -554,10 +554,10 @@ impl Acc {
                 *n = n.saturating_add(c.numeric[row]);
             }
             Acc::Distinct(d, n) => {
-                d.add(&c.distinct[row]);
+                c.distinct.merge_into(row, d);
                 *n = n.saturating_add(c.matched[row]);
             }
-            Acc::Quantile(q) => q.add(&c.quantile[row]),
+            Acc::Quantile(q) => c.quantile.merge_into(row, q),
         }
     }
 
@@ -605,9 +605,9 @@ fn row_value(c: &AggColumns, row: usize, calc: Calc, p: f64) -> Option<f64> {
         Calc::Min => (c.numeric[row] > 0).then_some(c.min[row]),
         Calc::Max => (c.numeric[row] > 0).then_some(c.max[row]),
         Calc::ApproxCountDistinct => {
-            (c.matched[row] > 0).then(|| round_estimate(c.distinct[row].estimate()))
+            (c.matched[row] > 0).then(|| round_estimate(c.distinct.estimate(row)))
         }
-        Calc::Percentiles => c.quantile[row].quantile(p),
+        Calc::Percentiles => c.quantile.quantile(row, p),
     }
 }
 
@@ -970,10 +970,10 @@ impl TupleSink {
             self.touched.push(g as u32);
         }
         match KIND {
-            SINK_QUANTILE => self.quantile[g].add(&c.quantile[row]),
+            SINK_QUANTILE => c.quantile.merge_into(row, &mut self.quantile[g]),
             SINK_DISTINCT => {
                 let (d, n) = &mut self.distinct[g];
-                d.add(&c.distinct[row]);
+                c.distinct.merge_into(row, d);
                 *n = n.saturating_add(c.matched[row]);
             }
             SINK_COUNT => self.cnt[g] += c.matched[row],

@@ -22,7 +22,6 @@ use serde_json::{json, Value as Json};
 use crate::config::{fit_default_retention, FilterDef, RetentionTier};
 use crate::engine::{EngineState, Plan};
 use crate::error::{Error, Result};
-use crate::sketch::{DistinctSketch, QuantileSketch};
 use crate::state::{AggColumns, FilterState, GroupTable};
 use crate::time::{format_rfc3339, Interval, IntervalUnit};
 
@@ -113,18 +112,6 @@ pub struct CompactReport {
     pub skipped: Vec<(String, String)>,
 }
 
-/// `v[dst]` mutably and `v[src]` shared, for `dst != src`.
-fn pair<T>(v: &mut [T], dst: usize, src: usize) -> (&mut T, &T) {
-    debug_assert_ne!(dst, src);
-    if dst < src {
-        let (a, b) = v.split_at_mut(src);
-        (&mut a[dst], &b[0])
-    } else {
-        let (a, b) = v.split_at_mut(dst);
-        (&mut b[0], &a[src])
-    }
-}
-
 /// Adds row `src` into row `dst` of the same columns (the in-place twin of the state merge).
 fn merge_within(c: &mut AggColumns, dst: usize, src: usize) {
     c.matched[dst] += c.matched[src];
@@ -135,12 +122,10 @@ fn merge_within(c: &mut AggColumns, dst: usize, src: usize) {
         c.max[dst] = c.max[dst].max(c.max[src]);
     }
     if !c.distinct.is_empty() {
-        let (d, s) = pair(&mut c.distinct, dst, src);
-        d.merge(s);
+        c.distinct.merge_within(dst, src);
     }
     if !c.quantile.is_empty() {
-        let (d, s) = pair(&mut c.quantile, dst, src);
-        d.merge(s);
+        c.quantile.merge_within(dst, src);
     }
 }
 
@@ -680,11 +665,11 @@ pub fn tier_usage(state: &FilterState, layout: Option<&TierLayout>) -> Vec<(Inte
         };
         rows[t] += 1;
         for c in &state.aggs {
-            if let Some(d) = c.distinct.get(r) {
-                sketch[t] += (d.heap_bytes() + std::mem::size_of::<DistinctSketch>()) as u64;
+            if !c.distinct.is_empty() {
+                sketch[t] += c.distinct.row_bytes(r) as u64;
             }
-            if let Some(q) = c.quantile.get(r) {
-                sketch[t] += (q.heap_bytes() + std::mem::size_of::<QuantileSketch>()) as u64;
+            if !c.quantile.is_empty() {
+                sketch[t] += c.quantile.row_bytes(r) as u64;
             }
         }
     }

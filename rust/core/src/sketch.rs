@@ -315,6 +315,15 @@ impl DistinctSketch {
         matches!(self.repr, DistinctRepr::Exact(_))
     }
 
+    /// The one hash of a sketch that holds exactly one (`None` otherwise).
+    #[must_use]
+    pub fn single_hash(&self) -> Option<u64> {
+        match &self.repr {
+            DistinctRepr::Exact(set) if set.len() == 1 => set.iter().next(),
+            _ => None,
+        }
+    }
+
     /// Folds `other` in; the result equals the sketch of the union of both inputs.
     pub fn merge(&mut self, other: &Self) {
         match (&mut self.repr, &other.repr) {
@@ -618,21 +627,34 @@ impl DistinctMerger {
                     }
                     return;
                 }
-                // Most other cells hold a value or two: their slots are read directly (no
-                // iterator chain), one compare per slot.
-                if set.has_zero {
-                    self.hashes.push(0);
+                // Other cells' slots are copied without a branch per slot: every slot is
+                // written and the write position moves on only past a hash (empty slots are
+                // zero), so a table of scattered hashes costs no mispredicted branches.
+                let slots = set.slots.as_slice();
+                let start = self.hashes.len();
+                // One place more for the zero hash, which is kept by a flag, not a slot.
+                self.hashes.resize(start + slots.len() + 1, 0);
+                let out = &mut self.hashes[start..];
+                let mut n = usize::from(set.has_zero);
+                for &h in slots {
+                    out[n] = h;
+                    n += usize::from(h != 0);
                 }
-                for &h in set.slots.as_slice() {
-                    if h != 0 {
-                        self.hashes.push(h);
-                    }
-                }
+                self.hashes.truncate(start + n);
                 if self.hashes.len() > 8 * EXACT_LIMIT {
                     self.compact();
                 }
             }
             DistinctRepr::Hll(_) => self.add_hll(other),
+        }
+    }
+
+    /// Adds the cell of one value with hash `h` (as [`DistinctMerger::add`] of its sketch).
+    #[inline]
+    pub fn add_hash(&mut self, h: u64) {
+        self.hashes.push(h);
+        if self.hashes.len() > 8 * EXACT_LIMIT {
+            self.compact();
         }
     }
 
@@ -991,6 +1013,32 @@ impl QuantileMerger {
             }
         }
         self.add_any(sketch);
+    }
+
+    /// Adds the cell of the one finite value `x` (never -0.0), as [`QuantileMerger::add`] of
+    /// its sketch.
+    #[inline]
+    pub fn add_value(&mut self, x: f64) {
+        if !self.binned && self.count < QUANTILE_EXACT_LIMIT as u64 {
+            self.exact.push(x);
+            self.count += 1;
+            // `x` is finite, so plain compares give what `f64::min`/`max` give, without their
+            // NaN handling (and equal values have equal bits: no -0.0 is stored).
+            self.min = if x < self.min { x } else { self.min };
+            self.max = if x > self.max { x } else { self.max };
+            return;
+        }
+        self.add_value_binned(x);
+    }
+
+    /// [`QuantileMerger::add_value`] past the exact limit (out of line).
+    #[inline(never)]
+    fn add_value_binned(&mut self, x: f64) {
+        self.bin_exact();
+        self.bin_value(x);
+        self.count += 1;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
     }
 
     /// [`QuantileMerger::add`] for every sketch.
@@ -1382,6 +1430,28 @@ impl QuantileSketch {
             bins.negative.bins(),
             bins.positive.bins(),
         )
+    }
+
+    /// The one value of a sketch that holds exactly one exact value and is the sketch `add`
+    /// builds from it (count, sum, min and max all that value); `None` otherwise.
+    #[must_use]
+    pub fn single_value(&self) -> Option<f64> {
+        match (self.count, self.exact.as_slice(), &self.bins) {
+            (1, &[x], None)
+                if [self.sum, self.min, self.max]
+                    .iter()
+                    .all(|v| v.to_bits() == x.to_bits()) =>
+            {
+                Some(x)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`QuantileSketch::quantile`] of the sketch holding the one value `x`.
+    #[must_use]
+    pub fn quantile_of_one(x: f64, p: f64) -> Option<f64> {
+        exact_quantile(&[x], p)
     }
 
     /// Number of finite values added.

@@ -82,12 +82,12 @@ fn write_state(w: &mut Writer, id: &str, s: &FilterState) {
             w.f64s(&a.max);
         }
         w.u8(u8::from(!a.distinct.is_empty()));
-        for d in &a.distinct {
-            d.encode(&mut w.out);
+        for r in 0..a.distinct.len() {
+            a.distinct.sketch(r).encode(&mut w.out);
         }
         w.u8(u8::from(!a.quantile.is_empty()));
-        for q in &a.quantile {
-            q.encode(&mut w.out);
+        for r in 0..a.quantile.len() {
+            a.quantile.sketch(r).encode(&mut w.out);
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use hashbrown::HashMap;
 
+use crate::cells::SketchColumn;
 use crate::config::{Calc, CalcSet, FilterDef};
 use crate::error::{Error, Result};
 use crate::sketch::{DistinctSketch, QuantileSketch};
@@ -137,8 +138,10 @@ pub struct AggColumns {
     pub sum: Vec<f64>,
     pub min: Vec<f64>,
     pub max: Vec<f64>,
-    pub distinct: Vec<DistinctSketch>,
-    pub quantile: Vec<QuantileSketch>,
+    /// Sketch columns store one-value cells inline (`cells` module): a rollup reads one word
+    /// per row, not a sketch.
+    pub distinct: SketchColumn<DistinctSketch>,
+    pub quantile: SketchColumn<QuantileSketch>,
 }
 
 impl AggColumns {
@@ -165,10 +168,10 @@ impl AggColumns {
             self.max.push(f64::NEG_INFINITY);
         }
         if self.calcs.contains(Calc::ApproxCountDistinct) {
-            self.distinct.push(DistinctSketch::new());
+            self.distinct.push_empty();
         }
         if self.calcs.contains(Calc::Percentiles) {
-            self.quantile.push(QuantileSketch::new());
+            self.quantile.push_empty();
         }
     }
 
@@ -185,8 +188,8 @@ impl AggColumns {
                 self.max[row] = v;
             }
         }
-        if let Some(q) = self.quantile.get_mut(row) {
-            q.add(v);
+        if !self.quantile.is_empty() {
+            self.quantile.add(row, v);
         }
     }
 
@@ -223,10 +226,10 @@ impl AggColumns {
             self.max[row] = self.max[row].max(other.max[orow]);
         }
         if !self.distinct.is_empty() {
-            self.distinct[row].merge(&other.distinct[orow]);
+            self.distinct.merge_cell(row, other.distinct.cell(orow));
         }
         if !self.quantile.is_empty() {
-            self.quantile[row].merge(&other.quantile[orow]);
+            self.quantile.merge_cell(row, other.quantile.cell(orow));
         }
         true
     }
@@ -240,18 +243,12 @@ impl AggColumns {
         self.matched.capacity() * 8
             + self.numeric.capacity() * 8
             + (self.sum.capacity() + self.min.capacity() + self.max.capacity()) * 8
+            + self.distinct.word_bytes()
+            + self.quantile.word_bytes()
     }
 
     fn sketch_heap_bytes(&self) -> usize {
-        self.distinct
-            .iter()
-            .map(|d| d.heap_bytes() + std::mem::size_of::<DistinctSketch>())
-            .sum::<usize>()
-            + self
-                .quantile
-                .iter()
-                .map(|q| q.heap_bytes() + std::mem::size_of::<QuantileSketch>())
-                .sum::<usize>()
+        self.distinct.sketch_bytes() + self.quantile.sketch_bytes()
     }
 
     /// Keeps only the rows whose `keep` flag is set (in order).
@@ -272,8 +269,8 @@ impl AggColumns {
         retain(&mut self.sum, keep);
         retain(&mut self.min, keep);
         retain(&mut self.max, keep);
-        retain(&mut self.distinct, keep);
-        retain(&mut self.quantile, keep);
+        self.distinct.retain(keep);
+        self.quantile.retain(keep);
     }
 }
 
@@ -507,10 +504,14 @@ impl FilterState {
         self.aggs
             .iter()
             .map(|a| {
-                a.distinct.get(r).map_or(0, |d| {
-                    d.heap_bytes() + std::mem::size_of::<DistinctSketch>()
-                }) + a.quantile.get(r).map_or(0, |q| {
-                    q.heap_bytes() + std::mem::size_of::<QuantileSketch>()
+                (if a.distinct.is_empty() {
+                    0
+                } else {
+                    a.distinct.row_bytes(r)
+                }) + (if a.quantile.is_empty() {
+                    0
+                } else {
+                    a.quantile.row_bytes(r)
                 })
             })
             .sum()
@@ -559,8 +560,12 @@ impl FilterState {
             remove(&mut a.sum, r);
             remove(&mut a.min, r);
             remove(&mut a.max, r);
-            remove(&mut a.distinct, r);
-            remove(&mut a.quantile, r);
+            if !a.distinct.is_empty() {
+                a.distinct.swap_remove(r);
+            }
+            if !a.quantile.is_empty() {
+                a.quantile.swap_remove(r);
+            }
         }
     }
 
