@@ -117,6 +117,22 @@ pub struct SharedEngine {
     step_hold_us: AtomicU64,
 }
 
+/// The store lock as a compaction step holds it, with the pending queue open: dropping it
+/// drains and closes the queue before the lock is released, also when the step panics (a
+/// queued batch already returned, so it must not be left behind).
+struct CompactionStep<'a> {
+    engine: &'a SharedEngine,
+    store: MutexGuard<'a, EngineState>,
+    /// The plan, which cannot change while the store lock is held.
+    plan: Arc<Plan>,
+}
+
+impl Drop for CompactionStep<'_> {
+    fn drop(&mut self) {
+        self.engine.drain_and_close(&mut self.store, &self.plan);
+    }
+}
+
 /// The pending queue (module docs); lock 3 of the lock order.
 #[derive(Debug, Default)]
 struct Pending {
@@ -324,15 +340,20 @@ impl SharedEngine {
     /// The store lock for one compaction step, with the pending queue opened: first lets every
     /// caller already waiting for the lock take it (for up to [`COMPACT_GIVE_WAY`]; queries and
     /// snapshots wait for it, batches do not).
-    fn lock_store_for_compaction(&self) -> MutexGuard<'_, EngineState> {
+    fn lock_store_for_compaction(&self) -> CompactionStep<'_> {
         let since = Instant::now();
         while self.store_waiters.load(Ordering::SeqCst) > 0 && since.elapsed() < COMPACT_GIVE_WAY {
             std::thread::yield_now();
         }
         let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let plan = self.plan();
         self.step_bytes.store(store.heap_bytes(), Ordering::SeqCst);
         self.lock_pending().open = true;
-        store
+        CompactionStep {
+            engine: self,
+            store,
+            plan,
+        }
     }
 
     /// Applies the pending queue, in order, until it is empty, then closes it; called by a
@@ -926,14 +947,14 @@ impl SharedEngine {
         }
         loop {
             let (_, done) = {
-                let mut store = self.lock_store_for_compaction();
-                let plan = self.plan();
-                let stepped = compaction.step(&mut store, &plan, COMPACT_STEP);
+                let mut step = self.lock_store_for_compaction();
+                let CompactionStep { store, plan, .. } = &mut step;
+                let stepped = compaction.step(store, plan, COMPACT_STEP);
                 let hold = self.step_hold_us.load(Ordering::SeqCst);
                 if hold > 0 {
                     std::thread::sleep(Duration::from_micros(hold));
                 }
-                self.drain_and_close(&mut store, &plan);
+                // Dropping the step drains the queue, then releases the lock.
                 stepped
             };
             if done {
