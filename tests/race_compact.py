@@ -239,7 +239,9 @@ def main() -> int:
     faulthandler.dump_traceback_later(args.deadline, exit=True)
     rng = random.Random(10)
     snapshot = base_state(rng)
-    during = [run_round(snapshot, concurrent_batches(rng), args.hold_us) for _ in range(args.rounds)]
+    during = [
+        run_round(snapshot, concurrent_batches(rng), args.hold_us) for _ in range(args.rounds)
+    ]
     faulthandler.cancel_dump_traceback_later()
     if not any(during):
         raise AssertionError(f"no batch was applied while a compaction ran: {during}")

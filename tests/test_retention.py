@@ -394,4 +394,6 @@ def test_batches_queued_during_compaction_steps_equal_compacting_after_them() ->
     queued and applied by the step instead of waiting; the script checks some were
     (``batches_deferred``), that none was refused, and read-your-writes: after a batch's ingest
     returned, the next query counts it (``tests/race_compact.py --hold-us``)."""
-    run_race_script("race_compact.py", rounds=2, deadline=150, timeout=200, extra=("--hold-us", "3000"))
+    run_race_script(
+        "race_compact.py", rounds=2, deadline=150, timeout=200, extra=("--hold-us", "3000")
+    )

@@ -6,10 +6,11 @@ Guarantees:
   leaves its delta to the step (the engine's pending queue) instead of waiting.  Background
   compactions run on their own thread, at ``compaction_nice`` lower priority (Linux), so on a
   busy machine they do not take the cores from the threads applying batches; snapshots stay on
-  the maintenance thread at normal priority.  It holds the organization's ``save_lock``, which everything that takes the
-  exclusive gate (a snapshot, a definition change, a backfill merge) takes first: those wait for
-  the compaction before they close the gate, so a snapshot holds the state before or after a
-  compaction, never half of it, and batches keep flowing while it waits.
+  the maintenance thread at normal priority.  It holds the organization's ``save_lock``, which
+  everything that takes the exclusive gate (a snapshot, a definition change, a backfill merge)
+  takes first: those wait for the compaction before they close the gate, so a snapshot holds
+  the state before or after a compaction, never half of it, and batches keep flowing while it
+  waits.
 - :meth:`RuntimeMaintenance.close` fsyncs the log, snapshots every changed organization,
   deletes covered log segments (outside the retention) and releases the data directory.
 """
