@@ -55,6 +55,8 @@
 //!   past 2^64 - 1): a queued batch that would overflow is not applied when the step drains it,
 //!   and is counted in the compaction report's `batches_refused` (one that is applied directly
 //!   is refused with an error instead). `batches_deferred` counts the queued batches;
+//! - a step takes at most [`PENDING_PER_STEP`] batches; later ones wait for the lock (so
+//!   saturating ingest cannot hand its whole apply work to the compaction thread);
 //! - [`SharedEngine::state_bytes`] does not wait for a step either: it reports the state as of
 //!   the step's start plus the queued deltas' bytes, so the state-limit check counts them.
 //!
@@ -92,6 +94,13 @@ const COMPACT_STEP: retention::StepBudget = retention::StepBudget {
     scan: 4_096,
     moves: 256,
 };
+
+/// Batches one compaction step takes into its pending queue at most; later ones wait for the
+/// lock as before. Without a bound, saturating ingest moves its whole apply work onto the
+/// compaction thread (each step drains what arrived during the last drain) and the compaction
+/// takes many times longer (7-9 s instead of 1-2 s for 1.44 M cells, benches/README.md); at
+/// 1,000 batches/s a step rarely sees more than one batch unless its thread is preempted.
+const PENDING_PER_STEP: u64 = 4;
 
 /// How long a compaction step gives way to callers waiting for the store lock before it takes
 /// the lock anyway (so a steady stream of batches cannot starve a compaction).
@@ -142,6 +151,8 @@ struct Pending {
     queue: Vec<Delta>,
     /// Approximate heap bytes of the queued deltas.
     bytes: usize,
+    /// Batches queued during the current step (at most [`PENDING_PER_STEP`]).
+    step_queued: u64,
     /// Batches queued, and queued batches refused when drained, since the compaction started.
     deferred: u64,
     refused: u64,
@@ -348,7 +359,11 @@ impl SharedEngine {
         let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         let plan = self.plan();
         self.step_bytes.store(store.heap_bytes(), Ordering::SeqCst);
-        self.lock_pending().open = true;
+        {
+            let mut pending = self.lock_pending();
+            pending.open = true;
+            pending.step_queued = 0;
+        }
         CompactionStep {
             engine: self,
             store,
@@ -387,7 +402,10 @@ impl SharedEngine {
         let mut pending = self.lock_pending();
         // `open` means a compaction step holds the store lock, so no edit can change the plan
         // until it is closed.
-        if !pending.open || !Arc::ptr_eq(plan, &self.plan()) {
+        if !pending.open
+            || pending.step_queued >= PENDING_PER_STEP
+            || !Arc::ptr_eq(plan, &self.plan())
+        {
             return Err(delta);
         }
         let stats = delta.stats.clone();
@@ -397,6 +415,7 @@ impl SharedEngine {
             .map(FilterState::heap_bytes)
             .sum::<usize>();
         pending.deferred += 1;
+        pending.step_queued += 1;
         pending.queue.push(delta);
         Ok(stats)
     }
@@ -1368,6 +1387,36 @@ mod tests {
         });
         assert_eq!(e.state_bytes(), walked_bytes(&e));
         e.drop_before(T0 + 3_600_000, None).unwrap();
+        assert_eq!(e.state_bytes(), walked_bytes(&e));
+    }
+
+    #[test]
+    fn a_step_queues_a_bounded_number_of_batches() {
+        let e = tiered();
+        for n in 0..30 {
+            e.ingest(&tiered_batch(n, 300), None, 0).unwrap();
+        }
+        e.hold_compaction_steps(Duration::from_millis(300));
+        std::thread::scope(|scope| {
+            let compaction = scope.spawn(|| e.compact(T0 + 6 * 3_600_000, None).unwrap());
+            assert!(wait_open(&e, || false));
+            for n in 0..PENDING_PER_STEP {
+                e.ingest(&tiered_batch(600 + i64::try_from(n).unwrap(), 360), None, 0)
+                    .unwrap();
+            }
+            {
+                let pending = e.lock_pending();
+                assert!(pending.open, "the step is held for 300 ms");
+                assert_eq!(pending.step_queued, PENDING_PER_STEP);
+            }
+            // The queue is full: this batch waits for the step, which drained the others.
+            let before = count(&e, "f");
+            e.hold_compaction_steps(Duration::ZERO);
+            e.ingest(&tiered_batch(700, 360), None, 0).unwrap();
+            assert!((count(&e, "f") - before - 40.0).abs() < f64::EPSILON);
+            let report = compaction.join().unwrap();
+            assert!(report["batches_deferred"].as_u64().unwrap() >= PENDING_PER_STEP);
+        });
         assert_eq!(e.state_bytes(), walked_bytes(&e));
     }
 
