@@ -82,7 +82,7 @@ def test_toml_defaults_and_per_org_overrides_are_parsed(tmp_path: Path) -> None:
         ("DAY", 0),
     ]
     assert fresh.compaction_interval == 60
-    assert fresh.compaction_nice == 10
+    assert fresh.compaction_nice == 0
 
 
 @pytest.mark.parametrize(

@@ -187,10 +187,10 @@ class ServerConfig:
     #: endpoint compact).
     compaction_interval: float = 60.0
     #: Nice increment of the background compaction thread (0-19; Linux, where a thread has its
-    #: own priority): batches do not wait for a compaction (the engine queues them), but on a
-    #: busy machine its thread competes with theirs for the cores; a higher value lets ingest
-    #: go first.  ``eventtally compact`` and the admin endpoint run at the caller's priority.
-    compaction_nice: int = 10
+    #: own priority).  Default 0: measured, +10 made the compaction run longer (and under
+    #: saturating ingest 10x longer) without lowering the ingest p99 (benches/README.md).
+    #: ``eventtally compact`` and the admin endpoint run at the caller's priority.
+    compaction_nice: int = 0
     #: The ``[durability]`` table.
     durability: DurabilityConfig = field(default_factory=DurabilityConfig)
 

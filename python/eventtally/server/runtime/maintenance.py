@@ -4,8 +4,8 @@ Guarantees:
 - Compaction never makes a batch wait for it: it runs outside the organization's gate, and the
   engine takes its state lock for one bounded step at a time; a batch arriving during a step
   leaves its delta to the step (the engine's pending queue) instead of waiting.  Background
-  compactions run on their own thread, at ``compaction_nice`` lower priority (Linux), so on a
-  busy machine they do not take the cores from the threads applying batches; snapshots stay on
+  compactions run on their own thread (at ``compaction_nice`` lower priority on Linux, default
+  none), so a long compaction does not delay a snapshot or a metadata poll; snapshots stay on
   the maintenance thread at normal priority.  It holds the organization's ``save_lock``, which
   everything that takes the exclusive gate (a snapshot, a definition change, a backfill merge)
   takes first: those wait for the compaction before they close the gate, so a snapshot holds
