@@ -10,6 +10,12 @@ multiples of 1/8, so sums do not depend on the order of addition), AVG, the perc
 distinct-count sketches, per bucket and rolled up by day; the raced copy must have nothing left
 to compact; and some batches must really have been applied while the compaction ran.
 
+With ``--hold-us N`` each compaction step keeps the state lock N microseconds longer (the
+engine's test hook), so batches sent meanwhile take the pending path: they are queued and
+applied by the step. The round then also checks that some were (``batches_deferred``), that
+none was refused, and read-your-writes: thread 0 queries the total COUNT after each of its
+batches, which must include every event whose ingest had returned before the query started.
+
 A deadlock cannot stall the caller: ``faulthandler`` dumps every thread's stack and exits the
 process from its own C watchdog thread, which needs no GIL.
 """
@@ -136,13 +142,30 @@ def answers(e: eventtally.Engine) -> dict[str, Any]:
     return out
 
 
-def run_round(snapshot: bytes, batches: list[list[bytes]]) -> int:
+def total_count(e: eventtally.Engine) -> float:
+    q = {
+        "filterId": "f",
+        "aggregationId": 1,
+        "calculation": "COUNT",
+        "startTime": _iso(T0 - DAY),
+        "endTime": _iso(NOW + DAY),
+        "recalculatedInterval": {"type": "DAY", "frequency": 1},
+    }
+    return sum(r["value"] for r in e.results(q))
+
+
+def run_round(snapshot: bytes, batches: list[list[bytes]], hold_us: int) -> int:
     """One round; returns how many batches were applied while the compaction ran."""
     raced = eventtally.Engine.from_bytes(snapshot, clock=lambda: float(NOW))
     after = eventtally.Engine.from_bytes(snapshot, clock=lambda: float(NOW))
+    base_total = total_count(raced)
+    if hold_us:
+        raced._inner.hold_compaction_steps(hold_us)
     barrier = threading.Barrier(THREADS + 1)
     spans: list[tuple[float, float]] = []
     failures: list[BaseException] = []
+    returned_lock = threading.Lock()
+    returned = [0]  # events of the batches whose ingest returned
 
     def applier(i: int) -> None:
         barrier.wait()
@@ -154,6 +177,16 @@ def run_round(snapshot: bytes, batches: list[list[bytes]]) -> int:
                 else:
                     raced.apply(raced.prepare(body))
                 spans.append((t0, time.perf_counter()))
+                with returned_lock:
+                    returned[0] += len(json.loads(body))
+                if hold_us and i == 0:
+                    with returned_lock:
+                        must_see = returned[0]
+                    seen = total_count(raced) - base_total
+                    if seen < must_see:
+                        raise AssertionError(
+                            f"read-your-writes: counted {seen} events, {must_see} returned"
+                        )
         except BaseException as exc:
             failures.append(exc)
 
@@ -166,8 +199,13 @@ def run_round(snapshot: bytes, batches: list[list[bytes]]) -> int:
     c1 = time.perf_counter()
     for t in threads:
         t.join()
+    raced._inner.hold_compaction_steps(0)
     if failures:
         raise failures[0]
+    if hold_us and not raced_report["batches_deferred"]:
+        raise AssertionError(f"no batch took the pending path: {raced_report}")
+    if raced_report["batches_refused"]:
+        raise AssertionError(f"queued batches were refused: {raced_report}")
     during = sum(1 for a, b in spans if a >= c0 and b <= c1)
 
     for mine in batches:
@@ -194,11 +232,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds before a stack dump")
+    parser.add_argument(
+        "--hold-us", type=int, default=0, help="extra microseconds each compaction step holds"
+    )
     args = parser.parse_args()
     faulthandler.dump_traceback_later(args.deadline, exit=True)
     rng = random.Random(10)
     snapshot = base_state(rng)
-    during = [run_round(snapshot, concurrent_batches(rng)) for _ in range(args.rounds)]
+    during = [
+        run_round(snapshot, concurrent_batches(rng), args.hold_us) for _ in range(args.rounds)
+    ]
     faulthandler.cancel_dump_traceback_later()
     if not any(during):
         raise AssertionError(f"no batch was applied while a compaction ran: {during}")

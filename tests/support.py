@@ -325,13 +325,24 @@ def engine() -> eventtally.Engine:
     return make_engine()
 
 
-def run_race_script(name: str, rounds: int, deadline: int, timeout: int) -> None:
-    """Runs ``tests/<name>`` for ``rounds`` rounds; it must exit 0 and report every round.
+def run_race_script(
+    name: str, rounds: int, deadline: int, timeout: int, extra: tuple[str, ...] = ()
+) -> None:
+    """Runs ``tests/<name>`` for ``rounds`` rounds (with ``extra`` arguments); it must exit 0
+    and report every round.
 
     ``deadline`` is the script's own watchdog (it dumps every thread's stack and exits);
     ``timeout`` is this process's hard limit on the child, past the watchdog's."""
     result = subprocess.run(
-        [sys.executable, str(HERE / name), "--rounds", str(rounds), "--deadline", str(deadline)],
+        [
+            sys.executable,
+            str(HERE / name),
+            "--rounds",
+            str(rounds),
+            "--deadline",
+            str(deadline),
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,

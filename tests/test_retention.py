@@ -386,3 +386,14 @@ def test_a_compaction_racing_concurrent_batches_equals_compacting_after_them() -
     the batches cannot be interrupted inside this process.
     """
     run_race_script("race_compact.py", rounds=3, deadline=150, timeout=200)
+
+
+def test_batches_queued_during_compaction_steps_equal_compacting_after_them() -> None:
+    """The same differential with the pending path forced: each compaction step keeps the state
+    lock 3 ms longer (``hold_compaction_steps``), so the batches that arrive meanwhile are
+    queued and applied by the step instead of waiting; the script checks some were
+    (``batches_deferred``), that none was refused, and read-your-writes: after a batch's ingest
+    returned, the next query counts it (``tests/race_compact.py --hold-us``)."""
+    run_race_script(
+        "race_compact.py", rounds=2, deadline=150, timeout=200, extra=("--hold-us", "3000")
+    )

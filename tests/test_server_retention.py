@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from eventtally.cli import main
 from eventtally.server import ConfigFileError, load_config, start_server
 from eventtally.server.runtime import StateLimitError
+from eventtally.server.runtime.maintenance import lower_thread_priority
 from tests.server_support import (
     FIXED_NOW,
     INGEST,
@@ -80,6 +82,7 @@ def test_toml_defaults_and_per_org_overrides_are_parsed(tmp_path: Path) -> None:
         ("DAY", 0),
     ]
     assert fresh.compaction_interval == 60
+    assert fresh.compaction_nice == 0
 
 
 @pytest.mark.parametrize(
@@ -96,6 +99,8 @@ def test_toml_defaults_and_per_org_overrides_are_parsed(tmp_path: Path) -> None:
             "server.org_retention.acme[0].keepSeconds",
         ),
         ("compaction_interval = -1", "server.compaction_interval"),
+        ("compaction_nice = 20", "server.compaction_nice"),
+        ("compaction_nice = -1", "server.compaction_nice"),
         ('retention = "7d"', "server.retention"),
     ],
 )
@@ -312,3 +317,23 @@ def test_a_batch_is_not_held_up_by_a_compaction_and_a_waiting_snapshot(tmp_path:
         c.close()
         srv.close()
         thread.join(5)  # type: ignore[attr-defined]
+
+
+def test_the_compaction_thread_runs_at_lower_priority() -> None:
+    """``lower_thread_priority`` raises the calling thread's own nice value (Linux), not the
+    process's: the background compaction thread gives way to the threads applying batches."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("threads have their own priority on Linux only")
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[tuple[bool, int]] = []
+
+    def worker() -> None:
+        done = lower_thread_priority(5)
+        seen.append((done, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [(True, min(19, main_nice + 5))]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice
+    assert lower_thread_priority(0) is False

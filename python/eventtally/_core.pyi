@@ -122,6 +122,8 @@ class Engine:
         """Drops buckets starting before the horizon; returns cells dropped."""
     def state_bytes(self) -> int:
         """Approximate bytes held by aggregates."""
+    def hold_compaction_steps(self, micros: int) -> None:
+        """Test hook: each compaction step keeps the state lock ``micros`` longer."""
     def compact(self, now_ms: int, default_retention_json: str | None = None) -> str:
         """Compacts old buckets into coarser retention tiers; the report as JSON text."""
     def resolutions_json(self, query_json: str) -> str:

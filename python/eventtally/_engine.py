@@ -485,7 +485,10 @@ class Engine:
         ``now`` is Unix seconds (default: the engine's clock). ``default_retention`` is the
         tier list for filters without a ``retention`` of their own (fitted to each filter's
         interval, see ``docs/python-api.md``). Returns ``cells_merged``, ``cells_dropped``,
-        ``groups_released``, ``bytes_freed``, ``filters`` (compacted) and ``skipped``.
+        ``groups_released``, ``bytes_freed``, ``filters`` (compacted), ``skipped``, and
+        ``batches_deferred`` / ``batches_refused``: batches that arrived while a step held the
+        state lock were queued and applied by the step (refused: a counter would have
+        overflowed), see ``docs/python-api.md``.
         """
         now_ms = _now_ms(self._clock, now)
         default = None if default_retention is None else _dumps(default_retention, "retention")

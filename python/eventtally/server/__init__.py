@@ -91,6 +91,7 @@ def make_app(
             max_state_bytes=config.max_state_bytes_per_org,
             retention=config.retention_for,
             compaction_interval=config.compaction_interval,
+            compaction_nice=config.compaction_nice,
         )
         if recover:
             runtime.open()

@@ -783,6 +783,33 @@ pub struct EngineState {
     pub states: HashMap<String, FilterState>,
     /// Retention layout of every filter that has been compacted (`retention` module).
     pub layouts: HashMap<String, crate::retention::TierLayout>,
+    /// The sketch part of every state's [`FilterState::heap_bytes`], kept as a running total
+    /// by [`EngineState::apply`] and the compaction steps so [`EngineState::heap_bytes`] costs
+    /// O(filters), not a walk of every sketch (the server checks it before each batch). Any
+    /// other change of `states` is followed by [`EngineState::recount_bytes`].
+    pub(crate) sketch_bytes: usize,
+}
+
+/// Whether rows of `s` hold sketches (whose bytes vary per row).
+fn has_sketches(s: &FilterState) -> bool {
+    s.aggs
+        .iter()
+        .any(|a| a.calcs.contains(Calc::ApproxCountDistinct) || a.calcs.contains(Calc::Percentiles))
+}
+
+/// Sketch bytes of the rows of `mine` that `delta`'s rows land in (0 for a row not there yet).
+/// Costs O(delta rows): the delta's cells are distinct, so no row is counted twice.
+fn touched_sketch_bytes(mine: &FilterState, delta: &FilterState) -> usize {
+    let mut group_map: Vec<Option<Option<u32>>> = vec![None; delta.groups.len()];
+    (0..delta.rows())
+        .map(|r| {
+            let og = delta.row_group[r];
+            let g = *group_map[og as usize]
+                .get_or_insert_with(|| mine.groups.find(delta.groups.key(og)));
+            g.and_then(|g| mine.find_row(delta.row_bucket[r], g))
+                .map_or(0, |row| mine.row_sketch_bytes(row))
+        })
+        .sum()
 }
 
 impl EngineState {
@@ -825,9 +852,23 @@ impl EngineState {
                 continue;
             }
             match self.states.get_mut(&f.def.id) {
-                Some(mine) if mine.rows() > 0 => mine.merge_from(&s)?,
-                Some(mine) => *mine = s,
+                Some(mine) if mine.rows() > 0 => {
+                    if has_sketches(&s) {
+                        let before = touched_sketch_bytes(mine, &s);
+                        mine.merge_from(&s)?;
+                        let after = touched_sketch_bytes(mine, &s);
+                        self.sketch_bytes = (self.sketch_bytes + after).saturating_sub(before);
+                    } else {
+                        mine.merge_from(&s)?;
+                    }
+                }
+                // An empty state has no sketch bytes: the delta's become the state's.
+                Some(mine) => {
+                    self.sketch_bytes += s.heap_bytes() - s.fixed_heap_bytes();
+                    *mine = s;
+                }
                 None => {
+                    self.sketch_bytes += s.heap_bytes() - s.fixed_heap_bytes();
                     self.states.insert(f.def.id.clone(), s);
                 }
             }
@@ -835,9 +876,26 @@ impl EngineState {
         Ok(delta.stats)
     }
 
+    /// Approximate heap bytes of every state: O(filters x aggregations) (the sketch part is a
+    /// running total), equal to the sum of [`FilterState::heap_bytes`].
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        self.states.values().map(FilterState::heap_bytes).sum()
+        self.states
+            .values()
+            .map(FilterState::fixed_heap_bytes)
+            .sum::<usize>()
+            + self.sketch_bytes
+    }
+
+    /// Recomputes the running sketch total by walking every state: after a change of `states`
+    /// other than [`EngineState::apply`] and the compaction steps (a merge, `drop_before`, a
+    /// definition edit, a snapshot load).
+    pub fn recount_bytes(&mut self) {
+        self.sketch_bytes = self
+            .states
+            .values()
+            .map(|s| s.heap_bytes() - s.fixed_heap_bytes())
+            .sum();
     }
 }
 

@@ -193,6 +193,9 @@ struct Applied {
     dropped: u64,
     /// Sketch bytes released: the sources' sketches minus what their targets grew by.
     sketch_bytes_freed: u64,
+    /// The same, signed (a merged sketch may outgrow its parts), for the running total of
+    /// [`EngineState::heap_bytes`].
+    sketch_bytes_change: i64,
 }
 
 /// Applies `moves` (sorted, whole cells) to `state`: merges each source into its target cell
@@ -220,8 +223,14 @@ fn apply_moves(state: &mut FilterState, moves: &[Move], remove: &mut Vec<u32>) -
             freed += src_bytes;
         } else {
             // A target is aligned to its tier, so it maps to itself: never a source.
+            let rows = state.rows();
             let dst = state.row(m.target, m.group);
-            let before = state.row_sketch_bytes(dst) as i64;
+            // A new target row's empty sketches were not counted before: they are growth.
+            let before = if state.rows() > rows {
+                0
+            } else {
+                state.row_sketch_bytes(dst) as i64
+            };
             for c in &mut state.aggs {
                 merge_within(c, dst, src);
             }
@@ -236,6 +245,7 @@ fn apply_moves(state: &mut FilterState, moves: &[Move], remove: &mut Vec<u32>) -
         state.swap_remove_row(r as usize);
     }
     done.sketch_bytes_freed = freed.max(0) as u64;
+    done.sketch_bytes_change = -freed;
     done
 }
 
@@ -509,6 +519,9 @@ impl Compaction {
                 Phase::Move { pos } => {
                     let end = run_end(&job.moves, pos, budget.moves);
                     let done = apply_moves(state, &job.moves[pos..end], &mut self.remove);
+                    store.sketch_bytes = store
+                        .sketch_bytes
+                        .saturating_add_signed(done.sketch_bytes_change as isize);
                     work.moved += (end - pos) as u64;
                     job.merged += done.merged;
                     job.dropped += done.dropped;

@@ -310,5 +310,6 @@ pub fn decode(data: &[u8]) -> Result<Engine> {
     if r.pos != payload.len() {
         return Err(bad("unread bytes at the end of the payload"));
     }
+    engine.store.recount_bytes();
     Ok(engine)
 }

@@ -363,6 +363,13 @@ impl Engine {
         py.detach(|| self.inner.state_bytes())
     }
 
+    /// Test hook: each compaction step keeps the state lock `micros` longer, so batches sent
+    /// meanwhile take the pending path (0 turns it off).
+    fn hold_compaction_steps(&self, micros: u64) {
+        self.inner
+            .hold_compaction_steps(std::time::Duration::from_micros(micros));
+    }
+
     /// Compacts every filter with retention tiers at `now_ms`; `default_retention_json` is the
     /// tier list for filters without their own. Returns the report as JSON text.
     #[pyo3(signature = (now_ms, default_retention_json=None))]

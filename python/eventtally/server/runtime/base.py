@@ -40,6 +40,7 @@ class RuntimeBase:
         registry: Registry | None = None,
         retention: Callable[[str], list[dict[str, Any]]] | None = None,
         compaction_interval: float = 0.0,
+        compaction_nice: int = 0,
     ) -> None:
         self.store = store
         self.clock: Callable[[], float] = clock or time.time
@@ -50,6 +51,8 @@ class RuntimeBase:
         #: org id → default retention tiers for its filters without their own
         self.retention: Callable[[str], list[dict[str, Any]]] = retention or (lambda _org: [])
         self.compaction_interval = compaction_interval
+        #: nice increment of the background compaction thread (``maintenance.py``)
+        self.compaction_nice = compaction_nice
         #: org id → wall time of its last compaction
         self.last_compaction: dict[str, float] = {}
         self.storage = Storage(store.data_dir, self.cfg)
@@ -66,6 +69,7 @@ class RuntimeBase:
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._compact_thread: threading.Thread | None = None
         self._generation = 0  # snapshot numbers when the WAL is off
         self._gen_lock = threading.Lock()
         self._init_metrics()

@@ -2,11 +2,15 @@
 
 Guarantees:
 - Compaction never makes a batch wait for it: it runs outside the organization's gate, and the
-  engine takes its state lock for one bounded step at a time, so a concurrent batch waits for
-  one step at most.  It holds the organization's ``save_lock``, which everything that takes the
-  exclusive gate (a snapshot, a definition change, a backfill merge) takes first: those wait for
-  the compaction before they close the gate, so a snapshot holds the state before or after a
-  compaction, never half of it, and batches keep flowing while it waits.
+  engine takes its state lock for one bounded step at a time; a batch arriving during a step
+  leaves its delta to the step (the engine's pending queue) instead of waiting.  Background
+  compactions run on their own thread (at ``compaction_nice`` lower priority on Linux, default
+  none), so a long compaction does not delay a snapshot or a metadata poll; snapshots stay on
+  the maintenance thread at normal priority.  It holds the organization's ``save_lock``, which
+  everything that takes the exclusive gate (a snapshot, a definition change, a backfill merge)
+  takes first: those wait for the compaction before they close the gate, so a snapshot holds
+  the state before or after a compaction, never half of it, and batches keep flowing while it
+  waits.
 - :meth:`RuntimeMaintenance.close` fsyncs the log, snapshots every changed organization,
   deletes covered log segments (outside the retention) and releases the data directory.
 """
@@ -14,6 +18,7 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -24,6 +29,23 @@ from ..errors import (
 from .ingest import RuntimeIngest
 
 log = logging.getLogger("eventtally.server")
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Adds ``nice`` to the calling thread's nice value (at most 19); True when done.  On Linux a
+    thread has its own priority (``setpriority`` on its thread id); elsewhere, or when the
+    system refuses, nothing changes (the priority is advice, not a guarantee) and False is
+    returned."""
+    if nice <= 0 or not hasattr(os, "setpriority") or not os.path.isdir("/proc/self/task"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
+    except OSError as exc:
+        log.warning("could not lower the compaction thread's priority: %s", exc)
+        return False
+    return True
 
 
 class RuntimeMaintenance(RuntimeIngest):
@@ -81,38 +103,47 @@ class RuntimeMaintenance(RuntimeIngest):
 
     def _maintain(self) -> None:
         interval = self.snapshot_interval
-        compact_every = self.compaction_interval
-        ticks = [t for t in (self.poll_interval, interval, compact_every) if t]
+        ticks = [t for t in (self.poll_interval, interval) if t]
         tick = min(ticks)
         next_save = time.monotonic() + interval
-        next_compact = time.monotonic() + compact_every
         while not self._stop.wait(tick):
             try:
                 self.poll()
             except Exception:
                 log.exception("metadata refresh failed")
-            if compact_every and time.monotonic() >= next_compact:
-                self.compact_all()
-                next_compact = time.monotonic() + compact_every
             if interval and time.monotonic() >= next_save:
                 self.save_all()
                 next_save = time.monotonic() + interval
 
+    def _compact_periodically(self) -> None:
+        """The compaction thread: every ``compaction_interval`` seconds after the last one
+        ended, compacts every organization, at ``compaction_nice`` lower priority."""
+        lower_thread_priority(self.compaction_nice)
+        while not self._stop.wait(self.compaction_interval):
+            self.compact_all()
+
     def start(self) -> None:
-        """Start the background thread that polls metadata and saves snapshots."""
+        """Start the background threads: one polls metadata and saves snapshots, one compacts
+        (when ``compaction_interval`` is set)."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._maintain, name="eventtally-maintenance", daemon=True
             )
             self._thread.start()
+        if self._compact_thread is None and self.compaction_interval:
+            self._compact_thread = threading.Thread(
+                target=self._compact_periodically, name="eventtally-compaction", daemon=True
+            )
+            self._compact_thread.start()
 
     def close(self) -> None:
         """Stop the background thread; fsync the log, snapshot every changed organization,
         delete covered segments, close the log and release the data directory."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in (self._compact_thread, self._thread):
+            if thread is not None:
+                thread.join()
+        self._thread = self._compact_thread = None
         if self.closed:
             return
         self.closed = True
