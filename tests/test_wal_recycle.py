@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -215,7 +216,8 @@ CHILD = textwrap.dedent(
         size = random.Random(k).randrange(1, 1 << 17)
         payload = b"%d|" % k + random.Random(k).randbytes(size)
         seq = wal.append(WalRecord("org", payload, "ing", k))
-        print(seq, k, flush=True)
+        active = wal.segments()[-1]  # a recycled file is longer than the records it holds
+        print(seq, k, int(active.path.stat().st_size > active.size), flush=True)
         k += 1
         if k % 8 == 0:  # as snapshots would: old segments go, and come back as spares
             wal.truncate_before(seq - 20)
@@ -235,7 +237,7 @@ def test_sigkill_while_appending_into_recycled_segments(tmp_path: Path) -> None:
     else replays (no stale record of a recycled file), and the child did write into spares."""
     rng = random.Random(11)
     k = 0
-    recycled_seen = 0
+    recycled_rounds = 0
     for round_no, policy in enumerate(("always", "never", "always", "interval", "always", "never")):
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(tmp_path), policy, str(k)],
@@ -243,28 +245,42 @@ def test_sigkill_while_appending_into_recycled_segments(tmp_path: Path) -> None:
             text=True,
         )
         assert proc.stdout is not None
+        # A child that stalls without dying must not hang the read below: the watchdog kills it,
+        # the read sees end of file, and the round fails naming itself.
+        watchdog = threading.Timer(60, proc.kill)
+        watchdog.start()
         try:
-            first = proc.stdout.readline()
-            assert first, f"child died in round {round_no}"
-            time.sleep(rng.uniform(0.3, 0.8))
+            # The kill comes at a random moment, but only once the child is writing into a
+            # recycled file: on a slow disk (fsync "always") a fixed delay may end before any
+            # spare exists, and the round would test nothing of recycling.
+            deadline = time.monotonic() + rng.uniform(0.3, 0.8)
+            seen = []
+            while True:
+                line = proc.stdout.readline()
+                assert line, f"child died in round {round_no}"
+                seen.append(line)
+                if time.monotonic() >= deadline and line.split()[2] == "1":
+                    recycled_rounds += 1
+                    break
             os.kill(proc.pid, signal.SIGKILL)
-            rest, _ = proc.communicate(timeout=60)
+            # Read on through the same buffered reader: communicate() reads the pipe beneath it
+            # and would miss the lines readline() has already buffered.
+            rest = proc.stdout.read()
+            proc.wait(timeout=60)
         finally:
+            watchdog.cancel()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         assert proc.returncode == -signal.SIGKILL
         acknowledged = {}
-        for line in (first + rest).splitlines(keepends=True):
+        for line in ("".join(seen) + rest).splitlines(keepends=True):
             if line.endswith("\n"):
-                seq, kk = map(int, line.split())
+                seq, kk, _recycled = map(int, line.split())
                 acknowledged[seq] = kk
         with WriteAheadLog(tmp_path, segment_bytes=1 << 20, recycle_segments=4) as wal:
             records = list(wal.replay())
             segments = wal.segments()
-            newest = segments[-1]
-            if newest.path.stat().st_size > newest.size:
-                recycled_seen += 1
         by_seq = {r.seq: r for r in records}
         oldest = segments[0].first_seq
         for seq, kk in acknowledged.items():
@@ -279,4 +295,7 @@ def test_sigkill_while_appending_into_recycled_segments(tmp_path: Path) -> None:
         assert seqs == sorted(set(seqs)) and ks == sorted(set(ks))
         assert ks[-1] <= max(acknowledged.values()) + 1  # at most the one unacknowledged
         k = ks[-1] + 1
-    assert recycled_seen >= 3  # most rounds ended inside a recycled file
+    # Every round was killed while writing into recycled files: the wait above ends only on a
+    # record the child saw land in one. (The newest file's size after reopening says nothing
+    # either way: a record torn by the kill is cut off together with the stale tail behind it.)
+    assert recycled_rounds == 6
