@@ -479,6 +479,50 @@ mod tests {
         out
     }
 
+    // The row operations both column kinds share, applied to a column and to its reference
+    // `Vec` alike, so the two property tests below differ only in what they add to cells.
+    fn merge_two_rows<S: CellSketch>(
+        col: &mut SketchColumn<S>,
+        reference: &mut [S],
+        rng: &mut Rng,
+    ) {
+        let n = reference.len();
+        let (d, s) = (rng.below(n), rng.below(n));
+        if d != s {
+            col.merge_within(d, s);
+            let src = reference[s].clone();
+            reference[d].merge_sketch(&src);
+        }
+    }
+
+    fn swap_remove_a_row<S: CellSketch>(
+        col: &mut SketchColumn<S>,
+        reference: &mut Vec<S>,
+        rng: &mut Rng,
+    ) {
+        let r = rng.below(reference.len());
+        col.swap_remove(r);
+        reference.swap_remove(r);
+    }
+
+    /// Keeps each row with probability `1 - 1/drop_one_in`.
+    fn retain_some_rows<S: CellSketch>(
+        col: &mut SketchColumn<S>,
+        reference: &mut Vec<S>,
+        rng: &mut Rng,
+        drop_one_in: usize,
+    ) {
+        let keep: Vec<bool> = (0..reference.len())
+            .map(|_| rng.below(drop_one_in) != 0)
+            .collect();
+        col.retain(&keep);
+        let mut i = 0;
+        reference.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
+
     /// Applies the same random operations to a column and to a `Vec` of sketches and checks
     /// every cell encodes the same after each step.
     #[test]
@@ -515,24 +559,11 @@ mod tests {
                 col.merge_cell(r, other.cell(o));
                 reference[r].merge(&other_ref[o]);
             } else if op < 80 {
-                let (d, s) = (rng.below(n), rng.below(n));
-                if d != s {
-                    col.merge_within(d, s);
-                    let src = reference[s].clone();
-                    reference[d].merge(&src);
-                }
+                merge_two_rows(&mut col, &mut reference, &mut rng);
             } else if op < 92 {
-                let r = rng.below(n);
-                col.swap_remove(r);
-                reference.swap_remove(r);
+                swap_remove_a_row(&mut col, &mut reference, &mut rng);
             } else if op < 95 {
-                let keep: Vec<bool> = (0..n).map(|_| rng.below(4) != 0).collect();
-                col.retain(&keep);
-                let mut i = 0;
-                reference.retain(|_| {
-                    i += 1;
-                    keep[i - 1]
-                });
+                retain_some_rows(&mut col, &mut reference, &mut rng, 4);
             } else {
                 let r = rng.below(n);
                 let s = reference[r].clone();
@@ -585,24 +616,11 @@ mod tests {
                 col.insert_hash(r, h);
                 reference[r].insert_hash(h);
             } else if op < 80 {
-                let (d, s) = (rng.below(n), rng.below(n));
-                if d != s {
-                    col.merge_within(d, s);
-                    let src = reference[s].clone();
-                    reference[d].merge(&src);
-                }
+                merge_two_rows(&mut col, &mut reference, &mut rng);
             } else if op < 92 {
-                let r = rng.below(n);
-                col.swap_remove(r);
-                reference.swap_remove(r);
+                swap_remove_a_row(&mut col, &mut reference, &mut rng);
             } else {
-                let keep: Vec<bool> = (0..n).map(|_| rng.below(3) != 0).collect();
-                col.retain(&keep);
-                let mut i = 0;
-                reference.retain(|_| {
-                    i += 1;
-                    keep[i - 1]
-                });
+                retain_some_rows(&mut col, &mut reference, &mut rng, 3);
             }
             for (r, s) in reference.iter().enumerate() {
                 assert_eq!(

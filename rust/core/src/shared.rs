@@ -1288,6 +1288,23 @@ mod tests {
         true
     }
 
+    /// Runs `inside` while a compaction (to six hours after `T0`) holds its step open for
+    /// `hold`, then lets the step go and returns the compaction's report.
+    fn inside_a_held_step(
+        e: &SharedEngine,
+        hold: Duration,
+        inside: impl FnOnce(),
+    ) -> serde_json::Value {
+        e.hold_compaction_steps(hold);
+        std::thread::scope(|scope| {
+            let compaction = scope.spawn(|| e.compact(T0 + 6 * 3_600_000, None).unwrap());
+            assert!(wait_open(e, || false));
+            inside();
+            e.hold_compaction_steps(Duration::ZERO);
+            compaction.join().unwrap()
+        })
+    }
+
     #[test]
     fn batches_during_a_step_are_queued_drained_and_seen_by_the_next_query() {
         let raced = tiered();
@@ -1356,17 +1373,12 @@ mod tests {
         for n in 0..30 {
             e.ingest(&tiered_batch(n, 300), None, 0).unwrap();
         }
-        e.hold_compaction_steps(Duration::from_millis(200));
-        std::thread::scope(|scope| {
-            let compaction = scope.spawn(|| e.compact(T0 + 6 * 3_600_000, None).unwrap());
-            assert!(wait_open(&e, || false));
+        inside_a_held_step(&e, Duration::from_millis(200), || {
             let before = e.state_bytes();
             e.ingest(&tiered_batch(500, 360), None, 0).unwrap();
             // Still inside the held step: the queued delta is counted, nothing waited.
             assert!(e.lock_pending().open, "the step is held for 200 ms");
             assert!(e.state_bytes() > before);
-            e.hold_compaction_steps(Duration::ZERO);
-            compaction.join().unwrap();
         });
         assert_eq!(e.state_bytes(), walked_bytes(&e));
         e.drop_before(T0 + 3_600_000, None).unwrap();
@@ -1379,13 +1391,8 @@ mod tests {
         for n in 0..30 {
             e.ingest(&tiered_batch(n, 300), None, 0).unwrap();
         }
-        e.hold_compaction_steps(Duration::from_millis(100));
-        std::thread::scope(|scope| {
-            let compaction = scope.spawn(|| e.compact(T0 + 6 * 3_600_000, None).unwrap());
-            assert!(wait_open(&e, || false));
+        inside_a_held_step(&e, Duration::from_millis(100), || {
             e.ingest(&tiered_batch(600, 360), None, 0).unwrap();
-            e.hold_compaction_steps(Duration::ZERO);
-            compaction.join().unwrap();
         });
         // Once the compaction is done (the lock free), nothing is queued and a batch is
         // applied directly.
@@ -1421,14 +1428,9 @@ mod tests {
         }
         // Applied directly, the batch is refused with an error.
         assert!(matches!(e.ingest(young, None, 0), Err(Error::Limit { .. })));
-        e.hold_compaction_steps(Duration::from_millis(100));
-        let report = std::thread::scope(|scope| {
-            let compaction = scope.spawn(|| e.compact(T0 + 6 * 3_600_000, None).unwrap());
-            assert!(wait_open(&e, || false));
+        let report = inside_a_held_step(&e, Duration::from_millis(100), || {
             e.ingest(young, None, 0)
                 .expect("queued: the overflow is found when drained");
-            e.hold_compaction_steps(Duration::ZERO);
-            compaction.join().unwrap()
         });
         assert_eq!(report["batches_deferred"], 1, "{report}");
         assert_eq!(report["batches_refused"], 1, "{report}");
