@@ -11,8 +11,9 @@ tree's compiled core copied beside it, and put first on the server's ``PYTHONPAT
 front, ``build`` (``--build-python``), runs the server on another install's interpreter, its
 own compiled core included, so a change of the core is compared as well.  The table gives the
 first front's ratio to each other one, which are far steadier than the absolute figures on
-shared cores, and issue 9's target beside each figure.  (The comparison with the old thread-per-connection front
-was taken at commit 252c955, where ``--fronts asyncio,threaded`` ran both.)
+shared cores, and issue 9's target beside each figure.  (The comparison with the old
+thread-per-connection front was taken at commit 252c955, where ``--fronts asyncio,threaded``
+ran both.)
 
 What this script guarantees:
 

@@ -805,7 +805,8 @@ fn touched_rows(mine: &FilterState, delta: &FilterState) -> (Vec<usize>, usize) 
     let mut bytes = 0;
     for r in 0..delta.rows() {
         let og = delta.row_group[r];
-        let g = *group_map[og as usize].get_or_insert_with(|| mine.groups.find(delta.groups.key(og)));
+        let g =
+            *group_map[og as usize].get_or_insert_with(|| mine.groups.find(delta.groups.key(og)));
         if let Some(row) = g.and_then(|g| mine.find_row(delta.row_bucket[r], g)) {
             bytes += mine.row_sketch_bytes(row);
             rows.push(row);
@@ -822,8 +823,13 @@ fn merge_counting_sketches(mine: &mut FilterState, delta: &FilterState) -> Resul
     let (rows, before) = touched_rows(mine, delta);
     let old_rows = mine.rows();
     mine.merge_from(delta)?;
-    let after = rows.iter().map(|&r| mine.row_sketch_bytes(r)).sum::<usize>()
-        + (old_rows..mine.rows()).map(|r| mine.row_sketch_bytes(r)).sum::<usize>();
+    let after = rows
+        .iter()
+        .map(|&r| mine.row_sketch_bytes(r))
+        .sum::<usize>()
+        + (old_rows..mine.rows())
+            .map(|r| mine.row_sketch_bytes(r))
+            .sum::<usize>();
     Ok((before, after))
 }
 

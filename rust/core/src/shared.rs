@@ -1365,7 +1365,11 @@ mod tests {
             let batch = prepared.prepare(&b[..], None, 0).unwrap();
             prepared.apply(&batch).unwrap();
             ingested.ingest(&b, None, 0).unwrap();
-            assert_eq!(prepared.state_bytes(), walked_bytes(&prepared), "after batch {n}");
+            assert_eq!(
+                prepared.state_bytes(),
+                walked_bytes(&prepared),
+                "after batch {n}"
+            );
         }
         assert_eq!(prepared.state_bytes(), ingested.state_bytes());
         assert_eq!(answers(&prepared), answers(&ingested));
