@@ -7,10 +7,13 @@
 Each scenario runs twice in the same run: on this tree's server (``new``) and on a baseline
 (``base``): the ``python/`` tree of ``--baseline`` (a commit, default 2159290: main before the
 front's performance work) extracted with ``git archive`` into a temporary directory, with this
-tree's compiled core copied beside it, and put first on the server's ``PYTHONPATH``.  The table
-gives new / base ratios, which are far steadier than the absolute figures on shared cores, and
-issue 9's target beside each figure.  (The comparison with the old thread-per-connection front
-was taken at commit 252c955, where ``--fronts asyncio,threaded`` ran both.)
+tree's compiled core copied beside it, and put first on the server's ``PYTHONPATH``.  A third
+front, ``build`` (``--build-python``), runs the server on another install's interpreter, its
+own compiled core included, so a change of the core is compared as well.  The table gives the
+first front's ratio to each other one, which are far steadier than the absolute figures on
+shared cores, and issue 9's target beside each figure.  (The comparison with the old
+thread-per-connection front was taken at commit 252c955, where ``--fronts asyncio,threaded``
+ran both.)
 
 What this script guarantees:
 
@@ -113,6 +116,9 @@ def _config(tmp: Path, server: dict[str, Any]) -> Path:
 ACCESS_LOG = False
 #: front name -> the directory put first on the server's PYTHONPATH ("": this tree as installed).
 PYTHONPATHS: dict[str, str] = {"new": ""}
+#: front name -> the interpreter that runs its server (``build``: ``--build-python``, a whole
+#: other install, core included); every other front runs on this interpreter.
+INTERPRETERS: dict[str, str] = {}
 
 
 def baseline_tree(commit: str, into: Path) -> str:
@@ -141,8 +147,9 @@ class Server:
         env = dict(os.environ)
         if PYTHONPATHS.get(front):
             env["PYTHONPATH"] = PYTHONPATHS[front]
+        python = INTERPRETERS.get(front, sys.executable)
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "serve_front.py"), "--config", str(cfg)]
+            [python, str(HERE / "serve_front.py"), "--config", str(cfg)]
             + (["--log"] if ACCESS_LOG else []),
             cwd=self.tmp,
             stdout=subprocess.PIPE,
@@ -435,7 +442,17 @@ def scenario_trickle(front: str, seconds: float, trickles: int = 64) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--fronts", default="new,base", help="new (this tree), base (--baseline)")
+    p.add_argument(
+        "--fronts",
+        default="new,base",
+        help="new (this tree), base (--baseline's python/ with this core), build (the whole "
+        "install of --build-python, its own core)",
+    )
+    p.add_argument(
+        "--build-python",
+        help="front `build`: the interpreter of another install (e.g. a venv of main), so a "
+        "change of the Rust core is compared too",
+    )
     p.add_argument(
         "--baseline", default="2159290", help="the baseline commit (default: %(default)s)"
     )
@@ -466,6 +483,10 @@ def main() -> int:
         fronts = args.fronts.split(",")
         if "base" in fronts:
             PYTHONPATHS["base"] = baseline_tree(args.baseline, Path(d))
+        if "build" in fronts:
+            if not args.build_python:
+                raise SystemExit("front `build` needs --build-python")
+            INTERPRETERS["build"] = args.build_python
         body_file = Path(d) / "body.json"
         body_file.write_bytes(body)
         todo = args.scenarios.split(",")
@@ -490,10 +511,10 @@ def main() -> int:
                     r["trickle"] = scenario_trickle(front, args.duration)
     print(f"body: {len(body)} bytes, 300 events; wrk -t2, {args.duration:.0f} s per run\n")
     names = list(results)
-    ratio = len(names) == 2
-    print("| measure | " + " | ".join(names) + (f" | {names[0]} / {names[1]}" if ratio else "")
-          + " | target |")  # fmt: skip
-    print("|---|" + "---:|" * (len(names) + ratio) + "---|")
+    # One ratio column per other front: the first front over it.
+    ratios = [f"{names[0]} / {other}" for other in names[1:]]
+    print("| measure | " + " | ".join(names + ratios) + " | target |")
+    print("|---|" + "---:|" * (len(names) + len(ratios)) + "---|")
 
     def row(name: str, fn: Any, target: str = "", value: Any = None) -> None:
         cells, nums = [], []
@@ -504,8 +525,8 @@ def main() -> int:
             except (KeyError, IndexError):
                 cells.append("-")
                 nums.append(None)
-        if ratio:
-            a, b = nums
+        a = nums[0]
+        for b in nums[1:]:
             cells.append(f"{a / b:.2f}x" if a is not None and b else "")
         print(f"| {name} | " + " | ".join(cells) + f" | {target} |")
 

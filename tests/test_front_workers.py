@@ -195,3 +195,40 @@ def test_a_call_goes_to_the_thread_that_went_idle_last() -> None:
     finally:
         pool.shutdown()
     assert len(set(seen)) == 1, seen
+
+
+def test_outcomes_that_finish_together_wake_the_loop_once() -> None:
+    """Calls finishing while the loop is busy (the batches one fsync made durable) are delivered
+    by one drain: one ``call_soon_threadsafe`` (a self-pipe write and a loop wake-up), not one
+    per call; a call finishing after that drain wakes the loop again."""
+    pool = Workers(3)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        release = threading.Event()
+        futs = [pool.run(lambda i=i: (release.wait(WAIT), i)[1]) for i in range(3)]
+        inbox = pool._inboxes[loop]
+        release.set()
+        # Keep the loop busy (not draining) until all three outcomes are posted.
+        deadline = time.monotonic() + WAIT
+        while len(inbox.outcomes) < 3:
+            assert time.monotonic() < deadline, "the calls did not finish"
+            time.sleep(0.005)
+        assert await asyncio.gather(*futs) == [0, 1, 2]
+        assert wakes == 1
+        assert await pool.run(lambda: 7) == 7
+        assert wakes == 2
+
+    try:
+        _run(main())
+    finally:
+        pool.shutdown()

@@ -226,7 +226,9 @@ class _Conn(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
-        self.task = asyncio.get_running_loop().create_task(self.server._handle(self))
+        self.task = (self.server._loop or asyncio.get_running_loop()).create_task(
+            self.server._handle(self)
+        )
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Never an empty buffer: a transport reads again before the task has ended the body,
@@ -290,11 +292,18 @@ class _Conn(asyncio.BufferedProtocol):
         if self._paused_read:
             self._paused_read = False
             self.transport.resume_reading()
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        # The server's loop and one timer handle, not ``asyncio.timeout``: this runs several
+        # times per request on the loop thread, and the context manager costs a ``Timeout``
+        # object, a task lookup and ``get_running_loop`` calls (each a ``getpid`` system call on
+        # Python 3.11) every time.
+        loop = self.server._loop or asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await waiter
+            await waiter
         finally:
+            if timer is not None:
+                timer.cancel()
             if self._waiter is waiter:
                 self._waiter = None
 
@@ -333,6 +342,12 @@ class _Conn(asyncio.BufferedProtocol):
             raise _Closed from None
         if self.lost:
             raise _Closed
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    """A wait's deadline passed: its ``await`` raises ``TimeoutError`` (unless woken first)."""
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _Input(io.RawIOBase):

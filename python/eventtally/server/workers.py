@@ -10,6 +10,10 @@ What this module guarantees:
 - :meth:`Workers.shutdown` lets every queued call run, then stops and joins the threads; a call
   queued after it raises :class:`RuntimeError`.  A result that arrives after its loop closed is
   dropped (the loop's owner is gone, so nobody awaits it).
+- Outcomes reach their loop through one inbox per loop: a worker appends to it and wakes the loop
+  (``call_soon_threadsafe``, one write to its self-pipe) only when no wake-up is pending already,
+  so outcomes that finish together (the batches one WAL fsync made durable) cost the loop one
+  wake-up, not one each.  Every outcome appended is delivered by the loop's next drain.
 
 Why not ``loop.run_in_executor`` with a ``ThreadPoolExecutor``: each call there makes a
 ``concurrent.futures.Future`` (a ``Condition`` over an ``RLock``), a work item, an idle-semaphore
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -34,7 +37,7 @@ __all__ = ["Workers"]
 
 T = TypeVar("T")
 
-_Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Item = tuple["_Inbox", "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
 def _deliver(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -47,13 +50,48 @@ def _deliver(fut: asyncio.Future[Any], result: Any, error: BaseException | None)
         fut.set_exception(error)
 
 
+_Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+
+
+class _Inbox:
+    """Outcomes on their way to one loop, and whether a drain is scheduled on it already."""
+
+    __slots__ = ("_lock", "loop", "outcomes", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self.outcomes: list[_Outcome] = []
+        self.scheduled = False
+
+    def post(self, outcome: _Outcome) -> None:
+        """On a worker: queue ``outcome``; wake the loop unless a drain is pending (it will see
+        this outcome: the drain takes the list and clears the flag under the same lock)."""
+        with self._lock:
+            self.outcomes.append(outcome)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self.drain)
+        except RuntimeError:  # the loop closed: nobody awaits these outcomes
+            with self._lock:
+                self.outcomes.clear()
+                self.scheduled = False
+
+    def drain(self) -> None:
+        """On the loop: settle every outcome queued so far."""
+        with self._lock:
+            outcomes, self.outcomes = self.outcomes, []
+            self.scheduled = False
+        for fut, result, error in outcomes:
+            _deliver(fut, result, error)
+
+
 def _call(
-    loop: asyncio.AbstractEventLoop,
-    fut: asyncio.Future[Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
+    inbox: _Inbox, fut: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]
 ) -> None:
-    """On a worker: run one call and hand its outcome to the loop."""
+    """On a worker: run one call and hand its outcome to the loop's inbox."""
     if fut.cancelled():  # read across threads, but cancellation is final: at worst it runs
         return
     result: Any = None
@@ -65,8 +103,8 @@ def _call(
         error.__cause__ = exc
     except BaseException as exc:  # delivered to the awaiter, as an executor would
         error = exc
-    with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it
-        loop.call_soon_threadsafe(_deliver, fut, result, error)
+    inbox.post((fut, result, error))
+    del result, error  # not kept while this thread waits for its next call
 
 
 class Workers:
@@ -93,6 +131,9 @@ class Workers:
         self._idle: list[queue.SimpleQueue[_Item | None]] = []
         self._started: list[threading.Thread] = []
         self._stopped = False
+        # One inbox per loop that has called `run` (usually one); closed loops' are dropped
+        # when another loop first calls.
+        self._inboxes: dict[asyncio.AbstractEventLoop, _Inbox] = {}
 
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue ``fn(*args)``; the future (of the running loop) settles with its outcome."""
@@ -101,8 +142,14 @@ class Workers:
             raise RuntimeError("cannot run a call after the worker pool shut down")
         if not self._started:
             self._start()
+        inbox = self._inboxes.get(loop)
+        if inbox is None:
+            with self._lock:
+                for closed in [lp for lp in self._inboxes if lp.is_closed()]:
+                    del self._inboxes[closed]
+                inbox = self._inboxes.setdefault(loop, _Inbox(loop))
         fut: asyncio.Future[T] = loop.create_future()
-        self._dispatch((loop, fut, fn, args))
+        self._dispatch((inbox, fut, fn, args))
         return fut
 
     def _dispatch(self, item: _Item | None) -> None:

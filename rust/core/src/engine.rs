@@ -797,19 +797,40 @@ fn has_sketches(s: &FilterState) -> bool {
         .any(|a| a.calcs.contains(Calc::ApproxCountDistinct) || a.calcs.contains(Calc::Percentiles))
 }
 
-/// Sketch bytes of the rows of `mine` that `delta`'s rows land in (0 for a row not there yet).
-/// Costs O(delta rows): the delta's cells are distinct, so no row is counted twice.
-fn touched_sketch_bytes(mine: &FilterState, delta: &FilterState) -> usize {
+/// The rows of `mine` that `delta`'s rows land in and that exist already, with their sketch
+/// bytes. Costs O(delta rows) lookups: the delta's cells are distinct, so no row is listed twice.
+fn touched_rows(mine: &FilterState, delta: &FilterState) -> (Vec<usize>, usize) {
     let mut group_map: Vec<Option<Option<u32>>> = vec![None; delta.groups.len()];
-    (0..delta.rows())
-        .map(|r| {
-            let og = delta.row_group[r];
-            let g = *group_map[og as usize]
-                .get_or_insert_with(|| mine.groups.find(delta.groups.key(og)));
-            g.and_then(|g| mine.find_row(delta.row_bucket[r], g))
-                .map_or(0, |row| mine.row_sketch_bytes(row))
-        })
-        .sum()
+    let mut rows = Vec::with_capacity(delta.rows());
+    let mut bytes = 0;
+    for r in 0..delta.rows() {
+        let og = delta.row_group[r];
+        let g =
+            *group_map[og as usize].get_or_insert_with(|| mine.groups.find(delta.groups.key(og)));
+        if let Some(row) = g.and_then(|g| mine.find_row(delta.row_bucket[r], g)) {
+            bytes += mine.row_sketch_bytes(row);
+            rows.push(row);
+        }
+    }
+    (rows, bytes)
+}
+
+/// Merges `delta` into `mine` (already checked) and returns the change of the sketch bytes of
+/// the rows it touched. A merge only appends rows (`FilterState::epoch`), so the rows found
+/// before keep their indexes and the new ones are the tail: the bytes after the merge need no
+/// second lookup of each cell.
+fn merge_counting_sketches(mine: &mut FilterState, delta: &FilterState) -> Result<(usize, usize)> {
+    let (rows, before) = touched_rows(mine, delta);
+    let old_rows = mine.rows();
+    mine.merge_from(delta)?;
+    let after = rows
+        .iter()
+        .map(|&r| mine.row_sketch_bytes(r))
+        .sum::<usize>()
+        + (old_rows..mine.rows())
+            .map(|r| mine.row_sketch_bytes(r))
+            .sum::<usize>();
+    Ok((before, after))
 }
 
 impl EngineState {
@@ -841,12 +862,26 @@ impl EngineState {
     /// horizon are routed into that tier first. Atomic: refused, changing nothing, when a counter
     /// would overflow.
     pub fn apply(&mut self, plan: &Plan, mut delta: Delta) -> Result<IngestStats> {
+        self.route(plan, &mut delta);
+        self.check_apply(plan, &delta)?;
+        self.merge_checked(plan, delta)
+    }
+
+    /// Routes the rows of `delta` older than a tier's horizon into that tier (the first step of
+    /// [`EngineState::apply`]). A routed delta routes to the same rows again, so a caller may
+    /// keep one that [`EngineState::check_apply`] refused and apply it later.
+    pub fn route(&self, plan: &Plan, delta: &mut Delta) {
         for (f, s) in plan.filters.iter().zip(delta.states.iter_mut()) {
             if let (true, Some(layout)) = (s.rows() > 0, self.layouts.get(&f.def.id)) {
                 crate::retention::route_delta(s, layout);
             }
         }
-        self.check_apply(plan, &delta)?;
+    }
+
+    /// The merge of [`EngineState::apply`] for a delta already routed and admitted by
+    /// [`EngineState::check_apply`] (with the store locked in between), so a caller that checks
+    /// first, to keep a refused delta, does not pay for the check twice.
+    pub fn merge_checked(&mut self, plan: &Plan, delta: Delta) -> Result<IngestStats> {
         for (f, s) in plan.filters.iter().zip(delta.states) {
             if s.rows() == 0 {
                 continue;
@@ -854,9 +889,7 @@ impl EngineState {
             match self.states.get_mut(&f.def.id) {
                 Some(mine) if mine.rows() > 0 => {
                     if has_sketches(&s) {
-                        let before = touched_sketch_bytes(mine, &s);
-                        mine.merge_from(&s)?;
-                        let after = touched_sketch_bytes(mine, &s);
+                        let (before, after) = merge_counting_sketches(mine, &s)?;
                         self.sketch_bytes = (self.sketch_bytes + after).saturating_sub(before);
                     } else {
                         mine.merge_from(&s)?;

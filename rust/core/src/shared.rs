@@ -478,13 +478,16 @@ impl SharedEngine {
         {
             let mut store = self.lock_store();
             if Arc::ptr_eq(&batch.plan, &self.plan()) {
-                // Checked first so a refused batch keeps its delta.
+                // Routed and checked here, then merged without a second check, so a refused batch
+                // keeps its (routed) delta.
+                let mut delta = delta;
+                store.route(&batch.plan, &mut delta);
                 if let Err(e) = store.check_apply(&batch.plan, &delta) {
                     drop(store);
                     batch.set_slot(Slot::Ready(delta));
                     return Err(e);
                 }
-                let applied = store.apply(&batch.plan, delta);
+                let applied = store.merge_checked(&batch.plan, delta);
                 drop(store);
                 return batch.settle(applied);
             }
@@ -1354,6 +1357,39 @@ mod tests {
         // The running byte total stayed equal to a walk of every sketch.
         assert_eq!(raced.state_bytes(), walked_bytes(&raced));
         assert_eq!(serial.state_bytes(), walked_bytes(&serial));
+    }
+
+    #[test]
+    fn prepared_batches_keep_the_running_byte_total_and_the_answers_of_ingest() {
+        // `apply` routes, checks once and merges without a second check; the running total is
+        // counted from the rows found before the merge plus the rows it appended.
+        let (prepared, ingested) = (tiered(), tiered());
+        let horizon = T0 + 6 * 3_600_000;
+        for n in 0..30 {
+            if n == 15 {
+                // Later batches hit tiered rows: routed into the HOUR tier before the merge.
+                prepared.compact(horizon, None).unwrap();
+                ingested.compact(horizon, None).unwrap();
+            }
+            // Cells the state has (grown sketches), then a cell of its own: a new row whose
+            // sketches hold 200 values each (heap bytes a merge appends).
+            let mut events: Vec<Json> = serde_json::from_slice(&tiered_batch(n, 300)).unwrap();
+            events.extend((0..200).map(|i| {
+                json!({"t": T0 + (400 + n) * MIN, "g": "new", "v": f64::from(i) * 1.5,
+                       "u": format!("n{n}u{i}")})
+            }));
+            let b = serde_json::to_vec(&events).unwrap();
+            let batch = prepared.prepare(&b[..], None, 0).unwrap();
+            prepared.apply(&batch).unwrap();
+            ingested.ingest(&b, None, 0).unwrap();
+            assert_eq!(
+                prepared.state_bytes(),
+                walked_bytes(&prepared),
+                "after batch {n}"
+            );
+        }
+        assert_eq!(prepared.state_bytes(), ingested.state_bytes());
+        assert_eq!(answers(&prepared), answers(&ingested));
     }
 
     #[test]
