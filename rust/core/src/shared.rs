@@ -119,6 +119,54 @@ pub struct SharedEngine {
     /// Test hook: microseconds each compaction step keeps the store lock after its work, so
     /// tests can make every concurrent batch take the pending path.
     step_hold_us: AtomicU64,
+    /// Test hook: while held, each compaction step keeps the store lock (the queue open) until
+    /// a caller waits for it, so a batch the test sends meanwhile is queued whatever the timing.
+    #[cfg(test)]
+    step_gate: StepGate,
+}
+
+/// While held, each compaction step keeps the store lock (and the pending queue open) until a
+/// caller waits for the store lock: a batch sent meanwhile is queued whatever the timing, and
+/// the test's next query or snapshot lets the step go (a step held for a fixed time instead
+/// may end before the test's batch arrives on a busy machine).
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct StepGate {
+    held: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl StepGate {
+    /// Holds the steps until the guard is dropped (also when the test panics, so the
+    /// compaction it started can finish and be joined).
+    fn hold(&self) -> HeldSteps<'_> {
+        self.held.store(true, Ordering::SeqCst);
+        HeldSteps(self)
+    }
+
+    /// Called by a step holding the store lock. Bounded, so a test that fails while holding
+    /// the steps cannot hang the compaction thread.
+    fn pass(&self, store_waiters: &AtomicUsize) {
+        let since = Instant::now();
+        while self.held.load(Ordering::SeqCst) && store_waiters.load(Ordering::SeqCst) == 0 {
+            assert!(
+                since.elapsed() < Duration::from_secs(60),
+                "a held compaction step was never let go"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+/// Lets the steps go when dropped.
+#[cfg(test)]
+struct HeldSteps<'a>(&'a StepGate);
+
+#[cfg(test)]
+impl Drop for HeldSteps<'_> {
+    fn drop(&mut self) {
+        self.0.held.store(false, Ordering::SeqCst);
+    }
 }
 
 /// The store lock as a compaction step holds it, with the pending queue open: dropping it
@@ -314,6 +362,8 @@ impl SharedEngine {
             pending: Mutex::new(Pending::default()),
             step_bytes: AtomicUsize::new(0),
             step_hold_us: AtomicU64::new(0),
+            #[cfg(test)]
+            step_gate: StepGate::default(),
         }
     }
 
@@ -959,6 +1009,8 @@ impl SharedEngine {
                 if hold > 0 {
                     std::thread::sleep(Duration::from_micros(hold));
                 }
+                #[cfg(test)]
+                self.step_gate.pass(&self.store_waiters);
                 // Dropping the step drains the queue, then releases the lock.
                 stepped
             };
@@ -1291,19 +1343,16 @@ mod tests {
         true
     }
 
-    /// Runs `inside` while a compaction (to six hours after `T0`) holds its step open for
-    /// `hold`, then lets the step go and returns the compaction's report.
-    fn inside_a_held_step(
-        e: &SharedEngine,
-        hold: Duration,
-        inside: impl FnOnce(),
-    ) -> serde_json::Value {
-        e.hold_compaction_steps(hold);
+    /// Runs `inside` while a compaction (to six hours after `T0`) holds its first step open
+    /// (`inside` must not wait for the store lock: that would let the step go), then lets
+    /// every step go and returns the compaction's report.
+    fn inside_a_held_step(e: &SharedEngine, inside: impl FnOnce()) -> serde_json::Value {
         std::thread::scope(|scope| {
+            let held = e.step_gate.hold();
             let compaction = scope.spawn(|| e.compact(T0 + 6 * 3_600_000, None).unwrap());
             assert!(wait_open(e, || false));
             inside();
-            e.hold_compaction_steps(Duration::ZERO);
+            drop(held);
             compaction.join().unwrap()
         })
     }
@@ -1319,17 +1368,23 @@ mod tests {
         }
         let now = T0 + 6 * 3_600_000;
         let during: Vec<Vec<u8>> = (100..140).map(|n| tiered_batch(n, 360)).collect();
-        raced.hold_compaction_steps(Duration::from_millis(5));
+        // Each step holds the queue open until the query after its batch (a step held for a
+        // fixed time may end first on a busy machine, and no batch would be queued).
+        let mut queued = 0;
+        let mut seen = count(&raced, "f"); // before the first step holds the store lock
         let report = std::thread::scope(|scope| {
+            let held = raced.step_gate.hold();
             let compaction = scope.spawn(|| raced.compact(now, None).unwrap());
-            let mut seen = count(&raced, "f");
             for b in &during {
-                // Some batches come after the compaction: the queue must be empty then.
-                wait_open(&raced, || compaction.is_finished());
                 let expected = raced.plan().prepare(b, 0, 0).unwrap().stats;
+                // The batches after the last step come after the compaction: the queue must be
+                // empty then.
+                let open = wait_open(&raced, || compaction.is_finished());
                 let stats = raced.ingest(b, None, 0).unwrap();
                 assert_eq!(stats, expected, "a queued batch reports its own stats");
-                // Read-your-writes: the next query sees the batch (the step drained it).
+                queued += usize::from(open);
+                // Read-your-writes: the next query sees the batch (it lets the step go, and
+                // the step drained it).
                 let after = count(&raced, "f");
                 assert!(
                     (after - seen - 40.0).abs() < f64::EPSILON,
@@ -1337,12 +1392,14 @@ mod tests {
                 );
                 seen = after;
             }
+            drop(held);
             compaction.join().unwrap()
         });
-        raced.hold_compaction_steps(Duration::ZERO);
+        assert_eq!(report["batches_deferred"], queued, "{report}");
         assert!(
-            report["batches_deferred"].as_u64().unwrap() >= 2,
-            "{report}"
+            queued >= 2 && queued < during.len(),
+            "{queued} of {}",
+            during.len()
         );
         assert_eq!(report["batches_refused"], 0);
         for b in &during {
@@ -1409,11 +1466,11 @@ mod tests {
         for n in 0..30 {
             e.ingest(&tiered_batch(n, 300), None, 0).unwrap();
         }
-        inside_a_held_step(&e, Duration::from_millis(200), || {
+        inside_a_held_step(&e, || {
             let before = e.state_bytes();
             e.ingest(&tiered_batch(500, 360), None, 0).unwrap();
             // Still inside the held step: the queued delta is counted, nothing waited.
-            assert!(e.lock_pending().open, "the step is held for 200 ms");
+            assert!(e.lock_pending().open, "the step is held until released");
             assert!(e.state_bytes() > before);
         });
         assert_eq!(e.state_bytes(), walked_bytes(&e));
@@ -1427,7 +1484,7 @@ mod tests {
         for n in 0..30 {
             e.ingest(&tiered_batch(n, 300), None, 0).unwrap();
         }
-        inside_a_held_step(&e, Duration::from_millis(100), || {
+        inside_a_held_step(&e, || {
             e.ingest(&tiered_batch(600, 360), None, 0).unwrap();
         });
         // Once the compaction is done (the lock free), nothing is queued and a batch is
@@ -1464,7 +1521,7 @@ mod tests {
         }
         // Applied directly, the batch is refused with an error.
         assert!(matches!(e.ingest(young, None, 0), Err(Error::Limit { .. })));
-        let report = inside_a_held_step(&e, Duration::from_millis(100), || {
+        let report = inside_a_held_step(&e, || {
             e.ingest(young, None, 0)
                 .expect("queued: the overflow is found when drained");
         });
