@@ -62,23 +62,30 @@ REL_SUM = 1e-9
 
 
 def _child(argv: list[str]) -> int:
-    """``--child KIND PATH THREADS OUT``: one timed process. Imports only what it needs."""
+    """``--child KIND PATH THREADS OUT``: one timed process. Imports only what it needs.
+
+    Writes ``(tag, answer, marks)``: ``marks`` are ``(phase, time.perf_counter())`` pairs taken
+    as each phase ends (``perf_counter`` is the system-wide monotonic clock on Linux, so the
+    parent lines them up with its own start and end of the process)."""
     kind, path, threads_arg, out = argv
+    marks = [("start", time.perf_counter())]
     if kind == "duckdb":
         import duckdb
 
+        marks.append(("import", time.perf_counter()))
         con = duckdb.connect(":memory:")
         con.execute("SET threads=1")
+        marks.append(("engine", time.perf_counter()))
         raw = con.execute(DUCKDB_SQL, [path]).fetchnumpy()
-        with open(out, "wb") as f:
-            pickle.dump(("duckdb", raw), f)
+        marks.append(("ingest+answers", time.perf_counter()))
+        _write_out(out, ("duckdb", raw), marks)
         return 0
     import eventtally
     from segment_gen import BENCH_FILTER, BENCH_INGEST
 
+    marks.append(("import", time.perf_counter()))
     # "all": every core (ingest_file with threads=None would read on one thread).
     threads = (os.cpu_count() or 1) if threads_arg == "all" else int(threads_arg)
-    engine = eventtally.Engine(BENCH_INGEST, [BENCH_FILTER])
     if kind == "ingest-only":
         # NDJSON bytes in memory: the engine's own speed, no file reading.
         data = Path(path).read_bytes()
@@ -86,14 +93,24 @@ def _child(argv: list[str]) -> int:
         t0 = time.perf_counter()
         ndjson.ingest(data)
         seconds = time.perf_counter() - t0
-        with open(out, "wb") as f:
-            pickle.dump(("seconds", seconds), f)
+        _write_out(out, ("seconds", seconds), marks)
         return 0
+    engine = eventtally.Engine(BENCH_INGEST, [BENCH_FILTER])
+    marks.append(("engine", time.perf_counter()))
     engine.ingest_file(path, threads=threads)
+    marks.append(("ingest", time.perf_counter()))
     raw = {name: engine.results_arrays(q) for name, q in QUERIES.items()}
-    with open(out, "wb") as f:
-        pickle.dump(("eventtally", raw), f)
+    marks.append(("answers", time.perf_counter()))
+    _write_out(out, ("eventtally", raw), marks)
     return 0
+
+
+def _write_out(out: str, result: tuple[str, Any], marks: list[tuple[str, float]]) -> None:
+    """Pickles ``result``, then the phase marks with the end of that write."""
+    with open(out, "wb") as f:
+        pickle.dump(result, f)
+        marks.append(("write", time.perf_counter()))
+        pickle.dump(marks, f)
 
 
 @dataclass
@@ -107,6 +124,7 @@ class Contender:
     best: float = math.inf
     times: list[float] | None = None
     answer: Any = None
+    phases: list[dict[str, float]] | None = None
 
 
 def _run_child(c: Contender, workdir: Path) -> float:
@@ -119,10 +137,13 @@ def _run_child(c: Contender, workdir: Path) -> float:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
-    wall = time.perf_counter() - t0
+    t_end = time.perf_counter()
+    wall = t_end - t0
     with open(out, "rb") as f:
         tag, raw = pickle.load(f)
+        marks = pickle.load(f)
     out.unlink()
+    c.phases = [*(c.phases or []), _phases(t0, marks, t_end)]
     if tag == "seconds":
         return float(raw)
     if c.answer is None:
@@ -130,6 +151,37 @@ def _run_child(c: Contender, workdir: Path) -> float:
 
         c.answer = normalize_duckdb(raw) if tag == "duckdb" else normalize_eventtally(raw)
     return wall
+
+
+def _phases(t0: float, marks: list[tuple[str, float]], t_end: float) -> dict[str, float]:
+    """Seconds per phase of one child: ``start`` is from the parent's spawn to the child's
+    first line (interpreter start and this script's imports), ``exit`` from the child's last
+    mark until the parent saw it end (interpreter teardown)."""
+    phases = {}
+    last = t0
+    for name, t in marks:
+        phases[name] = t - last
+        last = t
+    phases["exit"] = t_end - last
+    return phases
+
+
+def _print_phases(contenders: list[Contender]) -> None:
+    """Median seconds per phase of every one-thread contender (the phases differ by kind)."""
+    print("### Phases of the one-thread children (median s; start = interpreter + script)\n")
+    for kind in ("duckdb", "eventtally", "ingest-only"):
+        rows = [c for c in contenders if c.kind == kind and c.threads == "1" and c.phases]
+        if not rows:
+            continue
+        names = list(rows[0].phases[0]) if rows[0].phases else []
+        print("| run | " + " | ".join(names) + " | total |")
+        print("|---|" + "---:|" * (len(names) + 1))
+        for c in rows:
+            runs = c.phases or []
+            med = [sorted(r[n] for r in runs)[len(runs) // 2] for n in names]
+            total = sorted(sum(r.values()) for r in runs)[len(runs) // 2]
+            print(f"| {c.label} | " + " | ".join(f"{m:.3f}" for m in med) + f" | {total:.3f} |")
+        print()
 
 
 def _callgrind_total(python: str, path: Path, extra_env: dict[str, str]) -> int:
@@ -310,6 +362,7 @@ def _run(
                 f"{c.best / ndj.best:.3f} |"
             )
         print()
+    _print_phases(contenders)
     if args.callgrind:
         print("### callgrind instructions per event (ingest_file, threads=1)\n")
         print("| data | build | form | instructions/event |")
