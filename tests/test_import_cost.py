@@ -76,3 +76,21 @@ def test_type_hints_of_result_arrays_resolve_to_numpy_types() -> None:
     assert typing.get_type_hints(eventtally.Engine.results_arrays)["return"] is (
         eventtally.ResultArrays
     )
+
+
+def test_cli_parser_reads_the_version_only_for_version_flag() -> None:
+    """Building the CLI's parser (every command does) does not import ``importlib.metadata``;
+    ``--version`` still prints the installed version."""
+    loaded = _fresh(
+        "import json, sys; from eventtally.cli import build_parser; build_parser(); "
+        "print(json.dumps('importlib.metadata' in sys.modules))"
+    )
+    assert loaded is False
+    done = subprocess.run(
+        [sys.executable, "-m", "eventtally", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert done.stdout == f"eventtally {importlib.metadata.version('eventtally')}\n"
