@@ -11,11 +11,15 @@ What this module guarantees:
   one-line JSON array and as a multi-line array (``[\\n  e1,\\n  e2\\n]``), into ``/dev/shm``
   when it exists. The workload is ``BENCH_FILTER`` (SEG-ROLLUP: filter on type, ``@.receivedAt``,
   4 groupings, COUNT, SUM/MIN/MAX/AVG, distinct, p50).
-- Whole process: each timed run is a fresh ``python`` child pinned to one core (``taskset -c
-  0``) that imports the engine, builds it, reads the file (``ingest_file``, ``threads=1``; DuckDB
-  ``read_ndjson`` with named columns and ``SET threads=1``), computes all seven answers and
-  writes them out. The parent times the child from start to exit. Runs are interleaved across
-  contenders and the best of ``--repeat`` is kept, so ratios come from one run on one machine.
+- Whole process: each timed run is a fresh ``python`` child (``vs_duckdb_child.py``, which
+  imports nothing of the benchmark's own) pinned to one core (``taskset -c 0``) that imports
+  the engine, builds it, reads the file (``ingest_file``, ``threads=1``; DuckDB ``read_ndjson``
+  with named columns and ``SET threads=1``), computes all seven answers and writes them out.
+  The parent times the child from start to exit; "answer write excluded" subtracts the child's
+  pickling of its answer for the parent, and the phase table splits each child's time (start =
+  interpreter start, import, engine, ingest, answers, write, exit = interpreter teardown).
+  Runs are interleaved across contenders and the best of ``--repeat`` is kept, so ratios come
+  from one run on one machine.
   The "t=all" rows run unpinned with ``threads=os.cpu_count()`` (every core).
 - Every answer is checked: each eventtally answer equals DuckDB's row by row (COUNT, MIN and
   MAX exactly, SUM and AVG within 1e-9 relative: the summation order differs; the distinct and
@@ -59,41 +63,22 @@ from rollup_workload import DUCKDB_SQL, QUERIES  # noqa: E402  (after the path s
 
 FORMS = {"ndjson": "events.ndjson", "array": "events.json", "array-multiline": "multi.json"}
 REL_SUM = 1e-9
+CHILD = HERE / "vs_duckdb_child.py"
+WORKLOAD = "workload.pkl"
 
 
-def _child(argv: list[str]) -> int:
-    """``--child KIND PATH THREADS OUT``: one timed process. Imports only what it needs."""
-    kind, path, threads_arg, out = argv
-    if kind == "duckdb":
-        import duckdb
-
-        con = duckdb.connect(":memory:")
-        con.execute("SET threads=1")
-        raw = con.execute(DUCKDB_SQL, [path]).fetchnumpy()
-        with open(out, "wb") as f:
-            pickle.dump(("duckdb", raw), f)
-        return 0
-    import eventtally
+def _write_workload(workdir: Path) -> None:
+    """The definitions and queries the children read (they import no benchmark module)."""
     from segment_gen import BENCH_FILTER, BENCH_INGEST
 
-    # "all": every core (ingest_file with threads=None would read on one thread).
-    threads = (os.cpu_count() or 1) if threads_arg == "all" else int(threads_arg)
-    engine = eventtally.Engine(BENCH_INGEST, [BENCH_FILTER])
-    if kind == "ingest-only":
-        # NDJSON bytes in memory: the engine's own speed, no file reading.
-        data = Path(path).read_bytes()
-        ndjson = eventtally.Engine({**BENCH_INGEST, "schema": "NEWLINE_DELIMITED"}, [BENCH_FILTER])
-        t0 = time.perf_counter()
-        ndjson.ingest(data)
-        seconds = time.perf_counter() - t0
-        with open(out, "wb") as f:
-            pickle.dump(("seconds", seconds), f)
-        return 0
-    engine.ingest_file(path, threads=threads)
-    raw = {name: engine.results_arrays(q) for name, q in QUERIES.items()}
-    with open(out, "wb") as f:
-        pickle.dump(("eventtally", raw), f)
-    return 0
+    workload = {
+        "ingest": BENCH_INGEST,
+        "filter": BENCH_FILTER,
+        "queries": QUERIES,
+        "duckdb_sql": DUCKDB_SQL,
+    }
+    with open(workdir / WORKLOAD, "wb") as f:
+        pickle.dump(workload, f)
 
 
 @dataclass
@@ -107,22 +92,30 @@ class Contender:
     best: float = math.inf
     times: list[float] | None = None
     answer: Any = None
+    phases: list[dict[str, float]] | None = None
+    # Best wall time less the child's pickling of its answer for the parent (the harness's
+    # transport, not the contender's work; both contenders' answers are numpy columns by then).
+    best_unwritten: float = math.inf
 
 
 def _run_child(c: Contender, workdir: Path) -> float:
     path = workdir / c.generator / FORMS[c.form]
     out = workdir / f"out-{os.getpid()}.pkl"
-    kind = "eventtally" if c.kind == "eventtally" else c.kind
-    cmd = [c.python, str(Path(__file__).resolve()), "--child", kind, str(path), c.threads, str(out)]
+    cmd = [c.python, str(CHILD), c.kind, str(path), c.threads, str(out), str(workdir / WORKLOAD)]
     if c.threads == "1" and shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
-    wall = time.perf_counter() - t0
+    t_end = time.perf_counter()
+    wall = t_end - t0
     with open(out, "rb") as f:
         tag, raw = pickle.load(f)
+        marks = pickle.load(f)
     out.unlink()
+    phases = _phases(t0, marks, t_end)
+    c.phases = [*(c.phases or []), phases]
+    c.best_unwritten = min(c.best_unwritten, wall - phases["write"])
     if tag == "seconds":
         return float(raw)
     if c.answer is None:
@@ -132,6 +125,37 @@ def _run_child(c: Contender, workdir: Path) -> float:
     return wall
 
 
+def _phases(t0: float, marks: list[tuple[str, float]], t_end: float) -> dict[str, float]:
+    """Seconds per phase of one child: ``start`` is from the parent's spawn to the child's
+    first line (interpreter start and this script's imports), ``exit`` from the child's last
+    mark until the parent saw it end (interpreter teardown)."""
+    phases = {}
+    last = t0
+    for name, t in marks:
+        phases[name] = t - last
+        last = t
+    phases["exit"] = t_end - last
+    return phases
+
+
+def _print_phases(contenders: list[Contender]) -> None:
+    """Median seconds per phase of every one-thread contender (the phases differ by kind)."""
+    print("### Phases of the one-thread children (median s; start = interpreter + script)\n")
+    for kind in ("duckdb", "eventtally", "ingest-only"):
+        rows = [c for c in contenders if c.kind == kind and c.threads == "1" and c.phases]
+        if not rows:
+            continue
+        names = list(rows[0].phases[0]) if rows[0].phases else []
+        print("| run | " + " | ".join(names) + " | total |")
+        print("|---|" + "---:|" * (len(names) + 1))
+        for c in rows:
+            runs = c.phases or []
+            med = [sorted(r[n] for r in runs)[len(runs) // 2] for n in names]
+            total = sorted(sum(r.values()) for r in runs)[len(runs) // 2]
+            print(f"| {c.label} | " + " | ".join(f"{m:.3f}" for m in med) + f" | {total:.3f} |")
+        print()
+
+
 def _callgrind_total(python: str, path: Path, extra_env: dict[str, str]) -> int:
     out = path.parent / "callgrind.out"
     cmd = [
@@ -139,12 +163,12 @@ def _callgrind_total(python: str, path: Path, extra_env: dict[str, str]) -> int:
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
         python,
-        str(Path(__file__).resolve()),
-        "--child",
+        str(CHILD),
         "eventtally",
         str(path),
         "1",
         str(path.parent / "cg.pkl"),
+        str(path.parent.parent / WORKLOAD),
     ]
     env = {**os.environ, **extra_env, "PYTHONPATH": str(HERE.parent)}
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
@@ -195,8 +219,6 @@ def _check(contenders: list[Contender], totals: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        return _child(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--seed", type=int, default=1)
@@ -218,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     from run_ingest import scratch_dir, totals_of
 
     workdir = scratch_dir()
+    _write_workload(workdir)
     try:
         return _run(args, workdir, segment_gen, shaped_gen, totals_of)
     finally:
@@ -282,8 +305,11 @@ def _run(
             f"### {gen}: NDJSON {s['ndjson'] / 2**20:.1f} MiB, "
             f"{s['ndjson'] / args.events:.0f} bytes/event\n"
         )
-        print("| run | best s | median s | vs DuckDB | vs NDJSON file (same build, threads) |")
-        print("|---|---:|---:|---:|---:|")
+        print(
+            "| run | best s | median s | vs DuckDB | vs DuckDB, answer write excluded "
+            "| vs NDJSON file (same build, threads) |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
         duck = next(c for c in contenders if c.generator == gen and c.kind == "duckdb")
         for c in contenders:
             if c.generator != gen:
@@ -293,7 +319,7 @@ def _run(
                 rate = args.events / c.best
                 print(
                     f"| {c.label} (ingest of bytes in memory) | {c.best:.3f} | {med:.3f} | "
-                    f"{rate / 1e6:.3f} M events/s | |"
+                    f"{rate / 1e6:.3f} M events/s | | |"
                 )
                 continue
             ndj = next(
@@ -307,9 +333,10 @@ def _run(
             )
             print(
                 f"| {c.label} | {c.best:.3f} | {med:.3f} | {duck.best / c.best:.2f}x | "
-                f"{c.best / ndj.best:.3f} |"
+                f"{duck.best_unwritten / c.best_unwritten:.2f}x | {c.best / ndj.best:.3f} |"
             )
         print()
+    _print_phases(contenders)
     if args.callgrind:
         print("### callgrind instructions per event (ingest_file, threads=1)\n")
         print("| data | build | form | instructions/event |")

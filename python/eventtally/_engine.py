@@ -2,7 +2,8 @@
 
 Guarantees: inputs are validated and converted here or in Rust before any state changes; a batch
 is applied whole or not at all; the GIL is released while batches are parsed, evaluated and
-merged, so threads ingesting into one engine run in parallel.
+merged, so threads ingesting into one engine run in parallel. numpy is imported only where
+arrays are made (``Engine.results_arrays``), so importing the engine does not load it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,36 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventtally import _core
 from eventtally.exceptions import JsonError
+
+
+class _ImportedOnFirstUse:
+    """Stands for a module until an attribute of it is read, then imports the module (once:
+    later reads find it in ``sys.modules``). Not put in ``sys.modules`` itself, so nothing
+    else sees a half-loaded module."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    # numpy costs more to import than the rest of the package; only ``results_arrays`` and
+    # the annotations below need it (``typing.get_type_hints`` resolves those through these).
+    np = _ImportedOnFirstUse("numpy")
+    npt = _ImportedOnFirstUse("numpy.typing")
 
 __all__ = ["Engine", "IngestStats", "PreparedBatch", "ResultArrays"]
 

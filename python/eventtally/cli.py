@@ -650,9 +650,28 @@ def cmd_key(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+class _PrintVersion(argparse.Action):
+    """``--version``: prints ``eventtally VERSION`` and exits, as argparse's ``version`` action
+    does, but reads the version only when the option is given (``importlib.metadata``, which
+    reads it, costs more to import than the rest of a command's start)."""
 
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from . import __version__
+
+        sys.stdout.write(f"eventtally {__version__}\n")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config (default: ./eventtally.toml if present)")
     common.add_argument(
@@ -663,9 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted, Aggregations.io-compatible event aggregation server.",
         epilog="Run `eventtally COMMAND --help` for a command's options.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"eventtally {__version__}", help="print the version"
-    )
+    parser.add_argument("--version", action=_PrintVersion, help="print the version")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
