@@ -830,7 +830,7 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
             return Compact::No;
         }
         let ke = S::string_stop(b, p + 1);
-        if b.get(ke) != Some(&b'"') || b.get(ke + 1) != Some(&b':') {
+        if b.get(ke..ke + 2) != Some(b"\":") {
             return Compact::No;
         }
         let value = ke + 2;

@@ -502,8 +502,16 @@ impl Plan {
         work: &mut Work<'a>,
         delta: &mut Delta,
     ) -> Result<()> {
-        work.root.clear();
-        work.root.resize(self.root.len(), None);
+        // Reset in place: the slots stay as many from one event to the next, and an inline
+        // loop costs less than the `clear` + `resize` call pair (callgrind).
+        if work.root.len() == self.root.len() {
+            for slot in &mut work.root {
+                *slot = None;
+            }
+        } else {
+            work.root.clear();
+            work.root.resize(self.root.len(), None);
+        }
         sc.extract_object(&self.root.trie, &mut work.root)?;
         let ts = match (&ing.def.timestamp, ing.timestamp_slot) {
             (
