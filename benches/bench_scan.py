@@ -104,3 +104,10 @@ def test_callgrind_parts_come_from_each_functions_own_line() -> None:
     assert got["update"] == 16_211_672
     assert got["timestamp"] == 3_876_000
     assert got["extract_at"] == 0 and got["utf8"] == 0  # absent: inlined everywhere
+    # A newer build's timestamp parser is found under its own name.
+    newer = parts_of(
+        text
+        + "\n  1,512,000 ( 1.2%)  ???:eventtally_core::time::iso8601::Iso8601Parser::parse "
+        + obj
+    )
+    assert newer["timestamp"] == 1_512_000
