@@ -40,8 +40,8 @@ def test_second_shape_differs_in_shape_and_answers_its_own_totals() -> None:
     shaped = shaped_gen.generate_events(600, seed=3)
     assert shaped_gen.generate_events(600, seed=3) == shaped  # deterministic
     # Other field order: the type first and the timestamps last, unlike Segment's order.
-    assert list(shaped[0])[0] == "type" and list(shaped[0])[-1] == "receivedAt"
-    assert list(events[0])[0] != "type"
+    assert next(iter(shaped[0])) == "type" and list(shaped[0])[-1] == "receivedAt"
+    assert next(iter(events[0])) != "type"
     # A deeper context (six levels below it against at most two).
     assert min(_depth(e["context"]) for e in shaped) > max(_depth(e["context"]) for e in events)
     raw = encode_array(shaped)

@@ -19,9 +19,7 @@ use crate::error::{Error, Result};
 use crate::jpath::{Condition, Slot, SlotResolver};
 use crate::path::{Path, Root};
 use crate::state::{FilterState, GroupTable};
-use crate::time::{
-    unix_str_to_millis, unix_to_millis, Iso8601Parser, TimestampFormat,
-};
+use crate::time::{unix_str_to_millis, unix_to_millis, Iso8601Parser, TimestampFormat};
 use crate::value::Value;
 
 /// Paths of one scope (root event or a flattened element), deduplicated, with their trie.
@@ -690,7 +688,11 @@ impl Work<'_> {
     }
 }
 
-fn timestamp_of(v: &Value<'_>, format: TimestampFormat, iso8601: &mut Iso8601Parser) -> Option<i64> {
+fn timestamp_of(
+    v: &Value<'_>,
+    format: TimestampFormat,
+    iso8601: &mut Iso8601Parser,
+) -> Option<i64> {
     match (format, v) {
         (TimestampFormat::Iso8601, Value::Str(s)) => iso8601.parse(s),
         (TimestampFormat::Iso8601, _) => None,

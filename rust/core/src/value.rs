@@ -300,7 +300,9 @@ mod tests {
             fast += usize::from(parse_short_decimal(text.as_bytes()).is_some());
         }
         assert!(fast > 100_000, "{fast}");
-        for text in ["-", ".", "-.5", "5.", "1.2.3", "1e5", "+1", "", "0.1", "-0", "-0.0"] {
+        for text in [
+            "-", ".", "-.5", "5.", "1.2.3", "1e5", "+1", "", "0.1", "-0", "-0.0",
+        ] {
             let want = text.parse::<f64>().ok().filter(|v| v.is_finite());
             let got = parse_finite(text).map(f64::to_bits);
             assert_eq!(got, want.map(f64::to_bits), "{text}");

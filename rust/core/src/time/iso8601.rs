@@ -77,7 +77,9 @@ fn parse_tail(b: &[u8], minute: i64) -> Option<i64> {
     // The shape of almost every event timestamp, `:ss.sssZ` (24 bytes in all), read at fixed
     // places; it gives what the general code below gives for it (a leap second `:60` and
     // everything else go on below).
-    if let Some(&[b':', s1, s2, b'.', f1, f2, f3, b'Z']) = b.get(16..).and_then(|t| t.first_chunk::<8>()) {
+    if let Some(&[b':', s1, s2, b'.', f1, f2, f3, b'Z']) =
+        b.get(16..).and_then(|t| t.first_chunk::<8>())
+    {
         let d = [s1, s2, f1, f2, f3].map(|c| c.wrapping_sub(b'0'));
         if b.len() == 24 && d.iter().all(|&x| x < 10) && d[0] * 10 + d[1] < 60 {
             let second = i64::from(d[0] * 10 + d[1]);

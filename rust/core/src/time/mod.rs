@@ -28,9 +28,7 @@ mod unix;
 use calendar::{civil_from_days, days_from_civil, days_in_month};
 pub use interval::{rollup_start, Interval, IntervalUnit};
 use iso8601::in_range;
-pub use iso8601::{
-    format_rfc3339, parse_iso8601, parse_query_time, write_rfc3339, Iso8601Parser,
-};
+pub use iso8601::{format_rfc3339, parse_iso8601, parse_query_time, write_rfc3339, Iso8601Parser};
 pub use unix::{str_to_millis, unix_str_to_millis, unix_to_millis, TimestampFormat};
 
 /// The one table of fixed unit lengths in milliseconds (`IntervalUnit::millis` reads it).
@@ -269,7 +267,11 @@ mod tests {
             for second in &corpus {
                 let mut parser = Iso8601Parser::new();
                 assert_eq!(parser.parse(first), parse_iso8601(first), "{first}");
-                assert_eq!(parser.parse(second), parse_iso8601(second), "{first} {second}");
+                assert_eq!(
+                    parser.parse(second),
+                    parse_iso8601(second),
+                    "{first} {second}"
+                );
             }
         }
         let mut one = Iso8601Parser::new();
