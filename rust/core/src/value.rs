@@ -78,7 +78,52 @@ impl Value<'_> {
 }
 
 fn parse_finite(raw: &str) -> Option<f64> {
+    if let Some(v) = parse_short_decimal(raw.as_bytes()) {
+        return Some(v);
+    }
     raw.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Powers of ten that are exact in an `f64` (10^22 is the last one).
+const EXACT_POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The common number of events, `-?digits[.digits]` with at most 15 digits in all, read without
+/// the general decimal parser (Clinger's fast path): the digits make an integer below 2^53 and
+/// the divisor a power of ten up to 10^15, both exact in an `f64`, so the one correctly rounded
+/// division gives exactly the correctly rounded value that `str::parse` gives. `None` for
+/// anything else (exponents, more digits, other bytes), which the caller parses in full.
+#[inline]
+fn parse_short_decimal(b: &[u8]) -> Option<f64> {
+    let (negative, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut count = 0usize;
+    let mut fraction: Option<usize> = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            b'.' if fraction.is_none() && i > 0 => fraction = Some(i + 1),
+            _ => return None,
+        }
+    }
+    let scale = fraction.map_or(0, |f| digits.len() - f);
+    if count > 15 || count == 0 || fraction.is_some_and(|f| f == digits.len()) {
+        return None;
+    }
+    // An integer below 10^15 < 2^53 converts exactly.
+    #[allow(clippy::cast_precision_loss)]
+    let v = mantissa as f64 / EXACT_POWERS_OF_TEN[scale];
+    Some(if negative { -v } else { v })
 }
 
 /// Where a JSON number that should start at a given offset breaks the grammar.
@@ -231,6 +276,38 @@ pub fn write_compact_json(raw: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_decimals_parse_exactly_as_the_standard_library() {
+        // Every digit count and decimal-point position up to the fast path's limit and past it,
+        // with random digits (leading zeros too, as strings may carry them), both signs.
+        let mut rng = crate::test_rng::Rng(0xBB67_AE85_84CA_A73B);
+        let mut fast = 0;
+        for _ in 0..200_000 {
+            let n = 1 + rng.below(18);
+            let mut text: String = (0..n)
+                .map(|_| char::from(b'0' + rng.below(10) as u8))
+                .collect();
+            if rng.below(3) > 0 {
+                text.insert(rng.below(n + 1), '.');
+            }
+            if rng.below(2) == 0 {
+                text.insert(0, '-');
+            }
+            let want = text.parse::<f64>().ok().filter(|v| v.is_finite());
+            let got = parse_finite(&text);
+            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{text}");
+            fast += usize::from(parse_short_decimal(text.as_bytes()).is_some());
+        }
+        assert!(fast > 100_000, "{fast}");
+        for text in [
+            "-", ".", "-.5", "5.", "1.2.3", "1e5", "+1", "", "0.1", "-0", "-0.0",
+        ] {
+            let want = text.parse::<f64>().ok().filter(|v| v.is_finite());
+            let got = parse_finite(text).map(f64::to_bits);
+            assert_eq!(got, want.map(f64::to_bits), "{text}");
+        }
+    }
 
     #[test]
     fn one_number_grammar_ends_and_faults() {

@@ -28,7 +28,7 @@ mod unix;
 use calendar::{civil_from_days, days_from_civil, days_in_month};
 pub use interval::{rollup_start, Interval, IntervalUnit};
 use iso8601::in_range;
-pub use iso8601::{format_rfc3339, parse_iso8601, parse_query_time, write_rfc3339};
+pub use iso8601::{format_rfc3339, parse_iso8601, parse_query_time, write_rfc3339, Iso8601Parser};
 pub use unix::{str_to_millis, unix_str_to_millis, unix_to_millis, TimestampFormat};
 
 /// The one table of fixed unit lengths in milliseconds (`IntervalUnit::millis` reads it).
@@ -233,6 +233,56 @@ mod tests {
         for s in cases {
             assert_eq!(parse_iso8601(s), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn remembering_parser_equals_parse_iso8601_in_every_order() {
+        // Timestamps that share their first 16 bytes or differ just inside them, valid and
+        // invalid, each mutated at every position: the parser must answer as the pure function
+        // whatever it parsed before (a pair of every string after every other one).
+        let seeds = [
+            "2024-05-14T02:35:26.383Z",
+            "2024-05-14T02:35:59.999Z",
+            "2024-05-14T02:36:00Z",
+            "2024-05-14t02:35:26+01:30",
+            "2024-05-14 02:35",
+            "2024-02-29T23:59:60.5Z",
+            "2023-02-29T00:00:00Z",
+            "2024-05-14T24:35:26Z",
+            "0000-01-01T00:00:00+00:01",
+            "9999-12-31T23:59:59.999-00:00",
+            "2024-05-14",
+            "2024-05-14T02:3",
+        ];
+        let mut rng = crate::test_rng::Rng(0x6A09_E667_F3BC_C908);
+        let mut corpus: Vec<String> = seeds.iter().map(|s| (*s).to_owned()).collect();
+        for s in seeds {
+            for at in 0..s.len() {
+                let mut b = s.as_bytes().to_vec();
+                b[at] = b"0123456789:-.TZ+ x"[rng.below(18)];
+                corpus.push(String::from_utf8(b).expect("ascii"));
+            }
+        }
+        for first in &corpus {
+            for second in &corpus {
+                let mut parser = Iso8601Parser::new();
+                assert_eq!(parser.parse(first), parse_iso8601(first), "{first}");
+                assert_eq!(
+                    parser.parse(second),
+                    parse_iso8601(second),
+                    "{first} {second}"
+                );
+            }
+        }
+        let mut one = Iso8601Parser::new();
+        let mut order: Vec<&String> = corpus.iter().collect();
+        for _ in 0..20 {
+            rng.shuffle(&mut order);
+            for s in &order {
+                assert_eq!(one.parse(s), parse_iso8601(s), "{s}");
+            }
+        }
+        assert!(corpus.iter().filter(|s| parse_iso8601(s).is_some()).count() > 50);
     }
 
     #[test]
