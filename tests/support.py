@@ -11,7 +11,9 @@ What lives here:
   rejected batch changes nothing and that equivalent inputs give identical state;
 - the fixtures directory ``tests/data`` (copied from ``shared/spec/fixtures``);
 - ``run_race_script``: a race script of ``tests/`` (``race_*.py``) in a subprocess under a hard
-  limit, so a deadlock fails the test in bounded time instead of hanging the suite.
+  limit, so a deadlock fails the test in bounded time instead of hanging the suite;
+- ``sigkill_child_when``: runs a child that prints a line per acknowledged step and SIGKILLs it
+  at a random moment once the child says it has reached a given state, for crash tests.
 
 ``tests`` is a package (``from tests.support import …``); ``benches/`` is put on ``sys.path``
 so suites can ``import segment_gen``.
@@ -20,9 +22,13 @@ so suites can ``import segment_gen``.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -350,3 +356,40 @@ def run_race_script(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"ok: {rounds} rounds" in result.stdout
+
+
+def sigkill_child_when(
+    argv: Sequence[str], delay_s: float, ready: Callable[[list[str]], bool], what: str
+) -> list[str]:
+    """Starts ``argv`` (a child printing one line per acknowledged step) and SIGKILLs it once
+    ``delay_s`` has passed **and** ``ready(lines so far)`` holds; returns every complete line it
+    printed (a half-printed last line was never acknowledged).
+
+    Waiting for the child's own report, not for a fixed time, keeps a crash test testing the same
+    state on a slow machine (a slow fsync disk reaches it later). The rest of the output is read
+    through the same buffered reader ``readline()`` filled (``communicate`` with a timeout reads
+    the pipe beneath it and loses those lines), and a watchdog kills a child that stalls without
+    dying, so the read ends and the test fails naming ``what`` instead of hanging."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        deadline = time.monotonic() + delay_s
+        seen: list[str] = []
+        while True:
+            line = proc.stdout.readline()
+            assert line, f"child died before it was killed ({what})"
+            seen.append(line)
+            if time.monotonic() >= deadline and ready(seen):
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+        rest = proc.stdout.read()
+        proc.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"{what}: exit status {proc.returncode}"
+    return [ln for ln in ("".join(seen) + rest).splitlines(keepends=True) if ln.endswith("\n")]

@@ -10,12 +10,9 @@ import json
 import logging
 import os
 import random
-import signal
 import struct
-import subprocess
 import sys
 import textwrap
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -36,7 +33,14 @@ from eventtally.durability import (
     to_ms,
 )
 from segment_gen import BENCH_FILTER, BENCH_INGEST, batches, generate_events
-from tests.support import agg_def, filter_def, fixed_clock, ingest_def, snapshot
+from tests.support import (
+    agg_def,
+    filter_def,
+    fixed_clock,
+    ingest_def,
+    sigkill_child_when,
+    snapshot,
+)
 
 # --------------------------------------------------------------------------------------------
 # A miniature server: prepare -> WAL append -> apply, snapshots tagged with the WAL position
@@ -530,43 +534,19 @@ def test_sigkill_while_ingesting_recovers_every_acknowledged_event(tmp_path: Pat
     k = 0
     from_snapshot_and_log = 0
     for round_no in range(3):
-        proc = subprocess.Popen(
+        # The kill comes at a random moment, but only once the child has logged a batch after
+        # its first snapshot (written after batch 6; line i is batch k + i): on a slow disk
+        # (fsync "always") a fixed delay may end before any snapshot exists, and no round would
+        # recover from snapshot + log.
+        lines = sigkill_child_when(
             [sys.executable, "-c", CHILD, str(tmp_path), str(k)],
-            stdout=subprocess.PIPE,
-            text=True,
+            rng.uniform(0.1, 0.5),
+            lambda seen, k=k: k + len(seen) - 1 > _FIRST_SNAPSHOT_BATCH,
+            f"round {round_no}",
         )
-        assert proc.stdout is not None
-        # A child that stalls without dying must not hang the read below: the watchdog kills it,
-        # the read sees end of file, and the round fails naming itself.
-        watchdog = threading.Timer(60, proc.kill)
-        watchdog.start()
-        try:
-            # The kill comes at a random moment, but only once the child has logged a batch
-            # after its first snapshot (written after batch 6; line i is batch k + i): on a slow
-            # disk (fsync "always") a fixed delay may end before any snapshot exists, and no
-            # round would recover from snapshot + log.
-            deadline = time.monotonic() + rng.uniform(0.1, 0.5)
-            seen = []
-            while True:
-                line = proc.stdout.readline()
-                assert line, f"child died in round {round_no}"
-                seen.append(line)
-                batch_no = k + len(seen) - 1
-                if time.monotonic() >= deadline and batch_no > _FIRST_SNAPSHOT_BATCH:
-                    break
-            os.kill(proc.pid, signal.SIGKILL)
-            rest = proc.stdout.read()  # the same buffered reader readline() filled
-            proc.wait(timeout=60)
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == -signal.SIGKILL, f"round {round_no}: {proc.returncode}"
-        for line in ("".join(seen) + rest).splitlines(keepends=True):
-            if line.endswith("\n"):
-                seq, n = map(int, line.split())
-                acknowledged[seq] = n
+        for line in lines:
+            seq, n = map(int, line.split())
+            acknowledged[seq] = n
         wal = WriteAheadLog(tmp_path / "wal")
         logged = {r.seq: r for r in wal.replay()}
         assert set(acknowledged) <= set(logged)

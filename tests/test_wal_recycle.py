@@ -7,21 +7,17 @@ one ``docs/durability.md`` documents.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import struct
-import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from eventtally.durability.wal import WalRecord, WriteAheadLog
 from eventtally.server.config import ConfigFileError, DurabilityConfig
+from tests.support import sigkill_child_when
 
 SEG_HEADER = 24
 FRAME = 12
@@ -233,51 +229,26 @@ def _expected_payload(k: int) -> bytes:
 @pytest.mark.slow
 def test_sigkill_while_appending_into_recycled_segments(tmp_path: Path) -> None:
     """A child appending into recycled segments (removing old ones as it goes) is SIGKILLed, six
-    times; after each, every acknowledged record the child kept is present and intact, nothing
-    else replays (no stale record of a recycled file), and the child did write into spares."""
+    times, each time while it writes into a recycled file (it says so itself); after each, every
+    acknowledged record the child kept is present and intact and nothing else replays (no stale
+    record of a recycled file). The newest file's size after reopening is no sign either way: a
+    record torn by the kill is cut off together with the stale tail behind it."""
     rng = random.Random(11)
     k = 0
-    recycled_rounds = 0
     for round_no, policy in enumerate(("always", "never", "always", "interval", "always", "never")):
-        proc = subprocess.Popen(
+        # The kill comes at a random moment, but only once the child is writing into a recycled
+        # file: on a slow disk (fsync "always") a fixed delay may end before any spare exists,
+        # and the round would test nothing of recycling.
+        lines = sigkill_child_when(
             [sys.executable, "-c", CHILD, str(tmp_path), policy, str(k)],
-            stdout=subprocess.PIPE,
-            text=True,
+            rng.uniform(0.3, 0.8),
+            lambda seen: seen[-1].split()[2] == "1",
+            f"round {round_no}",
         )
-        assert proc.stdout is not None
-        # A child that stalls without dying must not hang the read below: the watchdog kills it,
-        # the read sees end of file, and the round fails naming itself.
-        watchdog = threading.Timer(60, proc.kill)
-        watchdog.start()
-        try:
-            # The kill comes at a random moment, but only once the child is writing into a
-            # recycled file: on a slow disk (fsync "always") a fixed delay may end before any
-            # spare exists, and the round would test nothing of recycling.
-            deadline = time.monotonic() + rng.uniform(0.3, 0.8)
-            seen = []
-            while True:
-                line = proc.stdout.readline()
-                assert line, f"child died in round {round_no}"
-                seen.append(line)
-                if time.monotonic() >= deadline and line.split()[2] == "1":
-                    recycled_rounds += 1
-                    break
-            os.kill(proc.pid, signal.SIGKILL)
-            # Read on through the same buffered reader: communicate() reads the pipe beneath it
-            # and would miss the lines readline() has already buffered.
-            rest = proc.stdout.read()
-            proc.wait(timeout=60)
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == -signal.SIGKILL
         acknowledged = {}
-        for line in ("".join(seen) + rest).splitlines(keepends=True):
-            if line.endswith("\n"):
-                seq, kk, _recycled = map(int, line.split())
-                acknowledged[seq] = kk
+        for line in lines:
+            seq, kk, _recycled = map(int, line.split())
+            acknowledged[seq] = kk
         with WriteAheadLog(tmp_path, segment_bytes=1 << 20, recycle_segments=4) as wal:
             records = list(wal.replay())
             segments = wal.segments()
@@ -295,7 +266,3 @@ def test_sigkill_while_appending_into_recycled_segments(tmp_path: Path) -> None:
         assert seqs == sorted(set(seqs)) and ks == sorted(set(ks))
         assert ks[-1] <= max(acknowledged.values()) + 1  # at most the one unacknowledged
         k = ks[-1] + 1
-    # Every round was killed while writing into recycled files: the wait above ends only on a
-    # record the child saw land in one. (The newest file's size after reopening says nothing
-    # either way: a record torn by the kill is cut off together with the stale tail behind it.)
-    assert recycled_rounds == 6
