@@ -84,7 +84,8 @@ fn parse_finite(raw: &str) -> Option<f64> {
     raw.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
-/// Powers of ten that are exact in an `f64` (10^22 is the last one).
+/// 10^0 to 10^15, every divisor a number of at most 15 digits can need (all exact in an `f64`,
+/// which holds powers of ten exactly up to 10^22).
 const EXACT_POWERS_OF_TEN: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
