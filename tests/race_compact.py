@@ -17,7 +17,8 @@ none was refused, and read-your-writes: thread 0 queries the total COUNT after e
 batches, which must include every event whose ingest had returned before the query started.
 
 A deadlock cannot stall the caller: ``faulthandler`` dumps every thread's stack and exits the
-process from its own C watchdog thread, which needs no GIL.
+process from its own C watchdog thread, which needs no GIL, once a round (or the setup) has
+taken longer than ``--deadline`` seconds.
 """
 
 from __future__ import annotations
@@ -231,17 +232,25 @@ def run_round(snapshot: bytes, batches: list[list[bytes]], hold_us: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--deadline", type=float, default=120.0, help="seconds before a stack dump")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=120.0,
+        help="seconds a round (or the setup) may take before a stack dump",
+    )
     parser.add_argument(
         "--hold-us", type=int, default=0, help="extra microseconds each compaction step holds"
     )
     args = parser.parse_args()
+    # The watchdog is re-armed per round: a deadlock still fails within one deadline, while a
+    # slow but progressing run (a loaded machine takes several times longer) does not trip it.
     faulthandler.dump_traceback_later(args.deadline, exit=True)
     rng = random.Random(10)
     snapshot = base_state(rng)
-    during = [
-        run_round(snapshot, concurrent_batches(rng), args.hold_us) for _ in range(args.rounds)
-    ]
+    during = []
+    for _ in range(args.rounds):
+        faulthandler.dump_traceback_later(args.deadline, exit=True)
+        during.append(run_round(snapshot, concurrent_batches(rng), args.hold_us))
     faulthandler.cancel_dump_traceback_later()
     if not any(during):
         raise AssertionError(f"no batch was applied while a compaction ran: {during}")
