@@ -185,10 +185,12 @@ class EventtallyApp(AdminRoutes):
             return None
         raw = environ.get("HTTP_X_API_TOKEN")
         if raw is not None:
-            if not self.store.key_is_cached(raw):
+            digest = self.store.cached_digest(raw)
+            if digest is None:
                 return None
-            # key_is_cached just read data_version: authentication skips its second read.
-            environ[ENV_FRESH] = True
+            # cached_digest just read data_version and hashed the key: authentication does
+            # neither again.
+            environ[ENV_FRESH] = digest
         return self.admit(environ)
 
     def admit(self, environ: dict[str, Any]) -> Admission:

@@ -226,7 +226,7 @@ class _Conn(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
-        self.task = (self.server._loop or asyncio.get_running_loop()).create_task(
+        self.task = self.server._running_loop().create_task(
             self.server._handle(self)
         )
 
@@ -296,7 +296,7 @@ class _Conn(asyncio.BufferedProtocol):
         # times per request on the loop thread, and the context manager costs a ``Timeout``
         # object, a task lookup and ``get_running_loop`` calls (each a ``getpid`` system call on
         # Python 3.11) every time.
-        loop = self.server._loop or asyncio.get_running_loop()
+        loop = self.server._running_loop()
         waiter = self._waiter = loop.create_future()
         timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
@@ -467,6 +467,11 @@ class EventtallyHTTPServer:
         self._done = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this server runs on, for code on it: ``asyncio.get_running_loop()`` is a
+        ``getpid`` system call on Python 3.11, and the request path asks several times."""
+        return self._loop or asyncio.get_running_loop()
 
     @property
     def port(self) -> int:
@@ -724,7 +729,7 @@ class EventtallyHTTPServer:
                 # (SQLite) runs on a worker.
                 adm = app.admit_now(env)
                 if adm is None:
-                    adm = await self._workers.run(app.admit, env)
+                    adm = await self._workers.run_on(self._running_loop(), app.admit, env)
                 if adm.refusal is not None:
                     env[ENV_REFUSAL] = adm.refusal
                 elif adm.pool is not None and not app.slots.try_acquire(adm.pool, adm.org):
@@ -895,7 +900,9 @@ class EventtallyHTTPServer:
         if inline:
             status, headers, body = self._run_app(env, held)
         else:
-            status, headers, body = await self._workers.run(self._run_app, env, held)
+            status, headers, body = await self._workers.run_on(
+                self._running_loop(), self._run_app, env, held
+            )
         if reuse is not None:
             self._bodies.give(reuse)
         if head.method == "HEAD":

@@ -3,7 +3,7 @@
 What this module guarantees:
 
 - :meth:`Workers.run` queues ``fn(*args)`` and returns an ``asyncio`` future of the loop that
-  called it; the future gets the result, or the exception (any ``BaseException``), exactly once.
+  called it (:meth:`Workers.run_on`: of the loop given, which must be the caller's); the future gets the result, or the exception (any ``BaseException``), exactly once.
   Calls start in the order they were queued, on at most ``threads`` threads.
 - A call whose future was cancelled before a thread took it does not run.  One that already
   runs is not interrupted (a worker cannot be); its result is dropped.
@@ -137,7 +137,14 @@ class Workers:
 
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue ``fn(*args)``; the future (of the running loop) settles with its outcome."""
-        loop = asyncio.get_running_loop()
+        return self.run_on(asyncio.get_running_loop(), fn, *args)
+
+    def run_on(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
+        """:meth:`run` for a caller on ``loop`` that knows it: on Python 3.11 every
+        ``asyncio.get_running_loop()`` is a ``getpid`` system call, and the front queues a call
+        or two per request."""
         if self._stopped:
             raise RuntimeError("cannot run a call after the worker pool shut down")
         if not self._started:

@@ -178,24 +178,30 @@ class MetadataStoreBase:
     def _lookup(self, digest: bytes) -> str:
         return hmac.new(self._pepper, digest, hashlib.sha256).hexdigest()[:_LOOKUP_HEX]
 
-    def key_is_cached(self, raw_key: str) -> bool:
-        """Whether :meth:`authenticate` would answer ``raw_key`` from memory: its key verified
-        before (no scrypt) and no other connection committed since (no reload).  Never waits for
-        the store's lock (``False`` while another thread holds it), so an event loop may call it.
+    def cached_digest(self, raw_key: str) -> bytes | None:
+        """``raw_key``'s digest when :meth:`authenticate` would answer it from memory: its key
+        verified before (no scrypt) and no other connection committed since (no reload); else
+        ``None``.  Never waits for the store's lock (``None`` while another thread holds it), so
+        an event loop may call it.  Passing the digest on to :meth:`authenticate` spares that
+        call its own SHA-256 of the key.
         """
-        if key_digest(raw_key) not in self._view.verified:
-            return False
+        digest = key_digest(raw_key)
+        if digest not in self._view.verified:
+            return None
         if not self._lock.acquire(blocking=False):
-            return False
+            return None
         try:
             row = self._conn.execute("PRAGMA data_version").fetchone()
         finally:
             self._lock.release()
-        return int(row[0]) == self._data_version
+        return digest if int(row[0]) == self._data_version else None
 
-    def authenticate(self, raw_key: str) -> ApiKeyRecord | None:
-        """The key record for ``raw_key`` (enabled or not), or ``None`` if no key matches."""
-        digest = key_digest(raw_key)
+    def authenticate(self, raw_key: str, digest: bytes | None = None) -> ApiKeyRecord | None:
+        """The key record for ``raw_key`` (enabled or not), or ``None`` if no key matches.
+        ``digest``: ``key_digest(raw_key)`` when the caller has it already
+        (:meth:`cached_digest`)."""
+        if digest is None:
+            digest = key_digest(raw_key)
         snap = self._view
         key_id = snap.verified.get(digest)
         if key_id is not None:

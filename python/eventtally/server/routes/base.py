@@ -40,8 +40,9 @@ log = logging.getLogger("eventtally.server")
 #: instead of dispatching.  ``ENV_ADMITTED``: the ingest record (an
 #: :class:`~eventtally.server.metadata.IngestRecord`) whose head passed
 #: :meth:`EventtallyApp.admit` (its rate-limit token is spent; the checks are not repeated).
-#: ``ENV_FRESH``: :meth:`EventtallyApp.admit_now` found the metadata unchanged for this request
-#: a moment ago (``PRAGMA data_version``), so authentication need not ask SQLite again.
+#: ``ENV_FRESH``: the key's SHA-256 digest, set when :meth:`EventtallyApp.admit_now` found the
+#: metadata unchanged for this request a moment ago (``PRAGMA data_version``), so
+#: authentication neither asks SQLite nor hashes the key again.
 ENV_FRONT = "eventtally.front"
 ENV_FRESH = "eventtally.fresh"
 ENV_REFUSAL = "eventtally.refusal"
@@ -185,11 +186,12 @@ class RouteBase:
         # metadata: one `PRAGMA data_version` when nothing changed. So a key disabled (or an
         # organization disabled, a key created) by a command that has returned is seen by the
         # next request, not a poll interval later.
-        if environ.pop(ENV_FRESH, False):
+        digest: bytes | None = environ.pop(ENV_FRESH, None)
+        if digest is not None:
             view = self.runtime.view  # admit_now checked data_version for this very request
         else:
             view = self.runtime.refresh(min_interval=0.0)
-        key = self.store.authenticate(raw)
+        key = self.store.authenticate(raw, digest)
         if key is None:
             raise HTTPError(401, "Invalid API Key")
         if not key.enabled:
