@@ -875,7 +875,13 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                             Compact::Named { child, value } => {
                                 self.pos = value;
                                 if child.is_none() {
-                                    self.skip_value()?;
+                                    // Unread containers (most unread non-strings) go straight
+                                    // to the container skip, without `skip_value`'s dispatch.
+                                    if matches!(self.buf.get(value), Some(b'{' | b'[')) {
+                                        self.skip_container()?;
+                                    } else {
+                                        self.skip_value()?;
+                                    }
                                 }
                                 child
                             }
