@@ -213,14 +213,54 @@ impl Test {
 #[derive(Debug, Clone, Default)]
 pub(super) struct InList {
     pub(super) nums: Vec<f64>,
-    /// Sorted and deduplicated, for binary search.
+    /// Sorted and deduplicated, for binary search; `seal` must run after the last push.
     pub(super) strs: Vec<Box<str>>,
+    /// `(byte length, first 8 bytes)` of each of `strs`, same order: a short list is probed by
+    /// two integer compares per element instead of a `memcmp` call per binary-search step.
+    pub(super) str_keys: Vec<(usize, u64)>,
     /// `[false present, true present]`
     pub(super) bools: [bool; 2],
     pub(super) null: bool,
 }
 
+/// Lists up to this long are scanned by `(length, head)` keys; longer ones are binary-searched,
+/// whose `log2(n)` string compares then cost less than `n` integer compares.
+const KEY_SCAN_MAX: usize = 16;
+
+/// The first 8 bytes of `s`, zero-padded, as one integer. Equal strings have equal heads, and
+/// with equal lengths up to 8 bytes equal heads mean equal strings (the padding is the same).
+fn head_key(s: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = s.len().min(8);
+    head[..n].copy_from_slice(&s[..n]);
+    u64::from_le_bytes(head)
+}
+
 impl InList {
+    /// Sorts and deduplicates `strs` and builds their probe keys; the parser calls it once.
+    pub(super) fn seal(&mut self) {
+        self.strs.sort();
+        self.strs.dedup();
+        self.str_keys = self
+            .strs
+            .iter()
+            .map(|x| (x.len(), head_key(x.as_bytes())))
+            .collect();
+    }
+
+    /// Exact byte equality of `s` with one of `strs`.
+    fn contains_str(&self, s: &str) -> bool {
+        if self.strs.len() > KEY_SCAN_MAX {
+            return self.strs.binary_search_by(|x| (**x).cmp(s)).is_ok();
+        }
+        let bytes = s.as_bytes();
+        let key = (bytes.len(), head_key(bytes));
+        self.str_keys.iter().zip(&self.strs).any(|(k, x)| {
+            // The head covers the first 8 bytes; only longer strings need the rest compared.
+            *k == key && (bytes.len() <= 8 || x.as_bytes()[8..] == bytes[8..])
+        })
+    }
+
     pub(super) fn contains(&self, got: Got<'_, '_>) -> bool {
         if !self.nums.is_empty() {
             if let Some(v) = got.numeric() {
@@ -233,9 +273,7 @@ impl InList {
                 }
             }
         }
-        if !self.strs.is_empty()
-            && got.with_str(|s| self.strs.binary_search_by(|x| (**x).cmp(s)).is_ok()) == Some(true)
-        {
+        if !self.strs.is_empty() && got.with_str(|s| self.contains_str(s)) == Some(true) {
             return true;
         }
         match got {

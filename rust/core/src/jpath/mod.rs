@@ -1033,6 +1033,48 @@ mod tests {
 
     /// Deterministic token soup: compile and evaluate must never panic, and error positions
     /// must lie inside the expression.
+    /// The `in` string probe (length + first-8-bytes keys for short lists, binary search for
+    /// long ones) must agree with plain set membership, on names built to collide in length and
+    /// head: shared 8-byte prefixes, lengths 7 to 9, a differing last byte, multi-byte UTF-8 and
+    /// quotes written with escapes in the literal.
+    #[test]
+    fn in_string_probe_matches_set_membership() {
+        const PIECES: &[&str] = &[
+            "app", "appOpen", "appOpen_", "appOpenX", "appOpenXY", "é", "日", "'", "\\", "a", "",
+            "\0",
+        ];
+        let mut rng = crate::test_rng::Rng(0x3C6E_F372_FE94_F82B);
+        let mut word = |rng: &mut crate::test_rng::Rng| {
+            let mut w = String::new();
+            for _ in 0..rng.below(3) + 1 {
+                w.push_str(PIECES[rng.below(PIECES.len())]);
+            }
+            w
+        };
+        for round in 0..400 {
+            // Both sides of KEY_SCAN_MAX (16): short lists are key-scanned, long ones searched.
+            let list_len = if round % 2 == 0 { rng.below(17) + 1 } else { rng.below(40) + 17 };
+            let list: Vec<String> = (0..list_len).map(|_| word(&mut rng)).collect();
+            let literal = list
+                .iter()
+                .map(|w| format!("'{}'", w.replace('\\', "\\\\").replace('\'', "\\'")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let expr = format!("@.x in [{literal}]");
+            let mut probes: Vec<String> = (0..8).map(|_| word(&mut rng)).collect();
+            probes.push(list[rng.below(list.len())].clone());
+            for probe in probes {
+                let want = list.contains(&probe);
+                let value = Value::Str(Cow::Owned(probe.clone()));
+                let mut resolver = TestResolver::default();
+                let cond = Condition::compile(&expr, &mut resolver)
+                    .unwrap_or_else(|e| panic!("{expr:?} should compile: {e}"));
+                let got = cond.eval(&[Some(value)], &[]);
+                assert_eq!(got, want, "{expr:?} on {probe:?}");
+            }
+        }
+    }
+
     #[test]
     fn token_soup_never_panics() {
         const TOKENS: &[&str] = &[

@@ -451,8 +451,7 @@ impl CondParser<'_, '_> {
                 )));
             }
         }
-        list.strs.sort();
-        list.strs.dedup();
+        list.seal();
         Ok(Test::In(Box::new(list)))
     }
 
