@@ -1031,8 +1031,6 @@ mod tests {
         }
     }
 
-    /// Deterministic token soup: compile and evaluate must never panic, and error positions
-    /// must lie inside the expression.
     /// The `in` string probe (length + first-8-bytes keys for short lists, binary search for
     /// long ones) must agree with plain set membership, on names built to collide in length and
     /// head: shared 8-byte prefixes, lengths 7 to 9, a differing last byte, multi-byte UTF-8 and
@@ -1075,6 +1073,8 @@ mod tests {
         }
     }
 
+    /// Deterministic token soup: compile and evaluate must never panic, and error positions
+    /// must lie inside the expression.
     #[test]
     fn token_soup_never_panics() {
         const TOKENS: &[&str] = &[
