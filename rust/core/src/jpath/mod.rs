@@ -1038,7 +1038,17 @@ mod tests {
     #[test]
     fn in_string_probe_matches_set_membership() {
         const PIECES: &[&str] = &[
-            "app", "appOpen", "appOpen_", "appOpenX", "appOpenXY", "é", "日", "'", "\\", "a", "",
+            "app",
+            "appOpen",
+            "appOpen_",
+            "appOpenX",
+            "appOpenXY",
+            "é",
+            "日",
+            "'",
+            "\\",
+            "a",
+            "",
             "\0",
         ];
         let mut rng = crate::test_rng::Rng(0x3C6E_F372_FE94_F82B);
@@ -1051,7 +1061,11 @@ mod tests {
         };
         for round in 0..400 {
             // Both sides of KEY_SCAN_MAX (16): short lists are key-scanned, long ones searched.
-            let list_len = if round % 2 == 0 { rng.below(17) + 1 } else { rng.below(40) + 17 };
+            let list_len = if round % 2 == 0 {
+                rng.below(17) + 1
+            } else {
+                rng.below(40) + 17
+            };
             let list: Vec<String> = (0..list_len).map(|_| word(&mut rng)).collect();
             let literal = list
                 .iter()
