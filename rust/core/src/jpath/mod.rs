@@ -1052,9 +1052,9 @@ mod tests {
             "\0",
         ];
         let mut rng = crate::test_rng::Rng(0x3C6E_F372_FE94_F82B);
-        let mut word = |rng: &mut crate::test_rng::Rng| {
+        let word = |rng: &mut crate::test_rng::Rng| {
             let mut w = String::new();
-            for _ in 0..rng.below(3) + 1 {
+            for _ in 0..=rng.below(3) {
                 w.push_str(PIECES[rng.below(PIECES.len())]);
             }
             w
