@@ -226,9 +226,7 @@ class _Conn(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
-        self.task = self.server._running_loop().create_task(
-            self.server._handle(self)
-        )
+        self.task = self.server._running_loop().create_task(self.server._handle(self))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Never an empty buffer: a transport reads again before the task has ended the body,

@@ -3,7 +3,8 @@
 What this module guarantees:
 
 - :meth:`Workers.run` queues ``fn(*args)`` and returns an ``asyncio`` future of the loop that
-  called it (:meth:`Workers.run_on`: of the loop given, which must be the caller's); the future gets the result, or the exception (any ``BaseException``), exactly once.
+  called it (:meth:`Workers.run_on`: of the loop given, which must be the caller's); the future
+  gets the result, or the exception (any ``BaseException``), exactly once.
   Calls start in the order they were queued, on at most ``threads`` threads.
 - A call whose future was cancelled before a thread took it does not run.  One that already
   runs is not interrupted (a worker cannot be); its result is dropped.

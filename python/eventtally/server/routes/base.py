@@ -187,10 +187,8 @@ class RouteBase:
         # organization disabled, a key created) by a command that has returned is seen by the
         # next request, not a poll interval later.
         digest: bytes | None = environ.pop(ENV_FRESH, None)
-        if digest is not None:
-            view = self.runtime.view  # admit_now checked data_version for this very request
-        else:
-            view = self.runtime.refresh(min_interval=0.0)
+        # With a digest, admit_now checked data_version for this very request.
+        view = self.runtime.view if digest is not None else self.runtime.refresh(min_interval=0.0)
         key = self.store.authenticate(raw, digest)
         if key is None:
             raise HTTPError(401, "Invalid API Key")
