@@ -34,8 +34,8 @@ What this script guarantees:
      at ``--flood-old`` (the count the old front could be measured with: it kept every line).
   4. 64 trickled uploads from one organization (1 byte/s, reconnecting when cut) while another
      organization posts small batches one after the other: its statuses and p99.
-- ``--variant NAME=JSON`` adds a front running this tree with other ``[durability]`` settings
-  (say ``wal_preallocate``), interleaved with the others like any front; ``--fsync`` sets every
+- ``--variant NAME=JSON`` adds a front running this tree with other ``[server]`` or
+  ``[durability]`` settings (say ``worker_threads`` or ``wal_preallocate``), interleaved with the others like any front; ``--fsync`` sets every
   front's WAL policy.
 - Results go to stdout as a markdown table and, with ``--json``, to a file; the server's CPU
   time per request (user + system) is reported beside each throughput figure, since on shared
@@ -124,9 +124,9 @@ PYTHONPATHS: dict[str, str] = {"new": ""}
 #: ``--fsync``: the WAL policy of every front (``always``: the issue's figures; ``never``: what the
 #: front and the core can do without waiting for the disk).
 FSYNC = "always"
-#: ``--variant NAME=JSON``: front name -> extra ``[durability]`` settings; a variant runs this
-#: tree, like ``new``, so one setting is compared in one run.
-VARIANTS: dict[str, dict[str, Any]] = {}
+#: ``--variant NAME=JSON``: front name -> ``{"server": {...}, "durability": {...}}``, settings
+#: over the defaults; a variant runs this tree, like ``new``, so one setting is compared in one run.
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {}
 #: front name -> the interpreter that runs its server (``build``: ``--build-python``, a whole
 #: other install, core included); every other front runs on this interpreter.
 INTERPRETERS: dict[str, str] = {}
@@ -153,7 +153,10 @@ class Server:
 
     def __init__(self, front: str, server: dict[str, Any]) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="et-fronts-"))
-        cfg = _config(self.tmp, server, VARIANTS.get(front, {}))
+        variant = VARIANTS.get(front, {})
+        cfg = _config(
+            self.tmp, {**server, **variant.get("server", {})}, variant.get("durability", {})
+        )
         self.log = (self.tmp / "server.log").open("w")
         env = dict(os.environ)
         if PYTHONPATHS.get(front):
@@ -494,8 +497,9 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=JSON",
-        help="a front NAME running this tree with extra [durability] settings, e.g. "
-        "`--fronts new,plain --variant 'plain={\"wal_preallocate\": false}'` (repeatable)",
+        help="a front NAME running this tree with other [server] and [durability] settings, "
+        "e.g. `--fronts new,plain --variant "
+        '\'plain={"durability": {"wal_preallocate": false}}\'` (repeatable)',
     )
     args = p.parse_args()
     global ACCESS_LOG, FSYNC
@@ -506,8 +510,10 @@ def main() -> int:
         if not sep or not name or name in ("new", "base", "build"):
             raise SystemExit(f"--variant {spec!r}: expected NAME=JSON with a new front name")
         extra = json.loads(settings)
-        if not isinstance(extra, dict):
-            raise SystemExit(f"--variant {spec!r}: the settings must be a JSON object")
+        if not isinstance(extra, dict) or not set(extra) <= {"server", "durability"}:
+            raise SystemExit(
+                f"--variant {spec!r}: expected a JSON object with `server` and/or `durability`"
+            )
         VARIANTS[name] = extra
     if args.quick:
         args.duration, args.idle = min(args.duration, 4.0), min(args.idle, 500)
@@ -546,9 +552,7 @@ def main() -> int:
                     r["trickle"] = scenario_trickle(front, args.duration)
     print(
         f"body: {len(body)} bytes, 300 events; wrk -t2, {args.duration:.0f} s per run; "
-        f"fsync {FSYNC}"
-        + "".join(f"; {n}: {json.dumps(v)}" for n, v in VARIANTS.items())
-        + "\n"
+        f"fsync {FSYNC}" + "".join(f"; {n}: {json.dumps(v)}" for n, v in VARIANTS.items()) + "\n"
     )
     names = list(results)
     # One ratio column per other front: the first front over it.
