@@ -35,8 +35,8 @@ What this script guarantees:
   4. 64 trickled uploads from one organization (1 byte/s, reconnecting when cut) while another
      organization posts small batches one after the other: its statuses and p99.
 - ``--variant NAME=JSON`` adds a front running this tree with other ``[server]`` or
-  ``[durability]`` settings (say ``worker_threads`` or ``wal_preallocate``), interleaved with the others like any front; ``--fsync`` sets every
-  front's WAL policy.
+  ``[durability]`` settings (say ``worker_threads`` or ``wal_preallocate``), interleaved with
+  the others like any front; ``--fsync`` sets every front's WAL policy.
 - Results go to stdout as a markdown table and, with ``--json``, to a file; the server's CPU
   time per request (user + system) is reported beside each throughput figure, since on shared
   cores it varies far less than the rates.

@@ -81,7 +81,9 @@ def test_reopened_after_a_crash_stops_at_the_marker_and_keeps_appending(tmp_path
         assert again.last_seq == 3
         again.append(rec(3))
         assert [r.seq for r in again.replay()] == [1, 2, 3, 4]
-    assert [r.payload for r in WriteAheadLog(tmp_path).replay()] == [rec(i).payload for i in range(4)]
+    with WriteAheadLog(tmp_path) as closed_again:
+        payloads = [r.payload for r in closed_again.replay()]
+    assert payloads == [rec(i).payload for i in range(4)]
 
 
 def test_a_torn_record_inside_the_reservation_is_cut(tmp_path: Path) -> None:
@@ -152,9 +154,10 @@ def test_refused_preallocation_falls_back_to_a_plain_segment(
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
     monkeypatch.setattr(walmod.os, "posix_fallocate", refuse)
-    with caplog.at_level(logging.INFO, logger="eventtally.wal"), WriteAheadLog(
-        tmp_path, segment_bytes=8192
-    ) as log:
+    with (
+        caplog.at_level(logging.INFO, logger="eventtally.wal"),
+        WriteAheadLog(tmp_path, segment_bytes=8192) as log,
+    ):
         for i in range(12):
             log.append(rec(i))
         assert log._marker == b""
@@ -162,7 +165,8 @@ def test_refused_preallocation_falls_back_to_a_plain_segment(
             assert seg.read_bytes()[SEG_HEADER : SEG_HEADER + 4] != END_MAGIC
     refusals = [r for r in caplog.records if "cannot preallocate" in r.getMessage()]
     assert len(refusals) == 1  # said once, not at every rotation
-    assert [r.seq for r in WriteAheadLog(tmp_path).replay()] == list(range(1, 13))
+    with WriteAheadLog(tmp_path) as reopened:
+        assert [r.seq for r in reopened.replay()] == list(range(1, 13))
 
 
 def test_sigkill_while_appending_into_a_reserved_segment_loses_nothing_acknowledged(

@@ -643,7 +643,9 @@ class WriteAheadLog:
         fd = open_private(path, flags)
         try:
             preallocated = self.preallocate and self._preallocate(fd)
-            head = [_SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq)]
+            head: list[bytes | bytearray | memoryview] = [
+                _SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq)
+            ]
             if preallocated:
                 head.append(_end_marker(first_seq))
                 os.pwritev(fd, head, 0)
