@@ -208,3 +208,15 @@ def test_sigkill_while_appending_into_a_reserved_segment_loses_nothing_acknowled
     assert len(records) >= acked
     for r in records:
         assert r.payload == bytes([(r.seq - 1) % 251]) * 3000
+
+
+def test_the_server_setting_is_read_and_typed(tmp_path: Path) -> None:
+    from eventtally.server.config import ConfigFileError, DurabilityConfig, load_config
+
+    assert DurabilityConfig().validate().wal_preallocate is True
+    path = tmp_path / "eventtally.toml"
+    path.write_text("[durability]\nwal_preallocate = false\n")
+    assert load_config(path).server.durability.wal_preallocate is False
+    path.write_text('[durability]\nwal_preallocate = "no"\n')
+    with pytest.raises(ConfigFileError, match="wal_preallocate"):
+        load_config(path)
