@@ -34,6 +34,9 @@ What this script guarantees:
      at ``--flood-old`` (the count the old front could be measured with: it kept every line).
   4. 64 trickled uploads from one organization (1 byte/s, reconnecting when cut) while another
      organization posts small batches one after the other: its statuses and p99.
+- ``--variant NAME=JSON`` adds a front running this tree with other ``[server]`` or
+  ``[durability]`` settings (say ``worker_threads`` or ``wal_preallocate``), interleaved with
+  the others like any front; ``--fsync`` sets every front's WAL policy.
 - Results go to stdout as a markdown table and, with ``--json``, to a file; the server's CPU
   time per request (user + system) is reported beside each throughput figure, since on shared
   cores it varies far less than the rates.
@@ -85,13 +88,15 @@ end
 """
 
 
-def _config(tmp: Path, server: dict[str, Any]) -> Path:
+def _config(tmp: Path, server: dict[str, Any], durability: dict[str, Any]) -> Path:
     (tmp / "filter.json").write_text(json.dumps(BENCH_FILTER))
     ts = BENCH_INGEST["timestamp"]
     ingest_ts = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in ts.items()) + " }"
     settings = {"host": "127.0.0.1", "port": 0, "data_dir": "data", "rate_limit": 0, **server}
     lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    lines += ["[durability]", 'fsync = "always"']
+    lines += ["[durability]"] + [
+        f"{k} = {json.dumps(v)}" for k, v in {"fsync": FSYNC, **durability}.items()
+    ]
     for org, key in (("alpha", KEY_A), ("beta", KEY_B)):
         lines += [
             "[[organizations]]",
@@ -116,6 +121,12 @@ def _config(tmp: Path, server: dict[str, Any]) -> Path:
 ACCESS_LOG = False
 #: front name -> the directory put first on the server's PYTHONPATH ("": this tree as installed).
 PYTHONPATHS: dict[str, str] = {"new": ""}
+#: ``--fsync``: the WAL policy of every front (``always``: the issue's figures; ``never``: what the
+#: front and the core can do without waiting for the disk).
+FSYNC = "always"
+#: ``--variant NAME=JSON``: front name -> ``{"server": {...}, "durability": {...}}``, settings
+#: over the defaults; a variant runs this tree, like ``new``, so one setting is compared in one run.
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {}
 #: front name -> the interpreter that runs its server (``build``: ``--build-python``, a whole
 #: other install, core included); every other front runs on this interpreter.
 INTERPRETERS: dict[str, str] = {}
@@ -142,7 +153,10 @@ class Server:
 
     def __init__(self, front: str, server: dict[str, Any]) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="et-fronts-"))
-        cfg = _config(self.tmp, server)
+        variant = VARIANTS.get(front, {})
+        cfg = _config(
+            self.tmp, {**server, **variant.get("server", {})}, variant.get("durability", {})
+        )
         self.log = (self.tmp / "server.log").open("w")
         env = dict(os.environ)
         if PYTHONPATHS.get(front):
@@ -471,9 +485,36 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="4 s runs, 500 idle connections")
     p.add_argument("--json", help="write the results here too")
     p.add_argument("--access-log", action="store_true", help="servers write the access log")
+    p.add_argument(
+        "--fsync",
+        choices=("always", "interval", "never"),
+        default="always",
+        help="the servers' WAL fsync policy (default: %(default)s; `never` shows the ceiling "
+        "of the front and core without the disk)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a front NAME running this tree with other [server] and [durability] settings, "
+        "e.g. `--fronts new,plain --variant "
+        '\'plain={"durability": {"wal_preallocate": false}}\'` (repeatable)',
+    )
     args = p.parse_args()
-    global ACCESS_LOG
+    global ACCESS_LOG, FSYNC
     ACCESS_LOG = args.access_log
+    FSYNC = args.fsync
+    for spec in args.variant:
+        name, sep, settings = spec.partition("=")
+        if not sep or not name or name in ("new", "base", "build"):
+            raise SystemExit(f"--variant {spec!r}: expected NAME=JSON with a new front name")
+        extra = json.loads(settings)
+        if not isinstance(extra, dict) or not set(extra) <= {"server", "durability"}:
+            raise SystemExit(
+                f"--variant {spec!r}: expected a JSON object with `server` and/or `durability`"
+            )
+        VARIANTS[name] = extra
     if args.quick:
         args.duration, args.idle = min(args.duration, 4.0), min(args.idle, 500)
     body = batches(generate_events(300, seed=1), 300)[0]
@@ -509,7 +550,10 @@ def main() -> int:
                         r["flood"].append(scenario_flood(front, args.flood_old))
                 else:
                     r["trickle"] = scenario_trickle(front, args.duration)
-    print(f"body: {len(body)} bytes, 300 events; wrk -t2, {args.duration:.0f} s per run\n")
+    print(
+        f"body: {len(body)} bytes, 300 events; wrk -t2, {args.duration:.0f} s per run; "
+        f"fsync {FSYNC}" + "".join(f"; {n}: {json.dumps(v)}" for n, v in VARIANTS.items()) + "\n"
+    )
     names = list(results)
     # One ratio column per other front: the first front over it.
     ratios = [f"{names[0]} / {other}" for other in names[1:]]

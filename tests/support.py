@@ -25,6 +25,7 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -393,3 +394,19 @@ def sigkill_child_when(
             proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"{what}: exit status {proc.returncode}"
     return [ln for ln in ("".join(seen) + rest).splitlines(keepends=True) if ln.endswith("\n")]
+
+
+def last_wal_record_bounds(segment: Path) -> tuple[int, int]:
+    """(offset, end) of the last record of a WAL segment (frame: magic, length, crc). A killed
+    server's newest segment is preallocated: its records end at an end marker (``ETWE``)
+    followed by the reservation's zeros."""
+    data = segment.read_bytes()
+    pos, last = 24, (24, 24)
+    while pos + 12 <= len(data):
+        magic, length, _crc = struct.unpack_from("<4sII", data, pos)
+        if magic == b"ETWE":
+            break
+        assert magic == b"ETWR"
+        last = (pos, pos + 12 + length)
+        pos = last[1]
+    return last

@@ -14,7 +14,6 @@ import http.client
 import itertools
 import random
 import signal
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from tests.ops_support import (
     results,
     write_config,
 )
+from tests.support import last_wal_record_bounds
 
 pytestmark = pytest.mark.slow
 
@@ -224,18 +224,6 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path) -> None:
     assert len(led.acked) > 10
 
 
-def _last_record_bounds(segment: Path) -> tuple[int, int]:
-    """(offset, end) of the last record of a WAL segment (frame: magic, length, crc)."""
-    data = segment.read_bytes()
-    pos, last = 24, (24, 24)
-    while pos + 12 <= len(data):
-        magic, length, _crc = struct.unpack_from("<4sII", data, pos)
-        assert magic == b"ETWR"
-        last = (pos, pos + 12 + length)
-        pos = last[1]
-    return last
-
-
 def test_torn_wal_tail_is_cut_logged_and_served(tmp_path: Path) -> None:
     """A torn last WAL record is cut at start and logged; the server serves everything before."""
     write_config(tmp_path, durability={"snapshot_interval_s": 3600})
@@ -244,15 +232,15 @@ def test_torn_wal_tail_is_cut_logged_and_served(tmp_path: Path) -> None:
             assert post(srv.port, batch(f"k{i}", 100)).status == 200
         srv.kill()
     segment = sorted((tmp_path / "data" / "wal").glob("wal-*.log"))[-1]
-    start, end = _last_record_bounds(segment)
+    start, end = last_wal_record_bounds(segment)
     record = segment.read_bytes()[start:end]
     torn = record[: len(record) // 2]  # the next record, interrupted halfway
-    with segment.open("ab") as fh:
+    with segment.open("r+b") as fh:  # written where it would be: over the end marker
+        fh.seek(end)
         fh.write(torn)
-    size_with_torn = segment.stat().st_size
     with ServerProcess(tmp_path) as srv:
         assert "torn tail cut" in srv.stderr()
-        assert segment.stat().st_size == size_with_torn - len(torn)
+        assert segment.stat().st_size == end
         assert counts_by_tag(srv.port) == {f"k{i}": 100 for i in range(5)}
         assert post(srv.port, batch("k5", 100)).status == 200
         assert srv.stop() == 0
@@ -262,7 +250,7 @@ def test_torn_wal_tail_is_cut_logged_and_served(tmp_path: Path) -> None:
         assert post(srv.port, batch("k6", 100)).status == 200
         srv.kill()
     segment = sorted((tmp_path / "data" / "wal").glob("wal-*.log"))[-1]
-    start, end = _last_record_bounds(segment)
+    start, end = last_wal_record_bounds(segment)
     with segment.open("r+b") as fh:
         fh.truncate(start + (end - start) // 3)
     with ServerProcess(tmp_path) as srv:

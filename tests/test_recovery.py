@@ -38,6 +38,7 @@ from tests.support import (
     filter_def,
     fixed_clock,
     ingest_def,
+    last_wal_record_bounds,
     sigkill_child_when,
     snapshot,
 )
@@ -380,7 +381,8 @@ def test_recovery_cuts_a_torn_tail_and_reports_it(
     expected = snapshot(node.engines["beta"])
     node.ingest("beta", beta_batch(99), T0 + 999)  # the one the crash tears
     seg = node.wal.segments()[-1].path
-    os.truncate(seg, seg.stat().st_size - 50)
+    _start, end = last_wal_record_bounds(seg)
+    os.truncate(seg, end - 50)
     report, wal = recovered(tmp_path)
     assert report.torn_tail_cut and report.torn_tail is not None
     assert report.records_replayed == 6

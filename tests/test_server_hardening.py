@@ -35,6 +35,7 @@ from tests.server_support import (
     running_server,
     simple_points,
 )
+from tests.support import last_wal_record_bounds
 
 HERE = Path(__file__).resolve().parent
 ADMIN = "admin-token-0123456789"
@@ -263,7 +264,10 @@ def test_readyz_is_503_while_the_disk_refuses_wal_writes(tmp_path: Path) -> None
         assert c.ingest(BATCH).status == 200
         assert c.request("GET", "/readyz").json() == {"status": "ready"}
 
-        command(f"limit {_wal_segment(tmp_path / 'data').stat().st_size}")
+        # The segment is preallocated: the limit sits where its records end, so the next write
+        # (not the file's size) is past it.
+        _start, records_end = last_wal_record_bounds(_wal_segment(tmp_path / "data"))
+        command(f"limit {records_end}")
         refused = c.ingest(track)
         assert refused.status == 503
         assert refused.message == "Could not persist the batch; retry later"

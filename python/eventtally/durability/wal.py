@@ -44,6 +44,13 @@ What this module guarantees:
   marker: cut as before). A rotated or cut segment is truncated to its live records, so only
   the newest segment ever holds stale bytes, and only past a marker. Segments written without
   recycling are byte for byte the old format; both replay.
+- Preallocation (``preallocate=True``, default). A new segment is reserved whole
+  (``posix_fallocate`` to ``segment_bytes``) and fsynced with its header and an end marker
+  before its first record, so appending inside it allocates no blocks and changes no file
+  size. Its zero fill is handled like a recycled file's stale tail: a marker follows the
+  newest record, rotation and :meth:`WriteAheadLog.close` cut the file to its records, and a
+  torn record before the marker is cut as any torn tail. A refused preallocation (file
+  system, free space) leaves a plain segment.
 
 Checksums: a payload given as ``bytes`` is checksummed by the core (``_core.crc32``, crc32fast's
 carry-less-multiply kernel, detached from the interpreter; equal to ``zlib.crc32``), anything else
@@ -379,7 +386,9 @@ class WriteAheadLog:
     is called after every fsync, under the log's lock: keep it cheap (a histogram ``observe``)
     and do not call back into the log. ``recycle_segments``: how many segments
     :meth:`truncate_before` keeps as spares for later rotations to overwrite in place (0: delete
-    them, and every segment is a new file).
+    them, and every segment is a new file). ``preallocate``: reserve each new segment's
+    ``segment_bytes`` when it is created (``posix_fallocate``; default), so appends neither
+    allocate blocks nor grow the file; refused by the file system, segments grow as before.
     """
 
     def __init__(
@@ -395,6 +404,7 @@ class WriteAheadLog:
         repair: bool = False,
         on_fsync: Callable[[float], None] | None = None,
         recycle_segments: int = 0,
+        preallocate: bool = True,
     ) -> None:
         if fsync not in _POLICIES:
             raise ValueError(f"fsync must be one of {_POLICIES}, not {fsync!r}")
@@ -415,6 +425,7 @@ class WriteAheadLog:
         self.compress_level = int(compress_level)
         self._on_fsync = on_fsync
         self.recycle_segments = int(recycle_segments)
+        self.preallocate = bool(preallocate)
 
         self._cond = threading.Condition(threading.Lock())
         self._segments: list[int] = []  # first seqs, oldest first; the last one is active
@@ -425,14 +436,19 @@ class WriteAheadLog:
         self._synced_seq = 0
         self._syncing = False
         self._pending_close: list[int] = []
-        # Stale bytes of a recycled file follow the live records of the active segment: every
-        # append then writes ``_marker`` after its record (see the module doc).
+        # Stale bytes of a recycled file, or the zero fill of a preallocated one, follow the
+        # live records of the active segment: every append then writes ``_marker`` after its
+        # record (see the module doc).
         self._marker = b""
+        # What follows the marker is our own preallocated zero fill (not a recycled file's
+        # stale records): a clean close cuts it, so a closed log's files hold records only.
+        self._zero_tail = False
         self._spares: list[int] = []  # first seqs of spare files, ascending
         self._failed: OSError | None = None
         # The last append's write failed (not sticky: disk full clears); probe size in bytes.
         self._write_error: OSError | None = None
         self._probe_bytes = 0
+        self._preallocate_refused = False
         self._closed = False
         self._records = 0
         self._bytes_written = 0
@@ -465,14 +481,17 @@ class WriteAheadLog:
         self._trim_spares()
         if not firsts:
             self._segments = [1]
-            self._fd = self._create_segment(1)
+            self._fd, preallocated = self._create_segment(1)
             self._offset = _SEGMENT_HEADER.size
+            self._marker = _end_marker(1) if preallocated else b""
+            self._zero_tail = preallocated
             return
         self._segments = firsts
         first = firsts[-1]
         path = self._path(first)
-        last_seq, end, torn_seq, recycled = self._check_newest(path, first, repair)
-        self._marker = _end_marker(first) if recycled else b""
+        last_seq, end, torn_seq, marked, zeros = self._check_newest(path, first, repair)
+        self._marker = _end_marker(first) if marked else b""
+        self._zero_tail = zeros
         # An empty newest segment: its name says every record on disk is below ``first``.
         self._last_seq = self._synced_seq = max(last_seq, first - 1)
         self._next_seq = max(self._last_seq, torn_seq) + 1
@@ -483,9 +502,12 @@ class WriteAheadLog:
         if self.fsync != "never":
             _sync(self._fd)
 
-    def _check_newest(self, path: Path, first: int, repair: bool) -> tuple[int, int, int, bool]:
+    def _check_newest(
+        self, path: Path, first: int, repair: bool
+    ) -> tuple[int, int, int, bool, bool]:
         """Scan the newest segment and cut a torn tail: (last seq or 0, good length, the seq a
-        torn record had claimed or 0, whether stale recycled bytes follow a clean end)."""
+        torn record had claimed or 0, whether an end marker ends the records, whether only
+        zeros follow that marker: a preallocated fill rather than stale recycled records)."""
         with open(path, "rb") as f:
             data = f.read()
         size = len(data)
@@ -495,7 +517,7 @@ class WriteAheadLog:
             self._rewrite_header(path, first)
             if size:
                 self._report_torn(TornTail(path, hdr, size, "incomplete segment header"))
-            return 0, hdr, 0, False
+            return 0, hdr, 0, False, False
         magic, version, _reserved, hdr_first = _SEGMENT_HEADER.unpack_from(data, 0)
         if magic != SEGMENT_MAGIC or version != SEGMENT_VERSION or hdr_first != first:
             raise WalCorruptionError(
@@ -510,8 +532,9 @@ class WriteAheadLog:
         marker = _end_marker(first)
         while pos < size:
             if data.startswith(marker, pos):
-                # A recycled segment's clean end: what follows is an older life of the file.
-                return last, pos, 0, True
+                # A clean end: what follows is an older life of the file, or preallocated zeros.
+                rest = size - pos - _END.size
+                return last, pos, 0, True, data[pos + _END.size :] == bytes(rest)
             try:
                 raw = _parse(data, pos, size, prev, None)
             except _Defect as defect:
@@ -535,10 +558,10 @@ class WriteAheadLog:
                 with open(path, "rb+") as f:
                     os.fsync(f.fileno())
                 self._report_torn(TornTail(path, pos, size - pos, defect.reason, after))
-                return last, pos, _torn_seq(data, pos, size, prev), False
+                return last, pos, _torn_seq(data, pos, size, prev), False, False
             prev = last = raw.seq
             pos = raw.end
-        return last, pos, 0, False
+        return last, pos, 0, False, False
 
     def _report_torn(self, torn: TornTail) -> None:
         self.torn_tail = torn
@@ -604,21 +627,62 @@ class WriteAheadLog:
             return fd
         return None
 
-    def _create_segment(self, first_seq: int) -> int:
+    def _create_segment(self, first_seq: int) -> tuple[int, bool]:
+        """Create segment ``first_seq`` (lock held): its fd, positioned after the header, and
+        whether it was preallocated to ``segment_bytes`` (then an end marker follows the header
+        and the caller must keep writing markers).
+
+        Preallocation (``posix_fallocate``) reserves the segment's blocks at once, so appends
+        inside it neither allocate blocks nor grow the file: each ``fdatasync`` then commits no
+        size change, and a full disk shows up here, at rotation, rather than on a record. A
+        file system that refuses it (or has no room for a whole segment) gets a plain segment
+        that grows as records arrive, as before; that is logged once at INFO.
+        """
         path = self._path(first_seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         fd = open_private(path, flags)
         try:
-            _writev_all(fd, [_SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq)])
+            preallocated = self.preallocate and self._preallocate(fd)
+            head: list[bytes | bytearray | memoryview] = [
+                _SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq)
+            ]
+            if preallocated:
+                head.append(_end_marker(first_seq))
+                os.pwritev(fd, head, 0)
+                os.lseek(fd, _SEGMENT_HEADER.size, os.SEEK_SET)
+            else:
+                _writev_all(fd, head)
             if self.fsync != "never":
-                _sync(fd)
+                # fsync, not fdatasync, after a preallocation: the file's size is metadata that
+                # must be on disk before a record is acknowledged inside it.
+                (os.fsync if preallocated else _sync)(fd)
                 _fsync_dir(self.directory)  # the new name must survive a power loss too
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 path.unlink()
             raise
-        return fd
+        return fd, preallocated
+
+    def _preallocate(self, fd: int) -> bool:
+        """Reserve ``segment_bytes`` for the empty file ``fd``; ``False`` (file left empty) when
+        the file system or the free space does not allow it."""
+        if not hasattr(os, "posix_fallocate"):  # pragma: no cover - macOS, Windows
+            return False
+        try:
+            os.posix_fallocate(fd, 0, self.segment_bytes)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # a partial reservation would read as a zero tail
+            if not self._preallocate_refused:
+                self._preallocate_refused = True
+                log.info(
+                    "WAL: cannot preallocate %d-byte segments in %s (%s); segments grow as "
+                    "records arrive",
+                    self.segment_bytes, self.directory, exc,
+                )  # fmt: skip
+            return False
+        return True
 
     # ----------------------------------------------------------------------------- appending
 
@@ -745,6 +809,7 @@ class WriteAheadLog:
             os.ftruncate(self._fd, self._offset)
             os.lseek(self._fd, self._offset, os.SEEK_SET)
             self._marker = b""
+            self._zero_tail = False
         except OSError as exc:
             log.error("WAL: could not cut a failed write back off (%s); refusing appends", exc)
             self._failed = exc
@@ -764,6 +829,7 @@ class WriteAheadLog:
                 self._cond.notify_all()
                 raise WalFailedError(f"truncating the write-ahead log failed: {exc}") from exc
             self._marker = b""
+            self._zero_tail = False
         if self.fsync != "never":
             try:
                 # fsync, not fdatasync, after a cut: the smaller size must be on disk before the
@@ -776,15 +842,18 @@ class WriteAheadLog:
                 raise WalFailedError(f"fsync of the write-ahead log failed: {exc}") from exc
         reused = self._reuse_spare(self._next_seq)
         try:
-            new = reused if reused is not None else self._create_segment(self._next_seq)
+            new, marked = (
+                (reused, True) if reused is not None else self._create_segment(self._next_seq)
+            )
         except OSError as exc:
             log.error("WAL: could not rotate to a new segment (%s); continuing in the old one", exc)
             return
         self._segments.append(self._next_seq)
         self._fd = new
         self._offset = _SEGMENT_HEADER.size
-        if reused is not None:
+        if marked:
             self._marker = _end_marker(self._next_seq)
+            self._zero_tail = reused is None
         if self._syncing:
             self._pending_close.append(old)  # a group-commit leader is fsyncing it right now
         else:
@@ -984,6 +1053,7 @@ class WriteAheadLog:
         now = time.time()
         with self._cond:
             segments = list(self._segments)
+            active_end = self._offset if self._marker else None
         sizes: list[int] = []
         mtimes: list[float] = []
         for first in segments:
@@ -993,7 +1063,9 @@ class WriteAheadLog:
                 sizes.append(0)
                 mtimes.append(0.0)
             else:
-                sizes.append(st.st_size)
+                # The active file's zero fill or stale tail is not log: retention counts records.
+                active = first == segments[-1] and active_end is not None
+                sizes.append(active_end if active and active_end is not None else st.st_size)
                 mtimes.append(st.st_mtime)
         doomed: list[int] = []
         newer_bytes = sum(sizes)
@@ -1109,7 +1181,15 @@ class WriteAheadLog:
             while self._syncing:
                 self._cond.wait()
             try:
-                if self._failed is None and self._synced_seq < self._last_seq:
+                if self._failed is None and self._zero_tail:
+                    # A closed log's preallocated file holds records only: the zero fill is
+                    # cut and the smaller size made durable (fsync, not fdatasync). A recycled
+                    # file keeps its stale tail behind the marker, for the next start to reuse.
+                    os.ftruncate(self._fd, self._offset)
+                    self._marker = b""
+                    self._zero_tail = False
+                    self._sync_fd_locked(self._fd, full=True)
+                elif self._failed is None and self._synced_seq < self._last_seq:
                     self._sync_fd_locked(self._fd)
             finally:
                 self._closed = True

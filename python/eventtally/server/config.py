@@ -72,6 +72,9 @@ class DurabilityConfig:
     #: them.  Costs up to this many x ``segment_bytes`` of disk.  Opt-in: it paid only where
     #: spares were seconds old (benches/README.md, "WAL recycling").
     wal_recycle_segments: int = 0
+    #: Reserve each new WAL segment's ``segment_bytes`` when it is created (``posix_fallocate``),
+    #: so appends allocate no blocks and grow no file (benches/README.md, "WAL preallocation").
+    wal_preallocate: bool = True
     #: zlib level for WAL payloads (0 = stored as received).
     wal_compress_level: int = 0
     #: Seconds between snapshots of changed organizations; ``None`` = ``server.save_interval``;
@@ -346,6 +349,7 @@ _DURABILITY_TYPES: dict[str, tuple[type, ...]] = {
     "wal_retention_bytes": (int,),
     "wal_retention_seconds": (int, float),
     "wal_recycle_segments": (int,),
+    "wal_preallocate": (bool,),
     "wal_compress_level": (int,),
     "snapshot_interval_s": (int, float),
     "snapshots_keep": (int,),

@@ -187,6 +187,7 @@ class Storage:
                 compress_level=self.cfg.wal_compress_level,
                 repair=self.cfg.wal_repair,
                 recycle_segments=self.cfg.wal_recycle_segments,
+                preallocate=self.cfg.wal_preallocate,
             )
         except BaseException:
             self.lock.release()
