@@ -23,7 +23,7 @@ use crate::time::{unix_str_to_millis, unix_to_millis, Iso8601Parser, TimestampFo
 use crate::value::Value;
 
 /// Input bytes per row reserved up front for a batch ([`Plan::prepare_chunk`]): about one
-/// event of the Segment shape (benches/segment_gen.py), nearly each of which opens a row of
+/// event of the Segment shape (`benches/segment_gen.py`), nearly each of which opens a row of
 /// minute buckets. A hint, not a limit: rows beyond it grow by doubling as before.
 const EVENT_BYTES_HINT: usize = 1024;
 /// Rows reserved for even the smallest batch (saves the first few doublings).
@@ -1048,7 +1048,10 @@ mod tests {
     fn a_big_batch_with_few_rows_does_not_keep_the_reserved_capacity() {
         let mut e = engine();
         let data = batch(2000, 3);
-        assert!(data.len() / EVENT_BYTES_HINT > 1000, "the hint reserves many rows");
+        assert!(
+            data.len() / EVENT_BYTES_HINT > 1000,
+            "the hint reserves many rows"
+        );
         let delta = e.plan.prepare(&data, 0, 0).unwrap();
         let s = &delta.states[0];
         assert_eq!(s.rows(), 3);
@@ -1074,11 +1077,17 @@ mod tests {
         let delta = engine().plan.prepare(&data, 0, 0).unwrap();
         let s = &delta.states[0];
         assert_eq!(s.rows(), 2000);
-        assert!(s.row_capacity() <= 2 * 2000, "capacity {}", s.row_capacity());
+        assert!(
+            s.row_capacity() <= 2 * 2000,
+            "capacity {}",
+            s.row_capacity()
+        );
         // Reserved or grown, the rows hold the same: one event each.
         for a in &s.aggs {
             assert!(a.matched.iter().all(|&m| m == 1));
-            assert_eq!(a.sum.iter().sum::<f64>(), (0..2000).map(f64::from).sum::<f64>());
+            let sums: Vec<u64> = a.sum.iter().map(|x| x.to_bits()).collect();
+            let expected: Vec<u64> = (0..2000).map(|i| f64::from(i).to_bits()).collect();
+            assert_eq!(sums, expected);
         }
         // Many small batches (each below the floor) add up to the same rows.
         let mut e = engine();
