@@ -22,6 +22,16 @@ use crate::state::{FilterState, GroupTable};
 use crate::time::{unix_str_to_millis, unix_to_millis, Iso8601Parser, TimestampFormat};
 use crate::value::Value;
 
+/// Input bytes per row reserved up front for a batch ([`Plan::prepare_chunk`]): about one
+/// event of the Segment shape (`benches/segment_gen.py`), nearly each of which opens a row of
+/// minute buckets. A hint, not a limit: rows beyond it grow by doubling as before.
+const EVENT_BYTES_HINT: usize = 1024;
+/// Rows reserved for even the smallest batch (saves the first few doublings).
+const MIN_ROWS_HINT: usize = 64;
+/// At most this many rows are reserved up front, so a huge input does not claim memory for
+/// rows it may not have.
+const MAX_ROWS_HINT: usize = 1 << 20;
+
 /// Paths of one scope (root event or a flattened element), deduplicated, with their trie.
 #[derive(Debug, Clone, Default)]
 struct Registry {
@@ -379,16 +389,40 @@ impl Plan {
         })?;
         let bom = bom + base;
         let mut work = Work::new(self, now_ms);
+        // Nearly every matched event of fine buckets opens a row: reserving them once saves
+        // the columns' and the cell index's growth (rehashes) during the batch.
+        let hint = (data.len() / EVENT_BYTES_HINT).clamp(MIN_ROWS_HINT, MAX_ROWS_HINT);
+        for s in &mut delta.states {
+            s.reserve_rows(hint);
+        }
+        let scanned = self.scan_body(src, bom, ing, schema, &mut work, delta);
+        for s in &mut delta.states {
+            s.release_reserve();
+        }
+        scanned
+    }
+
+    /// The body of [`Plan::prepare_chunk`]: `src` (after its byte order mark, at `bom` in the
+    /// caller's input) scanned as `schema` into `delta`.
+    fn scan_body<'a>(
+        &self,
+        src: &'a str,
+        bom: usize,
+        ing: &CompiledIngest,
+        schema: Schema,
+        work: &mut Work<'a>,
+        delta: &mut Delta,
+    ) -> Result<()> {
         match schema {
             Schema::ArrayOfEvents => {
                 let mut sc = open_body(src, bom, b'[', "expected a JSON array of events")?;
-                self.scan_array(&mut sc, ing, &mut work, delta)?;
+                self.scan_array(&mut sc, ing, work, delta)?;
                 expect_end(&mut sc)?;
             }
             Schema::SingleObject => {
                 let mut sc = open_body(src, bom, b'{', "expected a single JSON object")?;
                 delta.stats.events += 1;
-                self.scan_event(&mut sc, ing, &mut work, delta)?;
+                self.scan_event(&mut sc, ing, work, delta)?;
                 expect_end(&mut sc)?;
             }
             Schema::ObjectWithArrayProperty => {
@@ -414,7 +448,7 @@ impl Plan {
                                 .as_ref()
                                 .map_or(1, |(_, p)| p.segments.len()),
                         );
-                        self.scan_array(&mut inner, ing, &mut work, delta)?;
+                        self.scan_array(&mut inner, ing, work, delta)?;
                     }
                     Some(_) => {
                         return Err(Error::Format {
@@ -446,7 +480,7 @@ impl Plan {
                     sc.rebase(body, bom + lo);
                     delta.stats.events += 1;
                     if body.starts_with('{') {
-                        self.scan_event(&mut sc, ing, &mut work, delta)?;
+                        self.scan_event(&mut sc, ing, work, delta)?;
                     } else {
                         sc.skip_value()?;
                         delta.stats.not_object += 1;
@@ -972,5 +1006,101 @@ impl Engine {
         let idx = self.plan.ingest_index(ingest_id)?;
         let delta = self.plan.prepare(data, idx, now_ms)?;
         self.store.apply(&self.plan, delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An engine counting, summing, distinct-counting and taking percentiles of `$.v` per
+    /// minute and `$.g`.
+    fn engine() -> Engine {
+        let ingest = IngestDef::from_json(&json!({
+            "id": "i", "timestamp": {"source": "PROPERTY", "path": "$.t", "format": "UNIX_MILLISECONDS"}
+        }))
+        .unwrap();
+        let filter = FilterDef::from_json(&json!({
+            "id": "f", "name": "f", "filter": "", "groupingItems": [{"grouping": "$.g"}],
+            "intervalType": "MINUTE", "intervalCount": 1,
+            "aggregations": [{"id": 1, "name": "a",
+                              "calculations": ["COUNT", "SUM", "APPROX_COUNT_DISTINCT", "PERCENTILES"],
+                              "calculationField": "$.v", "subFilter": null}],
+        }))
+        .unwrap();
+        Engine::new(vec![ingest], vec![filter]).unwrap()
+    }
+
+    /// `events` events of about 1 KB each (a padding string), in `cells` distinct cells.
+    fn batch(events: usize, cells: usize) -> Vec<u8> {
+        let pad = "x".repeat(1000);
+        let body: Vec<String> = (0..events)
+            .map(|i| {
+                let t = (i % cells) * 60_000;
+                format!(r#"{{"t":{t},"g":"a","v":{i},"pad":"{pad}"}}"#)
+            })
+            .collect();
+        format!("[{}]", body.join(",")).into_bytes()
+    }
+
+    #[test]
+    fn a_big_batch_with_few_rows_does_not_keep_the_reserved_capacity() {
+        let mut e = engine();
+        let data = batch(2000, 3);
+        assert!(
+            data.len() / EVENT_BYTES_HINT > 1000,
+            "the hint reserves many rows"
+        );
+        let delta = e.plan.prepare(&data, 0, 0).unwrap();
+        let s = &delta.states[0];
+        assert_eq!(s.rows(), 3);
+        assert!(s.row_capacity() <= 4, "capacity {}", s.row_capacity());
+        for a in &s.aggs {
+            assert!(a.matched.capacity() <= 4);
+            assert!(a.sum.capacity() <= 4);
+            assert!(a.distinct.word_bytes() <= 4 * 8);
+            assert!(a.quantile.word_bytes() <= 4 * 8);
+        }
+        // The delta moves into the empty store as it is: the store keeps no reservation either.
+        let bytes = s.fixed_heap_bytes();
+        assert!(bytes < 1024, "{bytes} bytes for 3 rows");
+        e.store.apply(&e.plan, delta).unwrap();
+        let stored = &e.store.states["f"];
+        assert_eq!(stored.rows(), 3);
+        assert_eq!(stored.fixed_heap_bytes(), bytes);
+    }
+
+    #[test]
+    fn a_batch_that_fills_its_reservation_keeps_it_and_answers_the_same() {
+        let data = batch(2000, 2000);
+        let delta = engine().plan.prepare(&data, 0, 0).unwrap();
+        let s = &delta.states[0];
+        assert_eq!(s.rows(), 2000);
+        assert!(
+            s.row_capacity() <= 2 * 2000,
+            "capacity {}",
+            s.row_capacity()
+        );
+        // Reserved or grown, the rows hold the same: one event each.
+        for a in &s.aggs {
+            assert!(a.matched.iter().all(|&m| m == 1));
+            let sums: Vec<u64> = a.sum.iter().map(|x| x.to_bits()).collect();
+            let expected: Vec<u64> = (0..2000).map(|i| f64::from(i).to_bits()).collect();
+            assert_eq!(sums, expected);
+        }
+        // Many small batches (each below the floor) add up to the same rows.
+        let mut e = engine();
+        for chunk in 0..20 {
+            let part: Vec<String> = (chunk * 100..chunk * 100 + 100)
+                .map(|i| format!(r#"{{"t":{},"g":"a","v":{i}}}"#, i * 60_000))
+                .collect();
+            e.ingest(format!("[{}]", part.join(",")).as_bytes(), None, 0)
+                .unwrap();
+        }
+        let stored = &e.store.states["f"];
+        assert_eq!(stored.rows(), 2000);
+        assert_eq!(stored.row_bucket, s.row_bucket);
+        assert_eq!(stored.aggs[0].sum, s.aggs[0].sum);
     }
 }

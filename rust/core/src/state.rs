@@ -175,6 +175,23 @@ impl AggColumns {
         }
     }
 
+    /// Reserves room for `additional` more rows in every column this aggregation uses.
+    fn reserve_rows(&mut self, additional: usize) {
+        self.matched.reserve(additional);
+        if self.needs_numeric() {
+            self.numeric.reserve(additional);
+            self.sum.reserve(additional);
+            self.min.reserve(additional);
+            self.max.reserve(additional);
+        }
+        if self.calcs.contains(Calc::ApproxCountDistinct) {
+            self.distinct.reserve(additional);
+        }
+        if self.calcs.contains(Calc::Percentiles) {
+            self.quantile.reserve(additional);
+        }
+    }
+
     /// Records a numeric value in `row`.
     #[inline]
     pub fn add_numeric(&mut self, row: usize, v: f64) {
@@ -340,6 +357,51 @@ impl FilterState {
         }
         self.last = Some(((bucket, group), row));
         row as usize
+    }
+
+    /// Reserves room for `additional` more rows: the cell index, the row columns and every
+    /// aggregation column, so a batch that opens many rows grows each of them once instead of
+    /// doubling (and rehashing) its way up. [`FilterState::release_reserve`] gives back what a
+    /// batch did not use.
+    pub fn reserve_rows(&mut self, additional: usize) {
+        self.cells.reserve(additional);
+        self.row_bucket.reserve(additional);
+        self.row_group.reserve(additional);
+        for a in &mut self.aggs {
+            a.reserve_rows(additional);
+        }
+    }
+
+    /// After a batch that reserved rows up front ([`FilterState::reserve_rows`]): gives the
+    /// capacity back when the rows used are far fewer than reserved, so a big batch with few
+    /// rows does not keep its reservation (a delta moves into an empty store as it is, and a
+    /// prepared batch may be held a while). What stays is at most what growth by doubling
+    /// leaves: columns of at most twice the rows (four at least), and a cell index of at most
+    /// four times the rows, since shrinking the index costs a rehash of every cell.
+    pub fn release_reserve(&mut self) {
+        let n = self.rows().max(2);
+        if self.row_bucket.capacity() > 2 * n {
+            self.row_bucket.shrink_to_fit();
+            self.row_group.shrink_to_fit();
+            for a in &mut self.aggs {
+                a.matched.shrink_to_fit();
+                a.numeric.shrink_to_fit();
+                a.sum.shrink_to_fit();
+                a.min.shrink_to_fit();
+                a.max.shrink_to_fit();
+                a.distinct.shrink_to_fit();
+                a.quantile.shrink_to_fit();
+            }
+        }
+        if self.cells.capacity() > 4 * n {
+            self.cells.shrink_to_fit();
+        }
+    }
+
+    /// Capacity in rows of the row columns (the aggregation columns have the same or none).
+    #[must_use]
+    pub fn row_capacity(&self) -> usize {
+        self.row_bucket.capacity()
     }
 
     /// Adds every row of `other` (a state of the same filter definition) into this one.
