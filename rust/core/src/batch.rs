@@ -700,9 +700,18 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                 }
                 q = ke + 2;
             }
-            let Some(end) = self.compact_scalar_end(q) else {
-                return stop;
+            let end = match b.get(q) {
+                Some(b'"') => {
+                    let ve = S::string_stop(b, q + 1);
+                    (b.get(ve) == Some(&b'"')).then_some(ve + 1)
+                }
+                Some(b't') => b[q..].starts_with(b"true").then_some(q + 4),
+                Some(b'f') => b[q..].starts_with(b"false").then_some(q + 5),
+                Some(b'n') => b[q..].starts_with(b"null").then_some(q + 4),
+                Some(b'-' | b'0'..=b'9') => json_number_end(b, q).ok(),
+                _ => None,
             };
+            let Some(end) = end else { return stop };
             match b.get(end) {
                 Some(b',') => {
                     count += 1;
