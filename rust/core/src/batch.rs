@@ -608,7 +608,8 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                     // A compact `"name":` (and a plain string value) on local positions, as in
                     // `compact_member`; the token code reads anything else from the same place.
                     let (b, p) = (self.buf, self.pos);
-                    let name_end = (b.get(p) == Some(&b'"')).then(|| S::string_stop(b, p + 1));
+                    let name_end = (S::COMPACT_SHORTCUTS && b.get(p) == Some(&b'"'))
+                        .then(|| S::string_stop(b, p + 1));
                     if let Some(ke) = name_end.filter(|&ke| b.get(ke..ke + 2) == Some(b"\":")) {
                         self.pos = ke + 2;
                         if b.get(ke + 2) == Some(&b'"') {
@@ -668,6 +669,9 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
     /// not one (nested, spaced, escaped or invalid), after a `,`; [`Flat::No`] when even the
     /// first is not. The token loop reads on from there, so errors and offsets are its own.
     fn flat_compact(&self, start: usize) -> Flat {
+        if !S::COMPACT_SHORTCUTS {
+            return Flat::No;
+        }
         let b = self.buf;
         let object = b[start] == b'{';
         let close = if object { b'}' } else { b']' };
@@ -815,33 +819,55 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
         self.extract_at(trie, 0, slots)
     }
 
-    /// The common member of compact JSON, `"name":"value"` with a plain name (no escape, no
-    /// whitespace), read on local copies of the position: a member no path reads whose value
-    /// is a plain string is skipped whole ([`Compact::Skipped`], its value's end); otherwise
-    /// the name is resolved and the value left to the caller ([`Compact::Named`], at the
-    /// value). Anything else ([`Compact::No`]) changes nothing, and the caller's token-by-token
-    /// code reads the member from the same position, so errors and their offsets are its own.
+    /// The common members of compact JSON, `"name":value` with a plain name (no escape, no
+    /// whitespace), read on local copies of the position. Members no path reads whose value is
+    /// a plain string are skipped as a
+    /// run: each one and the `,` after it, on to the next such member ([`Compact::Skipped`],
+    /// the last skipped value's end, where a `,` does not follow). The first member of the run
+    /// that a path reads, or whose value is not a plain string, has its name resolved and
+    /// its value left to the caller ([`Compact::Named`], at the value; the `,` before it is
+    /// consumed). Anything else stops the run before it: nothing of it is consumed, and the
+    /// caller's token-by-token code reads from that position (after the last skipped value,
+    /// or [`Compact::No`] at the first member), so errors and their offsets are its own.
+    ///
+    /// Skipping unread members changes no slot (only read members clear their subtree), so
+    /// the last-duplicate-wins rule is untouched.
     #[allow(clippy::inline_always)]
     #[inline(always)]
     fn compact_member(&self, node: &TrieNode) -> Compact {
+        if !S::COMPACT_SHORTCUTS {
+            return Compact::No;
+        }
         let b = self.buf;
-        let p = self.pos;
-        if b.get(p) != Some(&b'"') {
-            return Compact::No;
-        }
-        let ke = S::string_stop(b, p + 1);
-        if b.get(ke..ke + 2) != Some(b"\":") {
-            return Compact::No;
-        }
-        let value = ke + 2;
-        let child = node.child_raw(b, p + 1, ke);
-        if child.is_none() && b.get(value) == Some(&b'"') {
-            let ve = S::string_stop(b, value + 1);
-            if b.get(ve) == Some(&b'"') {
-                return Compact::Skipped(ve + 1);
+        let mut p = self.pos;
+        let mut stop = Compact::No;
+        loop {
+            if b.get(p) != Some(&b'"') {
+                return stop;
             }
+            let ke = S::string_stop(b, p + 1);
+            if b.get(ke..ke + 2) != Some(b"\":") {
+                return stop;
+            }
+            let value = ke + 2;
+            let child = node.child_raw(b, p + 1, ke);
+            if child.is_some() {
+                return Compact::Named { child, value };
+            }
+            if b.get(value) == Some(&b'"') {
+                let ve = S::string_stop(b, value + 1);
+                if b.get(ve) == Some(&b'"') {
+                    let end = ve + 1;
+                    if b.get(end) != Some(&b',') {
+                        return Compact::Skipped(end);
+                    }
+                    stop = Compact::Skipped(end);
+                    p = end + 1;
+                    continue;
+                }
+            }
+            return Compact::Named { child, value };
         }
-        Compact::Named { child, value }
     }
 
     fn extract_at(
@@ -876,11 +902,20 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
                                 self.pos = value;
                                 if child.is_none() {
                                     // Unread containers (most unread non-strings) go straight
-                                    // to the container skip, without `skip_value`'s dispatch.
-                                    if matches!(self.buf.get(value), Some(b'{' | b'[')) {
-                                        self.skip_container()?;
-                                    } else {
-                                        self.skip_value()?;
+                                    // to the container skip, compact numbers and literals are
+                                    // skipped here (measured: checking them inside the string
+                                    // run cost shaped_gen ~100 instructions an event), the rest
+                                    // through `skip_value`, which reports their errors.
+                                    match self.buf.get(value) {
+                                        Some(b'{' | b'[') => {
+                                            self.skip_container()?;
+                                        }
+                                        _ => match compact_other_end(self.buf, value) {
+                                            Some(end) => self.pos = end,
+                                            None => {
+                                                self.skip_value()?;
+                                            }
+                                        },
                                     }
                                 }
                                 child
@@ -999,12 +1034,27 @@ enum Flat {
 
 /// What [`Scanner::compact_member`] did with the member at the scanner's position.
 enum Compact {
-    /// An unread member with a plain string value, skipped up to this end.
+    /// A run of unread members with plain string values, skipped up to the last one's end.
     Skipped(usize),
-    /// A plain name followed by `:`: its child (if a path reads it) and where its value starts.
+    /// A plain name followed by `:` (the first member, or one after a skipped run and its
+    /// `,`): its child (if a path reads it) and where its value starts.
     Named { child: Option<u32>, value: usize },
     /// Not the compact form: nothing was consumed.
     No,
+}
+
+/// The end of a compact number or literal at `at`, exactly where the token code would end it;
+/// `None` for anything else (the token code reads it and reports its errors).
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn compact_other_end(b: &[u8], at: usize) -> Option<usize> {
+    match b.get(at) {
+        Some(b'-' | b'0'..=b'9') => json_number_end(b, at).ok(),
+        Some(b't') => b[at..].starts_with(b"true").then_some(at + 4),
+        Some(b'f') => b[at..].starts_with(b"false").then_some(at + 5),
+        Some(b'n') => b[at..].starts_with(b"null").then_some(at + 4),
+        _ => None,
+    }
 }
 
 /// Byte-slice equality without a `memcmp` call: member names are short, and most candidates
@@ -1158,8 +1208,14 @@ mod tests {
     }
 
     fn gen_value(rng: &mut Rng, depth: usize, out: &mut String) {
+        gen_value_spaced(rng, depth, out, true);
+    }
+
+    /// A random value; `spaced` puts whitespace between tokens now and then (off: compact JSON,
+    /// as Segment sends it, where the scanner's compact fast roads run).
+    fn gen_value_spaced(rng: &mut Rng, depth: usize, out: &mut String, spaced: bool) {
         let ws = |rng: &mut Rng, out: &mut String| {
-            if rng.below(6) == 0 {
+            if spaced && rng.below(6) == 0 {
                 out.push_str([" ", "\n", "\t ", "\r\n  "][rng.below(4)]);
             }
         };
@@ -1178,7 +1234,7 @@ mod tests {
                         out.push(',');
                     }
                     ws(rng, out);
-                    gen_value(rng, depth + 1, out);
+                    gen_value_spaced(rng, depth + 1, out, spaced);
                     ws(rng, out);
                 }
                 out.push(']');
@@ -1196,7 +1252,7 @@ mod tests {
                     ws(rng, out);
                     out.push(':');
                     ws(rng, out);
-                    gen_value(rng, depth + 1, out);
+                    gen_value_spaced(rng, depth + 1, out, spaced);
                 }
                 out.push('}');
             }
@@ -1383,6 +1439,117 @@ mod tests {
             }
         }
         assert!(accepted > 2000 && rejected > 400, "{accepted} {rejected}");
+    }
+
+    /// The token-by-token code alone: the scalar string search with every compact fast road
+    /// off (`compact_member`'s runs, `flat_compact`, the compact member in `skip_container`).
+    struct TokenOnly;
+
+    impl StringSearch for TokenOnly {
+        const COMPACT_SHORTCUTS: bool = false;
+
+        fn string_stop(buf: &[u8], from: usize) -> usize {
+            crate::scan::string_stop_scalar(buf, from)
+        }
+    }
+
+    #[test]
+    fn compact_shortcuts_agree_with_the_token_only_oracle() {
+        // Two tries: the paths of the test above (read members inside runs, nested reads,
+        // indices) and a sparse one (long runs of unread members, a read after each run).
+        let path_sets: [&[&[&str]]; 2] = [
+            &[
+                &["a"],
+                &["a", "b"],
+                &["k", "1"],
+                &["key"],
+                &["long_member_name_past_sixteen", "s"],
+                &["s"],
+            ],
+            &[&["s"], &["long_member_name_past_sixteen", "k"]],
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut accepted, mut rejected) = (0, 0);
+        for paths in path_sets {
+            let mut trie = PathTrie::new();
+            for (i, p) in paths.iter().enumerate() {
+                trie.insert(&path(p), i as u32);
+            }
+            for case in 0..6000 {
+                // Mostly compact objects (the fast roads), some spaced (the token loop taking
+                // over in the middle of an object); half of them mutated into invalid JSON, so
+                // the runs stop at every kind of fault.
+                let mut doc = String::new();
+                while !doc.starts_with('{') {
+                    doc.clear();
+                    gen_value_spaced(&mut rng, 1, &mut doc, case % 5 == 4);
+                }
+                if case % 2 == 1 {
+                    for _ in 0..=rng.below(2) {
+                        doc = mutate(&mut rng, &doc);
+                    }
+                }
+                let want = run::<TokenOnly>(&doc, &trie, paths.len());
+                assert_eq!(run::<Native>(&doc, &trie, paths.len()), want, "{doc}");
+                assert_eq!(
+                    run::<crate::scan::Scalar>(&doc, &trie, paths.len()),
+                    want,
+                    "{doc}"
+                );
+                if want.is_ok() {
+                    accepted += 1;
+                } else {
+                    rejected += 1;
+                }
+            }
+        }
+        assert!(accepted > 4000 && rejected > 2000, "{accepted} {rejected}");
+    }
+
+    #[test]
+    fn compact_member_runs_stop_where_the_token_code_reads_on() {
+        // Hand-picked stops of a run of unread members: each kind of scalar, then a read
+        // member, a container, whitespace, an escape, a bad number or literal, a missing
+        // comma, the end of input. Outcomes (values, error offsets) equal the token code's.
+        let paths: [&[&str]; 2] = [&["r"], &["o", "r"]];
+        let mut trie = PathTrie::new();
+        for (i, p) in paths.iter().enumerate() {
+            trie.insert(&path(p), i as u32);
+        }
+        let run_prefix = r#"{"u":"x","v":12.5e-3,"w":true,"x":false,"y":null,"z":-0"#;
+        for tail in [
+            "}",
+            r#","r":"got"}"#,
+            r#","r":1,"r":2}"#,
+            r#","o":{"r":[1]},"u":"x"}"#,
+            r#","c":{"r":1},"r":null}"#,
+            r#","c":[1,2],"r":true}"#,
+            r#", "r":"spaced"}"#,
+            r#","r" :"spaced"}"#,
+            r#","\u0072":"escaped name"}"#,
+            r#","e":"esc\"aped","r":3}"#,
+            r#","n":01}"#,
+            r#","n":1.}"#,
+            r#","n":1e+}"#,
+            r#","n":-}"#,
+            r#","t":tru}"#,
+            r#","t":truex}"#,
+            r#","t":nul"#,
+            r#","s":"unterminated"#,
+            r#","s":"ctrl	char"}"#,
+            r#""r":1}"#,
+            ",}",
+            ",",
+            "",
+            " }",
+            r#","u":"x" }"#,
+            r#","u":"x","#,
+            r#","u":"x""#,
+        ] {
+            let doc = format!("{run_prefix}{tail}");
+            let want = run::<TokenOnly>(&doc, &trie, paths.len());
+            assert_eq!(run::<Native>(&doc, &trie, paths.len()), want, "{doc}");
+        }
     }
 
     #[test]

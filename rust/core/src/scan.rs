@@ -33,6 +33,13 @@ static STRING_STOP: [bool; 256] = {
 /// A string-search implementation the batch scanner is generic over, so tests can run the whole
 /// scanner on each path and compare; production code uses [`Native`].
 pub trait StringSearch {
+    /// Whether the batch scanner takes its compact fast roads (runs of `"name":value` members
+    /// and flat container prefixes read on local positions). Every implementation here keeps
+    /// them on; the batch tests turn them off to hold the fast roads to the token-by-token
+    /// code (same accept/reject, error offsets and values). A constant, so the choice costs
+    /// nothing at run time.
+    const COMPACT_SHORTCUTS: bool = true;
+
     /// Same contract as [`string_stop`].
     fn string_stop(buf: &[u8], from: usize) -> usize;
 }
