@@ -381,17 +381,7 @@ impl FilterState {
     pub fn release_reserve(&mut self) {
         let n = self.rows().max(2);
         if self.row_bucket.capacity() > 2 * n {
-            self.row_bucket.shrink_to_fit();
-            self.row_group.shrink_to_fit();
-            for a in &mut self.aggs {
-                a.matched.shrink_to_fit();
-                a.numeric.shrink_to_fit();
-                a.sum.shrink_to_fit();
-                a.min.shrink_to_fit();
-                a.max.shrink_to_fit();
-                a.distinct.shrink_to_fit();
-                a.quantile.shrink_to_fit();
-            }
+            self.shrink_row_columns();
         }
         if self.cells.capacity() > 4 * n {
             self.cells.shrink_to_fit();
@@ -631,12 +621,8 @@ impl FilterState {
         }
     }
 
-    /// Gives spare capacity back once the rows fell well below it.
-    pub fn shrink_if_sparse(&mut self) {
-        let n = self.rows();
-        if n * 4 >= self.row_bucket.capacity() * 3 {
-            return;
-        }
+    /// Shrinks the row columns and every aggregation column to their rows.
+    fn shrink_row_columns(&mut self) {
         self.row_bucket.shrink_to_fit();
         self.row_group.shrink_to_fit();
         for a in &mut self.aggs {
@@ -648,6 +634,15 @@ impl FilterState {
             a.distinct.shrink_to_fit();
             a.quantile.shrink_to_fit();
         }
+    }
+
+    /// Gives spare capacity back once the rows fell well below it.
+    pub fn shrink_if_sparse(&mut self) {
+        let n = self.rows();
+        if n * 4 >= self.row_bucket.capacity() * 3 {
+            return;
+        }
+        self.shrink_row_columns();
         if n * 2 < self.cells.capacity() {
             self.cells.shrink_to_fit();
         }
