@@ -195,6 +195,207 @@ pub fn to_str(buf: &[u8]) -> Result<&str, usize> {
     simdutf8::compat::from_utf8(buf).map_err(|e| e.valid_up_to())
 }
 
+/// Carried state of the structural index between 64-byte blocks (see [`index_blocks`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexState {
+    /// All ones while the previous block ended inside a string, else zero.
+    in_string: u64,
+    /// 1 when the previous block ended with a backslash that escapes this block's first byte.
+    escape_next: u64,
+    /// 1 when the previous block's last byte was a scalar byte (outside strings, not a
+    /// structural character or a quote).
+    scalar: u64,
+}
+
+/// Raw byte classes of one 64-byte block, one bit per byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockClasses {
+    pub quote: u64,
+    pub backslash: u64,
+    /// Bytes below 0x20.
+    pub control: u64,
+    /// `{`, `}`, `[`, `]`, `:` and `,`.
+    pub structural: u64,
+}
+
+/// The portable classification, one byte at a time.
+#[must_use]
+pub fn classify_scalar(block: &[u8; 64]) -> BlockClasses {
+    let mut c = BlockClasses::default();
+    for (i, &b) in block.iter().enumerate() {
+        let bit = 1u64 << i;
+        match b {
+            b'"' => c.quote |= bit,
+            b'\\' => c.backslash |= bit,
+            b'{' | b'}' | b'[' | b']' | b':' | b',' => c.structural |= bit,
+            0..=0x1F => c.control |= bit,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// Prefix XOR: bit `i` of the result is the XOR of bits `0..=i` of `x`.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// The index bits of one block from its byte classes (simdjson's stage 1 rules):
+/// - a backslash escapes the next byte unless it is itself escaped (runs alternate);
+/// - unescaped quotes toggle the in-string state (an opening quote counts as inside, a
+///   closing one as outside);
+/// - indexed: every unescaped quote, every structural character outside strings, the first
+///   byte of every run of other bytes outside strings (numbers, literals, and anything
+///   invalid there, whitespace included), and every escaping backslash or control byte inside
+///   strings.
+///
+/// So outside strings every byte that follows an indexed quote or structural character is
+/// itself indexed, and a string's tokens are its quotes with its escapes and control bytes
+/// between them.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+#[must_use]
+pub fn index_bits(c: BlockClasses, st: &mut IndexState, prefix: fn(u64) -> u64) -> u64 {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    // Escapes (simdjson's odd-backslash-run rule).
+    let escaped;
+    let starts_escape;
+    if c.backslash == 0 {
+        escaped = st.escape_next;
+        starts_escape = 0;
+        st.escape_next = 0;
+    } else {
+        let bs = c.backslash & !st.escape_next;
+        let follows_escape = (bs << 1) | st.escape_next;
+        let odd_starts = bs & !EVEN & !follows_escape;
+        let (even_seq, overflow) = odd_starts.overflowing_add(bs);
+        let invert = even_seq << 1;
+        escaped = (EVEN ^ invert) & follows_escape;
+        starts_escape = bs & !escaped;
+        st.escape_next = u64::from(overflow);
+    }
+    let quote = c.quote & !escaped;
+    let in_string = prefix(quote) ^ st.in_string;
+    st.in_string = 0u64.wrapping_sub(in_string >> 63);
+    let outside = !(in_string | quote);
+    let scalar = outside & !c.structural;
+    let scalar_start = scalar & !((scalar << 1) | st.scalar);
+    st.scalar = scalar >> 63;
+    quote | (c.structural & outside) | scalar_start | ((starts_escape | c.control) & in_string)
+}
+
+/// Appends to `out[*n..]` the positions (`base` + bit index) of the set bits of `bits`.
+/// `out` must have 64 free entries past `*n`.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn flatten(mut bits: u64, base: u32, out: &mut [u32], n: &mut usize) {
+    let count = bits.count_ones() as usize;
+    let Some(slot) = out.get_mut(*n..*n + 64) else {
+        panic!("index buffer full");
+    };
+    let slot: &mut [u32; 64] = slot.try_into().expect("64 entries");
+    // Eight at a time without tests per bit (simdjson's flatten): the entries past `count`
+    // are overwritten by the next block or ignored.
+    let mut k = 0;
+    loop {
+        for j in 0..8 {
+            slot[(k + j) & 63] = base + bits.trailing_zeros();
+            bits &= bits.wrapping_sub(1);
+        }
+        k += 8;
+        if k >= count {
+            break;
+        }
+    }
+    *n += count;
+}
+
+/// The structural index of `buf[from..to]` (`from` a multiple of 64, blocks read in order from
+/// 0 with `st` carried), appended to `out[*n..]`; `out` needs `to - from + 64` free entries.
+/// Bytes past `buf.len()` count as spaces, and no position at or past `to` is reported.
+pub fn index_blocks(
+    buf: &[u8],
+    from: usize,
+    to: usize,
+    st: &mut IndexState,
+    out: &mut [u32],
+    n: &mut usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::avx2_clmul() {
+            // SAFETY: AVX2, PCLMULQDQ, BMI1 and POPCNT were detected on this CPU just above.
+            unsafe { x86::index_blocks_avx2(buf, from, to, st, out, n) };
+            return;
+        }
+    }
+    index_blocks_with(buf, from, to, st, out, n, classify_scalar, prefix_xor);
+}
+
+/// [`index_blocks`] with the portable classification (the tests' reference).
+pub fn index_blocks_scalar(
+    buf: &[u8],
+    from: usize,
+    to: usize,
+    st: &mut IndexState,
+    out: &mut [u32],
+    n: &mut usize,
+) {
+    index_blocks_with(buf, from, to, st, out, n, classify_scalar, prefix_xor);
+}
+
+#[allow(clippy::inline_always, clippy::too_many_arguments)]
+#[inline(always)]
+fn index_blocks_with(
+    buf: &[u8],
+    from: usize,
+    to: usize,
+    st: &mut IndexState,
+    out: &mut [u32],
+    n: &mut usize,
+    classify: impl Fn(&[u8; 64]) -> BlockClasses,
+    prefix: fn(u64) -> u64,
+) {
+    debug_assert_eq!(from % 64, 0);
+    // The state and the count in locals for the loop (not stored back every block).
+    let mut state = *st;
+    let mut count = *n;
+    let mut at = from;
+    while let Some(block) = buf.get(at..at + 64).filter(|_| at + 64 <= to) {
+        let bits = index_bits(
+            classify(block.try_into().expect("64 bytes")),
+            &mut state,
+            prefix,
+        );
+        flatten(bits, at as u32, out, &mut count);
+        at += 64;
+    }
+    if at < to {
+        let mut pad = [b' '; 64];
+        let tail = buf.get(at..).unwrap_or_default();
+        let len = tail.len().min(64);
+        pad[..len].copy_from_slice(&tail[..len]);
+        let bits = index_bits(classify(&pad), &mut state, prefix);
+        let keep = to - at;
+        let bits = if keep < 64 {
+            bits & ((1u64 << keep) - 1)
+        } else {
+            bits
+        };
+        flatten(bits, at as u32, out, &mut count);
+    }
+    *st = state;
+    *n = count;
+}
+
 #[cfg(target_arch = "x86_64")]
 // The `loadu` intrinsics take `*const __m128i`/`__m256i` but read unaligned memory by contract,
 // so the casts from `*const u8` need no alignment.
@@ -202,8 +403,9 @@ pub fn to_str(buf: &[u8]) -> Result<&str, usize> {
 mod x86 {
     use std::arch::x86_64::{
         __m128i, __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8,
-        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm_cmpeq_epi8, _mm_loadu_si128,
-        _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm_clmulepi64_si128,
+        _mm_cmpeq_epi8, _mm_cvtsi128_si64, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
+        _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
     };
 
     /// Mask of the stop bytes among the 16 of `block`.
@@ -252,6 +454,92 @@ mod x86 {
             return unsafe { avx2_loop(buf, next) };
         }
         sse2_loop(buf, next)
+    }
+
+    /// Both features of the AVX2 index path; cached by the standard library.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    pub(super) fn avx2_clmul() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+            && std::arch::is_x86_feature_detected!("bmi1")
+            && std::arch::is_x86_feature_detected!("popcnt")
+    }
+
+    /// The byte classes of a 64-byte block, two 32-byte halves.
+    #[target_feature(enable = "avx2")]
+    fn classify_avx2(block: &[u8; 64]) -> super::BlockClasses {
+        let half = |v: __m256i| {
+            let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+            let control = _mm256_cmpeq_epi8(
+                _mm256_max_epu8(v, _mm256_set1_epi8(0x1F)),
+                _mm256_set1_epi8(0x1F),
+            );
+            // `[` | 0x20 is `{` and `]` | 0x20 is `}`.
+            let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+            let structural = _mm256_or_si256(
+                _mm256_or_si256(
+                    _mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'{' as i8)),
+                    _mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'}' as i8)),
+                ),
+                _mm256_or_si256(
+                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b':' as i8)),
+                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b',' as i8)),
+                ),
+            );
+            [
+                u64::from(_mm256_movemask_epi8(quote) as u32),
+                u64::from(_mm256_movemask_epi8(backslash) as u32),
+                u64::from(_mm256_movemask_epi8(control) as u32),
+                u64::from(_mm256_movemask_epi8(structural) as u32),
+            ]
+        };
+        // SAFETY: `block` is 64 readable bytes; `loadu` has no alignment requirement.
+        let (lo, hi) = unsafe {
+            (
+                _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()),
+                _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
+            )
+        };
+        let (l, h) = (half(lo), half(hi));
+        super::BlockClasses {
+            quote: l[0] | (h[0] << 32),
+            backslash: l[1] | (h[1] << 32),
+            control: l[2] | (h[2] << 32),
+            structural: l[3] | (h[3] << 32),
+        }
+    }
+
+    /// Prefix XOR as a carry-less multiplication by all ones.
+    #[target_feature(enable = "pclmulqdq")]
+    fn prefix_xor_clmul(x: u64) -> u64 {
+        let v = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+        _mm_cvtsi128_si64(v) as u64
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, PCLMULQDQ, BMI1 and POPCNT ([`avx2_clmul`]).
+    #[target_feature(enable = "avx2,pclmulqdq,bmi1,popcnt")]
+    pub(super) unsafe fn index_blocks_avx2(
+        buf: &[u8],
+        from: usize,
+        to: usize,
+        st: &mut super::IndexState,
+        out: &mut [u32],
+        n: &mut usize,
+    ) {
+        super::index_blocks_with(
+            buf,
+            from,
+            to,
+            st,
+            out,
+            n,
+            // Closures inherit this function's target features.
+            |b| classify_avx2(b),
+            |x| prefix_xor_clmul(x),
+        );
     }
 
     /// Cached by the standard library: one load and a bit test.
