@@ -10,7 +10,6 @@
 //!   overflow the stack. Duplicate keys: the last occurrence wins.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::marker::PhantomData;
 
 use crate::error::Error;
@@ -19,7 +18,6 @@ use crate::error::Error;
 /// an 8-byte error keeps them in registers instead of spilling an 80-byte enum to the stack.
 pub type Result<T, E = Box<Error>> = std::result::Result<T, E>;
 use crate::path::{Path, Segment};
-use crate::scan::IndexState;
 pub use crate::scan::{Native, StringSearch};
 use crate::value::{json_number_end, NumberFault, Value};
 
@@ -467,7 +465,54 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
     }
 
     fn decode_escapes(&self, start: usize, end: usize) -> String {
-        decode_escapes(&self.src[start..end])
+        let raw = &self.src[start..end];
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let (_, e) = chars.next().expect("validated escape");
+            let decoded = match e {
+                '"' => '"',
+                '\\' => '\\',
+                '/' => '/',
+                'b' => '\u{8}',
+                'f' => '\u{c}',
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                _ => {
+                    let hi = u32::from_str_radix(&raw[i + 2..i + 6], 16).expect("validated hex");
+                    for _ in 0..4 {
+                        chars.next();
+                    }
+                    let cp = if (0xD800..0xDC00).contains(&hi) {
+                        // A high surrogate must be followed by a \u low surrogate.
+                        let rest = &raw[i + 6..];
+                        let lo = rest
+                            .strip_prefix("\\u")
+                            .and_then(|r| r.get(..4))
+                            .and_then(|h| u32::from_str_radix(h, 16).ok())
+                            .filter(|lo| (0xDC00..0xE000).contains(lo));
+                        if let Some(lo) = lo {
+                            for _ in 0..6 {
+                                chars.next();
+                            }
+                            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                        } else {
+                            0xFFFD
+                        }
+                    } else {
+                        hi
+                    };
+                    char::from_u32(cp).unwrap_or('\u{FFFD}')
+                }
+            };
+            out.push(decoded);
+        }
+        out
     }
 
     #[inline]
@@ -977,452 +1022,6 @@ impl<'a, S: StringSearch> Scanner<'a, S> {
     }
 }
 
-/// Signature of a structural-index builder ([`crate::scan::index_blocks`] and its scalar twin).
-pub type IndexFn = fn(&[u8], usize, usize, &mut IndexState, &mut [u32], &mut usize);
-
-/// Bytes indexed per refill of [`Structural`] (a multiple of 64): events up to this long are
-/// always read from the index; longer ones fall back to the token scanner.
-const INDEX_CHUNK: usize = 64 * 1024;
-
-/// Deepest nesting (the batch array included) the index walk reads; deeper events fall back to
-/// the token scanner, which applies [`MAX_DEPTH`] with its exact errors.
-const FAST_DEPTH: usize = 48;
-
-/// A simdjson-style structural index of one batch body, built chunk by chunk as the events are
-/// read, and the walk of the path trie over it (the fast path of `Plan::prepare`'s event loop).
-///
-/// The index ([`crate::scan::index_bits`]) holds every unescaped quote, every structural
-/// character outside strings, the first byte of every other run outside strings, and every
-/// escaping backslash and control byte inside strings. Outside strings, then, the byte after
-/// any indexed quote or structural character is itself indexed, so the walk checks the grammar
-/// token by token without looking at the bytes between: a string is its two quotes (with its
-/// escapes between them, each checked here), a number or literal is checked by the same
-/// functions as the token scanner's and must end exactly at the next indexed byte. Whitespace
-/// outside strings is a run of its own, which the walk refuses.
-///
-/// [`Structural::event`] returns either the complete extraction of a valid event, with exactly
-/// the slot values the token scanner would produce, or `None` (fall back: anything unusual,
-/// escaped member names of read objects, index paths, deep nesting, whitespace, and all invalid
-/// JSON), after which the caller resets the slots and lets the token scanner read the event
-/// from its start, so accept/reject and every error stay the token scanner's. The quote parity
-/// the index starts from is right because the index starts at the body's first byte and every
-/// byte before an event was accepted as JSON (by this walk or the token scanner) before it.
-pub struct Structural {
-    pos: Vec<u32>,
-    n: usize,
-    covered: usize,
-    state: IndexState,
-    cursor: usize,
-    index: IndexFn,
-}
-
-impl Structural {
-    /// An index of `buf` built by `index`, or `None` when `buf` is too long for 32-bit
-    /// positions.
-    #[must_use]
-    pub fn new(buf: &[u8], index: IndexFn) -> Option<Self> {
-        (buf.len() < (u32::MAX as usize) - 4 * INDEX_CHUNK).then(|| Self {
-            pos: vec![0; 2 * INDEX_CHUNK + 128],
-            n: 0,
-            covered: 0,
-            state: IndexState::default(),
-            cursor: 0,
-            index,
-        })
-    }
-
-    /// The index entry of the byte at `at` (indexing on as far as needed), or `None` when
-    /// `at` is not indexed.
-    fn seek(&mut self, buf: &[u8], at: usize) -> Option<usize> {
-        loop {
-            while self.cursor < self.n && (self.pos[self.cursor] as usize) < at {
-                self.cursor += 1;
-            }
-            if self.cursor < self.n {
-                return (self.pos[self.cursor] as usize == at).then_some(self.cursor);
-            }
-            if !self.refill(buf) {
-                return None;
-            }
-        }
-    }
-
-    /// Drops the entries before the cursor and indexes the next chunk; false when all of
-    /// `buf` is indexed or the entries kept leave no room for a chunk.
-    fn refill(&mut self, buf: &[u8]) -> bool {
-        let kept = self.n - self.cursor;
-        if self.covered >= buf.len() || kept + INDEX_CHUNK + 64 > self.pos.len() {
-            return false;
-        }
-        self.pos.copy_within(self.cursor..self.n, 0);
-        self.n = kept;
-        self.cursor = 0;
-        let to = (self.covered + INDEX_CHUNK).min(buf.len());
-        (self.index)(
-            buf,
-            self.covered,
-            to,
-            &mut self.state,
-            &mut self.pos,
-            &mut self.n,
-        );
-        self.covered = to;
-        true
-    }
-
-    /// Reads the event object at `at` of `src` (the whole body the index is built over) into
-    /// `slots` (reset by the caller): one past its closing `}`, or `None` to fall back (the
-    /// slots may then hold anything).
-    pub fn event<'a>(
-        &mut self,
-        src: &'a str,
-        at: usize,
-        trie: &PathTrie,
-        slots: &mut [Option<Value<'a>>],
-    ) -> Option<usize> {
-        let buf = src.as_bytes();
-        let mut retried = false;
-        loop {
-            let i = self.seek(buf, at)?;
-            let walk = Walk {
-                src,
-                buf,
-                pos: &self.pos[..self.n],
-                ran_out: Cell::new(false),
-            };
-            if let Some(next) = walk.extract(trie, 0, i, 1, slots) {
-                self.cursor = next;
-                return Some(walk.pos[next - 1] as usize + 1);
-            }
-            // An event across the end of the indexed stretch: index on and read it again.
-            if retried || !walk.ran_out.get() || !self.refill(buf) {
-                return None;
-            }
-            retried = true;
-            for slot in slots.iter_mut() {
-                *slot = None;
-            }
-        }
-    }
-}
-
-/// Profiling aid: the structural index of all of `buf` at once, then the walk's grammar check
-/// of the value at byte 0 (no path lookups); the end of that value, or `None`.
-#[doc(hidden)]
-#[must_use]
-pub fn index_and_validate(buf: &[u8], index: IndexFn) -> Option<usize> {
-    let mut pos = vec![0u32; buf.len() + 128];
-    let (mut n, mut st) = (0, IndexState::default());
-    index(buf, 0, buf.len(), &mut st, &mut pos, &mut n);
-    let walk = Walk {
-        src: "",
-        buf,
-        pos: &pos[..n],
-        ran_out: Cell::new(false),
-    };
-    let (close, _, _) = walk.container(0, 0)?;
-    Some(close + 1)
-}
-
-/// The walk of [`Structural`] over one filled stretch of the index. Every function takes the
-/// entry of a token and returns the entry after what it read, or `None` to fall back.
-struct Walk<'a, 'p> {
-    src: &'a str,
-    buf: &'a [u8],
-    pos: &'p [u32],
-    /// Set when the walk needed an entry past the filled ones.
-    ran_out: Cell<bool>,
-}
-
-impl<'a> Walk<'a, '_> {
-    /// Position and byte of entry `i`.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn at(&self, i: usize) -> Option<(usize, u8)> {
-        let Some(&p) = self.pos.get(i) else {
-            self.ran_out.set(true);
-            return None;
-        };
-        Some((p as usize, self.buf[p as usize]))
-    }
-
-    /// The byte of entry `i`.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn byte(&self, i: usize) -> Option<u8> {
-        self.at(i).map(|(_, b)| b)
-    }
-
-    /// The value at entry `i` for trie node `node_idx` (`extract_at`'s rules).
-    fn extract(
-        &self,
-        trie: &PathTrie,
-        node_idx: usize,
-        i: usize,
-        depth: usize,
-        slots: &mut [Option<Value<'a>>],
-    ) -> Option<usize> {
-        let node = &trie.nodes[node_idx];
-        if !node.is_leaf() {
-            match self.byte(i)? {
-                b'{' if !node.keys.is_empty() => return self.object(trie, node, i, depth, slots),
-                b'[' if !node.indices.is_empty() => return None,
-                _ => {}
-            }
-        }
-        let (v, next) = self.value(i, depth)?;
-        if let Some(slot) = node.slot {
-            slots[slot as usize] = Some(v);
-        }
-        Some(next)
-    }
-
-    /// An object read member by member (entry `i` is its `{`).
-    fn object(
-        &self,
-        trie: &PathTrie,
-        node: &TrieNode,
-        mut i: usize,
-        depth: usize,
-        slots: &mut [Option<Value<'a>>],
-    ) -> Option<usize> {
-        if depth >= FAST_DEPTH {
-            return None;
-        }
-        let (open, _) = self.at(i)?;
-        i += 1;
-        let close = if self.byte(i)? == b'}' {
-            i += 1;
-            self.pos[i - 1] as usize
-        } else {
-            loop {
-                let (ks, c) = self.at(i)?;
-                if c != b'"' {
-                    return None;
-                }
-                // An escape or control byte in the name is the token scanner's to read.
-                let (ke, c) = self.at(i + 1)?;
-                if c != b'"' || self.byte(i + 2)? != b':' {
-                    return None;
-                }
-                i += 3;
-                match node.child_raw(self.buf, ks + 1, ke) {
-                    None => i = self.skip(i, depth)?,
-                    Some(c) => {
-                        let cn = &trie.nodes[c as usize];
-                        for &s in &cn.descendants {
-                            slots[s as usize] = None;
-                        }
-                        // Leaves (most read paths) here, without a recursive call.
-                        i = if cn.is_leaf() {
-                            let (v, next) = self.value(i, depth + 1)?;
-                            if let Some(slot) = cn.slot {
-                                slots[slot as usize] = Some(v);
-                            }
-                            next
-                        } else {
-                            self.extract(trie, c as usize, i, depth + 1, slots)?
-                        };
-                    }
-                }
-                let (q, c) = self.at(i)?;
-                i += 1;
-                match c {
-                    b',' => {}
-                    b'}' => break q,
-                    _ => return None,
-                }
-            }
-        };
-        if let Some(slot) = node.slot {
-            slots[slot as usize] = Some(Value::Object {
-                raw: &self.src[open..=close],
-            });
-        }
-        Some(i)
-    }
-
-    /// One value as a [`Value`] (`read_value`'s rules).
-    fn value(&self, i: usize, depth: usize) -> Option<(Value<'a>, usize)> {
-        let (p, c) = self.at(i)?;
-        Some(match c {
-            b'"' => {
-                let (end, escaped, next) = self.string(i)?;
-                let text = &self.src[p + 1..end];
-                let v = if escaped {
-                    Value::Str(Cow::Owned(decode_escapes(text)))
-                } else {
-                    Value::Str(Cow::Borrowed(text))
-                };
-                (v, next)
-            }
-            b'{' | b'[' => {
-                let (close, next, count) = self.container(i, depth)?;
-                let raw = &self.src[p..=close];
-                let v = if c == b'{' {
-                    Value::Object { raw }
-                } else {
-                    Value::Array { raw, len: count }
-                };
-                (v, next)
-            }
-            _ => {
-                let (end, next) = self.scalar(i)?;
-                let v = match c {
-                    b't' => Value::Bool(true),
-                    b'f' => Value::Bool(false),
-                    b'n' => Value::Null,
-                    _ => Value::Number(&self.src[p..end]),
-                };
-                (v, next)
-            }
-        })
-    }
-
-    /// Skips one value.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn skip(&self, i: usize, depth: usize) -> Option<usize> {
-        match self.byte(i)? {
-            b'"' => {
-                // Most strings have no escape: their closing quote is the next entry.
-                if self.byte(i + 1)? == b'"' {
-                    Some(i + 2)
-                } else {
-                    self.string(i).map(|(_, _, next)| next)
-                }
-            }
-            b'{' | b'[' => self.container(i, depth).map(|(_, next, _)| next),
-            _ => self.scalar(i).map(|(_, next)| next),
-        }
-    }
-
-    /// The string whose opening quote is entry `i`: its closing quote's position, whether it
-    /// has escapes, and the entry after it. Each escape is checked as the token scanner does.
-    fn string(&self, mut i: usize) -> Option<(usize, bool, usize)> {
-        i += 1;
-        let mut escaped = false;
-        loop {
-            let (q, c) = self.at(i)?;
-            i += 1;
-            match c {
-                b'"' => return Some((q, escaped, i)),
-                b'\\' => {
-                    escaped = true;
-                    match *self.buf.get(q + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => {
-                            if !self
-                                .buf
-                                .get(q + 2..q + 6)?
-                                .iter()
-                                .all(u8::is_ascii_hexdigit)
-                            {
-                                return None;
-                            }
-                        }
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// A number or literal at entry `i`, which must end at the next entry: its end and that
-    /// entry.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
-    fn scalar(&self, i: usize) -> Option<(usize, usize)> {
-        let (p, c) = self.at(i)?;
-        let b = self.buf;
-        let end = match c {
-            b'-' | b'0'..=b'9' => json_number_end(b, p).ok()?,
-            b't' => b[p..].starts_with(b"true").then_some(p + 4)?,
-            b'f' => b[p..].starts_with(b"false").then_some(p + 5)?,
-            b'n' => b[p..].starts_with(b"null").then_some(p + 4)?,
-            _ => return None,
-        };
-        (*self.pos.get(i + 1)? as usize == end).then_some((end, i + 1))
-    }
-
-    /// The container whose open bracket is entry `i`, validated token by token (a bit stack
-    /// of object/array): its close's position, the entry after it, its element count.
-    fn container(&self, mut i: usize, depth: usize) -> Option<(usize, usize, usize)> {
-        let mut stack = 0u64;
-        let mut open = 0usize;
-        let mut count = 0usize;
-        let mut c = self.byte(i)?;
-        loop {
-            // `c` (entry `i`) opens a container.
-            if depth + open >= FAST_DEPTH {
-                return None;
-            }
-            stack = (stack << 1) | u64::from(c == b'{');
-            open += 1;
-            i += 1;
-            let mut first = true;
-            'element: loop {
-                let mut v = self.byte(i)?;
-                let object = stack & 1 == 1;
-                let close = if object { b'}' } else { b']' };
-                if !(first && v == close) {
-                    if open == 1 {
-                        count += 1;
-                    }
-                    if object {
-                        if v != b'"' {
-                            return None;
-                        }
-                        i = if self.byte(i + 1)? == b'"' {
-                            i + 2
-                        } else {
-                            self.string(i)?.2
-                        };
-                        if self.byte(i)? != b':' {
-                            return None;
-                        }
-                        i += 1;
-                        v = self.byte(i)?;
-                    }
-                    match v {
-                        b'{' | b'[' => {
-                            c = v;
-                            break 'element;
-                        }
-                        b'"' => {
-                            i = if self.byte(i + 1)? == b'"' {
-                                i + 2
-                            } else {
-                                self.string(i)?.2
-                            };
-                        }
-                        _ => i = self.scalar(i)?.1,
-                    }
-                }
-                first = false;
-                // After a value (or at an empty container's close): `,` or closes.
-                loop {
-                    let (q, v) = self.at(i)?;
-                    i += 1;
-                    let object = stack & 1 == 1;
-                    if v == b',' {
-                        continue 'element;
-                    }
-                    if v != if object { b'}' } else { b']' } {
-                        return None;
-                    }
-                    stack >>= 1;
-                    open -= 1;
-                    if open == 0 {
-                        return Some((q, i, count));
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// How far [`Scanner::flat_compact`] read a container.
 enum Flat {
     /// The whole container: one past its close, and its element count.
@@ -1456,58 +1055,6 @@ fn compact_other_end(b: &[u8], at: usize) -> Option<usize> {
         Some(b'n') => b[at..].starts_with(b"null").then_some(at + 4),
         _ => None,
     }
-}
-
-/// The text of a validated string body with its escapes decoded (a lone surrogate becomes
-/// U+FFFD).
-fn decode_escapes(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.char_indices();
-    while let Some((i, c)) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let (_, e) = chars.next().expect("validated escape");
-        let decoded = match e {
-            '"' => '"',
-            '\\' => '\\',
-            '/' => '/',
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            _ => {
-                let hi = u32::from_str_radix(&raw[i + 2..i + 6], 16).expect("validated hex");
-                for _ in 0..4 {
-                    chars.next();
-                }
-                let cp = if (0xD800..0xDC00).contains(&hi) {
-                    // A high surrogate must be followed by a \u low surrogate.
-                    let rest = &raw[i + 6..];
-                    let lo = rest
-                        .strip_prefix("\\u")
-                        .and_then(|r| r.get(..4))
-                        .and_then(|h| u32::from_str_radix(h, 16).ok())
-                        .filter(|lo| (0xDC00..0xE000).contains(lo));
-                    if let Some(lo) = lo {
-                        for _ in 0..6 {
-                            chars.next();
-                        }
-                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                    } else {
-                        0xFFFD
-                    }
-                } else {
-                    hi
-                };
-                char::from_u32(cp).unwrap_or('\u{FFFD}')
-            }
-        };
-        out.push(decoded);
-    }
-    out
 }
 
 /// Byte-slice equality without a `memcmp` call: member names are short, and most candidates
@@ -1957,140 +1504,6 @@ mod tests {
             }
         }
         assert!(accepted > 4000 && rejected > 2000, "{accepted} {rejected}");
-    }
-
-    /// The structural index by definition, one byte at a time (see `scan::index_bits`).
-    fn index_oracle(buf: &[u8]) -> Vec<u32> {
-        let (mut escape_next, mut in_str, mut prev_scalar) = (false, false, false);
-        let mut out = Vec::new();
-        for (j, &b) in buf.iter().enumerate() {
-            let escaped = escape_next;
-            let starts_escape = b == b'\\' && !escaped;
-            escape_next = starts_escape;
-            let quote = b == b'"' && !escaped;
-            if quote {
-                in_str = !in_str;
-            }
-            let outside = !(in_str || quote);
-            let structural = matches!(b, b'{' | b'}' | b'[' | b']' | b':' | b',');
-            let scalar = outside && !structural;
-            let start = scalar && !prev_scalar;
-            prev_scalar = scalar;
-            if quote || (structural && outside) || start || ((starts_escape || b < 0x20) && in_str)
-            {
-                out.push(j as u32);
-            }
-        }
-        out
-    }
-
-    fn index_with(buf: &[u8], index: IndexFn, chunk: usize) -> Vec<u32> {
-        let mut out = vec![0u32; buf.len() + 128];
-        let (mut n, mut st, mut at) = (0, IndexState::default(), 0);
-        while at < buf.len() {
-            let to = (at + chunk).min(buf.len());
-            index(buf, at, to, &mut st, &mut out, &mut n);
-            at = to;
-        }
-        out.truncate(n);
-        out
-    }
-
-    #[test]
-    fn structural_index_scalar_and_avx2_agree_with_the_definition() {
-        let mut rng = Rng(0x6A09_E667_F3BC_C908);
-        let alphabet = b"\"\\{}[]:,a0 \t\x01\x1f\x7f\xc3";
-        for _ in 0..3000 {
-            let len = rng.below(300);
-            let buf: Vec<u8> = (0..len)
-                .map(|_| {
-                    if rng.below(3) == 0 {
-                        alphabet[rng.below(alphabet.len())]
-                    } else {
-                        b'a' + rng.below(26) as u8
-                    }
-                })
-                .collect();
-            let want = index_oracle(&buf);
-            for chunk in [64, 128, 1 << 20] {
-                assert_eq!(
-                    index_with(&buf, crate::scan::index_blocks_scalar, chunk),
-                    want
-                );
-                assert_eq!(index_with(&buf, crate::scan::index_blocks, chunk), want);
-            }
-        }
-    }
-
-    #[test]
-    fn structural_walk_agrees_with_the_token_scanner() {
-        let path_sets: [&[&[&str]]; 2] = [
-            &[
-                &["a"],
-                &["a", "b"],
-                &["k", "1"],
-                &["key"],
-                &["long_member_name_past_sixteen", "s"],
-                &["s"],
-            ],
-            &[&["s"], &["b"], &["long_member_name_past_sixteen"]],
-        ];
-        let mut rng = Rng(0xBB67_AE85_84CA_A73B);
-        let (mut fast, mut valid, mut rejected) = (0, 0, 0);
-        for paths in path_sets {
-            let mut trie = PathTrie::new();
-            for (i, p) in paths.iter().enumerate() {
-                trie.insert(&path(p), i as u32);
-            }
-            for case in 0..1500 {
-                let mut doc = String::new();
-                while !doc.starts_with('{') {
-                    doc.clear();
-                    gen_value_spaced(&mut rng, 1, &mut doc, case % 7 == 6);
-                }
-                if case % 2 == 1 {
-                    for _ in 0..=rng.below(2) {
-                        doc = mutate(&mut rng, &doc);
-                    }
-                }
-                // Every alignment of the event within a 64-byte block.
-                for shift in 0..64 {
-                    let body = format!("[{}{doc}]", " ".repeat(shift));
-                    let at = 1 + shift;
-                    let mut sc = Scanner::<TokenOnly>::with_search(&body, 0);
-                    sc.set_nesting(1);
-                    sc.set_position(at);
-                    let mut want_slots = vec![None; paths.len()];
-                    let want = sc
-                        .extract_object(&trie, &mut want_slots)
-                        .map(|()| sc.position());
-                    if shift == 0 {
-                        if want.is_ok() {
-                            valid += 1;
-                        } else {
-                            rejected += 1;
-                        }
-                    }
-                    for index in [
-                        crate::scan::index_blocks_scalar as IndexFn,
-                        crate::scan::index_blocks,
-                    ] {
-                        let mut ix = Structural::new(body.as_bytes(), index).expect("small");
-                        let mut slots = vec![None; paths.len()];
-                        if let Some(end) = ix.event(&body, at, &trie, &mut slots) {
-                            assert_eq!(want.as_ref().ok(), Some(&end), "{body}");
-                            assert_eq!(slots, want_slots, "{body}");
-                            if shift == 0 {
-                                fast += 1;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // Most valid events take the fast path (the spaced ones and a few others do not).
-        assert!(valid > 1000 && rejected > 500, "{valid} {rejected}");
-        assert!(fast > valid, "{fast} of {valid} (two stage 1 paths each)");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use crate::batch::{decode_utf8, PathTrie, Scanner, Structural};
+use crate::batch::{decode_utf8, PathTrie, Scanner};
 use crate::config::{Calc, FilterDef, IngestDef, OnInvalid, Schema, TimestampRule};
 use crate::error::{Error, Result};
 use crate::jpath::{Condition, Slot, SlotResolver};
@@ -422,7 +422,7 @@ impl Plan {
             Schema::SingleObject => {
                 let mut sc = open_body(src, bom, b'{', "expected a single JSON object")?;
                 delta.stats.events += 1;
-                self.scan_event(&mut sc, None, ing, work, delta)?;
+                self.scan_event(&mut sc, ing, work, delta)?;
                 expect_end(&mut sc)?;
             }
             Schema::ObjectWithArrayProperty => {
@@ -480,7 +480,7 @@ impl Plan {
                     sc.rebase(body, bom + lo);
                     delta.stats.events += 1;
                     if body.starts_with('{') {
-                        self.scan_event(&mut sc, None, ing, work, delta)?;
+                        self.scan_event(&mut sc, ing, work, delta)?;
                     } else {
                         sc.skip_value()?;
                         delta.stats.not_object += 1;
@@ -506,13 +506,11 @@ impl Plan {
             sc.leave();
             return Ok(());
         }
-        // The structural index over the array (the events' fast path), from its first byte.
-        let mut index = Structural::new(sc.source().as_bytes(), crate::scan::index_blocks);
         loop {
             sc.skip_ws();
             delta.stats.events += 1;
             if sc.peek() == Some(b'{') {
-                self.scan_event(sc, index.as_mut(), ing, work, delta)?;
+                self.scan_event(sc, ing, work, delta)?;
             } else {
                 sc.skip_value()?;
                 delta.stats.not_object += 1;
@@ -532,7 +530,6 @@ impl Plan {
     fn scan_event<'a>(
         &self,
         sc: &mut Scanner<'a>,
-        index: Option<&mut Structural>,
         ing: &CompiledIngest,
         work: &mut Work<'a>,
         delta: &mut Delta,
@@ -547,21 +544,7 @@ impl Plan {
             work.root.clear();
             work.root.resize(self.root.len(), None);
         }
-        // The index walk reads most events; what it declines (or finds invalid) the token
-        // scanner reads again from the event's start, with fresh slots.
-        let index_used = index.is_some();
-        let fast = index
-            .and_then(|ix| ix.event(sc.source(), sc.position(), &self.root.trie, &mut work.root));
-        if let Some(end) = fast {
-            sc.set_position(end);
-        } else {
-            if index_used {
-                for slot in &mut work.root {
-                    *slot = None;
-                }
-            }
-            sc.extract_object(&self.root.trie, &mut work.root)?;
-        }
+        sc.extract_object(&self.root.trie, &mut work.root)?;
         let ts = match (&ing.def.timestamp, ing.timestamp_slot) {
             (
                 TimestampRule::Property {
