@@ -476,17 +476,17 @@ def test_failed_write_is_cut_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     wal = WriteAheadLog(tmp_path, fsync="never", preallocate=False)
     wal.append(rec(1))
     size = only_segment(tmp_path).stat().st_size
-    real = walmod._writev_all
+    real = walmod._write_record_at
 
-    def half_then_enospc(fd: int, parts: list[bytes]) -> int:
-        os.write(fd, bytes(parts[0])[:7])
+    def half_then_enospc(fd: int, parts: list[bytes], offset: int) -> int:
+        os.pwrite(fd, bytes(parts[0])[:7], offset)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(walmod, "_writev_all", half_then_enospc)
+    monkeypatch.setattr(walmod, "_write_record_at", half_then_enospc)
     with pytest.raises(OSError):
         wal.append(rec(2))
     assert only_segment(tmp_path).stat().st_size == size
-    monkeypatch.setattr(walmod, "_writev_all", real)
+    monkeypatch.setattr(walmod, "_write_record_at", real)
     assert wal.append(rec(3)) == 3
     wal.close()
     with WriteAheadLog(tmp_path) as reopened:
@@ -808,3 +808,54 @@ def test_sigkill_mid_append_loses_nothing_acknowledged(tmp_path: Path) -> None:
         all_seqs = seqs
         k = max(r.received_at_ms for r in records) + 1
     assert len(acknowledged) >= 5
+
+
+def test_short_positional_writes_continue_where_they_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record write that the kernel cuts short (a regular file may) goes on at the first byte
+    not written, at the right file offset, so the log replays byte for byte."""
+    from eventtally.durability import files
+
+    real = os.pwritev
+    calls: list[int] = []
+
+    def at_most_5000(fd: int, parts: list[bytes], offset: int) -> int:
+        calls.append(offset)
+        data = b"".join(bytes(p) for p in parts)[:5000]
+        return real(fd, [data], offset)
+
+    monkeypatch.setattr(files.os, "pwritev", at_most_5000)
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    for i in range(3):
+        wal.append(rec(i, size=12_000))
+    monkeypatch.setattr(files.os, "pwritev", real)
+    wal.close()
+    assert len(calls) >= 9  # every record took several writes
+    with WriteAheadLog(tmp_path) as reopened:
+        assert reopened.torn_tail is None
+        assert [r.payload for r in reopened.replay()] == [payload_for(i, 12_000) for i in range(3)]
+
+
+def test_an_append_is_one_positional_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frame, payload and end marker go out in one ``pwritev`` at the log's offset: no
+    ``writev`` and no ``lseek`` per record (each one is a syscall and a release of the
+    interpreter lock on the server's hot path)."""
+    wal = WriteAheadLog(tmp_path, fsync="never")  # preallocated: every append writes a marker
+    wal.append(rec(0))
+    seen: list[str] = []
+    for name in ("writev", "lseek", "write"):
+        real = getattr(os, name)
+
+        def spy(*args: object, _real: object = real, _name: str = name) -> object:
+            seen.append(_name)
+            return _real(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(walmod.os, name, spy)
+    for i in range(1, 4):
+        wal.append(rec(i))
+    monkeypatch.undo()
+    assert seen == []
+    wal.close()
+    with WriteAheadLog(tmp_path) as reopened:
+        assert [r.payload for r in reopened.replay()] == [payload_for(i, 100) for i in range(4)]

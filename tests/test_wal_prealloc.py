@@ -112,18 +112,18 @@ def test_a_failed_write_cuts_the_reservation_and_appends_go_on(
     log = WriteAheadLog(tmp_path, segment_bytes=SEGMENT)
     log.append(rec(1))
     end = log._offset
-    real = walmod._writev_all
+    real = walmod._write_record_at
 
-    def half_then_eio(fd: int, parts: list[bytes]) -> int:
-        os.write(fd, bytes(parts[0])[:7])
+    def half_then_eio(fd: int, parts: list[bytes], offset: int) -> int:
+        os.pwrite(fd, bytes(parts[0])[:7], offset)
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(walmod, "_writev_all", half_then_eio)
+    monkeypatch.setattr(walmod, "_write_record_at", half_then_eio)
     with pytest.raises(OSError):
         log.append(rec(2))
     (seg,) = segment_files(tmp_path)
     assert seg.stat().st_size == end  # cut to the records, reservation and marker gone
-    monkeypatch.setattr(walmod, "_writev_all", real)
+    monkeypatch.setattr(walmod, "_write_record_at", real)
     assert log.append(rec(3)) == 3
     log.close()
     with WriteAheadLog(tmp_path) as again:

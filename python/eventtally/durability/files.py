@@ -36,6 +36,7 @@ __all__ = [
     "fsync_dir",
     "make_private_dirs",
     "open_private",
+    "pwrite_all",
     "write_all",
 ]
 
@@ -111,6 +112,31 @@ def write_all(fd: int, parts: list[Buffer]) -> int:
             done = 0
         if views:
             done = os.writev(fd, views)
+    return total
+
+
+def pwrite_all(fd: int, parts: list[Buffer], offset: int) -> int:
+    """``pwritev`` every byte of ``parts`` to ``fd`` at ``offset``; returns the bytes written.
+
+    Positional, so the file offset is neither read nor moved: the write-ahead log appends each
+    record (and the end marker after it) in one system call, with no ``lseek`` back over the
+    marker.  A short write continues from the first byte not written."""
+    total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
+    done = os.pwritev(fd, parts, offset)
+    if done == total:
+        return total
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    at = offset
+    while views:
+        at += done
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views and done:
+            views[0] = views[0][done:]
+            done = 0
+        if views:
+            done = os.pwritev(fd, views, at)
     return total
 
 

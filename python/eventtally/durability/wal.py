@@ -54,8 +54,9 @@ What this module guarantees:
 
 Checksums: a payload given as ``bytes`` is checksummed by the core (``_core.crc32``, crc32fast's
 carry-less-multiply kernel, detached from the interpreter; equal to ``zlib.crc32``), anything else
-and the short header by ``zlib.crc32``; replay verifies with ``zlib.crc32``.  ``os.writev`` makes
-one syscall per record.
+and the short header by ``zlib.crc32``; replay verifies with ``zlib.crc32``.  A record (frame, payload
+and the end marker after it) is one ``os.pwritev`` at the log's own offset: one syscall, and
+no ``lseek`` back over the marker.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ from eventtally import _core
 from eventtally.exceptions import EventtallyIOError
 
 from .files import fsync_dir as _fsync_dir
-from .files import make_private_dirs, open_private, write_all
+from .files import make_private_dirs, open_private, pwrite_all, write_all
 
 __all__ = [
     "FLAG_USER_MAX",
@@ -278,6 +279,8 @@ def _end_marker(first_seq: int) -> bytes:
 
 #: The log writes through this module-level name, so a test can make the disk fail.
 _writev_all = write_all
+#: Record writes (a hook for tests that make them fail part way).
+_write_record_at = pwrite_all
 
 
 def _parse(
@@ -738,16 +741,15 @@ class WriteAheadLog:
             if marker:
                 parts.append(marker)
             try:
-                written = _writev_all(self._fd, parts)
+                written = _write_record_at(self._fd, parts, self._offset)
             except OSError as exc:
                 self._write_error = exc
                 self._probe_bytes = len(frame) + len(payload)
                 self._undo_write()
                 raise
             if marker:
-                # The next record overwrites the marker: the file position stays at its start.
+                # The next record overwrites the marker: the log's offset stays at its start.
                 written -= len(marker)
-                os.lseek(self._fd, self._offset + written, os.SEEK_SET)
             self._write_error = None
             self._offset += written
             self._bytes_written += written
