@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -93,17 +94,18 @@ def open_private(path: str | os.PathLike[str], flags: int) -> int:
     return fd
 
 
-def write_all(fd: int, parts: list[Buffer]) -> int:
-    """``writev`` every byte of ``parts`` to ``fd``; returns the number of bytes written.
-
-    One ``writev`` in the usual case (the write-ahead log's hot path); a short write (regular
+def _write_fully(parts: list[Buffer], write: Callable[[list[Buffer], int], int]) -> int:
+    """Every byte of ``parts`` through ``write(buffers, bytes already written)``, which returns
+    how many it wrote; returns the total.  One call in the usual case; a short write (regular
     files rarely write short, but may) continues from the first byte not written."""
     total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
-    done = os.writev(fd, parts)
+    done = write(parts, 0)
     if done == total:
         return total
     views = [memoryview(p).cast("B") for p in parts if len(p)]
+    written = 0
     while views:
+        written += done
         while views and done >= len(views[0]):
             done -= len(views[0])
             views.pop(0)
@@ -111,33 +113,23 @@ def write_all(fd: int, parts: list[Buffer]) -> int:
             views[0] = views[0][done:]
             done = 0
         if views:
-            done = os.writev(fd, views)
+            done = write(views, written)
     return total
+
+
+def write_all(fd: int, parts: list[Buffer]) -> int:
+    """``writev`` every byte of ``parts`` to ``fd`` at its file position; returns the number of
+    bytes written."""
+    return _write_fully(parts, lambda bufs, _written: os.writev(fd, bufs))
 
 
 def pwrite_all(fd: int, parts: list[Buffer], offset: int) -> int:
     """``pwritev`` every byte of ``parts`` to ``fd`` at ``offset``; returns the bytes written.
 
-    Positional, so the file offset is neither read nor moved: the write-ahead log appends each
-    record (and the end marker after it) in one system call, with no ``lseek`` back over the
-    marker.  A short write continues from the first byte not written."""
-    total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
-    done = os.pwritev(fd, parts, offset)
-    if done == total:
-        return total
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
-    at = offset
-    while views:
-        at += done
-        while views and done >= len(views[0]):
-            done -= len(views[0])
-            views.pop(0)
-        if views and done:
-            views[0] = views[0][done:]
-            done = 0
-        if views:
-            done = os.pwritev(fd, views, at)
-    return total
+    Positional, so the file position is neither read nor moved: the write-ahead log appends
+    each record (and the end marker after it) in one system call, with no ``lseek`` back over
+    the marker."""
+    return _write_fully(parts, lambda bufs, written: os.pwritev(fd, bufs, offset + written))
 
 
 def atomic_write(

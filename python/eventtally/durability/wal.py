@@ -54,9 +54,9 @@ What this module guarantees:
 
 Checksums: a payload given as ``bytes`` is checksummed by the core (``_core.crc32``, crc32fast's
 carry-less-multiply kernel, detached from the interpreter; equal to ``zlib.crc32``), anything else
-and the short header by ``zlib.crc32``; replay verifies with ``zlib.crc32``.  A record (frame, payload
-and the end marker after it) is one ``os.pwritev`` at the log's own offset: one syscall, and
-no ``lseek`` back over the marker.
+and the short header by ``zlib.crc32``; replay verifies with ``zlib.crc32``.  A record (frame,
+payload and the end marker after it) is one ``os.pwritev`` at the log's own offset: one
+syscall, and no ``lseek`` back over the marker.
 """
 
 from __future__ import annotations
