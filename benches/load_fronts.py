@@ -37,6 +37,10 @@ What this script guarantees:
 - ``--variant NAME=JSON`` adds a front running this tree with other ``[server]`` or
   ``[durability]`` settings (say ``worker_threads`` or ``wal_preallocate``), interleaved with
   the others like any front; ``--fsync`` sets every front's WAL policy.
+- ``--rounds N`` runs the throughput scenario N times per front, the fronts' order reversed
+  every other round (new, base, base, new, ...): on these shared cores the front that runs
+  second tends to do better, and a single pair cannot tell that from a change.  The table gives
+  each figure's median over the rounds and a row with every round's rate.
 - Results go to stdout as a markdown table and, with ``--json``, to a file; the server's CPU
   time per request (user + system) is reported beside each throughput figure, since on shared
   cores it varies far less than the rates.
@@ -53,6 +57,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -293,6 +298,18 @@ def scenario_throughput(
     return out
 
 
+def median_throughput(rounds: list[dict]) -> dict:
+    """One throughput result from several rounds: each figure's median (non-2xx summed)."""
+    out: dict[str, Any] = {}
+    for conns in rounds[0]:
+        runs = [r[conns] for r in rounds]
+        merged = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+        merged["non2xx"] = sum(run["non2xx"] for run in runs)
+        merged["rounds_rps"] = [run["rps"] for run in runs]
+        out[conns] = merged
+    return out
+
+
 def _open_idle(port: int, n: int) -> list[socket.socket]:
     socks = []
     for _ in range(n):
@@ -478,6 +495,13 @@ def main() -> int:
         help="throughput: seconds of the same load before the measured run (steady state: with "
         "ET_FRONT_SETTINGS='{\"save_interval\": 2}' snapshots free WAL segments meanwhile)",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="throughput: runs per front, the fronts' order reversed every other round; the "
+        "table gives medians (default: %(default)s)",
+    )
     p.add_argument("--idle", type=int, default=2000)
     p.add_argument("--flood", type=int, default=300, help="flood connections (first flood)")
     p.add_argument("--flood-old", type=int, default=40, help="flood connections (second flood)")
@@ -532,17 +556,25 @@ def main() -> int:
         body_file.write_bytes(body)
         todo = args.scenarios.split(",")
         # Interleaved (new, base, new, base ...) so a change in the machine's load hits both.
-        for scenario in ("throughput", "idle", "flood", "trickle"):
+        for front in fronts:
+            results[front] = {}
+        if "throughput" in todo:
+            rounds: dict[str, list[dict]] = {front: [] for front in fronts}
+            for k in range(max(1, args.rounds)):
+                for front in fronts if k % 2 == 0 else fronts[::-1]:
+                    print(f"[{front}] throughput, round {k + 1}", file=sys.stderr, flush=True)
+                    rounds[front].append(
+                        scenario_throughput(front, body_file, counted, args.duration, args.warmup)
+                    )
+            for front in fronts:
+                results[front]["throughput"] = median_throughput(rounds[front])
+        for scenario in ("idle", "flood", "trickle"):
             if scenario not in todo:
                 continue
             for front in fronts:
-                r = results.setdefault(front, {})
+                r = results[front]
                 print(f"[{front}] {scenario}", file=sys.stderr, flush=True)
-                if scenario == "throughput":
-                    r["throughput"] = scenario_throughput(
-                        front, body_file, counted, args.duration, args.warmup
-                    )
-                elif scenario == "idle":
+                if scenario == "idle":
                     r["idle"] = scenario_idle(front, body_file, args.duration, args.idle)
                 elif scenario == "flood":
                     r["flood"] = [scenario_flood(front, args.flood)]
@@ -552,7 +584,10 @@ def main() -> int:
                     r["trickle"] = scenario_trickle(front, args.duration)
     print(
         f"body: {len(body)} bytes, 300 events; wrk -t2, {args.duration:.0f} s per run; "
-        f"fsync {FSYNC}" + "".join(f"; {n}: {json.dumps(v)}" for n, v in VARIANTS.items()) + "\n"
+        + (f"medians of {args.rounds} rounds; " if args.rounds > 1 else "")
+        + f"fsync {FSYNC}"
+        + "".join(f"; {n}: {json.dumps(v)}" for n, v in VARIANTS.items())
+        + "\n"
     )
     names = list(results)
     # One ratio column per other front: the first front over it.
@@ -583,6 +618,9 @@ def main() -> int:
 
         row(f"{n} conns: req/s", lambda r, tp=tp: f"{tp(r)['rps']:.0f}", targets[c][0],
             lambda r, tp=tp: tp(r)["rps"])  # fmt: skip
+        if args.rounds > 1:
+            row(f"{n} conns: req/s, each round",
+                lambda r, tp=tp: " ".join(f"{v:.0f}" for v in tp(r)["rounds_rps"]))  # fmt: skip
         row(f"{n} conns: p50 ms", lambda r, tp=tp: f"{tp(r)['p50_us'] / 1000:.1f}", "",
             lambda r, tp=tp: tp(r)["p50_us"])  # fmt: skip
         row(f"{n} conns: p99 ms", lambda r, tp=tp: f"{tp(r)['p99_us'] / 1000:.1f}", targets[c][1],
