@@ -102,7 +102,7 @@ def _write_fully(parts: list[Buffer], write: Callable[[list[Buffer], int], int])
     done = write(parts, 0)
     if done == total:
         return total
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    views: list[Buffer] = [memoryview(p).cast("B") for p in parts if len(p)]
     written = 0
     while views:
         written += done
