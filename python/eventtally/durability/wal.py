@@ -81,7 +81,7 @@ from eventtally import _core
 from eventtally.exceptions import EventtallyIOError
 
 from .files import fsync_dir as _fsync_dir
-from .files import make_private_dirs, open_private, pwrite_all, write_all
+from .files import make_private_dirs, open_private, pwrite_all
 
 __all__ = [
     "FLAG_USER_MAX",
@@ -277,9 +277,8 @@ def _end_marker(first_seq: int) -> bytes:
     return _END.pack(END_MAGIC, first_seq)
 
 
-#: The log writes through this module-level name, so a test can make the disk fail.
-_writev_all = write_all
-#: Record writes (a hook for tests that make them fail part way).
+#: The log writes its records through this module-level name, so a test can make the disk fail
+#: part way.  Every write to a segment is positional: the file position is never relied on.
 _write_record_at = pwrite_all
 
 
@@ -499,7 +498,6 @@ class WriteAheadLog:
         self._last_seq = self._synced_seq = max(last_seq, first - 1)
         self._next_seq = max(self._last_seq, torn_seq) + 1
         self._fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        os.lseek(self._fd, end, os.SEEK_SET)
         self._offset = end
         # What the previous process wrote may still be only in the page cache.
         if self.fsync != "never":
@@ -610,7 +608,7 @@ class WriteAheadLog:
                 continue
             try:
                 head = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, first_seq)
-                os.pwritev(fd, [head, _end_marker(first_seq)], 0)
+                pwrite_all(fd, [head, _end_marker(first_seq)], 0)
                 if self.fsync != "never":
                     _sync(fd)
                 os.rename(spare, self._path(first_seq))
@@ -626,12 +624,11 @@ class WriteAheadLog:
                 with contextlib.suppress(OSError):
                     spare.unlink()
                 return None
-            os.lseek(fd, _SEGMENT_HEADER.size, os.SEEK_SET)
             return fd
         return None
 
     def _create_segment(self, first_seq: int) -> tuple[int, bool]:
-        """Create segment ``first_seq`` (lock held): its fd, positioned after the header, and
+        """Create segment ``first_seq`` (lock held): its fd, with the header written, and
         whether it was preallocated to ``segment_bytes`` (then an end marker follows the header
         and the caller must keep writing markers).
 
@@ -651,10 +648,7 @@ class WriteAheadLog:
             ]
             if preallocated:
                 head.append(_end_marker(first_seq))
-                os.pwritev(fd, head, 0)
-                os.lseek(fd, _SEGMENT_HEADER.size, os.SEEK_SET)
-            else:
-                _writev_all(fd, head)
+            pwrite_all(fd, head, 0)
             if self.fsync != "never":
                 # fsync, not fdatasync, after a preallocation: the file's size is metadata that
                 # must be on disk before a record is acknowledged inside it.
@@ -809,7 +803,6 @@ class WriteAheadLog:
         segment loses its stale tail (and with it the need for a marker)."""
         try:
             os.ftruncate(self._fd, self._offset)
-            os.lseek(self._fd, self._offset, os.SEEK_SET)
             self._marker = b""
             self._zero_tail = False
         except OSError as exc:
